@@ -1,0 +1,55 @@
+//! `agent-run`: parse flags, set up logging, run, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use agent_run::cli::run::{LogFormat, RunArgs};
+use agent_run::config::{Config, LogSettings};
+use agent_run::exit::LAUNCHER_ERROR;
+
+/// Wipes every heap block before it is freed: see `agent_run::sys::WipeOnFree`.
+#[global_allocator]
+static ALLOCATOR: agent_run::sys::WipeOnFree = agent_run::sys::WipeOnFree;
+
+fn main() -> ExitCode {
+    let args = match RunArgs::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // --help and --version are not failures.
+            let code = if e.use_stderr() { LAUNCHER_ERROR } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => return fail(&anyhow::Error::new(e), LAUNCHER_ERROR),
+    };
+    init_logging(config.log);
+    match agent_run::run(config) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.exit_code();
+            fail(&anyhow::Error::new(e), code)
+        }
+    }
+}
+
+fn fail(error: &anyhow::Error, code: u8) -> ExitCode {
+    eprintln!("agent-run: {error:#}");
+    ExitCode::from(code)
+}
+
+fn init_logging(settings: LogSettings) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(settings.level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    match settings.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,245 @@
+//! The flags of `agent-run`: clap derive structs only. Every option also reads an
+//! `AGENT_RUN_*` variable, because containers and systemd units set environment, not flags.
+//! Validation and meaning live in `config`; the order of fields here is the order of `--help`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// Start a program with exactly its own secrets in its environment, and supervise it:
+/// forward signals, reap zombies, pass its exit code through, and restart it when a
+/// secret changes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent-run",
+    version,
+    after_help = "Exit codes: the child's own code; 128+N if it died of signal N; \
+                  125 agent-run failed (message on stderr); 126 command not executable; \
+                  127 command not found.\n\
+                  List-valued variables: AGENT_RUN_ENV is newline-separated; the others are \
+                  comma-separated."
+)]
+pub struct RunArgs {
+    // ---- sources -------------------------------------------------------------------
+    /// Read secrets from a dotenv file (repeatable; later files win). Watched for changes.
+    #[arg(
+        long = "env-file",
+        value_name = "PATH",
+        env = "AGENT_RUN_ENV_FILE",
+        value_delimiter = ',',
+        help_heading = "Sources"
+    )]
+    pub env_files: Vec<PathBuf>,
+
+    /// Read secrets from a directory with one file per secret (Kubernetes secret volumes,
+    /// Docker /run/secrets). Names starting with '.' are skipped; one trailing newline is
+    /// stripped. Repeatable; read before the --env-file files, so those win.
+    #[arg(
+        long = "secrets-dir",
+        value_name = "DIR",
+        env = "AGENT_RUN_SECRETS_DIR",
+        value_delimiter = ',',
+        help_heading = "Sources"
+    )]
+    pub secrets_dirs: Vec<PathBuf>,
+
+    // ---- environment ---------------------------------------------------------------
+    /// Start the child from an empty environment instead of inheriting agent-run's.
+    #[arg(long, env = "AGENT_RUN_PRISTINE", help_heading = "Environment")]
+    pub pristine: bool,
+
+    /// With --pristine: let inherited variables whose name matches GLOB through (repeatable).
+    #[arg(
+        long,
+        value_name = "GLOB",
+        env = "AGENT_RUN_KEEP",
+        value_delimiter = ',',
+        requires = "pristine",
+        help_heading = "Environment"
+    )]
+    pub keep: Vec<String>,
+
+    /// Set a variable: KEY=@SECRET injects secret SECRET as KEY, KEY=@ means KEY=@KEY,
+    /// KEY=\@x is the literal "@x", KEY=value is a literal (repeatable; wins over everything).
+    #[arg(
+        long = "env",
+        short = 'e',
+        value_name = "KEY=SPEC",
+        env = "AGENT_RUN_ENV",
+        value_delimiter = '\n',
+        help_heading = "Environment"
+    )]
+    pub env: Vec<String>,
+
+    /// Inject only the secrets whose name matches GLOB (repeatable). Explicit --env
+    /// references are not narrowed by it.
+    #[arg(
+        long,
+        value_name = "GLOB",
+        env = "AGENT_RUN_ONLY",
+        value_delimiter = ',',
+        help_heading = "Environment"
+    )]
+    pub only: Vec<String>,
+
+    /// A --env reference to a secret no source has is skipped with a warning instead of
+    /// being an error.
+    #[arg(long, env = "AGENT_RUN_ALLOW_MISSING", help_heading = "Environment")]
+    pub allow_missing: bool,
+
+    // ---- supervision ---------------------------------------------------------------
+    /// Fetch, build the environment and exec the command in place of agent-run: no
+    /// supervisor, no restart (CI steps, short jobs).
+    #[arg(long, env = "AGENT_RUN_ONCE", help_heading = "Supervision")]
+    pub once: bool,
+
+    /// Forward signals to the child's whole process group instead of the child alone.
+    #[arg(long, env = "AGENT_RUN_SIGNAL_GROUP", help_heading = "Supervision")]
+    pub signal_group: bool,
+
+    /// How long a child may take to exit after the stop signal before it gets SIGKILL.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        env = "AGENT_RUN_GRACE",
+        help_heading = "Supervision"
+    )]
+    pub grace: String,
+
+    /// Signal that stops the child for a restart on change.
+    #[arg(
+        long,
+        value_name = "SIG",
+        default_value = "TERM",
+        env = "AGENT_RUN_STOP_SIGNAL",
+        help_heading = "Supervision"
+    )]
+    pub stop_signal: String,
+
+    /// Do not give the child a parent-death signal (by default the child is SIGKILLed if
+    /// agent-run dies, so no agent runs unsupervised on stale secrets).
+    #[arg(long, env = "AGENT_RUN_NO_PDEATHSIG", help_heading = "Supervision")]
+    pub no_pdeathsig: bool,
+
+    /// What to do when a secret changes: restart (stop, then start with the new secrets),
+    /// signal:SIG (send SIG, keep running), exit, or none.
+    #[arg(
+        long,
+        value_name = "ACTION",
+        default_value = "restart",
+        env = "AGENT_RUN_ON_CHANGE",
+        help_heading = "Supervision"
+    )]
+    pub on_change: String,
+
+    /// Quiet time that coalesces a burst of changes into one restart.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "100ms",
+        env = "AGENT_RUN_DEBOUNCE",
+        help_heading = "Supervision"
+    )]
+    pub debounce: String,
+
+    /// Restart the child when it exits by itself (exponential backoff, capped at 30s).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "no",
+        env = "AGENT_RUN_RESTART",
+        help_heading = "Supervision"
+    )]
+    pub restart: RestartArg,
+
+    // ---- logging -------------------------------------------------------------------
+    /// Log format on stderr.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "AGENT_RUN_LOG_FORMAT",
+        help_heading = "Logging"
+    )]
+    pub log_format: LogFormat,
+
+    /// More log output (-v info, -vv debug, -vvv trace). Values are never logged.
+    #[arg(short, long, action = ArgAction::Count, help_heading = "Logging")]
+    pub verbose: u8,
+
+    /// Less log output (-q errors only, -qq nothing).
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose", help_heading = "Logging")]
+    pub quiet: u8,
+
+    /// Log level (error, warn, info, debug, trace, off); -v/-q take precedence.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "AGENT_RUN_LOG_LEVEL",
+        hide_short_help = true,
+        help_heading = "Logging"
+    )]
+    pub log_level: Option<String>,
+
+    // ---- the command ---------------------------------------------------------------
+    /// The command to run, and its arguments (after `--`).
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartArg {
+    /// Exit with the child's status.
+    No,
+    /// Restart when it fails (non-zero code or a signal other than HUP, INT, TERM, PIPE).
+    OnFailure,
+    /// Always restart.
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        RunArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn command_after_double_dash_keeps_its_own_flags() {
+        let args = RunArgs::try_parse_from(["agent-run", "--once", "--", "ls", "-l", "--env", "x"])
+            .unwrap();
+        assert!(args.once);
+        assert_eq!(args.command, ["ls", "-l", "--env", "x"]);
+        assert!(args.env.is_empty());
+    }
+
+    #[test]
+    fn keep_requires_pristine() {
+        assert!(RunArgs::try_parse_from(["agent-run", "--keep", "PATH", "--", "true"]).is_err());
+        assert!(RunArgs::try_parse_from([
+            "agent-run",
+            "--pristine",
+            "--keep",
+            "PATH",
+            "--",
+            "true"
+        ])
+        .is_ok());
+    }
+}

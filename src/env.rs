@@ -1,0 +1,667 @@
+//! Composes the child's environment: the inherited variables, the secrets and the `--env`
+//! mappings, by a documented precedence, into an [`EnvBlock`].
+//!
+//! Precedence, lowest to highest:
+//! 1. the inherited environment (none with `--pristine`, except names matching `--keep`),
+//!    always without `AGENT_RUN_*` and the variables a source consumed (tokens);
+//! 2. every secret of every source under its own name (narrowed by `--only`);
+//! 3. the `--env` mappings, in order (later wins).
+//!
+//! The [`EnvBlock`] is the only place the composed values live: one buffer sized before
+//! the first write, page-locked where the limit allows, and wiped in `Drop` — which the
+//! supervisor runs as soon as the child has been started.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroize;
+
+use crate::source::{Origin, SecretSet};
+use crate::sys;
+
+/// Variables with this prefix configure agent-run and never reach the child.
+pub const RESERVED_PREFIX: &str = "AGENT_RUN_";
+
+/// The kernel refuses any single `NAME=value` string longer than this (MAX_ARG_STRLEN,
+/// 32 pages, including the NUL).
+const MAX_ENTRY_LEN: usize = 32 * 4096;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("--env {spec:?}: expected KEY=@SECRET, KEY=@, KEY=\\@literal or KEY=value")]
+    BadMapping { spec: String },
+    #[error("{what} {name:?} is not a valid environment variable name (letters, digits, '_', not starting with a digit)")]
+    InvalidName { what: String, name: String },
+    #[error("{name} ({origin}): the value contains a NUL byte, which an environment cannot hold")]
+    NulInValue { name: String, origin: String },
+    #[error("{name} ({origin}): the entry is {len} bytes, over the kernel's limit of {limit} for one variable")]
+    EntryTooLarge {
+        name: String,
+        origin: String,
+        len: usize,
+        limit: usize,
+    },
+    #[error("--env {key}=@{secret}: no source has a secret named {secret} (use --allow-missing to skip it)")]
+    MissingSecret { key: String, secret: String },
+    #[error("--env {key}: names starting with {RESERVED_PREFIX} are reserved for agent-run")]
+    Reserved { key: String },
+    #[error("invalid glob {pattern:?}: {reason}")]
+    BadGlob { pattern: String, reason: String },
+}
+
+/// The right-hand side of one `--env` mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingValue {
+    /// `KEY=@SECRET` / `KEY=@`.
+    Secret(String),
+    /// `KEY=value` / `KEY=\@value`: not a secret, it was on the command line.
+    Literal(String),
+}
+
+/// One `--env KEY=SPEC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub key: String,
+    pub value: MappingValue,
+}
+
+impl Mapping {
+    /// Parses the reference syntax of hosted agent platforms.
+    pub fn parse(spec: &str) -> Result<Mapping, Error> {
+        let bad = || Error::BadMapping {
+            spec: spec.to_owned(),
+        };
+        let (key, rhs) = spec.split_once('=').ok_or_else(bad)?;
+        check_name("--env key", key)?;
+        if key.starts_with(RESERVED_PREFIX) {
+            return Err(Error::Reserved {
+                key: key.to_owned(),
+            });
+        }
+        let value = if let Some(literal) = rhs.strip_prefix("\\@") {
+            MappingValue::Literal(format!("@{literal}"))
+        } else if rhs == "@" {
+            MappingValue::Secret(key.to_owned())
+        } else if let Some(secret) = rhs.strip_prefix('@') {
+            MappingValue::Secret(secret.to_owned())
+        } else {
+            MappingValue::Literal(rhs.to_owned())
+        };
+        Ok(Mapping {
+            key: key.to_owned(),
+            value,
+        })
+    }
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: the portable shell name, the only kind every program can read.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what: what.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Compiles `--keep` / `--only` patterns.
+pub fn compile_globs(patterns: &[String]) -> Result<Vec<glob::Pattern>, Error> {
+    patterns
+        .iter()
+        .map(|p| {
+            glob::Pattern::new(p).map_err(|e| Error::BadGlob {
+                pattern: p.clone(),
+                reason: e.msg.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// How to compose the environment; built once by `config`.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub pristine: bool,
+    pub keep: Vec<glob::Pattern>,
+    pub only: Vec<glob::Pattern>,
+    pub mappings: Vec<Mapping>,
+    pub allow_missing: bool,
+    /// Inherited variables a source consumed (token variables): never passed on.
+    pub hidden: Vec<String>,
+}
+
+/// What a composition did, for value-free logging and `check`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub inherited: usize,
+    /// Names injected from secrets (bulk and mapped), sorted.
+    pub injected: Vec<String>,
+    pub literals: usize,
+    /// `--env` references skipped under `--allow-missing`.
+    pub missing: Vec<String>,
+}
+
+enum Value<'a> {
+    Inherited(OsString),
+    Secret {
+        value: &'a SecretString,
+        origin: String,
+    },
+    Literal(&'a str),
+}
+
+impl Value<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Value::Inherited(v) => v.as_bytes(),
+            Value::Secret { value, .. } => value.expose_secret().as_bytes(),
+            Value::Literal(v) => v.as_bytes(),
+        }
+    }
+
+    fn origin(&self) -> String {
+        match self {
+            Value::Inherited(_) => "inherited".to_owned(),
+            Value::Secret { origin, .. } => origin.clone(),
+            Value::Literal(_) => "--env".to_owned(),
+        }
+    }
+}
+
+fn secret_origin(origin: &Origin) -> String {
+    origin.to_string()
+}
+
+/// Builds the child's environment from the inherited variables and one fetch's secrets.
+pub fn compose(
+    policy: &Policy,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    secrets: &SecretSet,
+) -> Result<(EnvBlock, Summary), Error> {
+    let mut summary = Summary::default();
+    let mut vars: BTreeMap<Vec<u8>, Value<'_>> = BTreeMap::new();
+
+    for (name, value) in inherited {
+        let text = name.to_string_lossy();
+        if text.starts_with(RESERVED_PREFIX) || policy.hidden.iter().any(|h| *h == text) {
+            continue;
+        }
+        if policy.pristine && !policy.keep.iter().any(|p| p.matches(&text)) {
+            continue;
+        }
+        vars.insert(name.as_bytes().to_vec(), Value::Inherited(value));
+    }
+    summary.inherited = vars.len();
+
+    for (name, secret) in secrets.iter() {
+        if !policy.only.is_empty() && !policy.only.iter().any(|p| p.matches(name)) {
+            continue;
+        }
+        if name.starts_with(RESERVED_PREFIX) {
+            tracing::warn!(name, origin = %secret.origin, "secret name is reserved for agent-run; not injected");
+            continue;
+        }
+        check_name(&format!("secret from {}", secret.origin), name)?;
+        vars.insert(
+            name.as_bytes().to_vec(),
+            Value::Secret {
+                value: &secret.value,
+                origin: secret_origin(&secret.origin),
+            },
+        );
+    }
+
+    for mapping in &policy.mappings {
+        let value = match &mapping.value {
+            MappingValue::Literal(text) => {
+                summary.literals += 1;
+                Value::Literal(text)
+            }
+            MappingValue::Secret(secret_name) => match secrets.get(secret_name) {
+                Some(secret) => Value::Secret {
+                    value: &secret.value,
+                    origin: format!("--env {}=@{secret_name}", mapping.key),
+                },
+                None if policy.allow_missing => {
+                    tracing::warn!(key = %mapping.key, secret = %secret_name, "referenced secret is missing; skipped");
+                    summary.missing.push(mapping.key.clone());
+                    vars.remove(mapping.key.as_bytes());
+                    continue;
+                }
+                None => {
+                    return Err(Error::MissingSecret {
+                        key: mapping.key.clone(),
+                        secret: secret_name.clone(),
+                    })
+                }
+            },
+        };
+        vars.insert(mapping.key.as_bytes().to_vec(), value);
+    }
+    summary.injected = vars
+        .iter()
+        .filter(|(_, value)| matches!(value, Value::Secret { .. }))
+        .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
+        .collect();
+
+    for (name, value) in &vars {
+        let bytes = value.bytes();
+        let name_text = String::from_utf8_lossy(name).into_owned();
+        if bytes.contains(&0) {
+            return Err(Error::NulInValue {
+                name: name_text,
+                origin: value.origin(),
+            });
+        }
+        let len = name.len() + 1 + bytes.len() + 1;
+        if len > MAX_ENTRY_LEN {
+            return Err(Error::EntryTooLarge {
+                name: name_text,
+                origin: value.origin(),
+                len,
+                limit: MAX_ENTRY_LEN,
+            });
+        }
+    }
+    let block = EnvBlock::build(
+        vars.iter()
+            .map(|(name, value)| (name.as_slice(), value.bytes())),
+    );
+    Ok((block, summary))
+}
+
+/// The child's environment as the kernel wants it: `NAME=value\0` strings and a
+/// NULL-terminated pointer array, in one buffer that is allocated once at its final size,
+/// page-locked when allowed, and wiped on drop.
+pub struct EnvBlock {
+    /// Over-allocated by two pages so the data can start on a page boundary and the pages
+    /// we lock hold nothing but our data (munlock is per page, not per allocation).
+    buf: Vec<u8>,
+    start: usize,
+    bytes: usize,
+    count: usize,
+    /// Pointers into `buf`; valid because `buf` is never pushed to after it is built.
+    ptrs: Vec<*const c_char>,
+    locked: bool,
+}
+
+impl EnvBlock {
+    fn build<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> EnvBlock {
+        let len: usize = entries.clone().map(|(n, v)| n.len() + v.len() + 2).sum();
+        let page = sys::page_size();
+        let mut buf: Vec<u8> = Vec::with_capacity(len + 2 * page);
+        let start = buf.as_ptr().align_offset(page).min(page);
+        buf.resize(start, 0);
+        let mut offsets = Vec::with_capacity(entries.clone().count());
+        for (name, value) in entries {
+            offsets.push(buf.len());
+            buf.extend_from_slice(name);
+            buf.push(b'=');
+            buf.extend_from_slice(value);
+            buf.push(0);
+        }
+        debug_assert!(buf.len() <= buf.capacity() && buf.len() == start + len);
+        let locked = len > 0 && sys::lock_pages(&buf[start..start + len]);
+        let mut ptrs: Vec<*const c_char> = Vec::with_capacity(offsets.len() + 1);
+        ptrs.extend(offsets.iter().map(|&o| buf[o..].as_ptr().cast::<c_char>()));
+        ptrs.push(std::ptr::null());
+        EnvBlock {
+            buf,
+            start,
+            bytes: len,
+            count: offsets.len(),
+            ptrs,
+            locked,
+        }
+    }
+
+    /// The NULL-terminated `envp` for execve.
+    pub fn envp(&self) -> *const *const c_char {
+        self.ptrs.as_ptr()
+    }
+
+    /// Number of variables.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes the kernel will copy for this environment (strings and pointers), for the
+    /// ARG_MAX check before exec.
+    pub fn kernel_size(&self) -> usize {
+        self.bytes + self.ptrs.len() * std::mem::size_of::<*const c_char>()
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.bytes]
+    }
+
+    /// A variable's value, for the few non-secret lookups the launcher needs (PATH).
+    pub fn var(&self, name: &str) -> Option<&OsStr> {
+        self.data().split(|&b| b == 0).find_map(|entry| {
+            let rest = entry.strip_prefix(name.as_bytes())?;
+            rest.strip_prefix(b"=").map(OsStr::from_bytes)
+        })
+    }
+
+    /// A keyed digest of the whole environment: equal digests mean an equal environment,
+    /// and the digest says nothing about a value to anyone without the per-process key.
+    pub fn digest(&self, key: &DigestKey) -> Digest {
+        let mut hasher = blake3::Hasher::new_keyed(&key.0);
+        hasher.update(self.data());
+        let digest = Digest(*hasher.finalize().as_bytes());
+        hasher.zeroize();
+        digest
+    }
+}
+
+impl Drop for EnvBlock {
+    fn drop(&mut self) {
+        // Wipe the whole allocation, spare capacity included, before the pages are
+        // unlocked and the memory goes back to the allocator.
+        self.buf.zeroize();
+        if self.locked {
+            let start = self.buf.as_ptr() as usize + self.start;
+            sys::unlock_pages(start, self.bytes);
+        }
+    }
+}
+
+impl fmt::Debug for EnvBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvBlock")
+            .field("vars", &self.count)
+            .field("bytes", &self.bytes)
+            .field("locked", &self.locked)
+            .finish()
+    }
+}
+
+/// A random per-process key for [`EnvBlock::digest`].
+pub struct DigestKey([u8; 32]);
+
+impl DigestKey {
+    pub fn random() -> DigestKey {
+        let mut key = [0u8; 32];
+        // Without kernel randomness nothing else in a secret store is safe either.
+        getrandom::fill(&mut key).expect("the kernel's random source is unavailable");
+        DigestKey(key)
+    }
+}
+
+impl Drop for DigestKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// A keyed digest of one composed environment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// A short label for logs: enough to tell environments apart, nothing about values.
+    pub fn fingerprint(&self) -> String {
+        hex_prefix(&self.0[..4])
+    }
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.fingerprint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Secret;
+    use std::path::PathBuf;
+
+    fn secrets(pairs: &[(&str, &str)]) -> SecretSet {
+        let mut set = SecretSet::default();
+        for (name, value) in pairs {
+            let origin = Origin::SecretsDir {
+                path: PathBuf::from(format!("/s/{name}")),
+            };
+            set.insert(
+                name.to_string(),
+                Secret {
+                    value: SecretString::from(value.to_string()),
+                    origin,
+                },
+            );
+        }
+        set
+    }
+
+    fn inherited(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (OsString::from(n), OsString::from(v)))
+            .collect()
+    }
+
+    fn vars(block: &EnvBlock) -> Vec<String> {
+        block
+            .data()
+            .split(|&b| b == 0)
+            .filter(|e| !e.is_empty())
+            .map(|e| String::from_utf8(e.to_vec()).unwrap())
+            .collect()
+    }
+
+    fn policy(mappings: &[&str]) -> Policy {
+        Policy {
+            mappings: mappings
+                .iter()
+                .map(|m| Mapping::parse(m).unwrap())
+                .collect(),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn mapping_forms() {
+        let secret = |k: &str, s: &str| Mapping {
+            key: k.into(),
+            value: MappingValue::Secret(s.into()),
+        };
+        let literal = |k: &str, s: &str| Mapping {
+            key: k.into(),
+            value: MappingValue::Literal(s.into()),
+        };
+        assert_eq!(Mapping::parse("A=@B").unwrap(), secret("A", "B"));
+        assert_eq!(Mapping::parse("A=@").unwrap(), secret("A", "A"));
+        assert_eq!(Mapping::parse("A=\\@x").unwrap(), literal("A", "@x"));
+        assert_eq!(Mapping::parse("A=\\@").unwrap(), literal("A", "@"));
+        assert_eq!(Mapping::parse("A=x=y").unwrap(), literal("A", "x=y"));
+        assert_eq!(Mapping::parse("A=").unwrap(), literal("A", ""));
+        assert!(matches!(Mapping::parse("A"), Err(Error::BadMapping { .. })));
+        assert!(matches!(
+            Mapping::parse("1A=x"),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            Mapping::parse("AGENT_RUN_TOKEN=@X"),
+            Err(Error::Reserved { .. })
+        ));
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("A") && is_valid_name("_a1") && is_valid_name("OPENAI_API_KEY"));
+        assert!(
+            !is_valid_name("")
+                && !is_valid_name("1A")
+                && !is_valid_name("A-B")
+                && !is_valid_name("a.b")
+        );
+    }
+
+    #[test]
+    fn precedence_inherited_then_secrets_then_mappings() {
+        let inh = inherited(&[("HOME", "/root"), ("A", "inherited"), ("B", "inherited")]);
+        let set = secrets(&[("A", "secret-a"), ("B", "secret-b"), ("S", "secret-s")]);
+        let (block, summary) = compose(&policy(&["B=literal", "C=@S"]), inh, &set).unwrap();
+        assert_eq!(
+            vars(&block),
+            [
+                "A=secret-a",
+                "B=literal",
+                "C=secret-s",
+                "HOME=/root",
+                "S=secret-s"
+            ]
+        );
+        assert_eq!(summary.injected, ["A", "C", "S"]);
+        assert_eq!(summary.literals, 1);
+        assert_eq!(block.var("HOME").unwrap(), "/root");
+    }
+
+    #[test]
+    fn reserved_and_hidden_inherited_names_never_pass() {
+        let inh = inherited(&[
+            ("AGENT_RUN_TOKEN", "t"),
+            ("AGENT_RUN_ENV_FILE", "x"),
+            ("KEEP", "1"),
+            ("VAULT_TOKEN", "v"),
+        ]);
+        let p = Policy {
+            hidden: vec!["VAULT_TOKEN".into()],
+            ..Policy::default()
+        };
+        let (block, _) = compose(&p, inh, &secrets(&[("AGENT_RUN_X", "s")])).unwrap();
+        assert_eq!(vars(&block), ["KEEP=1"]);
+    }
+
+    #[test]
+    fn pristine_keeps_only_globbed_names() {
+        let p = Policy {
+            pristine: true,
+            keep: compile_globs(&["PA*".into(), "LANG".into()]).unwrap(),
+            ..Policy::default()
+        };
+        let inh = inherited(&[
+            ("PATH", "/bin"),
+            ("PAGER", "less"),
+            ("HOME", "/root"),
+            ("LANG", "C"),
+        ]);
+        let (block, summary) = compose(&p, inh, &secrets(&[("X", "1")])).unwrap();
+        assert_eq!(vars(&block), ["LANG=C", "PAGER=less", "PATH=/bin", "X=1"]);
+        assert_eq!(summary.inherited, 3);
+    }
+
+    #[test]
+    fn only_narrows_bulk_but_not_references() {
+        let mut p = policy(&["OTHER=@DB_URL"]);
+        p.only = compile_globs(&["STRIPE_*".into()]).unwrap();
+        let set = secrets(&[("STRIPE_KEY", "sk"), ("DB_URL", "pg"), ("OPENAI", "oa")]);
+        let (block, _) = compose(&p, Vec::new(), &set).unwrap();
+        assert_eq!(vars(&block), ["OTHER=pg", "STRIPE_KEY=sk"]);
+    }
+
+    #[test]
+    fn missing_reference_is_an_error_unless_allowed() {
+        let err = compose(&policy(&["K=@NOPE"]), Vec::new(), &SecretSet::default()).unwrap_err();
+        assert!(err.to_string().contains("NOPE"), "{err}");
+        let mut p = policy(&["K=@NOPE"]);
+        p.allow_missing = true;
+        let (block, summary) =
+            compose(&p, inherited(&[("K", "inherited")]), &SecretSet::default()).unwrap();
+        assert!(block.is_empty());
+        assert_eq!(summary.missing, ["K"]);
+    }
+
+    #[test]
+    fn bad_secret_names_and_nul_values_are_refused_without_the_value() {
+        let err = compose(
+            &Policy::default(),
+            Vec::new(),
+            &secrets(&[("tls.crt", "s3cr3t")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tls.crt") && err.contains("/s/tls.crt") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let err = compose(
+            &Policy::default(),
+            Vec::new(),
+            &secrets(&[("K", "a\0s3cr3t")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("K") && err.contains("NUL") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let big = "x".repeat(MAX_ENTRY_LEN);
+        let err = compose(&Policy::default(), Vec::new(), &secrets(&[("BIG", &big)])).unwrap_err();
+        assert!(matches!(err, Error::EntryTooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn digest_tracks_content() {
+        let key = DigestKey::random();
+        let a = compose(&Policy::default(), Vec::new(), &secrets(&[("A", "1")]))
+            .unwrap()
+            .0;
+        let b = compose(&Policy::default(), Vec::new(), &secrets(&[("A", "1")]))
+            .unwrap()
+            .0;
+        let c = compose(&Policy::default(), Vec::new(), &secrets(&[("A", "2")]))
+            .unwrap()
+            .0;
+        assert_eq!(a.digest(&key), b.digest(&key));
+        assert_ne!(a.digest(&key), c.digest(&key));
+        assert_ne!(a.digest(&key), a.digest(&DigestKey::random()));
+    }
+
+    #[test]
+    fn envp_points_at_nul_terminated_entries() {
+        let (block, _) = compose(
+            &Policy::default(),
+            inherited(&[("A", "1"), ("B", "22")]),
+            &SecretSet::default(),
+        )
+        .unwrap();
+        let envp = block.envp();
+        // SAFETY-free check through the public pointer array: read it as C strings.
+        let strings: Vec<String> = (0..block.len())
+            .map(|i| {
+                let ptr = block.ptrs[i];
+                let offset = ptr as usize - block.buf.as_ptr() as usize;
+                let end = block.buf[offset..].iter().position(|&b| b == 0).unwrap();
+                String::from_utf8(block.buf[offset..offset + end].to_vec()).unwrap()
+            })
+            .collect();
+        assert_eq!(strings, ["A=1", "B=22"]);
+        assert!(block.ptrs[block.len()].is_null());
+        assert_eq!(envp, block.ptrs.as_ptr());
+    }
+}

@@ -1,0 +1,149 @@
+//! The launcher's checklist, in the order tini's `main` runs it: harden the process, build
+//! the sources, then either exec in place (`--once`) or take over the signals, become a
+//! subreaper, start watching and hand everything to the supervisor.
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::env;
+use crate::exit;
+use crate::signals;
+use crate::source::{self, file::FileSource, ChangeQueue, SecretSource};
+use crate::spawn::{self, Program};
+use crate::supervise::{self, Supervisor};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    #[error(transparent)]
+    Env(#[from] env::Error),
+    #[error(transparent)]
+    Spawn(#[from] spawn::Error),
+    #[error(transparent)]
+    Supervise(#[from] supervise::Error),
+    #[error("{what}: {errno}")]
+    Setup {
+        what: &'static str,
+        errno: nix::errno::Errno,
+    },
+}
+
+impl Error {
+    /// The code agent-run exits with for this failure (see `exit`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Spawn(e) | Error::Supervise(supervise::Error::Spawn(e)) => e.exit_code(),
+            _ => exit::LAUNCHER_ERROR,
+        }
+    }
+}
+
+/// Runs the command as configured; returns the code agent-run should exit with.
+pub fn run(config: Config) -> Result<u8, Error> {
+    let original_mask = SigSet::thread_get_mask().map_err(|errno| Error::Setup {
+        what: "reading the signal mask",
+        errno,
+    })?;
+    let core_limit = harden();
+    let program = Program::new(&config.command)?;
+    let mut sources = build_sources(&config);
+
+    if config.once {
+        let secrets = source::fetch_all(&mut sources)?;
+        let (block, summary) = env::compose(&config.policy, std::env::vars_os(), &secrets)?;
+        drop(secrets);
+        info!(secrets = summary.injected.len(), "exec in place (--once)");
+        let error = spawn::exec_in_place(&program, &block);
+        drop(block);
+        return Err(error.into());
+    }
+
+    // Block before any thread exists (the watchers'), so every thread inherits the mask and
+    // every signal lands in our signalfd instead of a random thread's default action.
+    let mask = signals::supervisor_mask();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|errno| Error::Setup {
+        what: "blocking signals",
+        errno,
+    })?;
+    let signal_fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|errno| Error::Setup {
+            what: "creating a signalfd",
+            errno,
+        })?;
+    register_reaper();
+
+    let (notifier, queue) = ChangeQueue::new().map_err(|errno| Error::Setup {
+        what: "creating the event pipe",
+        errno,
+    })?;
+    // Watch before the first fetch: a change in between is then seen, never lost.
+    for source in &mut sources {
+        source.watch(notifier.clone())?;
+    }
+    drop(notifier);
+
+    let spawn_options = spawn::Options {
+        sigmask: original_mask,
+        core_limit,
+        pdeathsig: config.pdeathsig.then_some(Signal::SIGKILL),
+    };
+    let supervisor = Supervisor::new(
+        config.supervise,
+        program,
+        config.policy,
+        sources,
+        spawn_options,
+        signal_fd,
+        queue,
+    );
+    Ok(supervisor.run()?)
+}
+
+fn build_sources(config: &Config) -> Vec<Box<dyn SecretSource>> {
+    let mut sources: Vec<Box<dyn SecretSource>> = Vec::new();
+    if !config.env_files.is_empty() || !config.secrets_dirs.is_empty() {
+        sources.push(Box::new(FileSource::new(
+            config.env_files.clone(),
+            config.secrets_dirs.clone(),
+        )));
+    }
+    sources
+}
+
+/// No core dump and no ptrace attach by other users: agent-run holds secrets while it
+/// composes environments. Returns RLIMIT_CORE as inherited, for the child to restore
+/// (only the soft limit is lowered, so the child can raise it back).
+fn harden() -> Option<libc::rlimit> {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        warn!(error = %e, "cannot mark agent-run undumpable");
+    }
+    match getrlimit(Resource::RLIMIT_CORE) {
+        Ok((soft, hard)) => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, hard) {
+                warn!(error = %e, "cannot disable core dumps");
+            }
+            Some(libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            })
+        }
+        Err(_) => None,
+    }
+}
+
+/// As PID 1 we reap orphans by nature; elsewhere we must ask to be a subreaper, or orphaned
+/// grandchildren go to the real init and a `--signal-group` stop misses nothing we can see.
+fn register_reaper() {
+    if nix::unistd::getpid().as_raw() == 1 {
+        debug!("running as PID 1");
+        return;
+    }
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        warn!(error = %e, "cannot become a child subreaper; orphaned grandchildren will not be reaped by agent-run");
+    }
+}

@@ -1,0 +1,208 @@
+//! Where secrets come from. A [`SecretSource`] can `fetch` the current [`SecretSet`] and
+//! `watch` for changes; the supervisor owns the sources and decides what a change means.
+//!
+//! A source never keeps values between fetches: each `fetch` reads afresh and hands the
+//! values over in wiped-on-drop types, so nothing outlives the environment built from them.
+//! Watchers only say "something changed"; they never carry values.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+
+use secrecy::SecretString;
+
+/// Errors of every source. Variants carry paths, key names and URLs, never a value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: cannot parse this line as dotenv (column {column})")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    #[error("{path}: the value of {key} is not valid UTF-8")]
+    NotUtf8 { path: PathBuf, key: String },
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: PathBuf, reason: String },
+}
+
+/// Where a secret came from, for error messages and `check` output. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of a dotenv file.
+    EnvFile { path: PathBuf, line: usize },
+    /// One file of a secrets directory.
+    SecretsDir { path: PathBuf },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::EnvFile { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::SecretsDir { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One secret: the value in a wiped-on-drop box, and where it came from.
+pub struct Secret {
+    pub value: SecretString,
+    pub origin: Origin,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("value", &"[REDACTED]")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// The secrets of one fetch, by name. Later inserts win, which is how "later files win"
+/// and "later sources win" are implemented.
+#[derive(Debug, Default)]
+pub struct SecretSet {
+    entries: BTreeMap<String, Secret>,
+}
+
+impl SecretSet {
+    pub fn insert(&mut self, name: String, secret: Secret) {
+        self.entries.insert(name, secret);
+    }
+
+    /// Moves every entry of `later` in, replacing same-named ones.
+    pub fn extend(&mut self, later: SecretSet) {
+        self.entries.extend(later.entries);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Secret> {
+        self.entries.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Secret)> {
+        self.entries
+            .iter()
+            .map(|(name, secret)| (name.as_str(), secret))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A place secrets are read from. `Send` so a source may be built on one thread and used
+/// on another; the supervisor calls it from its own loop only.
+pub trait SecretSource: Send {
+    /// A short, value-free description for logs ("env-file .env").
+    fn describe(&self) -> String;
+
+    /// Reads the current secrets. Called at start and after every change notification.
+    fn fetch(&mut self) -> Result<SecretSet, Error>;
+
+    /// Starts watching for changes in the background; every change calls
+    /// `notifier.changed()`. Watching stops when the source is dropped.
+    fn watch(&mut self, notifier: ChangeNotifier) -> Result<(), Error>;
+}
+
+/// What a watcher tells the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// The source's content may have changed; fetch again.
+    Changed { source: String },
+    /// The source can no longer be read (e.g. its credentials were revoked). The child
+    /// keeps running; the supervisor decides whether that is fatal.
+    Failed { source: String, reason: String },
+}
+
+/// The sending half of the supervisor's event queue: a channel for the event and one byte
+/// on a pipe so the supervisor's `poll` wakes up. Cloned into every watcher thread.
+#[derive(Clone)]
+pub struct ChangeNotifier {
+    events: mpsc::Sender<SourceEvent>,
+    wake: Arc<OwnedFd>,
+}
+
+impl ChangeNotifier {
+    pub fn changed(&self, source: &str) {
+        self.send(SourceEvent::Changed {
+            source: source.to_owned(),
+        });
+    }
+
+    pub fn failed(&self, source: &str, reason: String) {
+        self.send(SourceEvent::Failed {
+            source: source.to_owned(),
+            reason,
+        });
+    }
+
+    fn send(&self, event: SourceEvent) {
+        // A closed channel means the supervisor is gone: nobody to tell.
+        if self.events.send(event).is_ok() {
+            // The pipe is non-blocking: when it is full the supervisor is already due to
+            // wake, so a failed write loses nothing.
+            let _ = nix::unistd::write(self.wake.as_fd(), &[1]);
+        }
+    }
+}
+
+/// The receiving half, owned by the supervisor.
+pub struct ChangeQueue {
+    events: mpsc::Receiver<SourceEvent>,
+    wake: OwnedFd,
+}
+
+impl ChangeQueue {
+    /// Creates a connected notifier and queue.
+    pub fn new() -> nix::Result<(ChangeNotifier, ChangeQueue)> {
+        use nix::fcntl::OFlag;
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (tx, rx) = mpsc::channel();
+        Ok((
+            ChangeNotifier {
+                events: tx,
+                wake: Arc::new(write),
+            },
+            ChangeQueue {
+                events: rx,
+                wake: read,
+            },
+        ))
+    }
+
+    /// The descriptor to poll for readability.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    /// Empties the wake pipe and returns every queued event.
+    pub fn drain(&self) -> Vec<SourceEvent> {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
+        self.events.try_iter().collect()
+    }
+}
+
+/// Fetches every source in order and merges the results; later sources win.
+pub fn fetch_all(sources: &mut [Box<dyn SecretSource>]) -> Result<SecretSet, Error> {
+    let mut merged = SecretSet::default();
+    for source in sources.iter_mut() {
+        merged.extend(source.fetch()?);
+    }
+    Ok(merged)
+}

@@ -1,0 +1,259 @@
+//! Starting the child: everything `execve` needs is built here, before `fork`, because the
+//! forked child of a multi-threaded process may not allocate. The fork and the child's own
+//! steps live in `sys`; waiting for the child is the supervisor's job alone.
+//!
+//! The child is never started with std's or tokio's `Command`: both keep their own copies
+//! of the environment that nobody wipes, and their `Child::wait` would race the
+//! supervisor's `waitpid(-1)` reaper.
+
+use std::ffi::{c_char, CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::SigSet;
+use nix::unistd::Pid;
+
+use crate::env::EnvBlock;
+use crate::sys::{self, ChildSetup, ExecPlan};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("argument {index} of the command contains a NUL byte")]
+    NulInArgument { index: usize },
+    #[error("the command and its environment take {bytes} bytes, over the kernel's limit of {limit} (E2BIG)")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("cannot start a process: {0}")]
+    Fork(Errno),
+    #[error("{program}: command not found")]
+    NotFound { program: String },
+    #[error("{program}: cannot execute: {errno}")]
+    NotExecutable { program: String, errno: Errno },
+}
+
+impl Error {
+    /// The exit code agent-run reports for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::NotFound { .. } => crate::exit::NOT_FOUND,
+            Error::NotExecutable { .. } => crate::exit::NOT_EXECUTABLE,
+            _ => crate::exit::LAUNCHER_ERROR,
+        }
+    }
+}
+
+/// The command line, converted once to the C strings `execve` takes.
+pub struct Program {
+    argv: Vec<CString>,
+    argv_ptrs: Vec<*const c_char>,
+}
+
+impl Program {
+    pub fn new(command: &[OsString]) -> Result<Program, Error> {
+        let argv = command
+            .iter()
+            .enumerate()
+            .map(|(index, arg)| {
+                CString::new(arg.clone().into_vec()).map_err(|_| Error::NulInArgument { index })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        Ok(Program { argv, argv_ptrs })
+    }
+
+    /// The program name as the user typed it, for messages.
+    pub fn name(&self) -> String {
+        self.argv
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn argv_size(&self) -> usize {
+        self.argv
+            .iter()
+            .map(|a| a.as_bytes_with_nul().len() + std::mem::size_of::<*const c_char>())
+            .sum()
+    }
+
+    /// The paths `execvp` would try, in order: the name itself if it has a slash, else each
+    /// PATH directory. PATH is the child's own (what `env` does), or agent-run's when the
+    /// child has none.
+    fn candidates(&self, child_path: Option<&OsStr>) -> Vec<CString> {
+        let Some(name) = self.argv.first() else {
+            return Vec::new();
+        };
+        if name.as_bytes().contains(&b'/') {
+            return vec![name.clone()];
+        }
+        let inherited = std::env::var_os("PATH");
+        let path = child_path
+            .or(inherited.as_deref())
+            .unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+        std::env::split_paths(path)
+            .map(|dir| {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir.as_path()
+                };
+                let joined = dir.join(OsStr::from_bytes(name.as_bytes()));
+                // split_paths never yields a NUL (PATH came from a C string or an EnvBlock).
+                CString::new(joined.into_os_string().into_vec()).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn check_size(&self, env: &EnvBlock) -> Result<(), Error> {
+        let limit = match nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX) {
+            Ok(Some(limit)) if limit > 0 => limit as usize,
+            _ => 128 * 1024,
+        };
+        let bytes = self.argv_size() + env.kernel_size();
+        if bytes > limit {
+            return Err(Error::TooLarge { bytes, limit });
+        }
+        Ok(())
+    }
+
+    fn exec_error(&self, errno: Errno) -> Error {
+        match errno {
+            Errno::ENOENT | Errno::ENOTDIR => Error::NotFound {
+                program: self.name(),
+            },
+            Errno::E2BIG => Error::TooLarge { bytes: 0, limit: 0 },
+            errno => Error::NotExecutable {
+                program: self.name(),
+                errno,
+            },
+        }
+    }
+}
+
+/// What the child inherits from agent-run's start-up state.
+pub struct Options {
+    /// The mask agent-run started with (it blocks signals for itself).
+    pub sigmask: SigSet,
+    /// RLIMIT_CORE as inherited (agent-run lowers its own soft limit).
+    pub core_limit: Option<libc::rlimit>,
+    /// Signal the child gets if agent-run dies.
+    pub pdeathsig: Option<nix::sys::signal::Signal>,
+}
+
+/// A started child, or a child that exists but failed to exec (it exits 126/127 and must
+/// still be reaped by the supervisor).
+pub enum Started {
+    Running(Pid),
+    ExecFailed { pid: Pid, error: Error },
+}
+
+/// Forks and execs `program` with `env`. The caller drops `env` right after this returns:
+/// the child has its own copy from the fork, and the parent's is wiped.
+pub fn spawn(
+    program: &Program,
+    env: &EnvBlock,
+    options: &Options,
+    hand_terminal: bool,
+) -> Result<Started, Error> {
+    program.check_size(env)?;
+    let candidates = program.candidates(env.var("PATH"));
+    let candidate_ptrs: Vec<*const c_char> = candidates.iter().map(|c| c.as_ptr()).collect();
+    let plan = ExecPlan {
+        candidates: &candidate_ptrs,
+        argv: program.argv_ptrs.as_ptr(),
+        envp: env.envp(),
+    };
+    let (read_end, write_end): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::Fork)?;
+    let setup = ChildSetup {
+        sigmask: *options.sigmask.as_ref(),
+        core_limit: options.core_limit,
+        pdeathsig: options.pdeathsig.map(|s| s as i32),
+        parent: nix::unistd::getpid().as_raw(),
+        hand_terminal,
+        error_fd: write_end.as_raw_fd(),
+    };
+    let pid = sys::fork_exec(&plan, &setup).map_err(Error::Fork)?;
+    drop(write_end);
+    // Also done in the child: whichever runs first, the group exists before we signal it.
+    let _ = nix::unistd::setpgid(pid, pid);
+    // EOF means exec succeeded (the CLOEXEC pipe closed); four bytes are the exec errno.
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < errno.len() {
+        match nix::unistd::read(&read_end, &mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    if got == errno.len() {
+        let errno = Errno::from_raw(i32::from_ne_bytes(errno));
+        return Ok(Started::ExecFailed {
+            pid,
+            error: program.exec_error(errno),
+        });
+    }
+    Ok(Started::Running(pid))
+}
+
+/// `--once`: replaces agent-run with the command. Returns only on failure; the caller still
+/// owns `env` and wipes it by dropping it.
+pub fn exec_in_place(program: &Program, env: &EnvBlock) -> Error {
+    if let Err(e) = program.check_size(env) {
+        return e;
+    }
+    let candidates = program.candidates(env.var("PATH"));
+    let candidate_ptrs: Vec<*const c_char> = candidates.iter().map(|c| c.as_ptr()).collect();
+    let plan = ExecPlan {
+        candidates: &candidate_ptrs,
+        argv: program.argv_ptrs.as_ptr(),
+        envp: env.envp(),
+    };
+    program.exec_error(sys::exec_in_place(&plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(args: &[&str]) -> Program {
+        Program::new(&args.iter().map(OsString::from).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn candidates_follow_path_order_and_slash_rule() {
+        let p = program(&["tool", "x"]);
+        let c: Vec<_> = p
+            .candidates(Some(OsStr::new("/a::/b")))
+            .into_iter()
+            .map(|c| c.into_string().unwrap())
+            .collect();
+        assert_eq!(c, ["/a/tool", "./tool", "/b/tool"]);
+        let p = program(&["./bin/tool"]);
+        assert_eq!(
+            p.candidates(Some(OsStr::new("/a"))),
+            [CString::new("./bin/tool").unwrap()]
+        );
+    }
+
+    #[test]
+    fn nul_in_argument_is_refused() {
+        let err = Program::new(&[OsString::from("a"), OsString::from_vec(b"b\0c".to_vec())])
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::NulInArgument { index: 1 }));
+    }
+
+    #[test]
+    fn exec_errors_map_to_126_and_127() {
+        let p = program(&["nope"]);
+        assert_eq!(p.exec_error(Errno::ENOENT).exit_code(), 127);
+        assert_eq!(p.exec_error(Errno::EACCES).exit_code(), 126);
+    }
+}

@@ -1,0 +1,178 @@
+//! The only module with `unsafe`: the syscalls that have no safe wrapper fit for use between
+//! `fork` and `execve`, page locking, and the allocator that wipes memory before freeing it.
+//!
+//! Everything here is small on purpose; the decisions (what to exec, with which
+//! environment, when) are made by safe code in `spawn` and `supervise`.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// A global allocator that zeroes every block before handing it back to the system.
+///
+/// Parsers we do not own (dotenv, JSON, HTTP) copy values into their own `String`s and
+/// buffers, and a growing `Vec` leaves its old allocation behind. Wiping on free is the one
+/// place that catches all of them, so freed memory never keeps plaintext. `realloc` is left
+/// to the trait's default, which is alloc + copy + *our* `dealloc`: no stale copy survives a
+/// reallocation either. The cost is one `memset` per free, invisible in a launcher.
+pub struct WipeOnFree;
+
+// SAFETY: every method forwards to `System` with the caller's own pointer and layout; the
+// only addition, zeroing `layout.size()` bytes in `dealloc`, writes inside the block the
+// caller owns and is about to free.
+unsafe impl GlobalAlloc for WipeOnFree {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as ours: `layout` has non-zero size (GlobalAlloc's precondition).
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller guarantees `ptr` was allocated by us with `layout`, so
+        // `layout.size()` bytes from `ptr` are ours to write until we free them below.
+        unsafe { ptr.write_bytes(0, layout.size()) };
+        // Without this the stores are dead (the block is freed next) and may be removed.
+        std::hint::black_box(ptr);
+        // SAFETY: forwards the caller's own pointer and layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+pub fn page_size() -> usize {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(size)) if size > 0 => size as usize,
+        _ => 4096,
+    }
+}
+
+/// Keeps the pages holding `data` out of swap. False when RLIMIT_MEMLOCK does not allow it;
+/// the caller carries on unlocked (the data is still wiped on drop).
+pub fn lock_pages(data: &[u8]) -> bool {
+    // SAFETY: mlock changes only the residency of the pages backing a live borrow.
+    unsafe { libc::mlock(data.as_ptr().cast::<c_void>(), data.len()) == 0 }
+}
+
+/// Undoes `lock_pages` for the range starting at `addr`.
+pub fn unlock_pages(addr: usize, len: usize) {
+    // SAFETY: munlock changes only residency; an address we do not map just returns ENOMEM.
+    unsafe { libc::munlock(addr as *const c_void, len) };
+}
+
+/// What to exec: the candidate paths in `execvp`'s order, and argv/envp, all prepared
+/// before `fork` because the child may not allocate.
+pub struct ExecPlan<'a> {
+    pub candidates: &'a [*const c_char],
+    pub argv: *const *const c_char,
+    pub envp: *const *const c_char,
+}
+
+/// How the child sets itself up between `fork` and `execve` (tini's `spawn`).
+pub struct ChildSetup {
+    /// The signal mask agent-run started with, restored in the child.
+    pub sigmask: libc::sigset_t,
+    /// RLIMIT_CORE as agent-run inherited it (agent-run lowers its own soft limit).
+    pub core_limit: Option<libc::rlimit>,
+    /// Parent-death signal; checked against `parent` to close the race with our own death.
+    pub pdeathsig: Option<c_int>,
+    pub parent: libc::pid_t,
+    /// Make the child's new process group the terminal's foreground group.
+    pub hand_terminal: bool,
+    /// Write end of a CLOEXEC pipe: gets the exec errno if every candidate fails.
+    pub error_fd: RawFd,
+}
+
+/// Forks; the child sets itself up and execs, reporting a failure on `error_fd` and
+/// exiting 127 (not found) or 126 (not executable). Returns the child's pid.
+pub fn fork_exec(plan: &ExecPlan<'_>, setup: &ChildSetup) -> nix::Result<Pid> {
+    // SAFETY: after fork the child runs only `child_after_fork`, which calls nothing but
+    // async-signal-safe syscalls on memory prepared before the fork, then execs or exits.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(Errno::last()),
+        0 => child_after_fork(plan, setup),
+        pid => Ok(Pid::from_raw(pid)),
+    }
+}
+
+fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
+    // SAFETY: every call below is an async-signal-safe syscall (signal-safety(7)) on values
+    // owned by the parent's stack frame, which the forked child has a private copy of.
+    unsafe {
+        // Own process group: a signal for agent-run's group (Ctrl-C at a shell that runs
+        // agent-run in the background, `kill -- -PGID`) is forwarded by us, not doubled.
+        libc::setpgid(0, 0);
+        if setup.hand_terminal {
+            // Our mask still blocks SIGTTOU here, so a background group may take the
+            // terminal; the parent only asks for it when agent-run was in the foreground.
+            libc::tcsetpgrp(0, libc::getpid());
+        }
+        if let Some(signal) = setup.pdeathsig {
+            libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != setup.parent {
+                libc::_exit(crate::exit::LAUNCHER_ERROR as c_int);
+            }
+        }
+        // Rust's runtime ignores SIGPIPE; programs expect the default (std's Command resets
+        // it the same way).
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        if let Some(limit) = &setup.core_limit {
+            libc::setrlimit(libc::RLIMIT_CORE, limit);
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, &setup.sigmask, std::ptr::null_mut());
+        let errno: c_int = exec_candidates(plan);
+        libc::write(
+            setup.error_fd,
+            (&errno as *const c_int).cast::<c_void>(),
+            std::mem::size_of::<c_int>(),
+        );
+        libc::_exit(exit_code_for_exec_errno(errno) as c_int)
+    }
+}
+
+/// Replaces agent-run with the command (`--once`). Returns only on failure, with the errno.
+pub fn exec_in_place(plan: &ExecPlan<'_>) -> Errno {
+    // SAFETY: restoring the default disposition of SIGPIPE, as in `child_after_fork`.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    Errno::from_raw(exec_candidates(plan))
+}
+
+/// Tries each candidate as `execvp` does: on "not there" errors go on to the next path,
+/// remembering EACCES; any other error stops the search.
+fn exec_candidates(plan: &ExecPlan<'_>) -> c_int {
+    let mut result = libc::ENOENT;
+    for &path in plan.candidates {
+        // SAFETY: `path`, `argv` and `envp` point at NUL-terminated strings and
+        // NULL-terminated arrays that outlive this call (see `ExecPlan`).
+        unsafe { libc::execve(path, plan.argv, plan.envp) };
+        match Errno::last_raw() {
+            libc::EACCES => result = libc::EACCES,
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            other => return other,
+        }
+    }
+    result
+}
+
+/// 127 when nothing was found, 126 when something was found but could not run.
+pub fn exit_code_for_exec_errno(errno: c_int) -> u8 {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR => crate::exit::NOT_FOUND,
+        _ => crate::exit::NOT_EXECUTABLE,
+    }
+}
+
+/// `kill(2)` with a raw signal number: nix's `Signal` has no real-time signals, and a
+/// supervisor forwards those too. A negative `pid` addresses a process group.
+pub fn send_signal(pid: libc::pid_t, signo: c_int) -> nix::Result<()> {
+    // SAFETY: kill takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signo) };
+    Errno::result(rc).map(drop)
+}

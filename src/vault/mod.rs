@@ -1,0 +1,1 @@
+//! agent-vault: the embedded per-agent secret store (being built).

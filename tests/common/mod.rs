@@ -1,0 +1,411 @@
+//! Helpers shared by the integration tests: a private directory per test, the real
+//! binaries, a launcher handle that can run agent-run as PID 1 of a new PID namespace, and
+//! deadline polling (never a bare sleep to synchronise).
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub mod memscan;
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` at the deadline.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A temporary directory that lives as long as the test.
+pub struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Dir {
+        Dir {
+            dir: tempfile::Builder::new()
+                .prefix("agent-run-test")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// Replaces `name` atomically, as editors and config managers do.
+    pub fn replace(&self, name: &str, content: impl AsRef<[u8]>) {
+        let tmp = self.write(&format!("{name}.tmp-save"), content);
+        fs::rename(tmp, self.path(name)).unwrap();
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+}
+
+pub fn agent_run_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_agent-run")
+}
+
+/// Path of an example program, built on first use when the test was run alone.
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = Path::new(agent_run_bin())
+        .parent()
+        .unwrap()
+        .join("examples");
+    let path = dir.join(name);
+    BUILT.get_or_init(|| {
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--examples"])
+                .status()
+                .expect("cargo build --examples");
+            assert!(status.success(), "building the examples failed");
+        }
+    });
+    path
+}
+
+pub fn test_child() -> PathBuf {
+    example("test_child")
+}
+
+/// How agent-run is started: directly, or as PID 1 of a new PID namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Pid1,
+}
+
+pub const MODES: [Mode; 2] = [Mode::Plain, Mode::Pid1];
+
+/// A running agent-run with its stdout and stderr captured to files.
+pub struct Launcher {
+    process: Child,
+    /// The host pid of agent-run itself (inside `unshare` in PID-1 mode; -1 when `run`
+    /// did not look it up).
+    pub pid: i32,
+    pub mode: Mode,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    args: Vec<String>,
+}
+
+pub struct Builder {
+    command: Command,
+    mode: Mode,
+    args: Vec<String>,
+    stdin: Option<Stdio>,
+}
+
+/// agent-run with `args` (flags, `--`, command).
+pub fn agent_run<I, S>(mode: Mode, args: I) -> Builder
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let mut command = match mode {
+        Mode::Plain => Command::new(agent_run_bin()),
+        Mode::Pid1 => {
+            let mut c = Command::new("unshare");
+            c.args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                agent_run_bin(),
+            ]);
+            c
+        }
+    };
+    command.args(&args);
+    // The tests' own log level must not leak into agent-run's.
+    command.env_remove("RUST_LOG");
+    Builder {
+        command,
+        mode,
+        args,
+        stdin: None,
+    }
+}
+
+impl Builder {
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Builder {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn stdin(mut self, stdin: Stdio) -> Builder {
+        self.stdin = Some(stdin);
+        self
+    }
+
+    /// Starts agent-run and finds its host pid (waits for it inside `unshare`).
+    pub fn start(self, dir: &Dir) -> Launcher {
+        self.spawn(dir, true)
+    }
+
+    fn spawn(mut self, dir: &Dir, find_pid: bool) -> Launcher {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stdout = dir.path(&format!("agent-run-{n}.out"));
+        let stderr = dir.path(&format!("agent-run-{n}.err"));
+        self.command
+            .stdin(self.stdin.take().unwrap_or_else(Stdio::null))
+            .stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap());
+        let process = self.command.spawn().expect("start agent-run");
+        let pid = match self.mode {
+            Mode::Plain => process.id() as i32,
+            // A short command may be gone before we look; `run` needs no pid.
+            Mode::Pid1 if !find_pid => -1,
+            Mode::Pid1 => {
+                let mut found = None;
+                wait_until(
+                    Duration::from_secs(10),
+                    "agent-run to start inside unshare",
+                    || {
+                        found = children(process.id() as i32).into_iter().next();
+                        found.is_some()
+                    },
+                );
+                found.unwrap()
+            }
+        };
+        Launcher {
+            process,
+            pid,
+            mode: self.mode,
+            stdout,
+            stderr,
+            args: self.args,
+        }
+    }
+
+    /// Runs to completion (30 s at most) and returns the result.
+    pub fn run(self, dir: &Dir) -> Outcome {
+        let mut launcher = self.spawn(dir, false);
+        let status = launcher.wait(Duration::from_secs(30));
+        launcher.outcome(status)
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What a finished agent-run left behind.
+pub struct Outcome {
+    /// agent-run's pid (-1 for a PID-1 `run`, see `Launcher::pid`).
+    pub pid: i32,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub description: String,
+}
+
+impl Outcome {
+    pub fn assert_code(&self, code: i32) -> &Outcome {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n{}",
+            self.description
+        );
+        self
+    }
+}
+
+impl Launcher {
+    /// Waits for agent-run (or `unshare`) to exit, killing it at the timeout.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.process.kill();
+                let status = self.process.wait().unwrap();
+                panic!(
+                    "agent-run did not exit within {timeout:?} ({status})\n{}",
+                    self.describe(None)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn outcome(&self, status: ExitStatus) -> Outcome {
+        use std::os::unix::process::ExitStatusExt;
+        let code = status.code().or_else(|| status.signal().map(|s| 128 + s));
+        Outcome {
+            pid: self.pid,
+            code,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+            description: self.describe(Some(status)),
+        }
+    }
+
+    pub fn take_stdin(&mut self) -> std::process::ChildStdin {
+        self.process
+            .stdin
+            .take()
+            .expect("started with .stdin(Stdio::piped())")
+    }
+
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn describe(&self, status: Option<ExitStatus>) -> String {
+        format!(
+            "command: agent-run {:?} ({:?})\nstatus: {status:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            self.mode,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal)
+            .expect("signal agent-run");
+    }
+
+    /// agent-run's direct children (host pids).
+    pub fn children(&self) -> Vec<i32> {
+        children(self.pid)
+    }
+
+    /// Waits until agent-run has exactly one child and returns it.
+    pub fn child(&self) -> i32 {
+        let mut found = Vec::new();
+        wait_until(
+            Duration::from_secs(10),
+            "agent-run's child to start",
+            || {
+                found = self.children();
+                found.len() == 1
+            },
+        );
+        found[0]
+    }
+
+    /// Terminates agent-run and waits for it, so no test leaves a process behind.
+    pub fn stop(&mut self) -> Outcome {
+        if self.process.try_wait().unwrap().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let status = self.wait(Duration::from_secs(20));
+        self.outcome(status)
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+}
+
+/// Direct children of `pid`, from every thread's `children` file.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Zombie processes whose parent is `pid`.
+pub fn zombies_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may contain spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z")
+            && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(pid)
+        {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Lines of a log written by `test_child` that start with `prefix`.
+pub fn lines_starting(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
