@@ -502,3 +502,331 @@ fn restart_policy_restarts_a_failing_child_with_backoff() {
     .assert_code(0);
     assert_eq!(lines_starting(&dir.read("ok.log"), "start").len(), 1);
 }
+
+/// `start pid=P KEY=VALUE` lines of an env-log, as (pid, value-of-KEY).
+fn starts(log: &str, key: &str) -> Vec<(String, String)> {
+    lines_starting(log, "start")
+        .iter()
+        .map(|line| {
+            let field = |prefix: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(prefix))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (field("pid="), field(&format!("{key}=")))
+        })
+        .collect()
+}
+
+fn env_log_child(log: &std::path::Path, keys: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--".to_owned(),
+        test_child().display().to_string(),
+        "env-log".into(),
+        log.display().to_string(),
+    ];
+    args.extend(keys.iter().map(|k| k.to_string()));
+    args
+}
+
+#[test]
+fn dotenv_edit_restarts_with_new_value_and_identical_content_does_not() {
+    for mode in MODES {
+        let dir = Dir::new();
+        let env_file = dir.write("app.env", "API_KEY=v1\n");
+        let log = dir.path("child.log");
+        let mut args = vec!["--env-file".to_owned(), env_file.display().to_string()];
+        args.extend(env_log_child(&log, &["API_KEY"]));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "first start", || {
+            starts(&dir.read("child.log"), "API_KEY").len() == 1
+        });
+
+        // Same bytes, written in place and by rename-over-save: no restart.
+        dir.write("app.env", "API_KEY=v1\n");
+        dir.replace("app.env", "API_KEY=v1\n");
+        // A real change, by an editor's rename-over-save.
+        dir.replace("app.env", "API_KEY=v2\n");
+        wait_until(LONG, "restart with v2", || {
+            starts(&dir.read("child.log"), "API_KEY")
+                .iter()
+                .any(|(_, v)| v == "v2")
+        });
+        let log_text = dir.read("child.log");
+        let starts = starts(&log_text, "API_KEY");
+        assert_eq!(
+            starts.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+            ["v1", "v2"],
+            "{log_text}"
+        );
+        // The old child got the stop signal before the new one started.
+        let stop_line = format!("stop pid={} SIGTERM", starts[0].0);
+        let stop_at = log_text.find(&stop_line).expect("old child got SIGTERM");
+        assert!(
+            stop_at < log_text.find("API_KEY=v2").unwrap(),
+            "no overlap: old stopped before new started"
+        );
+        launcher.stop().assert_code(0);
+    }
+}
+
+#[test]
+fn kubelet_data_swap_restarts_the_child() {
+    let dir = Dir::new();
+    // The layout kubelet writes: KEY -> ..data/KEY, ..data -> ..<timestamp>/
+    let volume = dir.path("volume");
+    std::fs::create_dir_all(volume.join("..2026_01_01")).unwrap();
+    std::fs::write(volume.join("..2026_01_01/DB_PASSWORD"), "first").unwrap();
+    std::os::unix::fs::symlink("..2026_01_01", volume.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/DB_PASSWORD", volume.join("DB_PASSWORD")).unwrap();
+    let log = dir.path("child.log");
+    let mut args = vec!["--secrets-dir".to_owned(), volume.display().to_string()];
+    args.extend(env_log_child(&log, &["DB_PASSWORD"]));
+    let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
+    wait_until(LONG, "first start", || {
+        dir.read("child.log").contains("DB_PASSWORD=first")
+    });
+
+    // The atomic swap: new timestamped dir, new ..data_tmp link, rename over ..data.
+    std::fs::create_dir_all(volume.join("..2026_01_02")).unwrap();
+    std::fs::write(volume.join("..2026_01_02/DB_PASSWORD"), "second").unwrap();
+    std::os::unix::fs::symlink("..2026_01_02", volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    std::fs::remove_dir_all(volume.join("..2026_01_01")).unwrap();
+    wait_until(LONG, "restart with the swapped value", || {
+        dir.read("child.log").contains("DB_PASSWORD=second")
+    });
+    assert_eq!(starts(&dir.read("child.log"), "DB_PASSWORD").len(), 2);
+    launcher.stop().assert_code(0);
+}
+
+#[test]
+fn a_burst_of_edits_gives_one_restart() {
+    let dir = Dir::new();
+    let env_file = dir.write("app.env", "V=0\n");
+    let log = dir.path("child.log");
+    let mut args = vec![
+        "--env-file".to_owned(),
+        env_file.display().to_string(),
+        "--debounce".into(),
+        "400ms".into(),
+    ];
+    args.extend(env_log_child(&log, &["V"]));
+    let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
+    wait_until(LONG, "first start", || {
+        starts(&dir.read("child.log"), "V").len() == 1
+    });
+    for i in 1..=20 {
+        dir.replace("app.env", format!("V={i}\n"));
+    }
+    wait_until(LONG, "restart with the last value", || {
+        dir.read("child.log").contains("V=20")
+    });
+    // One more change after the burst: if the burst had caused a second restart, it would
+    // show up before this one.
+    dir.replace("app.env", "V=final\n");
+    wait_until(LONG, "restart with the final value", || {
+        dir.read("child.log").contains("V=final")
+    });
+    let values: Vec<String> = starts(&dir.read("child.log"), "V")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["0", "20", "final"]);
+    launcher.stop().assert_code(0);
+}
+
+#[test]
+fn on_change_signal_keeps_the_child_and_signals_it() {
+    let dir = Dir::new();
+    let env_file = dir.write("app.env", "V=1\n");
+    let log = dir.path("signals.log");
+    let mut launcher = agent_run(
+        Mode::Plain,
+        [
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--on-change",
+            "signal:HUP",
+            "--",
+            test_child().to_str().unwrap(),
+            "signals",
+            log.to_str().unwrap(),
+        ],
+    )
+    .start(&dir);
+    wait_until(LONG, "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
+    let child = launcher.child();
+    dir.replace("app.env", "V=2\n");
+    wait_until(LONG, "HUP after the change", || {
+        dir.read("signals.log").contains("got SIGHUP")
+    });
+    assert_eq!(launcher.child(), child, "the child was not restarted");
+    assert_eq!(lines_starting(&dir.read("signals.log"), "ready").len(), 1);
+    launcher.stop().assert_code(0);
+}
+
+/// Random alphanumeric values of varied lengths, distinct from each other.
+fn random_values(count: usize, salt: &str) -> Vec<String> {
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ (salt.len() as u64) << 32;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..count)
+        .map(|i| {
+            let len = [8, 9, 12, 16, 23, 32, 40, 64, 100, 128, 255, 400, 1000, 4096][i % 14];
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize] as char
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn write_secrets(dir: &Dir, env_values: &[String], dir_values: &[String]) {
+    let env: String = env_values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("SECRET_{i}={v}\n"))
+        .collect();
+    for (i, v) in dir_values.iter().enumerate() {
+        dir.write(&format!("secrets/FILE_SECRET_{i}.new"), v);
+        std::fs::rename(
+            dir.path(&format!("secrets/FILE_SECRET_{i}.new")),
+            dir.path(&format!("secrets/FILE_SECRET_{i}")),
+        )
+        .unwrap();
+    }
+    dir.replace("app.env", env);
+}
+
+/// `control` is something agent-run does hold (its own flag value): finding it proves the
+/// scan really reads agent-run's memory.
+fn assert_no_secret_in_memory(
+    launcher: &common::Launcher,
+    values: &[String],
+    control: &str,
+    when: &str,
+) {
+    let mut needles: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
+    needles.push(control.as_bytes().to_vec());
+    let mut hits = common::memscan::scan(launcher.pid, &needles);
+    let control_hits = hits.iter().filter(|h| h.needle == values.len()).count();
+    assert!(
+        control_hits > 0,
+        "{when}: the scan did not even find the control string {control:?}"
+    );
+    hits.retain(|h| h.needle < values.len());
+    let report: Vec<String> = hits
+        .iter()
+        .map(|h| {
+            format!(
+                "secret #{} ({} bytes) in {}",
+                h.needle,
+                values[h.needle].len(),
+                h.region
+            )
+        })
+        .collect();
+    assert!(
+        report.is_empty(),
+        "{when}: agent-run's memory still holds secrets:\n{}",
+        report.join("\n")
+    );
+}
+
+fn assert_child_has_all(child: i32, values: &[String]) {
+    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    for (i, value) in values.iter().enumerate() {
+        let found = environ.windows(value.len()).any(|w| w == value.as_bytes());
+        assert!(found, "secret #{i} missing from the child's environment");
+    }
+}
+
+#[test]
+fn no_secret_stays_in_agent_runs_memory() {
+    for mode in MODES {
+        let dir = Dir::new();
+        let (env_values, dir_values) = (random_values(42, "env"), random_values(14, "dir"));
+        std::fs::create_dir_all(dir.path("secrets")).unwrap();
+        write_secrets(&dir, &env_values, &dir_values);
+        let log = dir.path("signals.log");
+        let mut launcher = agent_run(
+            mode,
+            [
+                "--env-file",
+                dir.path("app.env").to_str().unwrap(),
+                "--secrets-dir",
+                dir.path("secrets").to_str().unwrap(),
+                "-e",
+                "MAPPED=@SECRET_3",
+                "-vvv",
+                "--",
+                test_child().to_str().unwrap(),
+                "signals",
+                log.to_str().unwrap(),
+            ],
+        )
+        .start(&dir);
+        wait_until(LONG, "child ready", || {
+            dir.read("signals.log").contains("ready")
+        });
+        let first_child = launcher.child();
+        let all_first: Vec<String> = env_values.iter().chain(&dir_values).cloned().collect();
+        assert_child_has_all(first_child, &all_first);
+        let control = dir.path("app.env").display().to_string();
+        assert_no_secret_in_memory(&launcher, &all_first, &control, "after start");
+
+        // Rotate every value; the restarted child has the new ones, and neither the old
+        // nor the new values stay in agent-run.
+        let (env_new, dir_new) = (
+            random_values(42, "env-rotated"),
+            random_values(14, "dir-rotated"),
+        );
+        write_secrets(&dir, &env_new, &dir_new);
+        let all_new: Vec<String> = env_new.iter().chain(&dir_new).cloned().collect();
+        let mut second_child = 0;
+        wait_until(LONG, "restart with the rotated values", || {
+            let children = launcher.children();
+            if let [child] = children[..] {
+                if child != first_child
+                    && std::fs::read(format!("/proc/{child}/environ")).is_ok_and(|e| {
+                        e.windows(all_new[0].len())
+                            .any(|w| w == all_new[0].as_bytes())
+                    })
+                    && dir.read("signals.log").matches("ready").count() >= 2
+                {
+                    second_child = child;
+                    return true;
+                }
+            }
+            false
+        });
+        assert_child_has_all(second_child, &all_new);
+        let mut everything = all_first.clone();
+        everything.extend(all_new);
+        assert_no_secret_in_memory(
+            &launcher,
+            &everything,
+            &control,
+            "after a restart on change",
+        );
+        let out = launcher.stop();
+        out.assert_code(0);
+        for value in &everything {
+            assert!(
+                !out.stderr.contains(value.as_str()),
+                "a value reached the log at -vvv"
+            );
+        }
+    }
+}
