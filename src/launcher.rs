@@ -1,6 +1,6 @@
 //! The launcher's checklist, in the order tini's `main` runs it: harden the process, build
 //! the sources, then either exec in place (`--once`) or take over the signals, become a
-//! subreaper, start watching and hand everything to the supervisor.
+//! subreaper and hand everything to the supervisor (which starts the watchers).
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
@@ -81,11 +81,6 @@ pub fn run(config: Config) -> Result<u8, Error> {
         what: "creating the event pipe",
         errno,
     })?;
-    // Watch before the first fetch: a change in between is then seen, never lost.
-    for source in &mut sources {
-        source.watch(notifier.clone())?;
-    }
-    drop(notifier);
 
     let spawn_options = spawn::Options {
         sigmask: original_mask,
@@ -99,6 +94,7 @@ pub fn run(config: Config) -> Result<u8, Error> {
         sources,
         spawn_options,
         signal_fd,
+        notifier,
         queue,
     );
     Ok(supervisor.run()?)

@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::env::{self, Digest, DigestKey, EnvBlock};
 use crate::exit::ChildStatus;
 use crate::signals;
-use crate::source::{self, ChangeQueue, SecretSource, SourceEvent};
+use crate::source::{self, ChangeNotifier, ChangeQueue, SecretSource, SourceEvent};
 use crate::spawn::{self, Program, Started};
 use crate::sys;
 
@@ -31,6 +31,12 @@ use crate::sys;
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
+/// Watches start this long after the first child, followed by one re-check that catches any
+/// change made before they existed. Why wait at all: closing an inotify instance costs the
+/// exiting process a kernel SRCU grace period (5-15 ms measured here), which a short job
+/// (`agent-run -- make test`) would otherwise pay on every run.
+const WATCH_DELAY: Duration = Duration::from_millis(50);
 
 /// A steady stream of changes must still restart eventually: the debounce waits for quiet,
 /// but never longer than this many debounce periods after the first change.
@@ -119,6 +125,9 @@ pub struct Supervisor {
     spawn_options: spawn::Options,
     signals: SignalFd,
     queue: ChangeQueue,
+    /// Handed to the sources' watchers when `watch_due` fires.
+    notifier: ChangeNotifier,
+    watch_due: Option<Instant>,
     digest_key: DigestKey,
 
     child: Option<Child>,
@@ -149,6 +158,7 @@ impl Supervisor {
         sources: Vec<Box<dyn SecretSource>>,
         spawn_options: spawn::Options,
         signals: SignalFd,
+        notifier: ChangeNotifier,
         queue: ChangeQueue,
     ) -> Supervisor {
         Supervisor {
@@ -159,6 +169,8 @@ impl Supervisor {
             spawn_options,
             signals,
             queue,
+            notifier,
+            watch_due: None,
             digest_key: DigestKey::random(),
             child: None,
             current: None,
@@ -182,6 +194,7 @@ impl Supervisor {
             Started::Running(_) => {}
             Started::ExecFailed { error, .. } => return Err(error.into()),
         }
+        self.watch_due = Some(Instant::now() + WATCH_DELAY);
         loop {
             self.reap();
             if let Some(code) = self.finished {
@@ -277,10 +290,15 @@ impl Supervisor {
             .as_ref()
             .filter(|s| !s.killed)
             .map(|s| s.kill_at);
-        [self.change_due.map(|(_, due)| due), kill_at, self.start_due]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.change_due.map(|(_, due)| due),
+            kill_at,
+            self.start_due,
+            self.watch_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn wait_for_events(&mut self) -> Result<(), Error> {
@@ -388,6 +406,10 @@ impl Supervisor {
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
+        if self.watch_due.is_some_and(|due| due <= now) {
+            self.watch_due = None;
+            self.start_watching(now);
+        }
         if self.change_due.is_some_and(|(_, due)| due <= now) {
             self.change_due = None;
             self.on_change();
@@ -403,6 +425,17 @@ impl Supervisor {
             self.start_due = None;
             self.restart();
         }
+    }
+
+    /// Starts every source's watcher, then re-checks once: a change made between the first
+    /// fetch and now had no watcher to report it.
+    fn start_watching(&mut self, now: Instant) {
+        for source in &mut self.sources {
+            if let Err(e) = source.watch(self.notifier.clone()) {
+                warn!(source = %source.describe(), error = %e, "cannot watch for changes; rotation will not be seen");
+            }
+        }
+        self.change_due = Some((now, now));
     }
 
     /// A debounced change: re-fetch, and act only if the environment really differs.

@@ -7,7 +7,7 @@
 //! and the kubelet's atomic `..data` symlink swap replace the inode, which a watch on the
 //! file itself would miss.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -159,11 +159,12 @@ fn read_wiped(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
 
 fn read_env_file(path: &Path) -> Result<SecretSet, Error> {
     let content = read_wiped(path)?;
+    let lines = assignment_lines(&content);
     let mut set = SecretSet::default();
     for item in dotenvy::from_read_iter(&content[..]) {
         match item {
             Ok((key, value)) => {
-                let line = line_of_key(&content, &key).unwrap_or(0);
+                let line = lines.get(key.as_bytes()).copied().unwrap_or(0);
                 let origin = Origin::EnvFile {
                     path: path.to_path_buf(),
                     line,
@@ -205,22 +206,28 @@ fn read_env_file(path: &Path) -> Result<SecretSet, Error> {
     Ok(set)
 }
 
-/// The 1-based line where `key` is last assigned (later assignments win in dotenv).
-fn line_of_key(content: &[u8], key: &str) -> Option<usize> {
-    let mut found = None;
+/// For every `NAME=` / `export NAME=` at the start of a line, the 1-based line of its last
+/// assignment (later assignments win in dotenv). One pass, so a 500-key file stays cheap.
+fn assignment_lines(content: &[u8]) -> HashMap<&[u8], usize> {
+    let mut lines = HashMap::new();
     for (index, line) in content.split(|&b| b == b'\n').enumerate() {
         let line = trim_ascii_start(line);
-        let line = line
-            .strip_prefix(b"export")
-            .map(trim_ascii_start)
-            .unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(key.as_bytes()) {
-            if trim_ascii_start(rest).first() == Some(&b'=') {
-                found = Some(index + 1);
+        let line = match line.strip_prefix(b"export") {
+            Some(rest) if rest.first().is_some_and(u8::is_ascii_whitespace) => {
+                trim_ascii_start(rest)
             }
+            _ => line,
+        };
+        let name_len = line
+            .iter()
+            .position(|&b| b == b'=' || b.is_ascii_whitespace())
+            .unwrap_or(line.len());
+        let (name, rest) = line.split_at(name_len);
+        if !name.is_empty() && trim_ascii_start(rest).first() == Some(&b'=') {
+            lines.insert(name, index + 1);
         }
     }
-    found
+    lines
 }
 
 /// The 1-based line whose text starts the logical line dotenvy reported.

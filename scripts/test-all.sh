@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, installing what the tests need first.
+# This is the README's second command, and exactly what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+say "installing test dependencies"
+need_apt=()
+command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
+
+say "ARCHITECTURE.md names every module"
+missing=""
+for f in $(find src -name '*.rs' ! -name mod.rs ! -name lib.rs); do
+    m=$(basename "$f" .rs)
+    grep -qw "$m" ARCHITECTURE.md || missing="$missing $m"
+done
+[ -z "$missing" ] || { echo "ARCHITECTURE.md does not mention:$missing"; exit 1; }
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+say "cargo test"
+cargo test --all-targets
+
+say "quickstart"
+bash scripts/quickstart.sh
