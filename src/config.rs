@@ -22,8 +22,30 @@ pub enum Error {
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
     BadLogLevel { value: String },
+    #[error("--store {url:?}: {reason}")]
+    BadStore { url: String, reason: String },
+    #[error("--{flag} {path}: {reason}")]
+    Unreadable {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("--{flag} needs --store")]
+    NeedsStore { flag: &'static str },
     #[error(transparent)]
     Env(#[from] env::Error),
+}
+
+/// Where the agent-vault store is and how to reach it. The token itself is read by
+/// `launcher`, which scrubs it from agent-run's own environment.
+#[derive(Debug)]
+pub struct StoreConfig {
+    /// Base URL without a trailing slash.
+    pub url: String,
+    pub agent: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub fallback: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Everything agent-run needs to know, validated.
@@ -31,9 +53,12 @@ pub enum Error {
 pub struct Config {
     pub env_files: Vec<PathBuf>,
     pub secrets_dirs: Vec<PathBuf>,
+    pub store: Option<StoreConfig>,
     pub policy: Policy,
     pub command: Vec<OsString>,
     pub once: bool,
+    /// `--check`: print what would be injected, start nothing; `Some(true)` for JSON.
+    pub check: Option<bool>,
     pub pdeathsig: bool,
     pub supervise: Settings,
     pub log: LogSettings,
@@ -69,6 +94,8 @@ impl Config {
             })?,
             on_change: on_change(&args.on_change)?,
             debounce: duration("debounce", &args.debounce)?,
+            start_timeout: duration("start-timeout", &args.start_timeout)?,
+            exit_on_auth_failure: args.exit_on_auth_failure,
             restart: match args.restart {
                 RestartArg::No => RestartPolicy::No,
                 RestartArg::OnFailure => RestartPolicy::OnFailure,
@@ -79,9 +106,12 @@ impl Config {
             level: log_level(args.verbose, args.quiet, args.log_level.as_deref())?,
             format: args.log_format,
         };
+        let store = store(&args)?;
         Ok(Config {
             env_files: args.env_files,
             secrets_dirs: args.secrets_dirs,
+            store,
+            check: args.check.then_some(args.json),
             policy,
             command: args.command,
             once: args.once,
@@ -90,6 +120,75 @@ impl Config {
             log,
         })
     }
+}
+
+fn store(args: &RunArgs) -> Result<Option<StoreConfig>, Error> {
+    let Some(raw) = args.store.as_deref() else {
+        for (flag, given) in [
+            ("agent", args.agent.is_some()),
+            ("token-file", args.token_file.is_some()),
+            ("fallback", args.fallback.is_some()),
+            ("store-ca", args.store_ca.is_some()),
+        ] {
+            if given {
+                return Err(Error::NeedsStore { flag });
+            }
+        }
+        return Ok(None);
+    };
+    let bad = |reason: &str| Error::BadStore {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    let host = url.host_str().ok_or_else(|| bad("no host"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if args.allow_insecure_http || is_loopback(host) => {}
+        "http" => {
+            return Err(bad(
+                "plain http would send the token in clear; use https, or --allow-insecure-http",
+            ))
+        }
+        _ => return Err(bad("expected an http:// or https:// URL")),
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(bad(
+            "credentials and query strings do not belong in the URL",
+        ));
+    }
+    if let Some(agent) = &args.agent {
+        if agent.is_empty()
+            || !agent
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(bad(&format!("--agent {agent:?} is not a valid agent name")));
+        }
+    }
+    let ca_pem = match &args.store_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| Error::Unreadable {
+            flag: "store-ca",
+            path: path.clone(),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    Ok(Some(StoreConfig {
+        url: url.as_str().trim_end_matches('/').to_owned(),
+        agent: args.agent.clone(),
+        token_file: args.token_file.clone(),
+        fallback: args.fallback.clone(),
+        ca_pem,
+    }))
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn duration(flag: &'static str, value: &str) -> Result<Duration, Error> {
@@ -200,6 +299,37 @@ mod tests {
             Err(Error::BadSignal { .. })
         ));
         assert!(matches!(config(&["--env", "1X=@A"]), Err(Error::Env(_))));
+    }
+
+    #[test]
+    fn store_urls() {
+        let c = config(&["--store", "http://127.0.0.1:8200/", "--agent", "bot"]).unwrap();
+        let store = c.store.unwrap();
+        assert_eq!(store.url, "http://127.0.0.1:8200");
+        assert_eq!(store.agent.as_deref(), Some("bot"));
+        assert!(config(&["--store", "https://vault.example.com"])
+            .unwrap()
+            .store
+            .is_some());
+        assert!(config(&["--store", "http://[::1]:1"]).is_ok());
+        assert!(matches!(
+            config(&["--store", "http://vault.example.com"]),
+            Err(Error::BadStore { .. })
+        ));
+        assert!(config(&[
+            "--store",
+            "http://vault.example.com",
+            "--allow-insecure-http"
+        ])
+        .is_ok());
+        assert!(matches!(
+            config(&["--store", "ftp://x"]),
+            Err(Error::BadStore { .. })
+        ));
+        assert!(matches!(
+            config(&["--token-file", "/t"]),
+            Err(Error::NeedsStore { flag: "token-file" })
+        ));
     }
 
     #[test]

@@ -5,13 +5,18 @@
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use secrecy::SecretString;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::env;
 use crate::exit;
 use crate::signals;
+use crate::source::store::{StoreSettings, StoreSource, TokenSource};
 use crate::source::{self, file::FileSource, ChangeQueue, SecretSource};
+
+/// The variable the store token may come in; never passed on, scrubbed once read.
+pub const TOKEN_VARIABLE: &str = "AGENT_RUN_TOKEN";
 use crate::spawn::{self, Program};
 use crate::supervise::{self, Supervisor};
 
@@ -26,6 +31,8 @@ pub enum Error {
     Spawn(#[from] spawn::Error),
     #[error(transparent)]
     Supervise(#[from] supervise::Error),
+    #[error("--store needs a token: set {TOKEN_VARIABLE} or --token-file")]
+    NoToken,
     #[error("{what}: {errno}")]
     Setup {
         what: &'static str,
@@ -45,13 +52,18 @@ impl Error {
 
 /// Runs the command as configured; returns the code agent-run should exit with.
 pub fn run(config: Config) -> Result<u8, Error> {
+    // First, while no other thread exists: take the token out of our own environment.
+    let env_token = take_env_token();
     let original_mask = SigSet::thread_get_mask().map_err(|errno| Error::Setup {
         what: "reading the signal mask",
         errno,
     })?;
     let core_limit = harden();
+    let mut sources = build_sources(&config, env_token)?;
+    if let Some(json) = config.check {
+        return check(&config, &mut sources, json);
+    }
     let program = Program::new(&config.command)?;
-    let mut sources = build_sources(&config);
 
     if config.once {
         let secrets = source::fetch_all(&mut sources)?;
@@ -100,7 +112,11 @@ pub fn run(config: Config) -> Result<u8, Error> {
     Ok(supervisor.run()?)
 }
 
-fn build_sources(config: &Config) -> Vec<Box<dyn SecretSource>> {
+/// Sources in precedence order: files first, the store last (it wins).
+fn build_sources(
+    config: &Config,
+    env_token: Option<SecretString>,
+) -> Result<Vec<Box<dyn SecretSource>>, Error> {
     let mut sources: Vec<Box<dyn SecretSource>> = Vec::new();
     if !config.env_files.is_empty() || !config.secrets_dirs.is_empty() {
         sources.push(Box::new(FileSource::new(
@@ -108,7 +124,46 @@ fn build_sources(config: &Config) -> Vec<Box<dyn SecretSource>> {
             config.secrets_dirs.clone(),
         )));
     }
-    sources
+    if let Some(store) = &config.store {
+        let token = match (&store.token_file, env_token) {
+            (Some(path), _) => TokenSource::File(path.clone()),
+            (None, Some(token)) => TokenSource::Value(token),
+            (None, None) => return Err(Error::NoToken),
+        };
+        sources.push(Box::new(StoreSource::new(StoreSettings {
+            url: store.url.clone(),
+            agent: store.agent.clone(),
+            token,
+            fallback: store.fallback.clone(),
+            ca_pem: store.ca_pem.clone(),
+        })));
+    }
+    Ok(sources)
+}
+
+/// `AGENT_RUN_TOKEN`, moved into a `SecretString` and wiped from agent-run's own
+/// environment block, so `/proc/PID/environ` of agent-run no longer shows it.
+fn take_env_token() -> Option<SecretString> {
+    let value = std::env::var_os(TOKEN_VARIABLE)?;
+    let token = SecretString::from(value.to_string_lossy().into_owned());
+    drop(zeroize::Zeroizing::new(value.into_encoded_bytes()));
+    crate::sys::scrub_env_value(TOKEN_VARIABLE);
+    // SAFETY-free in edition 2021; sound here because no other thread exists yet.
+    std::env::remove_var(TOKEN_VARIABLE);
+    Some(token)
+}
+
+/// `--check`: fetch, print what the child would get (masked), start nothing.
+fn check(config: &Config, sources: &mut [Box<dyn SecretSource>], json: bool) -> Result<u8, Error> {
+    let secrets = source::fetch_all(sources)?;
+    let rows = crate::check::rows(&config.policy, &secrets);
+    let output = if json {
+        crate::check::render_json(&rows, secrets.revisions())
+    } else {
+        crate::check::render_table(&rows, secrets.revisions())
+    };
+    println!("{output}");
+    Ok(0)
 }
 
 /// No core dump and no ptrace attach by other users: agent-run holds secrets while it

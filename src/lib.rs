@@ -8,18 +8,21 @@
 //! * [`config`] — turns flags and `AGENT_RUN_*` variables into a validated [`config::Config`].
 //!   Reads files, never the network.
 //! * [`source`] — the [`source::SecretSource`] trait: `fetch` the current secret set, `watch` for
-//!   changes. [`source::file`] reads dotenv files and secrets directories.
+//!   changes. [`source::file`] reads dotenv files and secrets directories; [`source::store`]
+//!   reads an agent-vault store (with [`source::fallback`], its encrypted last-good copy).
 //! * [`env`] — composes the parent environment, the secrets and the `--env` mappings into an
 //!   [`env::EnvBlock`]: one sized, locked, wiped-on-drop buffer plus its `envp` array.
 //! * [`spawn`] — prepares argv and the exec candidates and starts the child (via [`sys`]).
 //! * [`supervise`] — the single event loop: forward signals, reap zombies, restart on rotation.
 //! * [`launcher`] — the checklist that wires the above together, as tini's `main` does.
+//! * [`check`] — `--check`: what the child would get, masked, without starting it.
 //!
 //! **The store**: [`vault`] (`api → tokens → service → db / crypto`, `service → audit`).
 //!
 //! Cross-cutting: [`exit`] is the one table of exit codes; [`sys`] is the only module with
 //! `unsafe` (syscalls between fork and exec, page locking, the wiping allocator).
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod env;

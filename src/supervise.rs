@@ -83,6 +83,10 @@ pub struct Settings {
     pub on_change: OnChange,
     pub debounce: Duration,
     pub restart: RestartPolicy,
+    /// How long a transient failure of the first fetch (store unreachable) is retried.
+    pub start_timeout: Duration,
+    /// Stop the child and exit 125 when a source's credentials are rejected while running.
+    pub exit_on_auth_failure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,8 @@ pub struct Supervisor {
     suspended: bool,
     last_status: Option<ChildStatus>,
     finished: Option<u8>,
+    /// agent-run's own failure code, used instead of the child's status when set.
+    exit_override: Option<u8>,
 }
 
 impl Supervisor {
@@ -183,13 +189,16 @@ impl Supervisor {
             suspended: false,
             last_status: None,
             finished: None,
+            exit_override: None,
         }
     }
 
     /// Starts the first child and supervises until agent-run should exit; returns the code.
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
     pub fn run(mut self) -> Result<u8, Error> {
-        let env = self.compose()?;
+        let Some(env) = self.first_environment()? else {
+            return Ok(self.finished.unwrap_or(crate::exit::LAUNCHER_ERROR));
+        };
         match self.start(env)? {
             Started::Running(_) => {}
             Started::ExecFailed { error, .. } => return Err(error.into()),
@@ -202,6 +211,36 @@ impl Supervisor {
             }
             self.wait_for_events()?;
             self.fire_deadlines(Instant::now());
+        }
+    }
+
+    /// The first environment. A store that is unreachable (a transient error) is retried
+    /// with backoff for `--start-timeout`; TERM or INT meanwhile ends agent-run (`None`).
+    fn first_environment(&mut self) -> Result<Option<EnvBlock>, Error> {
+        let deadline = Instant::now() + self.settings.start_timeout;
+        let mut delay = BACKOFF_FIRST;
+        loop {
+            let error = match self.compose() {
+                Ok(env) => return Ok(Some(env)),
+                Err(Error::Source(e)) if e.is_transient() && Instant::now() < deadline => e,
+                Err(e) => return Err(e),
+            };
+            warn!(error = %error, retry_in = ?delay, "cannot fetch secrets yet; retrying until --start-timeout");
+            let wait = delay.min(deadline.saturating_duration_since(Instant::now()));
+            let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+            let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+            let _ = nix::poll::poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            );
+            while let Ok(Some(info)) = self.signals.read_signal() {
+                let signo = info.ssi_signo as i32;
+                if signo == libc::SIGTERM || signo == libc::SIGINT {
+                    self.finished = Some(128 + signo as u8);
+                    return Ok(None);
+                }
+            }
+            delay = (delay * 2).min(BACKOFF_CAP);
         }
     }
 
@@ -399,8 +438,26 @@ impl Supervisor {
                 let latest = first + self.settings.debounce * DEBOUNCE_MAX_PERIODS;
                 self.change_due = Some((first, (now + self.settings.debounce).min(latest)));
             }
-            SourceEvent::Failed { source, reason } => {
-                warn!(source = %source, reason = %reason, "source failed; the child keeps running on its current secrets");
+            SourceEvent::Failed {
+                source,
+                reason,
+                auth,
+            } => {
+                if auth && self.settings.exit_on_auth_failure && !self.shutting_down {
+                    error!(source = %source, reason = %reason, "credentials rejected; stopping the child (--exit-on-auth-failure)");
+                    self.exit_override = Some(crate::exit::LAUNCHER_ERROR);
+                    self.shutting_down = true;
+                    self.pending_env = None;
+                    if self.child.is_some() {
+                        self.stop_child(AfterStop::Exit);
+                    } else {
+                        self.finished = self.exit_override;
+                    }
+                } else if auth {
+                    error!(source = %source, reason = %reason, "credentials rejected; the child keeps running on its current secrets");
+                } else {
+                    warn!(source = %source, reason = %reason, "source failed; the child keeps running on its current secrets");
+                }
             }
         }
     }
@@ -537,12 +594,12 @@ impl Supervisor {
         if let Some(stopping) = self.stopping.take() {
             match stopping.after {
                 AfterStop::Restart if !self.shutting_down => self.restart(),
-                _ => self.finished = Some(status.code()),
+                _ => self.finished = Some(self.exit_override.unwrap_or(status.code())),
             }
             return;
         }
         if self.shutting_down || !self.settings.restart.restarts(status) {
-            self.finished = Some(status.code());
+            self.finished = Some(self.exit_override.unwrap_or(status.code()));
             return;
         }
         if child.started.elapsed() >= BACKOFF_RESET {

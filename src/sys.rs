@@ -176,3 +176,39 @@ pub fn send_signal(pid: libc::pid_t, signo: c_int) -> nix::Result<()> {
     let rc = unsafe { libc::kill(pid, signo) };
     Errno::result(rc).map(drop)
 }
+
+extern "C" {
+    /// The C runtime's environment array (`environ(7)`).
+    static environ: *const *mut c_char;
+}
+
+/// Overwrites the value of `name` in agent-run's own environment strings with NUL bytes.
+///
+/// `std::env::remove_var` only unlinks the entry: the bytes stay where the kernel put them
+/// at exec, and `/proc/PID/environ` keeps showing them to anyone who may read it. Must run
+/// before any other thread exists (nothing else may touch the environment meanwhile).
+/// Returns whether the variable was found.
+pub fn scrub_env_value(name: &str) -> bool {
+    let mut found = false;
+    // SAFETY: `environ` is a NULL-terminated array of pointers to NUL-terminated strings
+    // (the kernel's initial block, or setenv's heap copies), all writable and owned by this
+    // process; the caller guarantees no other thread reads or changes the environment now.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = *entry;
+            let bytes = std::ffi::CStr::from_ptr(text).to_bytes();
+            if bytes.len() > name.len()
+                && bytes.starts_with(name.as_bytes())
+                && bytes[name.len()] == b'='
+            {
+                for i in name.len() + 1..bytes.len() {
+                    text.add(i).write_volatile(0);
+                }
+                found = true;
+            }
+            entry = entry.add(1);
+        }
+    }
+    found
+}

@@ -44,6 +44,83 @@ pub struct RunArgs {
     )]
     pub secrets_dirs: Vec<PathBuf>,
 
+    /// Read secrets from an agent-vault store (`https://host:port`; plain `http://` only on
+    /// loopback). The scoped token comes from AGENT_RUN_TOKEN or --token-file.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AGENT_RUN_STORE",
+        help_heading = "Store"
+    )]
+    pub store: Option<String>,
+
+    /// The agent whose secrets to read, when the token may read more than one.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "AGENT_RUN_AGENT",
+        help_heading = "Store"
+    )]
+    pub agent: Option<String>,
+
+    /// Read the store token from this file (re-read when it changes) instead of
+    /// AGENT_RUN_TOKEN.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "AGENT_RUN_TOKEN_FILE",
+        help_heading = "Store"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// Keep the last good secrets in this file (encrypted with a key derived from the
+    /// token, mode 0600) and start from it when the store is unreachable.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "AGENT_RUN_FALLBACK",
+        help_heading = "Store"
+    )]
+    pub fallback: Option<PathBuf>,
+
+    /// How long to retry an unreachable store at start before giving up (exit 125).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        env = "AGENT_RUN_START_TIMEOUT",
+        help_heading = "Store"
+    )]
+    pub start_timeout: String,
+
+    /// Stop the child and exit 125 when the store rejects the token while running
+    /// (by default the child keeps running on the secrets it has).
+    #[arg(long, env = "AGENT_RUN_EXIT_ON_AUTH_FAILURE", help_heading = "Store")]
+    pub exit_on_auth_failure: bool,
+
+    /// Trust this CA certificate (PEM) for the store's TLS, in addition to the system's.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "AGENT_RUN_STORE_CA",
+        help_heading = "Store"
+    )]
+    pub store_ca: Option<PathBuf>,
+
+    /// Allow plain http:// to a store that is not on loopback (the token crosses the
+    /// network in clear).
+    #[arg(long, env = "AGENT_RUN_ALLOW_INSECURE_HTTP", help_heading = "Store")]
+    pub allow_insecure_http: bool,
+
+    /// Print what would be injected (names, source, kind, masked preview, revision) and
+    /// exit without starting anything.
+    #[arg(long, help_heading = "Check")]
+    pub check: bool,
+
+    /// With --check: JSON instead of a table.
+    #[arg(long, requires = "check", help_heading = "Check")]
+    pub json: bool,
+
     // ---- environment ---------------------------------------------------------------
     /// Start the child from an empty environment instead of inheriting agent-run's.
     #[arg(long, env = "AGENT_RUN_PRISTINE", help_heading = "Environment")]
@@ -187,7 +264,7 @@ pub struct RunArgs {
     /// The command to run, and its arguments (after `--`).
     #[arg(
         value_name = "CMD",
-        required = true,
+        required_unless_present = "check",
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]

@@ -5,7 +5,9 @@
 //! values over in wiped-on-drop types, so nothing outlives the environment built from them.
 //! Watchers only say "something changed"; they never carry values.
 
+pub mod fallback;
 pub mod file;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +36,45 @@ pub enum Error {
     NotUtf8 { path: PathBuf, key: String },
     #[error("cannot watch {path}: {reason}")]
     Watch { path: PathBuf, reason: String },
+    #[error("cannot reach the store at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the store at {url} rejected the token: it is invalid, expired or revoked")]
+    Unauthorized { url: String },
+    #[error(
+        "the store at {url} refused access to {what}: the token is scoped to another agent or keys"
+    )]
+    Forbidden { url: String, what: String },
+    #[error("the store at {url} answered {status}: {message}")]
+    Store {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot read the token from {path}: {reason}")]
+    Token { path: PathBuf, reason: String },
+    #[error("fallback file {path}: {reason}")]
+    Fallback { path: PathBuf, reason: String },
+}
+
+impl Error {
+    /// Worth retrying: the store may come back. Everything else needs a person.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unreachable { .. })
+            || matches!(self, Error::Store { status, .. } if *status >= 500)
+    }
+
+    /// The credentials are the problem (expired, revoked, wrong scope).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Unauthorized { .. } | Error::Forbidden { .. })
+    }
+}
+
+/// A store's two kinds of entry: write-only secrets and readable configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Secret,
+    Plain,
 }
 
 /// Where a secret came from, for error messages and `check` output. Never holds a value.
@@ -43,6 +84,23 @@ pub enum Origin {
     EnvFile { path: PathBuf, line: usize },
     /// One file of a secrets directory.
     SecretsDir { path: PathBuf },
+    /// An agent-vault store: the agent's own entry or a project-wide variable.
+    Store {
+        url: String,
+        agent: String,
+        kind: Kind,
+        project: bool,
+    },
+}
+
+impl Origin {
+    /// Files hold secrets; a store says which of its entries are plain configuration.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Origin::Store { kind, .. } => *kind,
+            _ => Kind::Secret,
+        }
+    }
 }
 
 impl fmt::Display for Origin {
@@ -50,6 +108,15 @@ impl fmt::Display for Origin {
         match self {
             Origin::EnvFile { path, line } => write!(f, "{}:{line}", path.display()),
             Origin::SecretsDir { path } => write!(f, "{}", path.display()),
+            Origin::Store {
+                url,
+                agent,
+                project: false,
+                ..
+            } => write!(f, "{url} agent {agent}"),
+            Origin::Store {
+                url, project: true, ..
+            } => write!(f, "{url} project variable"),
         }
     }
 }
@@ -74,9 +141,19 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Default)]
 pub struct SecretSet {
     entries: BTreeMap<String, Secret>,
+    /// Value-free labels of what was read ("store 17"), for logs and `--check`.
+    revisions: Vec<String>,
 }
 
 impl SecretSet {
+    pub fn add_revision(&mut self, label: String) {
+        self.revisions.push(label);
+    }
+
+    pub fn revisions(&self) -> &[String] {
+        &self.revisions
+    }
+
     pub fn insert(&mut self, name: String, secret: Secret) {
         self.entries.insert(name, secret);
     }
@@ -84,6 +161,7 @@ impl SecretSet {
     /// Moves every entry of `later` in, replacing same-named ones.
     pub fn extend(&mut self, later: SecretSet) {
         self.entries.extend(later.entries);
+        self.revisions.extend(later.revisions);
     }
 
     pub fn get(&self, name: &str) -> Option<&Secret> {
@@ -125,8 +203,13 @@ pub enum SourceEvent {
     /// The source's content may have changed; fetch again.
     Changed { source: String },
     /// The source can no longer be read (e.g. its credentials were revoked). The child
-    /// keeps running; the supervisor decides whether that is fatal.
-    Failed { source: String, reason: String },
+    /// keeps running; the supervisor decides whether that is fatal (`auth` failures can be,
+    /// with `--exit-on-auth-failure`).
+    Failed {
+        source: String,
+        reason: String,
+        auth: bool,
+    },
 }
 
 /// The sending half of the supervisor's event queue: a channel for the event and one byte
@@ -144,10 +227,11 @@ impl ChangeNotifier {
         });
     }
 
-    pub fn failed(&self, source: &str, reason: String) {
+    pub fn failed(&self, source: &str, error: &Error) {
         self.send(SourceEvent::Failed {
             source: source.to_owned(),
-            reason,
+            reason: error.to_string(),
+            auth: error.is_auth(),
         });
     }
 

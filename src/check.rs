@@ -1,0 +1,158 @@
+//! `agent-run --check`: what the child would get, for an operator to audit — each injected
+//! name with its source, kind and a masked preview, and the revisions read. Starts nothing.
+
+use std::fmt::Write;
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::env::{MappingValue, Policy, RESERVED_PREFIX};
+use crate::source::{Kind, SecretSet};
+
+/// One variable the child would receive from a secret or a mapping.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Row {
+    pub name: String,
+    /// The secret it comes from (differs from `name` for `--env KEY=@SECRET`).
+    pub secret: Option<String>,
+    pub kind: &'static str,
+    pub source: String,
+    pub preview: String,
+}
+
+/// The masked preview users know from hosted vaults: `****` plus the last four characters
+/// when the value is long enough that four reveal little (12 or more), else `****` alone.
+/// Plain configuration is shown as it is.
+pub fn preview(value: &str, kind: Kind) -> String {
+    match kind {
+        Kind::Plain => value.to_owned(),
+        Kind::Secret if value.chars().count() >= 12 => {
+            let tail: String = value
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("****{tail}")
+        }
+        Kind::Secret => "****".to_owned(),
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Secret => "secret",
+        Kind::Plain => "plain",
+    }
+}
+
+/// The rows for `secrets` under `policy`, in the order the environment would have them.
+pub fn rows(policy: &Policy, secrets: &SecretSet) -> Vec<Row> {
+    let mut rows: std::collections::BTreeMap<String, Row> = std::collections::BTreeMap::new();
+    for (name, secret) in secrets.iter() {
+        let narrowed = !policy.only.is_empty() && !policy.only.iter().any(|p| p.matches(name));
+        if narrowed || name.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        let kind = secret.origin.kind();
+        rows.insert(
+            name.to_owned(),
+            Row {
+                name: name.to_owned(),
+                secret: Some(name.to_owned()),
+                kind: kind_name(kind),
+                source: secret.origin.to_string(),
+                preview: preview(secret.value.expose_secret(), kind),
+            },
+        );
+    }
+    for mapping in &policy.mappings {
+        let row = match &mapping.value {
+            MappingValue::Literal(_) => Row {
+                name: mapping.key.clone(),
+                secret: None,
+                kind: "literal",
+                source: "--env".into(),
+                preview: "(literal)".into(),
+            },
+            MappingValue::Secret(secret_name) => match secrets.get(secret_name) {
+                Some(secret) => Row {
+                    name: mapping.key.clone(),
+                    secret: Some(secret_name.clone()),
+                    kind: kind_name(secret.origin.kind()),
+                    source: secret.origin.to_string(),
+                    preview: preview(secret.value.expose_secret(), secret.origin.kind()),
+                },
+                None => Row {
+                    name: mapping.key.clone(),
+                    secret: Some(secret_name.clone()),
+                    kind: "missing",
+                    source: "-".into(),
+                    preview: "-".into(),
+                },
+            },
+        };
+        rows.insert(mapping.key.clone(), row);
+    }
+    rows.into_values().collect()
+}
+
+/// A table for people.
+pub fn render_table(rows: &[Row], revisions: &[String]) -> String {
+    let names: Vec<String> = rows
+        .iter()
+        .map(|row| match &row.secret {
+            Some(secret) if *secret != row.name => format!("{} (=@{secret})", row.name),
+            _ => row.name.clone(),
+        })
+        .collect();
+    let width =
+        |cells: Vec<usize>, title: &str| cells.into_iter().max().unwrap_or(0).max(title.len());
+    let wn = width(names.iter().map(String::len).collect(), "NAME");
+    let wk = width(rows.iter().map(|r| r.kind.len()).collect(), "KIND");
+    let ws = width(rows.iter().map(|r| r.source.len()).collect(), "SOURCE");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:wn$}  {:wk$}  {:ws$}  PREVIEW",
+        "NAME", "KIND", "SOURCE"
+    );
+    for (row, name) in rows.iter().zip(&names) {
+        let _ = writeln!(
+            out,
+            "{name:wn$}  {:wk$}  {:ws$}  {}",
+            row.kind, row.source, row.preview
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} variable(s); read: {}",
+        rows.len(),
+        if revisions.is_empty() {
+            "-".into()
+        } else {
+            revisions.join(", ")
+        }
+    );
+    out
+}
+
+/// JSON for scripts.
+pub fn render_json(rows: &[Row], revisions: &[String]) -> String {
+    serde_json::json!({ "variables": rows, "revisions": revisions }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_mask_secrets_by_length() {
+        assert_eq!(preview("sk-live-abcdefgh1234", Kind::Secret), "****1234");
+        assert_eq!(preview("short-value", Kind::Secret), "****");
+        assert_eq!(preview("", Kind::Secret), "****");
+        assert_eq!(preview("eu-west-1", Kind::Plain), "eu-west-1");
+    }
+}

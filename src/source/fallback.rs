@@ -1,0 +1,223 @@
+//! The last good secret set on disk (`--fallback PATH`), so an agent can start while its
+//! store is unreachable.
+//!
+//! The file is AES-256-GCM encrypted with a key derived (HKDF-SHA256) from the launcher's
+//! own token and bound to the store URL and agent: nothing on disk decrypts it without the
+//! token, and a file copied to another agent or store does not open. It is written
+//! atomically (temp file with mode 0600, fsync, rename, fsync of the directory), so a crash
+//! leaves the old file or the new one, never half of one. A rotated token cannot open the
+//! old file; the next successful fetch rewrites it.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{Error, Kind};
+
+const MAGIC: &[u8; 8] = b"ARFALL1\n";
+const NONCE_LEN: usize = 12;
+
+/// One entry as stored in the (encrypted) file.
+#[derive(Serialize, Deserialize)]
+pub struct StoredEntry {
+    pub name: String,
+    #[serde(serialize_with = "expose")]
+    pub value: SecretString,
+    pub kind: Kind,
+    pub project: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub agent: String,
+    pub entries: Vec<StoredEntry>,
+}
+
+fn expose<S: serde::Serializer>(value: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value.expose_secret())
+}
+
+/// Where the file lives and the key that opens it.
+pub struct Fallback {
+    path: PathBuf,
+    key: Zeroizing<[u8; 32]>,
+    /// Associated data: the store and agent the snapshot belongs to.
+    binding: Vec<u8>,
+}
+
+impl Fallback {
+    pub fn new(
+        path: PathBuf,
+        token: &SecretString,
+        store_url: &str,
+        agent: Option<&str>,
+    ) -> Fallback {
+        let binding = format!(
+            "agent-run fallback v1\0{store_url}\0{}",
+            agent.unwrap_or("")
+        )
+        .into_bytes();
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(
+            Some(b"agent-run fallback v1"),
+            token.expose_secret().as_bytes(),
+        )
+        .expand(&binding, key.as_mut())
+        // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+        .expect("HKDF output length is valid");
+        Fallback { path, key, binding }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.key.as_ref()))
+    }
+
+    fn error(&self, reason: impl Into<String>) -> Error {
+        Error::Fallback {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Encrypts and atomically replaces the file.
+    pub fn save(&self, snapshot: &Snapshot) -> Result<(), Error> {
+        let plaintext =
+            Zeroizing::new(serde_json::to_vec(snapshot).map_err(|e| self.error(e.to_string()))?);
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| self.error(e.to_string()))?;
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &self.binding,
+                },
+            )
+            .map_err(|_| self.error("encryption failed"))?;
+        let dir = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(MAGIC)?;
+            file.write_all(&nonce)?;
+            file.write_all(&ciphertext)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            self.error(e.to_string())
+        })
+    }
+
+    /// Reads and decrypts the file; fails if it is missing, damaged, or sealed with another
+    /// token, store or agent.
+    pub fn load(&self) -> Result<Snapshot, Error> {
+        let bytes = std::fs::read(&self.path).map_err(|e| self.error(e.to_string()))?;
+        let body = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| self.error("not an agent-run fallback file"))?;
+        if body.len() < NONCE_LEN {
+            return Err(self.error("truncated"));
+        }
+        let (nonce, ciphertext) = body.split_at(NONCE_LEN);
+        let plaintext = Zeroizing::new(
+            self.cipher()
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &self.binding,
+                    },
+                )
+                .map_err(|_| {
+                    self.error(
+                        "cannot decrypt it: written with another token, store or agent, or damaged",
+                    )
+                })?,
+        );
+        serde_json::from_slice(&plaintext).map_err(|e| self.error(format!("damaged content: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            revision: 7,
+            agent: "bot".into(),
+            entries: vec![StoredEntry {
+                name: "K".into(),
+                value: SecretString::from("s3cr3t-value"),
+                kind: Kind::Secret,
+                project: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip_mode_0600_and_no_plaintext_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fallback");
+        let token = SecretString::from("avt_token");
+        let fallback = Fallback::new(path.clone(), &token, "http://127.0.0.1:1", Some("bot"));
+        fallback.save(&snapshot()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(6).any(|w| w == b"s3cr3t"));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let loaded = fallback.load().unwrap();
+        assert_eq!(loaded.revision, 7);
+        assert_eq!(loaded.entries[0].value.expose_secret(), "s3cr3t-value");
+    }
+
+    #[test]
+    fn another_token_store_or_agent_cannot_open_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fallback");
+        let token = SecretString::from("avt_token");
+        Fallback::new(path.clone(), &token, "http://a", Some("bot"))
+            .save(&snapshot())
+            .unwrap();
+        let other_token = SecretString::from("avt_other");
+        assert!(
+            Fallback::new(path.clone(), &other_token, "http://a", Some("bot"))
+                .load()
+                .is_err()
+        );
+        assert!(Fallback::new(path.clone(), &token, "http://b", Some("bot"))
+            .load()
+            .is_err());
+        assert!(Fallback::new(path, &token, "http://a", Some("other"))
+            .load()
+            .is_err());
+    }
+}
