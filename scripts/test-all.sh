@@ -10,9 +10,12 @@ say "installing test dependencies"
 need_apt=()
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v openssl >/dev/null || need_apt+=(openssl)          # private CA for the TLS tests
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
+# schemathesis checks the store against docs/openapi.yaml.
+command -v st >/dev/null || python3 -m pip install --quiet schemathesis
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 
 say "ARCHITECTURE.md names every module"

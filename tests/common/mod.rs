@@ -6,11 +6,12 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod memscan;
+pub mod vault;
 
 /// Polls `cond` every 10 ms until it holds; panics with `what` at the deadline.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
@@ -24,42 +25,47 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// A temporary directory that lives as long as the test.
+/// A temporary directory owned by one test (ripgrep's `Dir`), removed on drop.
 pub struct Dir {
-    dir: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl Dir {
-    pub fn new() -> Dir {
-        Dir {
-            dir: tempfile::Builder::new()
-                .prefix("agent-run-test")
-                .tempdir()
-                .expect("tempdir"),
-        }
+    pub fn new(name: &str) -> Dir {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("agent-run-test-{name}-"))
+            .tempdir()
+            .expect("creating a temporary directory");
+        Dir { root }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+    pub fn path(&self) -> &Path {
+        self.root.path()
     }
 
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// Writes `name` (creating parent directories).
     pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.path(name);
+        let path = self.join(name);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).unwrap();
         }
-        fs::write(&path, content).unwrap();
+        fs::write(&path, content).expect("writing a test file");
         path
     }
 
     /// Replaces `name` atomically, as editors and config managers do.
     pub fn replace(&self, name: &str, content: impl AsRef<[u8]>) {
         let tmp = self.write(&format!("{name}.tmp-save"), content);
-        fs::rename(tmp, self.path(name)).unwrap();
+        fs::rename(tmp, self.join(name)).unwrap();
     }
 
+    /// The file's content, or "" while it does not exist.
     pub fn read(&self, name: &str) -> String {
-        fs::read_to_string(self.path(name)).unwrap_or_default()
+        fs::read_to_string(self.join(name)).unwrap_or_default()
     }
 }
 
@@ -173,8 +179,8 @@ impl Builder {
 
     fn spawn(mut self, dir: &Dir, find_pid: bool) -> Launcher {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let stdout = dir.path(&format!("agent-run-{n}.out"));
-        let stderr = dir.path(&format!("agent-run-{n}.err"));
+        let stdout = dir.join(&format!("agent-run-{n}.out"));
+        let stderr = dir.join(&format!("agent-run-{n}.err"));
         self.command
             .stdin(self.stdin.take().unwrap_or_else(Stdio::null))
             .stdout(fs::File::create(&stdout).unwrap())
@@ -408,4 +414,57 @@ pub fn lines_starting(text: &str, prefix: &str) -> Vec<String> {
         .filter(|l| l.starts_with(prefix))
         .map(str::to_owned)
         .collect()
+}
+
+/// Describe a finished command for a failure message.
+pub fn describe(cmd: &Command, output: &Output) -> String {
+    format!(
+        "\ncommand: {cmd:?}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Run to completion with optional stdin; never panics on a non-zero exit.
+pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawning {cmd:?}: {err}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin was piped");
+        pipe.write_all(input).expect("writing stdin");
+    }
+    child.wait_with_output().expect("waiting for the command")
+}
+
+/// Run and require exit 0; returns stdout.
+pub fn run_ok(cmd: &mut Command, stdin: Option<&[u8]>) -> String {
+    let output = run(cmd, stdin);
+    assert!(
+        output.status.success(),
+        "command failed:{}",
+        describe(cmd, &output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Run and require a specific exit code; returns the output.
+pub fn run_code(cmd: &mut Command, stdin: Option<&[u8]>, code: i32) -> Output {
+    let output = run(cmd, stdin);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "unexpected exit code:{}",
+        describe(cmd, &output)
+    );
+    output
 }

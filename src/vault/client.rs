@@ -1,0 +1,285 @@
+//! Blocking HTTP client of the store API, used by the admin CLI (and usable by any sync
+//! program). One method per endpoint; error answers become [`Error::Api`] with the server's
+//! stable code and message. Owns no rules: the server decides everything.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::model::{
+    AuditList, AuditQuery, ErrorBody, Health, ImportRequest, ImportSummary, IssuedToken,
+    PutResponse, PutSecretRequest, RevisionResponse, RollbackRequest, RollbackResponse,
+    RuntimeQuery, RuntimeSecrets, SecretList, SecretMeta, TokenList, TokenRequest, VarList,
+    VersionList,
+};
+use super::{Error, Result};
+
+/// Default per-request timeout (long polls add their wait on top).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to one agent-vault server.
+pub struct Client {
+    base: String,
+    token: Option<SecretString>,
+    http: reqwest::blocking::Client,
+}
+
+/// Percent-encode one path segment (names are validated by the server; this only keeps a
+/// stray `/` or `?` from changing which endpoint is called).
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// `addr` is a base URL such as `http://127.0.0.1:8377`; `ca_cert` adds a PEM root for
+    /// servers with a private CA or self-signed certificate.
+    pub fn new(addr: &str, token: Option<SecretString>, ca_cert: Option<&Path>) -> Result<Client> {
+        let mut builder = reqwest::blocking::Client::builder()
+            .timeout(TIMEOUT)
+            .use_rustls_tls();
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|source| Error::Http {
+                url: path.display().to_string(),
+                source,
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|source| Error::Http {
+            url: addr.to_string(),
+            source,
+        })?;
+        Ok(Client {
+            base: addr.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> Result<RequestBuilder> {
+        let mut builder = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+                .map_err(|_| {
+                    Error::InvalidRequest("the token contains invalid characters".into())
+                })?;
+            value.set_sensitive(true);
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        Ok(builder)
+    }
+
+    fn execute(&self, builder: RequestBuilder, path: &str) -> Result<Response> {
+        let url = format!("{}{}", self.base, path);
+        let response = builder
+            .send()
+            .map_err(|source| Error::Http { url, source })?;
+        let status = response.status();
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            return Ok(response);
+        }
+        let text = response.text().unwrap_or_default();
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => (
+                "http_error".to_string(),
+                format!("unexpected answer from {path}"),
+            ),
+        };
+        Err(Error::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    fn json<T: DeserializeOwned>(&self, builder: RequestBuilder, path: &str) -> Result<T> {
+        let response = self.execute(builder, path)?;
+        let url = format!("{}{}", self.base, path);
+        response
+            .json::<T>()
+            .map_err(|source| Error::Http { url, source })
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(self.request(Method::GET, path)?, path)
+    }
+
+    fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let bytes = zeroize::Zeroizing::new(
+            serde_json::to_vec(body)
+                .map_err(|err| Error::Internal(format!("encoding request: {err}")))?,
+        );
+        let builder = self
+            .request(method, path)?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes.to_vec());
+        self.json(builder, path)
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        self.execute(self.request(Method::DELETE, path)?, path)
+            .map(drop)
+    }
+
+    pub fn health(&self) -> Result<Health> {
+        self.get("/v1/health")
+    }
+
+    pub fn put_secret(
+        &self,
+        agent: &str,
+        key: &str,
+        req: &PutSecretRequest,
+    ) -> Result<PutResponse> {
+        let path = format!("/v1/agents/{}/secrets/{}", segment(agent), segment(key));
+        self.send_json(Method::PUT, &path, req)
+    }
+
+    pub fn list_secrets(&self, agent: &str, values: bool) -> Result<SecretList> {
+        self.get(&format!(
+            "/v1/agents/{}/secrets?values={values}",
+            segment(agent)
+        ))
+    }
+
+    pub fn describe_secret(&self, agent: &str, key: &str) -> Result<SecretMeta> {
+        self.get(&format!(
+            "/v1/agents/{}/secrets/{}",
+            segment(agent),
+            segment(key)
+        ))
+    }
+
+    pub fn delete_secret(&self, agent: &str, key: &str) -> Result<()> {
+        self.delete(&format!(
+            "/v1/agents/{}/secrets/{}",
+            segment(agent),
+            segment(key)
+        ))
+    }
+
+    pub fn secret_versions(&self, agent: &str, key: &str) -> Result<VersionList> {
+        self.get(&format!(
+            "/v1/agents/{}/secrets/{}/versions",
+            segment(agent),
+            segment(key)
+        ))
+    }
+
+    pub fn rollback_secret(
+        &self,
+        agent: &str,
+        key: &str,
+        to: Option<i64>,
+    ) -> Result<RollbackResponse> {
+        let path = format!(
+            "/v1/agents/{}/secrets/{}/rollback",
+            segment(agent),
+            segment(key)
+        );
+        self.send_json(Method::POST, &path, &RollbackRequest { to })
+    }
+
+    pub fn import(&self, agent: &str, req: &ImportRequest) -> Result<ImportSummary> {
+        self.send_json(
+            Method::POST,
+            &format!("/v1/agents/{}/import", segment(agent)),
+            req,
+        )
+    }
+
+    pub fn put_var(&self, key: &str, req: &PutSecretRequest) -> Result<PutResponse> {
+        self.send_json(Method::PUT, &format!("/v1/vars/{}", segment(key)), req)
+    }
+
+    pub fn list_vars(&self, values: bool) -> Result<VarList> {
+        self.get(&format!("/v1/vars?values={values}"))
+    }
+
+    pub fn describe_var(&self, key: &str) -> Result<SecretMeta> {
+        self.get(&format!("/v1/vars/{}", segment(key)))
+    }
+
+    pub fn delete_var(&self, key: &str) -> Result<()> {
+        self.delete(&format!("/v1/vars/{}", segment(key)))
+    }
+
+    pub fn issue_token(&self, req: &TokenRequest) -> Result<IssuedToken> {
+        self.send_json(Method::POST, "/v1/tokens", req)
+    }
+
+    pub fn list_tokens(&self) -> Result<TokenList> {
+        self.get("/v1/tokens")
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<()> {
+        self.delete(&format!("/v1/tokens/{}", segment(id)))
+    }
+
+    pub fn audit(&self, query: &AuditQuery) -> Result<AuditList> {
+        let path = "/v1/audit";
+        let builder = self.request(Method::GET, path)?.query(query);
+        self.json(builder, path)
+    }
+
+    /// The run-time read; `Ok(None)` is "not modified" (only with `since`).
+    pub fn runtime_secrets(&self, query: &RuntimeQuery) -> Result<Option<RuntimeSecrets>> {
+        let path = "/v1/runtime/secrets";
+        let wait = Duration::from_secs(query.wait.unwrap_or(0));
+        let builder = self
+            .request(Method::GET, path)?
+            .query(query)
+            .timeout(TIMEOUT + wait);
+        let response = self.execute(builder, path)?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let url = format!("{}{}", self.base, path);
+        response
+            .json()
+            .map(Some)
+            .map_err(|source| Error::Http { url, source })
+    }
+
+    /// The long poll; `Ok(None)` is "not modified".
+    pub fn runtime_revision(&self, query: &RuntimeQuery) -> Result<Option<u64>> {
+        let path = "/v1/runtime/revision";
+        let wait = Duration::from_secs(query.wait.unwrap_or(0));
+        let builder = self
+            .request(Method::GET, path)?
+            .query(query)
+            .timeout(TIMEOUT + wait);
+        let response = self.execute(builder, path)?;
+        if response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let url = format!("{}{}", self.base, path);
+        response
+            .json::<RevisionResponse>()
+            .map(|r| Some(r.revision))
+            .map_err(|source| Error::Http { url, source })
+    }
+}

@@ -1,0 +1,571 @@
+//! SQLite storage: schema, migrations and every SQL statement. Sees ciphertext only.
+//!
+//! One writer connection behind a std `Mutex` (SQLite allows one writer at a time anyway, and
+//! the lock is never held across an `.await`: every call runs inside `spawn_blocking`), plus a
+//! small pool of read-only connections so run-time reads proceed in parallel with writes under
+//! WAL. `synchronous=FULL` makes every commit fsync the WAL, so a write the API acknowledged
+//! survives `kill -9` and power loss.
+//!
+//! This module knows nothing of HTTP, tokens' meaning, or plaintext: `service` calls these
+//! functions inside [`Db::write`] / [`Db::read`] closures and does the crypto itself.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use tokio::sync::Semaphore;
+
+use super::crypto::Sealed;
+use super::model::Kind;
+use super::tokens::TokenRecord;
+use super::{Error, Result};
+
+/// Owner name of project-wide variables. `@` cannot appear in an agent name, so it never
+/// collides with one.
+pub const PROJECT: &str = "@project";
+
+/// Read-only connections in the pool: enough for two cores' worth of concurrent reads plus
+/// slack while one waits on I/O.
+const READERS: usize = 4;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta (name, value) VALUES ('seq', 0);
+-- Last change sequence per owner (agent name or '@project'): the run-time revision.
+CREATE TABLE owner_seq (owner TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE entries (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_read_at INTEGER,
+    PRIMARY KEY (owner, key)
+) WITHOUT ROWID;
+CREATE TABLE versions (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    key_nonce BLOB NOT NULL,
+    wrapped_key BLOB NOT NULL,
+    PRIMARY KEY (owner, key, version)
+) WITHOUT ROWID;
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    hash BLOB NOT NULL,
+    scopes TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    token_id TEXT,
+    action TEXT NOT NULL,
+    agent TEXT,
+    keys TEXT NOT NULL,
+    remote TEXT,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+"#];
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    /// The only connection that writes. A std mutex: held only inside `spawn_blocking`.
+    writer: Arc<Mutex<Connection>>,
+    /// Read-only connections; the semaphore guarantees a permit holder finds one in the Vec.
+    readers: Arc<(Semaphore, Mutex<Vec<Connection>>)>,
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl Db {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Db> {
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path)?;
+            configure(&reader)?;
+            reader.pragma_update(None, "query_only", "ON")?;
+            readers.push(reader);
+        }
+        Ok(Db {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new((Semaphore::new(READERS), Mutex::new(readers))),
+        })
+    }
+
+    /// Run `f` in one IMMEDIATE transaction on the writer; commit if it returns Ok, roll back
+    /// otherwise (all-or-nothing).
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| Error::Internal("database writer lock poisoned".into()))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
+    }
+
+    /// Run `f` in one read transaction (a consistent snapshot) on a pooled reader.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let _permit = readers
+            .0
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("reader pool closed".into()))?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = {
+                let mut conns = pool
+                    .1
+                    .lock()
+                    .map_err(|_| Error::Internal("reader pool lock poisoned".into()))?;
+                conns
+                    .pop()
+                    .ok_or_else(|| Error::Internal("reader pool empty despite permit".into()))?
+            };
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+                let value = f(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            if let Ok(mut conns) = pool.1.lock() {
+                conns.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// One entry's metadata row.
+#[derive(Debug, Clone)]
+pub struct EntryRow {
+    pub owner: String,
+    pub key: String,
+    pub kind: Kind,
+    pub description: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_read_at: Option<i64>,
+}
+
+/// One kept version (metadata and ciphertext).
+#[derive(Clone)]
+pub struct VersionRow {
+    pub version: i64,
+    pub kind: Kind,
+    pub created_at: i64,
+    pub sealed: Sealed,
+}
+
+fn kind_of(text: String) -> Kind {
+    // Only `service` writes this column, always from Kind::as_str.
+    Kind::parse(&text).unwrap_or(Kind::Secret)
+}
+
+/// Take the next number of the global change sequence.
+pub fn next_seq(tx: &Transaction<'_>) -> Result<i64> {
+    Ok(tx.query_row(
+        "UPDATE meta SET value = value + 1 WHERE name = 'seq' RETURNING value",
+        [],
+        |row| row.get(0),
+    )?)
+}
+
+pub fn set_owner_seq(tx: &Transaction<'_>, owner: &str, seq: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO owner_seq (owner, seq) VALUES (?1, ?2)
+         ON CONFLICT (owner) DO UPDATE SET seq = excluded.seq",
+        params![owner, seq],
+    )?;
+    Ok(())
+}
+
+pub fn owner_seq(conn: &Connection, owner: &str) -> Result<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM owner_seq WHERE owner = ?1",
+            params![owner],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+pub fn all_owner_seqs(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare("SELECT owner, seq FROM owner_seq")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+const ENTRY_COLUMNS: &str =
+    "owner, key, kind, description, version, created_at, updated_at, last_read_at";
+
+fn entry_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok(EntryRow {
+        owner: row.get(0)?,
+        key: row.get(1)?,
+        kind: kind_of(row.get(2)?),
+        description: row.get(3)?,
+        version: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        last_read_at: row.get(7)?,
+    })
+}
+
+pub fn get_entry(conn: &Connection, owner: &str, key: &str) -> Result<Option<EntryRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE owner = ?1 AND key = ?2"),
+            params![owner, key],
+            entry_from,
+        )
+        .optional()?)
+}
+
+pub fn list_entries(conn: &Connection, owner: &str) -> Result<Vec<EntryRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries WHERE owner = ?1 ORDER BY key"
+    ))?;
+    let rows = stmt.query_map(params![owner], entry_from)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn upsert_entry(tx: &Transaction<'_>, entry: &EntryRow) -> Result<()> {
+    tx.execute(
+        "INSERT INTO entries (owner, key, kind, description, version, created_at, updated_at, last_read_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (owner, key) DO UPDATE SET kind = excluded.kind,
+             description = excluded.description, version = excluded.version,
+             updated_at = excluded.updated_at",
+        params![
+            entry.owner,
+            entry.key,
+            entry.kind.as_str(),
+            entry.description,
+            entry.version,
+            entry.created_at,
+            entry.updated_at,
+            entry.last_read_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete_entry(tx: &Transaction<'_>, owner: &str, key: &str) -> Result<bool> {
+    tx.execute(
+        "DELETE FROM versions WHERE owner = ?1 AND key = ?2",
+        params![owner, key],
+    )?;
+    Ok(tx.execute(
+        "DELETE FROM entries WHERE owner = ?1 AND key = ?2",
+        params![owner, key],
+    )? > 0)
+}
+
+fn version_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        version: row.get(0)?,
+        kind: kind_of(row.get(1)?),
+        created_at: row.get(2)?,
+        sealed: Sealed {
+            nonce: row.get(3)?,
+            ciphertext: row.get(4)?,
+            key_nonce: row.get(5)?,
+            wrapped_key: row.get(6)?,
+        },
+    })
+}
+
+pub fn get_version(
+    conn: &Connection,
+    owner: &str,
+    key: &str,
+    version: i64,
+) -> Result<Option<VersionRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT version, kind, created_at, nonce, ciphertext, key_nonce, wrapped_key
+             FROM versions WHERE owner = ?1 AND key = ?2 AND version = ?3",
+            params![owner, key, version],
+            version_from,
+        )
+        .optional()?)
+}
+
+/// Kept versions, newest first.
+pub fn list_versions(conn: &Connection, owner: &str, key: &str) -> Result<Vec<VersionRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT version, kind, created_at, nonce, ciphertext, key_nonce, wrapped_key
+         FROM versions WHERE owner = ?1 AND key = ?2 ORDER BY version DESC",
+    )?;
+    let rows = stmt.query_map(params![owner, key], version_from)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_version(
+    tx: &Transaction<'_>,
+    owner: &str,
+    key: &str,
+    version: &VersionRow,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO versions (owner, key, version, kind, created_at, nonce, ciphertext, key_nonce, wrapped_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            owner,
+            key,
+            version.version,
+            version.kind.as_str(),
+            version.created_at,
+            version.sealed.nonce,
+            version.sealed.ciphertext,
+            version.sealed.key_nonce,
+            version.sealed.wrapped_key
+        ],
+    )?;
+    Ok(())
+}
+
+/// Drop all but the newest `keep` versions of one key.
+pub fn prune_versions(tx: &Transaction<'_>, owner: &str, key: &str, keep: u32) -> Result<()> {
+    tx.execute(
+        "DELETE FROM versions WHERE owner = ?1 AND key = ?2 AND version NOT IN
+           (SELECT version FROM versions WHERE owner = ?1 AND key = ?2
+            ORDER BY version DESC LIMIT ?3)",
+        params![owner, key, keep],
+    )?;
+    Ok(())
+}
+
+/// Current version of every entry of `agent` and of the project, for the run-time read.
+pub fn runtime_rows(conn: &Connection, agent: &str) -> Result<Vec<(String, String, VersionRow)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.owner, e.key, v.version, v.kind, v.created_at, v.nonce, v.ciphertext,
+                v.key_nonce, v.wrapped_key
+         FROM entries e JOIN versions v
+           ON v.owner = e.owner AND v.key = e.key AND v.version = e.version
+         WHERE e.owner IN (?1, ?2) ORDER BY e.key",
+    )?;
+    let rows = stmt.query_map(params![agent, PROJECT], |row| {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            VersionRow {
+                version: row.get(2)?,
+                kind: kind_of(row.get(3)?),
+                created_at: row.get(4)?,
+                sealed: Sealed {
+                    nonce: row.get(5)?,
+                    ciphertext: row.get(6)?,
+                    key_nonce: row.get(7)?,
+                    wrapped_key: row.get(8)?,
+                },
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn touch_read(tx: &Transaction<'_>, owner: &str, key: &str, at: i64) -> Result<()> {
+    tx.prepare_cached("UPDATE entries SET last_read_at = ?3 WHERE owner = ?1 AND key = ?2")?
+        .execute(params![owner, key, at])?;
+    Ok(())
+}
+
+pub fn insert_token(tx: &Transaction<'_>, record: &TokenRecord) -> Result<()> {
+    let scopes = serde_json::to_string(&record.scopes)
+        .map_err(|err| Error::Internal(format!("encoding scopes: {err}")))?;
+    tx.execute(
+        "INSERT INTO tokens (id, hash, scopes, description, created_at, expires_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            record.id,
+            record.hash.as_slice(),
+            scopes,
+            record.description,
+            record.created_at,
+            record.expires_at,
+            record.revoked_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, hash, scopes, description, created_at, expires_at, revoked_at
+         FROM tokens ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        let hash: Vec<u8> = row.get(1)?;
+        let scopes: String = row.get(2)?;
+        Ok((
+            TokenRecord {
+                id: row.get(0)?,
+                hash: [0; 32],
+                scopes: Vec::new(),
+                description: row.get(3)?,
+                created_at: row.get(4)?,
+                expires_at: row.get(5)?,
+                revoked_at: row.get(6)?,
+            },
+            hash,
+            scopes,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (mut record, hash, scopes) = row?;
+        record.hash = hash
+            .try_into()
+            .map_err(|_| Error::Internal(format!("token {} has a malformed hash", record.id)))?;
+        record.scopes = serde_json::from_str(&scopes)
+            .map_err(|_| Error::Internal(format!("token {} has malformed scopes", record.id)))?;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+pub fn revoke_token(tx: &Transaction<'_>, id: &str, at: i64) -> Result<bool> {
+    let found = tx
+        .query_row(
+            "SELECT 1 FROM tokens WHERE id = ?1",
+            params![id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    tx.execute(
+        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, at],
+    )?;
+    Ok(found)
+}
+
+/// Raw audit row as stored (keys as a JSON array of names).
+pub struct AuditRow<'a> {
+    pub at: i64,
+    pub token_id: Option<&'a str>,
+    pub action: &'a str,
+    pub agent: Option<&'a str>,
+    pub keys: &'a [String],
+    pub remote: Option<&'a str>,
+    pub outcome: &'a str,
+}
+
+pub fn insert_audit(tx: &Transaction<'_>, row: &AuditRow<'_>) -> Result<()> {
+    let keys = serde_json::to_string(row.keys)
+        .map_err(|err| Error::Internal(format!("encoding audit keys: {err}")))?;
+    tx.prepare_cached(
+        "INSERT INTO audit (at, token_id, action, agent, keys, remote, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        row.at,
+        row.token_id,
+        row.action,
+        row.agent,
+        keys,
+        row.remote,
+        row.outcome
+    ])?;
+    Ok(())
+}
+
+/// Stored audit record, as read back.
+pub struct AuditStored {
+    pub id: i64,
+    pub at: i64,
+    pub token_id: Option<String>,
+    pub action: String,
+    pub agent: Option<String>,
+    pub keys: Vec<String>,
+    pub remote: Option<String>,
+    pub outcome: String,
+}
+
+/// The newest `limit` records at or after `since_ms` (optionally of one agent), oldest first.
+pub fn query_audit(
+    conn: &Connection,
+    agent: Option<&str>,
+    since_ms: i64,
+    limit: u32,
+) -> Result<Vec<AuditStored>> {
+    let mut stmt = conn.prepare(
+        "SELECT * FROM (
+            SELECT id, at, token_id, action, agent, keys, remote, outcome FROM audit
+            WHERE at >= ?1 AND (?2 IS NULL OR agent = ?2)
+            ORDER BY id DESC LIMIT ?3)
+         ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![since_ms, agent, limit], |row| {
+        let keys: String = row.get(5)?;
+        Ok(AuditStored {
+            id: row.get(0)?,
+            at: row.get(1)?,
+            token_id: row.get(2)?,
+            action: row.get(3)?,
+            agent: row.get(4)?,
+            keys: serde_json::from_str(&keys).unwrap_or_default(),
+            remote: row.get(6)?,
+            outcome: row.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,308 @@
+//! Test helpers for agent-vault: start the real binary on `127.0.0.1:0`, talk HTTP to it,
+//! run its admin CLI, and check that values never leak.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{run, Dir};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agent-vault");
+
+/// `agent-vault` with a clean environment (no inherited AGENT_VAULT_*).
+pub fn vault_cmd() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AGENT_VAULT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A running server; killed (SIGKILL) on drop.
+pub struct VaultServer {
+    pub dir: Dir,
+    pub data_dir: PathBuf,
+    pub addr: String,
+    pub admin: String,
+    child: Option<Child>,
+    /// Everything the server wrote to stderr, across restarts.
+    log: Arc<Mutex<String>>,
+    serve_args: Vec<String>,
+}
+
+/// Init a data directory and start `serve -vvv` (trace logging, so every test also checks
+/// that nothing secret is logged).
+pub fn start_vault() -> VaultServer {
+    start_vault_with(&[])
+}
+
+pub fn start_vault_with(extra: &[&str]) -> VaultServer {
+    let dir = Dir::new("vault");
+    let data_dir = dir.join("data");
+    let mut init = vault_cmd();
+    init.arg("init").arg("--data-dir").arg(&data_dir);
+    let output = run(&mut init, None);
+    assert!(
+        output.status.success(),
+        "init failed:{}",
+        super::describe(&init, &output)
+    );
+    let admin = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(
+        admin.starts_with("avt_"),
+        "init printed no token: {admin:?}"
+    );
+    let mut server = VaultServer {
+        dir,
+        data_dir,
+        addr: String::new(),
+        admin,
+        child: None,
+        log: Arc::new(Mutex::new(String::new())),
+        serve_args: extra.iter().map(|s| s.to_string()).collect(),
+    };
+    server.spawn();
+    server
+}
+
+impl VaultServer {
+    fn spawn(&mut self) {
+        let mut cmd = vault_cmd();
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", "127.0.0.1:0", "-vvv"])
+            .args(&self.serve_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning agent-vault serve");
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("agent-vault listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+                let mut log = log.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not print its address; log:\n{}", self.log());
+            }
+        };
+        self.addr = addr;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL the server (no graceful anything) and wait for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sending SIGTERM");
+        child.wait().expect("waiting for the server")
+    }
+
+    /// Start again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.addr, path)
+    }
+
+    /// One HTTP call; returns status and body text.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, String) {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("building the HTTP client");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let mut req = client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().expect("sending the request");
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap_or_default())
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> (u16, String) {
+        self.call("GET", path, Some(token), None)
+    }
+
+    pub fn put(&self, path: &str, token: &str, body: Value) -> (u16, String) {
+        self.call(
+            "PUT",
+            path,
+            Some(token),
+            Some(body.to_string().into_bytes()),
+        )
+    }
+
+    pub fn post(&self, path: &str, token: &str, body: Value) -> (u16, String) {
+        self.call(
+            "POST",
+            path,
+            Some(token),
+            Some(body.to_string().into_bytes()),
+        )
+    }
+
+    pub fn delete(&self, path: &str, token: &str) -> (u16, String) {
+        self.call("DELETE", path, Some(token), None)
+    }
+
+    /// GET expecting 200, parsed.
+    pub fn get_json(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.get(path, token);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("JSON body")
+    }
+
+    /// Set an agent secret as admin, expecting success.
+    pub fn set(&self, agent: &str, key: &str, value: &str) -> Value {
+        let (status, body) = self.put(
+            &format!("/v1/agents/{agent}/secrets/{key}"),
+            &self.admin,
+            serde_json::json!({ "value": value }),
+        );
+        assert!(
+            status == 200 || status == 201,
+            "set {agent}/{key}: {status} {body}"
+        );
+        serde_json::from_str(&body).expect("JSON body")
+    }
+
+    /// Issue a token as admin; returns (id, token).
+    pub fn issue(&self, scopes: &[&str], ttl: Option<Value>) -> (String, String) {
+        let mut req = serde_json::json!({ "scopes": scopes });
+        if let Some(ttl) = ttl {
+            req["ttl"] = ttl;
+        }
+        let (status, body) = self.post("/v1/tokens", &self.admin, req);
+        assert_eq!(status, 201, "issue token: {body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON body");
+        (
+            v["id"].as_str().expect("id").to_string(),
+            v["token"].as_str().expect("token").to_string(),
+        )
+    }
+
+    /// The admin CLI against this server, with address and admin token in the environment.
+    pub fn cli(&self) -> Command {
+        let mut cmd = vault_cmd();
+        cmd.env("AGENT_VAULT_ADDR", &self.addr)
+            .env("AGENT_VAULT_TOKEN", &self.admin);
+        cmd
+    }
+
+    pub fn cli_run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = self.cli();
+        cmd.args(args);
+        run(&mut cmd, stdin)
+    }
+
+    /// The bytes of vault.db, its WAL and shared-memory file.
+    pub fn db_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        ["vault.db", "vault.db-wal", "vault.db-shm"]
+            .iter()
+            .map(|name| self.data_dir.join(name))
+            .filter(|path| path.exists())
+            .map(|path| {
+                let bytes = std::fs::read(&path).expect("reading a database file");
+                (path, bytes)
+            })
+            .collect()
+    }
+
+    /// Assert no value appears in the database files or the server log.
+    pub fn assert_not_stored_or_logged(&self, values: &[&str]) {
+        for (path, bytes) in self.db_bytes() {
+            for value in values {
+                assert!(
+                    !contains(&bytes, value.as_bytes()),
+                    "{} contains the plaintext of a value",
+                    path.display()
+                );
+            }
+        }
+        let log = self.log();
+        for value in values {
+            assert!(!log.contains(value), "server log contains a value:\n{log}");
+        }
+    }
+}
+
+impl Drop for VaultServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Assert none of `values` appears in `text`.
+pub fn assert_no_values(what: &str, text: &str, values: &[&str]) {
+    for value in values {
+        assert!(!text.contains(value), "{what} leaks a value: {text}");
+    }
+}
+
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+}
+
+pub fn error_code(text: &str) -> String {
+    json(text)["error"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}

@@ -1,0 +1,1236 @@
+//! Integration tests of agent-vault: every rule of issue 5, against the real binary on
+//! loopback. Each test owns its server and data directory; synchronisation is by polling
+//! with deadlines, never by sleeping.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::vault::{
+    assert_no_values, error_code, file_mode, json, start_vault, start_vault_with, vault_cmd,
+};
+use common::{run, run_code, run_ok, wait_until, Dir};
+use serde_json::json;
+
+#[test]
+fn health_needs_no_token_and_everything_else_does() {
+    let vault = start_vault();
+    let (status, body) = vault.call("GET", "/v1/health", None, None);
+    assert_eq!((status, json(&body)["status"].as_str()), (200, Some("ok")));
+
+    let (status, body) = vault.call("GET", "/v1/tokens", None, None);
+    assert_eq!((status, error_code(&body).as_str()), (401, "unauthorized"));
+    for bad in ["garbage", "avt_", "avt_000000000000_xyz"] {
+        let (status, body) = vault.get("/v1/tokens", bad);
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (401, "unauthorized"),
+            "{bad}"
+        );
+    }
+    // Right id, wrong secret.
+    let mut forged = vault.admin.clone();
+    let last = forged.pop();
+    forged.push(if last == Some('A') { 'B' } else { 'A' });
+    assert_eq!(vault.get("/v1/tokens", &forged).0, 401);
+    assert_eq!(vault.get("/v1/tokens", &vault.admin).0, 200);
+}
+
+#[test]
+fn expired_and_revoked_tokens_get_401() {
+    let vault = start_vault();
+    vault.set("bot", "K", "value-for-expiry-test");
+    let (_, short) = vault.issue(&["secrets:read:bot/*"], Some(json!("1s")));
+    assert_eq!(vault.get("/v1/runtime/secrets", &short).0, 200);
+    wait_until(Duration::from_secs(5), "the 1s token expires", || {
+        vault.get("/v1/runtime/secrets", &short).0 == 401
+    });
+    let (status, body) = vault.get("/v1/runtime/secrets", &short);
+    assert!(body.contains("expired"), "{status} {body}");
+
+    let (id, token) = vault.issue(&["secrets:read:bot/*"], Some(json!(3600)));
+    assert_eq!(vault.get("/v1/runtime/secrets", &token).0, 200);
+    assert_eq!(
+        vault.delete(&format!("/v1/tokens/{id}"), &vault.admin).0,
+        204
+    );
+    let (status, body) = vault.get("/v1/runtime/secrets", &token);
+    assert_eq!(status, 401);
+    assert!(body.contains("revoked"), "{body}");
+    // Revocation survives a restart (it is stored, not just in memory).
+    let mut vault = vault;
+    vault.restart();
+    assert_eq!(vault.get("/v1/runtime/secrets", &token).0, 401);
+    assert_eq!(vault.delete("/v1/tokens/nosuchtoken", &vault.admin).0, 404);
+}
+
+#[test]
+fn scopes_forbid_other_agents_and_management_with_read_tokens() {
+    let vault = start_vault();
+    vault.set("alpha", "KEY_A", "alpha-secret-value-1");
+    vault.set("beta", "KEY_B", "beta-secret-value-22");
+    let (_, read_a) = vault.issue(&["secrets:read:alpha/*"], None);
+    let (_, write_a) = vault.issue(&["secrets:write:alpha/*"], None);
+
+    // Run-time read of another agent.
+    let (status, body) = vault.get("/v1/runtime/secrets?agent=beta", &read_a);
+    assert_eq!((status, error_code(&body).as_str()), (403, "forbidden"));
+    assert_eq!(vault.get("/v1/runtime/revision?agent=beta", &read_a).0, 403);
+    // The admin token does not read values at run time either.
+    assert_eq!(
+        vault.get("/v1/runtime/secrets?agent=alpha", &vault.admin).0,
+        403
+    );
+    // A write token manages its agent only and cannot read values at run time.
+    assert_eq!(vault.get("/v1/agents/alpha/secrets", &write_a).0, 200);
+    assert_eq!(vault.get("/v1/agents/beta/secrets", &write_a).0, 403);
+    assert_eq!(
+        vault
+            .put("/v1/agents/beta/secrets/X", &write_a, json!({"value": "v"}))
+            .0,
+        403
+    );
+    assert_eq!(
+        vault.get("/v1/runtime/secrets?agent=alpha", &write_a).0,
+        403
+    );
+
+    // A read token gets 403 on every management call, even for its own agent.
+    let calls: Vec<(&str, &str, Option<serde_json::Value>)> = vec![
+        ("GET", "/v1/agents/alpha/secrets", None),
+        ("GET", "/v1/agents/alpha/secrets/KEY_A", None),
+        (
+            "PUT",
+            "/v1/agents/alpha/secrets/KEY_A",
+            Some(json!({"value": "x"})),
+        ),
+        ("DELETE", "/v1/agents/alpha/secrets/KEY_A", None),
+        ("GET", "/v1/agents/alpha/secrets/KEY_A/versions", None),
+        (
+            "POST",
+            "/v1/agents/alpha/secrets/KEY_A/rollback",
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            "/v1/agents/alpha/import",
+            Some(json!({"entries": [{"key": "N", "value": "v"}]})),
+        ),
+        ("GET", "/v1/vars", None),
+        ("PUT", "/v1/vars/V", Some(json!({"value": "x"}))),
+        ("DELETE", "/v1/vars/V", None),
+        ("GET", "/v1/tokens", None),
+        ("POST", "/v1/tokens", Some(json!({"scopes": ["admin"]}))),
+        ("DELETE", "/v1/tokens/abc", None),
+        ("GET", "/v1/audit", None),
+    ];
+    for (method, path, body) in calls {
+        let (status, text) = vault.call(
+            method,
+            path,
+            Some(&read_a),
+            body.map(|b| b.to_string().into_bytes()),
+        );
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert_eq!(error_code(&text), "forbidden");
+    }
+    // Nothing changed: alpha still has its one original version.
+    let list = vault.get_json("/v1/agents/alpha/secrets", &vault.admin);
+    assert_eq!(list["secrets"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["secrets"][0]["version"], 1);
+
+    // Key globs narrow a read token.
+    vault.set("alpha", "STRIPE_KEY", "sk_test_abcdefgh12345");
+    let (_, stripe_only) = vault.issue(&["secrets:read:alpha/STRIPE_*"], None);
+    let read = vault.get_json("/v1/runtime/secrets", &stripe_only);
+    let names: Vec<&str> = read["secrets"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["STRIPE_KEY"]);
+
+    // Audit records the denials, by token id.
+    let audit = vault.get_json("/v1/audit?agent=beta", &vault.admin);
+    assert!(audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .any(|r| r["outcome"] == "denied" && r["action"] == "runtime.read"));
+}
+
+#[test]
+fn write_only_masked_previews_and_runtime_read() {
+    let vault = start_vault();
+    let long = "sk_live_write_only_test_7Q4z";
+    let medium = "medi9876"; // 8 chars: last 2 shown
+    let short = "tiny42"; // < 8 chars: nothing shown
+    let plain = "eu-west-3-plainvalue";
+    let project = "project-wide-secret-XYZW";
+    let shadowed = "project-value-shadowed-0000";
+
+    let (status, body) = vault.put(
+        "/v1/agents/support-bot/secrets/STRIPE_KEY",
+        &vault.admin,
+        json!({"value": long, "description": "stripe live key"}),
+    );
+    assert_eq!(status, 201);
+    assert_no_values("PUT response", &body, &[long]);
+    assert_eq!(json(&body)["secret"]["preview"], "****7Q4z");
+    vault.set("support-bot", "MEDIUM", medium);
+    vault.set("support-bot", "SHORT", short);
+    let (status, body) = vault.put(
+        "/v1/agents/support-bot/secrets/REGION",
+        &vault.admin,
+        json!({"value": plain, "kind": "plain"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    vault.put(
+        "/v1/vars/SHARED_KEY",
+        &vault.admin,
+        json!({"value": project}),
+    );
+    vault.put(
+        "/v1/vars/STRIPE_KEY",
+        &vault.admin,
+        json!({"value": shadowed}),
+    );
+    let secrets = [long, medium, short, project, shadowed];
+
+    let list = vault.get("/v1/agents/support-bot/secrets", &vault.admin).1;
+    assert_no_values("list", &list, &secrets);
+    assert!(
+        !list.contains(plain),
+        "plain values only with ?values=true: {list}"
+    );
+    let entries = json(&list)["secrets"].as_array().expect("array").clone();
+    let preview = |key: &str| {
+        entries
+            .iter()
+            .find(|e| e["key"] == key)
+            .map(|e| e["preview"].as_str().expect("preview").to_string())
+            .expect("key listed")
+    };
+    assert_eq!(preview("STRIPE_KEY"), "****7Q4z");
+    assert_eq!(preview("MEDIUM"), "****76");
+    assert_eq!(preview("SHORT"), "****");
+
+    let with_values = vault
+        .get("/v1/agents/support-bot/secrets?values=true", &vault.admin)
+        .1;
+    assert!(with_values.contains(plain));
+    assert_no_values("list with values", &with_values, &secrets);
+
+    for path in [
+        "/v1/agents/support-bot/secrets/STRIPE_KEY",
+        "/v1/agents/support-bot/secrets/STRIPE_KEY/versions",
+        "/v1/vars",
+        "/v1/vars?values=true",
+        "/v1/vars/SHARED_KEY",
+        "/v1/audit",
+    ] {
+        let (status, body) = vault.get(path, &vault.admin);
+        assert_eq!(status, 200, "{path}");
+        assert_no_values(path, &body, &secrets);
+    }
+    let described = vault.get_json("/v1/agents/support-bot/secrets/REGION", &vault.admin);
+    assert_eq!(
+        described["value"], plain,
+        "describe shows plain values in clear"
+    );
+
+    // The run-time read returns exactly the values, agent entry winning over the project's.
+    let (_, reader) = vault.issue(&["secrets:read:support-bot/*"], None);
+    let read = vault.get_json("/v1/runtime/secrets", &reader);
+    assert_eq!(read["agent"], "support-bot");
+    let find = |name: &str| {
+        read["secrets"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {read}"))
+    };
+    assert_eq!(find("STRIPE_KEY")["value"], long);
+    assert_eq!(find("STRIPE_KEY")["origin"], "agent");
+    assert_eq!(find("SHARED_KEY")["value"], project);
+    assert_eq!(find("SHARED_KEY")["origin"], "project");
+    assert_eq!(find("REGION")["kind"], "plain");
+    assert_eq!(read["secrets"].as_array().map(Vec::len), Some(5));
+    // "Last read at" is recorded.
+    wait_until(Duration::from_secs(5), "last_read_at is recorded", || {
+        vault.get_json("/v1/agents/support-bot/secrets/STRIPE_KEY", &vault.admin)["last_read_at"]
+            .is_string()
+    });
+
+    // The admin CLI shows masks too.
+    let out = vault.cli_run(&["secrets", "list", "support-bot", "--values"], None);
+    assert!(out.status.success());
+    assert_no_values("CLI list", &String::from_utf8_lossy(&out.stdout), &secrets);
+
+    vault.assert_not_stored_or_logged(&[long, medium, project, shadowed, plain]);
+    assert!(!vault.log().contains(&vault.admin), "a token was logged");
+}
+
+#[test]
+fn versions_and_rollback() {
+    let vault = start_vault_with(&["--keep-versions", "3"]);
+    let (_, reader) = vault.issue(&["secrets:read:bot/*"], None);
+    let value_of = || {
+        vault.get_json("/v1/runtime/secrets", &reader)["secrets"][0]["value"]
+            .as_str()
+            .expect("value")
+            .to_string()
+    };
+    for i in 1..=5 {
+        vault.set("bot", "API_KEY", &format!("rotation-value-number-{i}"));
+    }
+    let versions = vault.get_json("/v1/agents/bot/secrets/API_KEY/versions", &vault.admin);
+    let numbers: Vec<i64> = versions["versions"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v["version"].as_i64().expect("number"))
+        .collect();
+    assert_eq!(numbers, [5, 4, 3], "only the last 3 are kept, newest first");
+    assert_eq!(versions["versions"][0]["current"], true);
+    assert!(!versions.to_string().contains("rotation-value"));
+
+    let before = vault.get_json("/v1/runtime/revision", &reader)["revision"]
+        .as_u64()
+        .expect("revision");
+    let (status, body) = vault.post(
+        "/v1/agents/bot/secrets/API_KEY/rollback",
+        &vault.admin,
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["rolled_back_to"], 4);
+    assert_eq!(json(&body)["secret"]["version"], 6);
+    assert!(!body.contains("rotation-value"));
+    assert_eq!(value_of(), "rotation-value-number-4");
+    let after = vault.get_json("/v1/runtime/revision", &reader)["revision"]
+        .as_u64()
+        .expect("revision");
+    assert!(after > before, "rollback raises the revision");
+
+    // Explicit target via the CLI; a pruned version is 404.
+    let out = vault.cli_run(
+        &["secrets", "rollback", "bot", "API_KEY", "--to", "5"],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(value_of(), "rotation-value-number-5");
+    let (status, body) = vault.post(
+        "/v1/agents/bot/secrets/API_KEY/rollback",
+        &vault.admin,
+        json!({"to": 1}),
+    );
+    assert_eq!((status, error_code(&body).as_str()), (404, "not_found"));
+    // Rollbacks are audited.
+    let audit = vault.get_json("/v1/audit?agent=bot", &vault.admin);
+    let rollbacks = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["action"] == "rollback")
+        .count();
+    assert_eq!(rollbacks, 2);
+    vault.assert_not_stored_or_logged(&["rotation-value-number-"]);
+}
+
+#[test]
+fn identical_rewrite_is_not_a_change_and_description_alone_updates() {
+    let vault = start_vault();
+    vault.set("bot", "K", "same-value-every-time");
+    let (_, reader) = vault.issue(&["secrets:read:bot/*"], None);
+    let rev = || {
+        vault.get_json("/v1/runtime/revision", &reader)["revision"]
+            .as_u64()
+            .expect("revision")
+    };
+    let before = rev();
+    let again = vault.set("bot", "K", "same-value-every-time");
+    assert_eq!(again["changed"], false);
+    assert_eq!(again["secret"]["version"], 1);
+    assert_eq!(rev(), before, "an identical write must not wake launchers");
+
+    let (status, body) = vault.put(
+        "/v1/agents/bot/secrets/K",
+        &vault.admin,
+        json!({"description": "new words"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let body = json(&body);
+    assert_eq!(
+        (body["changed"].clone(), body["secret"]["version"].clone()),
+        (json!(true), json!(1))
+    );
+    assert_eq!(body["secret"]["description"], "new words");
+    // Updating a missing key without a value is 404, nothing created.
+    let (status, _) = vault.put(
+        "/v1/agents/bot/secrets/MISSING",
+        &vault.admin,
+        json!({"description": "d"}),
+    );
+    assert_eq!(status, 404);
+    // Delete removes it and bumps the revision.
+    assert_eq!(
+        vault.delete("/v1/agents/bot/secrets/K", &vault.admin).0,
+        204
+    );
+    assert!(rev() > before);
+    assert_eq!(vault.get("/v1/agents/bot/secrets/K", &vault.admin).0, 404);
+    assert_eq!(
+        vault.delete("/v1/agents/bot/secrets/K", &vault.admin).0,
+        404
+    );
+}
+
+#[test]
+fn import_summary_and_atomicity() {
+    let vault = start_vault();
+    vault.set("bot", "EXISTING", "existing-old-value");
+    vault.set("bot", "KEEP", "keep-old-value");
+    let path = "/v1/agents/bot/import";
+
+    // One bad entry (NUL byte) and nothing is imported.
+    let (status, body) = vault.post(
+        path,
+        &vault.admin,
+        json!({"entries": [{"key": "NEW_ONE", "value": "fine"}, {"key": "BAD", "value": "a\u{0}b"}]}),
+    );
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_value"));
+    // One invalid name and nothing is imported.
+    let (status, body) = vault.post(
+        path,
+        &vault.admin,
+        json!({"entries": [{"key": "NEW_ONE", "value": "fine"}, {"key": "1BAD", "value": "x"}]}),
+    );
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_name"));
+    assert_eq!(
+        vault.get("/v1/agents/bot/secrets/NEW_ONE", &vault.admin).0,
+        404
+    );
+
+    let dir = Dir::new("import");
+    let env = dir.write(
+        "app.env",
+        "# comment\nexport NEW_SECRET=\"imported-secret-value-1\"\nREGION=us-east-1\nBLANK=\nEXISTING=existing-new-value\n",
+    );
+    let out = vault.cli_run(
+        &[
+            "secrets",
+            "import",
+            "bot",
+            "--file",
+            env.to_str().expect("utf-8"),
+            "--plain-keys",
+            "REGION",
+            "--json",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let summary = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(summary["created"], json!(["NEW_SECRET", "REGION"]));
+    assert_eq!(summary["skipped"], json!(["BLANK", "EXISTING"]));
+    assert_eq!(summary["overwritten"], json!([]));
+    assert_eq!(
+        vault.get_json("/v1/agents/bot/secrets/REGION", &vault.admin)["kind"],
+        "plain"
+    );
+
+    let (status, body) = vault.post(
+        path,
+        &vault.admin,
+        json!({"entries": [{"key": "EXISTING", "value": "existing-new-value"}, {"key": "KEEP", "value": "keep-old-value"}], "overwrite": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["overwritten"], json!(["EXISTING"]));
+    assert_eq!(
+        json(&body)["skipped"],
+        json!(["KEEP"]),
+        "identical value is not rewritten"
+    );
+    assert_no_values("import summary", &body, &["existing-new-value"]);
+    vault.assert_not_stored_or_logged(&["imported-secret-value-1", "existing-new-value"]);
+}
+
+#[test]
+fn no_plaintext_in_database_or_wal() {
+    let mut vault = start_vault();
+    let values: Vec<String> = (0..20)
+        .map(|i| format!("PLAINTEXT-CANARY-{i:04}-zq8x"))
+        .collect();
+    for (i, value) in values.iter().enumerate() {
+        vault.set("canary", &format!("KEY_{i}"), value);
+    }
+    vault.put(
+        "/v1/vars/CANARY_VAR",
+        &vault.admin,
+        json!({"value": "PLAINTEXT-CANARY-var-zq8x"}),
+    );
+    vault.post(
+        "/v1/agents/canary/secrets/KEY_0/rollback",
+        &vault.admin,
+        json!({}),
+    );
+    let wal = vault.data_dir.join("vault.db-wal");
+    assert!(
+        wal.exists() && std::fs::metadata(&wal).expect("stat").len() > 0,
+        "WAL in use"
+    );
+    vault.assert_not_stored_or_logged(&["PLAINTEXT-CANARY"]);
+    // Also after a clean shutdown (checkpoint into the main file).
+    assert!(vault.terminate().success());
+    vault.assert_not_stored_or_logged(&["PLAINTEXT-CANARY"]);
+    assert_eq!(file_mode(&vault.data_dir.join("master.key")), 0o600);
+    assert_eq!(file_mode(&vault.data_dir), 0o700);
+}
+
+#[test]
+fn acknowledged_write_survives_kill_9() {
+    let mut vault = start_vault();
+    let (_, reader) = vault.issue(&["secrets:read:durable/*"], None);
+    for i in 0..10 {
+        vault.set("durable", &format!("K{i}"), &format!("durable-value-{i}"));
+    }
+    vault.kill9();
+    vault.restart();
+    let read = vault.get_json("/v1/runtime/secrets", &reader);
+    let secrets = read["secrets"].as_array().expect("array");
+    assert_eq!(secrets.len(), 10, "{read}");
+    assert!(secrets
+        .iter()
+        .any(|s| s["name"] == "K9" && s["value"] == "durable-value-9"));
+    assert!(read["revision"].as_u64().expect("revision") >= 10);
+}
+
+#[test]
+fn long_poll_wakes_on_rotation_and_not_for_another_agent() {
+    let vault = start_vault();
+    vault.set("agent-a", "TOKEN_A", "a-value-0000000");
+    vault.set("agent-b", "TOKEN_B", "b-value-0000000");
+    let (_, reader) = vault.issue(&["secrets:read:agent-a/*"], None);
+    let rev = vault.get_json("/v1/runtime/revision?agent=agent-a", &reader)["revision"]
+        .as_u64()
+        .expect("revision");
+    // Already newer: immediate answer.
+    let t = Instant::now();
+    let now = vault.get_json(
+        &format!("/v1/runtime/revision?since={}&wait=30", rev - 1),
+        &reader,
+    );
+    assert_eq!(now["revision"], rev);
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    std::thread::scope(|s| {
+        // A change to agent-b must not wake a waiter on agent-a: it answers 304 at its timeout.
+        let quiet = s.spawn(|| {
+            let t = Instant::now();
+            let (status, body) =
+                vault.get(&format!("/v1/runtime/revision?since={rev}&wait=2"), &reader);
+            (status, body, t.elapsed(), Instant::now())
+        });
+        // A rotation of agent-a wakes this one within milliseconds.
+        let waker = s.spawn(|| {
+            let (status, body) =
+                vault.get(&format!("/v1/runtime/secrets?since={rev}&wait=30"), &reader);
+            (status, body, Instant::now())
+        });
+        vault.set("agent-b", "TOKEN_B", "b-value-1111111");
+        let b_done = Instant::now();
+        let (status, body, elapsed, quiet_end) = quiet.join().expect("quiet waiter");
+        assert_eq!(status, 304, "{body}");
+        assert!(body.is_empty());
+        assert!(elapsed >= Duration::from_millis(1900), "{elapsed:?}");
+        assert!(quiet_end > b_done);
+        // The other waiter is still waiting after 2 s: rotate agent-a now.
+        let rotated = Instant::now();
+        vault.set("agent-a", "TOKEN_A", "a-value-1111111");
+        let (status, body, answered) = waker.join().expect("waker");
+        assert_eq!(status, 200, "{body}");
+        let latency = answered.duration_since(rotated);
+        assert!(
+            latency < Duration::from_millis(1000),
+            "wake-up took {latency:?}"
+        );
+        let read = json(&body);
+        assert!(read["revision"].as_u64().expect("revision") > rev);
+        assert_eq!(read["secrets"][0]["value"], "a-value-1111111");
+    });
+
+    // A project-wide change does wake agent-a's waiters.
+    let rev = vault.get_json("/v1/runtime/revision", &reader)["revision"]
+        .as_u64()
+        .expect("revision");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            vault.get(
+                &format!("/v1/runtime/revision?since={rev}&wait=30"),
+                &reader,
+            )
+        });
+        vault.put("/v1/vars/SHARED", &vault.admin, json!({"value": "shared"}));
+        let (status, body) = waiter.join().expect("waiter");
+        assert_eq!(status, 200, "{body}");
+    });
+}
+
+#[test]
+fn waiters_are_bounded() {
+    let vault = start_vault_with(&["--max-waiters", "1"]);
+    vault.set("bot", "K", "v-000000000");
+    let (_, reader) = vault.issue(&["secrets:read:bot/*"], None);
+    let rev = vault.get_json("/v1/runtime/revision", &reader)["revision"]
+        .as_u64()
+        .expect("revision");
+    // Two waiters at once with room for one: whichever arrives second is turned away at once,
+    // the other waits until the rotation.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let tx = tx.clone();
+            let (vault, reader) = (&vault, &reader);
+            s.spawn(move || {
+                let (status, body) =
+                    vault.get(&format!("/v1/runtime/revision?since={rev}&wait=30"), reader);
+                let _ = tx.send((status, error_code_or_empty(&body)));
+            });
+        }
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("one waiter answers");
+        assert_eq!(first, (503, "too_many_waiters".to_string()));
+        vault.set("bot", "K", "v-111111111");
+        let second = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the other waiter answers");
+        assert_eq!(second.0, 200);
+    });
+}
+
+fn error_code_or_empty(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn runtime_agent_may_be_omitted_only_for_single_agent_tokens() {
+    let vault = start_vault();
+    vault.set("one", "K", "value-one-000");
+    let (_, single) = vault.issue(&["secrets:read:one/*"], None);
+    let (_, double) = vault.issue(&["secrets:read:one/*", "secrets:read:two/*"], None);
+    assert_eq!(
+        vault.get_json("/v1/runtime/secrets", &single)["agent"],
+        "one"
+    );
+    let (status, body) = vault.get("/v1/runtime/secrets", &double);
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "invalid_request")
+    );
+    assert_eq!(vault.get("/v1/runtime/secrets?agent=one", &double).0, 200);
+}
+
+#[test]
+fn malformed_input_is_rejected_and_changes_nothing() {
+    let vault = start_vault();
+    vault.set("bot", "GOOD", "good-value-123");
+    let (_, reader) = vault.issue(&["secrets:read:bot/*"], None);
+    let rev = vault.get_json("/v1/runtime/revision", &reader)["revision"].clone();
+    let admin = vault.admin.as_str();
+    let put = |path: &str, body: Vec<u8>| vault.call("PUT", path, Some(admin), Some(body));
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            b"{not json".to_vec(),
+            400,
+            "bad_json",
+        ),
+        ("/v1/agents/bot/secrets/GOOD", b"".to_vec(), 400, "bad_json"),
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            br#"{"value": 5}"#.to_vec(),
+            400,
+            "bad_json",
+        ),
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            br#"{"value":"x","extra":1}"#.to_vec(),
+            400,
+            "bad_json",
+        ),
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            br#"{"value":"x","kind":"weird"}"#.to_vec(),
+            400,
+            "bad_json",
+        ),
+        (
+            "/v1/agents/Bad%20Name/secrets/GOOD",
+            br#"{"value":"x"}"#.to_vec(),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/v1/agents/bot/secrets/9LIVES",
+            br#"{"value":"x"}"#.to_vec(),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/v1/agents/bot/secrets/HAS-DASH",
+            br#"{"value":"x"}"#.to_vec(),
+            400,
+            "invalid_name",
+        ),
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            br#"{"value":"nul\u0000inside"}"#.to_vec(),
+            400,
+            "invalid_value",
+        ),
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            json!({"value": "h".repeat(64 * 1024 + 1)})
+                .to_string()
+                .into_bytes(),
+            413,
+            "value_too_large",
+        ),
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            json!({"value": "h".repeat(2 * 1024 * 1024)})
+                .to_string()
+                .into_bytes(),
+            413,
+            "body_too_large",
+        ),
+        (
+            "/v1/agents/bot/secrets/GOOD",
+            json!({"value": "x", "description": "d".repeat(1025)})
+                .to_string()
+                .into_bytes(),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (path, body, status, code) in cases {
+        let (got, text) = put(path, body);
+        assert_eq!(
+            (got, error_code(&text).as_str()),
+            (status, code),
+            "{path}: {text}"
+        );
+        assert!(!text.contains("nul\u{0}inside"));
+    }
+    let (status, body) = vault.post("/v1/tokens", admin, json!({"scopes": ["secrets:read:*/x"]}));
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_scope"));
+    let (status, body) = vault.post(
+        "/v1/tokens",
+        admin,
+        json!({"scopes": ["admin"], "ttl": "soon"}),
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "invalid_request")
+    );
+    let (status, body) = vault.get("/v1/runtime/revision?since=abc", &reader);
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_query"));
+    let (status, body) = vault.get("/v1/nope", admin);
+    assert_eq!((status, error_code(&body).as_str()), (404, "not_found"));
+    // A secret quoted inside a wrongly typed field is not echoed back.
+    let (status, body) = put(
+        "/v1/agents/bot/secrets/GOOD",
+        br#"{"kind":"sk_live_echo_me"}"#.to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert!(!body.contains("sk_live_echo_me"), "{body}");
+
+    // Nothing changed.
+    assert_eq!(
+        vault.get_json("/v1/runtime/revision", &reader)["revision"],
+        rev
+    );
+    let list = vault.get_json("/v1/agents/bot/secrets", admin);
+    assert_eq!(list["secrets"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["secrets"][0]["version"], 1);
+    let read = vault.get_json("/v1/runtime/secrets", &reader);
+    assert_eq!(read["secrets"][0]["value"], "good-value-123");
+    assert!(!vault.log().contains("sk_live_echo_me"));
+}
+
+#[test]
+fn admin_cli_end_to_end() {
+    let vault = start_vault();
+    let ok = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = vault.cli();
+        cmd.args(args);
+        run_ok(&mut cmd, stdin)
+    };
+    let secret = "cli-secret-value-ABCD1234";
+    let out = ok(
+        &[
+            "secrets",
+            "set",
+            "cli-bot",
+            "API_KEY",
+            "--stdin",
+            "--description",
+            "the api key",
+        ],
+        Some(format!("{secret}\n").as_bytes()),
+    );
+    assert!(out.contains("created"), "{out}");
+    ok(
+        &[
+            "secrets",
+            "set",
+            "cli-bot",
+            "REGION",
+            "--value",
+            "eu-north-1",
+            "--plain",
+        ],
+        None,
+    );
+
+    let out = ok(&["secrets", "list", "cli-bot"], None);
+    assert!(
+        out.contains("API_KEY") && out.contains("****1234") && out.contains("the api key"),
+        "{out}"
+    );
+    assert!(!out.contains("eu-north-1"), "{out}");
+    let listed = json(&ok(
+        &["secrets", "list", "cli-bot", "--values", "--json"],
+        None,
+    ));
+    assert_eq!(listed["secrets"][1]["value"], "eu-north-1");
+
+    let described = json(&ok(
+        &["secrets", "describe", "cli-bot", "API_KEY", "--json"],
+        None,
+    ));
+    assert_eq!(described["preview"], "****1234");
+    ok(
+        &[
+            "secrets",
+            "update",
+            "cli-bot",
+            "API_KEY",
+            "--description",
+            "rotated monthly",
+        ],
+        None,
+    );
+    let out = ok(
+        &["secrets", "update", "cli-bot", "API_KEY", "--stdin"],
+        Some(b"cli-secret-value-NEW-9999"),
+    );
+    assert!(out.contains("version 2"), "{out}");
+    let versions = json(&ok(
+        &["secrets", "versions", "cli-bot", "API_KEY", "--json"],
+        None,
+    ));
+    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(2));
+    let out = ok(&["secrets", "rollback", "cli-bot", "API_KEY"], None);
+    assert!(out.contains("version 1"), "{out}");
+
+    let dir = Dir::new("cli");
+    let env = dir.write(".env", "FROM_FILE=file-value-123456\nEMPTY=\n");
+    let summary = json(&ok(
+        &[
+            "secrets",
+            "import",
+            "cli-bot",
+            "--file",
+            env.to_str().expect("utf-8"),
+            "--json",
+        ],
+        None,
+    ));
+    assert_eq!(summary["created"], json!(["FROM_FILE"]));
+
+    ok(
+        &["vars", "set", "LOG_LEVEL", "--value", "debug", "--plain"],
+        None,
+    );
+    let vars = json(&ok(&["vars", "list", "--values", "--json"], None));
+    assert_eq!(vars["vars"][0]["value"], "debug");
+    ok(&["vars", "delete", "LOG_LEVEL"], None);
+
+    let token = ok(
+        &[
+            "tokens",
+            "issue",
+            "--scope",
+            "secrets:read:cli-bot/*",
+            "--ttl",
+            "1h",
+            "--description",
+            "launcher",
+        ],
+        None,
+    );
+    let token = token.trim().to_string();
+    assert!(token.starts_with("avt_"));
+    let read = vault.get_json("/v1/runtime/secrets", &token);
+    assert_eq!(read["secrets"].as_array().map(Vec::len), Some(3));
+    let tokens = json(&ok(&["tokens", "list", "--json"], None));
+    let listed = tokens["tokens"].as_array().expect("array");
+    assert_eq!(listed.len(), 2);
+    assert!(
+        !tokens.to_string().contains(&token),
+        "token list shows only metadata"
+    );
+    let id = listed
+        .iter()
+        .find(|t| t["description"] == "launcher")
+        .and_then(|t| t["id"].as_str())
+        .expect("issued token listed")
+        .to_string();
+    assert!(token.starts_with(&format!("avt_{id}_")));
+    ok(&["tokens", "revoke", &id], None);
+    assert_eq!(vault.get("/v1/runtime/secrets", &token).0, 401);
+
+    let audit = json(&ok(&["audit", "--agent", "cli-bot", "--json"], None));
+    let actions: Vec<&str> = audit["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect();
+    for action in ["create", "update", "rollback", "import", "runtime.read"] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    let table = ok(&["audit", "--since", "2000-01-01T00:00:00Z"], None);
+    assert!(table.contains("runtime.read"));
+    assert_no_values(
+        "audit",
+        &audit.to_string(),
+        &[secret, "cli-secret-value-NEW-9999", "file-value-123456"],
+    );
+
+    // Exit codes: 1 for an API error (with the server's message), 2 for usage.
+    let out = run_code(
+        &mut {
+            let mut c = vault.cli();
+            c.args(["secrets", "describe", "cli-bot", "NOPE"]);
+            c
+        },
+        None,
+        1,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    run_code(
+        &mut {
+            let mut c = vault.cli();
+            c.args(["secrets", "frobnicate"]);
+            c
+        },
+        None,
+        2,
+    );
+    run_code(
+        &mut {
+            let mut c = vault.cli();
+            c.args(["secrets", "set", "cli-bot", "X"]);
+            c
+        },
+        None,
+        2,
+    );
+    let mut no_token = vault_cmd();
+    no_token.args(["secrets", "list", "cli-bot", "--addr", &vault.addr]);
+    run_code(&mut no_token, None, 2);
+    let mut bad_token = vault_cmd();
+    bad_token
+        .env("AGENT_VAULT_ADDR", &vault.addr)
+        .env("AGENT_VAULT_TOKEN", "avt_nope")
+        .args(["secrets", "list", "cli-bot"]);
+    let out = run_code(&mut bad_token, None, 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
+
+    vault.assert_not_stored_or_logged(&[secret, "cli-secret-value-NEW-9999", "file-value-123456"]);
+    assert!(!vault.log().contains(&token));
+}
+
+#[test]
+fn init_and_serve_refuse_unsafe_setups() {
+    let dir = Dir::new("init");
+    let data = dir.join("data");
+    let token_file = dir.join("admin.token");
+    let mut init = vault_cmd();
+    init.args(["init", "--data-dir"])
+        .arg(&data)
+        .arg("--admin-token-file")
+        .arg(&token_file);
+    let stdout = run_ok(&mut init, None);
+    assert!(
+        !stdout.contains("avt_"),
+        "token went to the file, not stdout"
+    );
+    assert_eq!(file_mode(&token_file), 0o600);
+    assert!(std::fs::read_to_string(&token_file)
+        .expect("token file")
+        .starts_with("avt_"));
+    let key_before = std::fs::read(data.join("master.key")).expect("key");
+    // A second init refuses to overwrite the key.
+    let mut again = vault_cmd();
+    again.args(["init", "--data-dir"]).arg(&data);
+    let out = run_code(&mut again, None, 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already initialized"));
+    assert_eq!(
+        std::fs::read(data.join("master.key")).expect("key"),
+        key_before
+    );
+
+    // Plain HTTP off loopback is refused without --allow-insecure-http.
+    let mut serve = vault_cmd();
+    serve
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data);
+    let out = run_code(&mut serve, None, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-insecure-http"));
+
+    // A world-readable master key is refused, naming the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        data.join("master.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let mut serve = vault_cmd();
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data);
+    let out = run_code(&mut serve, None, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{out:?}"
+    );
+
+    // The key can come from the environment instead; a wrong key is refused at start.
+    let mut serve = vault_cmd();
+    serve
+        .env(
+            "AGENT_VAULT_MASTER_KEY",
+            String::from_utf8_lossy(&key_before).trim(),
+        )
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stderr(std::process::Stdio::piped());
+    let mut child = serve.spawn().expect("spawn serve");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).expect("read a line");
+    assert!(
+        line.starts_with("agent-vault listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn wrong_master_key_is_refused_once_values_exist() {
+    let mut vault = start_vault();
+    vault.set("bot", "K", "value-under-key-one");
+    vault.kill9();
+    let mut serve = vault_cmd();
+    serve
+        .env("AGENT_VAULT_MASTER_KEY", "00".repeat(32))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&vault.data_dir);
+    let out = run_code(&mut serve, None, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong key"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn tls_with_rustls() {
+    let dir = Dir::new("tls");
+    // A private CA and a leaf for 127.0.0.1 signed by it (rustls refuses a CA certificate as
+    // the server's own).
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    let ext = dir.write(
+        "leaf.ext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args([
+            "req",
+            "-x509",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=agent-vault test CA",
+        ])
+        .args(ec)
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(&ca);
+    run_ok(&mut openssl, None);
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args(["req", "-subj", "/CN=localhost"])
+        .args(ec)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(dir.join("leaf.csr"));
+    run_ok(&mut openssl, None);
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+        .arg("-in")
+        .arg(dir.join("leaf.csr"))
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(dir.join("ca.key"))
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert);
+    run_ok(&mut openssl, None);
+    let vault = start_vault_with(&[
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        vault.addr.starts_with("https://127.0.0.1:"),
+        "{}",
+        vault.addr
+    );
+    let out = vault.cli_run(
+        &[
+            "secrets",
+            "set",
+            "tls-bot",
+            "K",
+            "--value",
+            "over-tls-value",
+            "--ca-cert",
+            ca.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    // Without trusting the certificate the client refuses.
+    let out = vault.cli_run(&["secrets", "list", "tls-bot"], None);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut vault = start_vault();
+    vault.set("bot", "K", "value-before-sigterm");
+    let (_, reader) = vault.issue(&["secrets:read:bot/*"], None);
+    let rev = vault.get_json("/v1/runtime/revision", &reader)["revision"]
+        .as_u64()
+        .expect("revision");
+    let addr = vault.addr.clone();
+    let reader2 = reader.clone();
+    // A long-poll waiter must not hold shutdown up.
+    let waiter = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .get(format!("{addr}/v1/runtime/revision?since={rev}&wait=300"))
+            .bearer_auth(reader2)
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    vault.get_json("/v1/health", &reader);
+    let start = Instant::now();
+    assert!(vault.terminate().success());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    let _ = waiter.join();
+    assert!(vault.log().contains("agent-vault stopped"));
+}
+
+/// The OpenAPI document checked against the running server by schemathesis.
+#[test]
+fn openapi_document_matches_the_server() {
+    let probe = std::process::Command::new("st").arg("--version").output();
+    if probe.map(|o| !o.status.success()).unwrap_or(true) {
+        panic!(
+            "schemathesis (`st`) is not on PATH: run `pip install schemathesis`, then \
+             `cargo test --test vault openapi` (see the test command in README)"
+        );
+    }
+    let vault = start_vault();
+    vault.set("bot", "EXISTING", "openapi-existing-value");
+    vault.put(
+        "/v1/vars/SHARED",
+        &vault.admin,
+        json!({"value": "openapi-var-value"}),
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = Dir::new("openapi");
+    let mut st = std::process::Command::new("st");
+    st.current_dir(dir.path())
+        .arg("--config-file")
+        .arg(format!("{root}/docs/schemathesis.toml"))
+        .args([
+            "run",
+            &format!("{root}/docs/openapi.yaml"),
+            "--url",
+            &vault.addr,
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", vault.admin)])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "15",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+        ])
+        .args([
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--generation-allow-x00",
+            "false",
+        ])
+        .args(["--request-timeout", "20", "--no-color"]);
+    let output = run(&mut st, None);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:{}",
+        common::describe(&st, &output)
+    );
+    vault.assert_not_stored_or_logged(&["openapi-existing-value", "openapi-var-value"]);
+}
