@@ -34,6 +34,8 @@ pub struct VaultServer {
     /// Everything the server wrote to stderr, across restarts.
     log: Arc<Mutex<String>>,
     serve_args: Vec<String>,
+    /// `127.0.0.1:0` at first; the bound address after `restart_same_address`.
+    listen: String,
 }
 
 /// Init a data directory and start `serve -vvv` (trace logging, so every test also checks
@@ -66,6 +68,7 @@ pub fn start_vault_with(extra: &[&str]) -> VaultServer {
         child: None,
         log: Arc::new(Mutex::new(String::new())),
         serve_args: extra.iter().map(|s| s.to_string()).collect(),
+        listen: "127.0.0.1:0".to_owned(),
     };
     server.spawn();
     server
@@ -77,7 +80,7 @@ impl VaultServer {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0", "-vvv"])
+            .args(["--listen", &self.listen, "-vvv"])
             .args(&self.serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -131,6 +134,20 @@ impl VaultServer {
     /// Start again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill9();
+        self.spawn();
+    }
+
+    /// Start again on the same data directory *and address*, as a restarted store would
+    /// come back for the launchers that know it.
+    pub fn restart_same_address(&mut self) {
+        self.kill9();
+        self.listen = self.addr.trim_start_matches("http://").to_owned();
+        self.spawn();
+    }
+
+    /// Start on the same data directory and address after `kill9`.
+    pub fn start_again(&mut self) {
+        self.listen = self.addr.trim_start_matches("http://").to_owned();
         self.spawn();
     }
 

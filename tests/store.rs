@@ -1,0 +1,502 @@
+//! agent-run with the agent-vault source, end to end: real `agent-vault` and `agent-run`
+//! processes on loopback, real children, real rotations through the admin API and CLI.
+
+mod common;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use common::vault::{start_vault, VaultServer};
+use common::{agent_run, lines_starting, test_child, wait_until, Builder, Dir, Launcher, Mode};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// `start pid=P KEY=VALUE...` lines of an env-log, as maps of KEY -> VALUE (plus "pid").
+fn starts(log: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    lines_starting(log, "start")
+        .iter()
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// agent-run on `vault` with `token` in AGENT_RUN_TOKEN, running `test_child env-log`.
+fn launcher(vault: &VaultServer, dir: &Dir, token: &str, flags: &[&str], keys: &[&str]) -> Builder {
+    let log = dir.join("child.log");
+    let mut args: Vec<String> = vec!["--store".into(), vault.addr.clone()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend([
+        "--".into(),
+        test_child().display().to_string(),
+        "env-log".into(),
+        log.display().to_string(),
+    ]);
+    args.extend(keys.iter().map(|k| k.to_string()));
+    agent_run(Mode::Plain, args).env("AGENT_RUN_TOKEN", token)
+}
+
+fn wait_for_starts(dir: &Dir, count: usize) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut found = Vec::new();
+    wait_until(LONG, &format!("{count} child start(s)"), || {
+        found = starts(&dir.read("child.log"));
+        found.len() >= count
+    });
+    found
+}
+
+fn read_token(vault: &VaultServer, agent: &str) -> String {
+    vault
+        .issue(&[&format!("secrets:read:{agent}/*")], Some(json!("1h")))
+        .1
+}
+
+#[test]
+fn injects_exactly_the_scoped_keys_and_hides_the_token() {
+    let vault = start_vault();
+    vault.set("support-bot", "STRIPE_KEY", "sk_live_stripe_0001");
+    vault.set("support-bot", "STRIPE_WEBHOOK", "whsec_0000000002");
+    vault.set("support-bot", "OPENAI_API_KEY", "sk-openai-000003");
+    vault.set("billing-bot", "STRIPE_KEY", "sk_live_billing_04");
+    let (_, token) = vault.issue(&["secrets:read:support-bot/STRIPE_*"], Some(json!("1h")));
+    let dir = Dir::new("scoped");
+    let mut run = launcher(
+        &vault,
+        &dir,
+        &token,
+        &["-vvv"],
+        &["STRIPE_KEY", "STRIPE_WEBHOOK", "OPENAI_API_KEY"],
+    )
+    .start(&dir);
+    let start = &wait_for_starts(&dir, 1)[0];
+    assert_eq!(start["STRIPE_KEY"], "sk_live_stripe_0001");
+    assert_eq!(start["STRIPE_WEBHOOK"], "whsec_0000000002");
+    assert_eq!(
+        start["OPENAI_API_KEY"], "<unset>",
+        "a key outside the token's scope leaked in"
+    );
+
+    // The token is in neither the child's environment nor agent-run's own.
+    let child = run.child();
+    let child_env = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    assert!(!common::vault::contains(&child_env, token.as_bytes()));
+    assert!(!common::vault::contains(&child_env, b"AGENT_RUN_"));
+    let own_env = std::fs::read(format!("/proc/{}/environ", run.pid)).unwrap();
+    assert!(
+        !common::vault::contains(&own_env, token.as_bytes()),
+        "token still in agent-run's /proc/PID/environ"
+    );
+
+    let out = run.stop();
+    out.assert_code(0);
+    for secret in [token.as_str(), "sk_live_stripe_0001", "whsec_0000000002"] {
+        assert!(
+            !out.stderr.contains(secret),
+            "a value or the token reached agent-run's log at -vvv"
+        );
+    }
+}
+
+#[test]
+fn a_token_for_agent_a_cannot_read_agent_b() {
+    let vault = start_vault();
+    vault.set("support-bot", "KEY", "support-value-1");
+    vault.set("billing-bot", "KEY", "billing-value-2");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("cross-agent");
+    let marker = dir.join("started");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--agent",
+            "billing-bot",
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("billing-bot") && out.stderr.contains("scoped to another agent"),
+        "{}",
+        out.description
+    );
+    assert!(!marker.exists());
+    assert!(!out.stderr.contains("billing-value-2") && !out.stderr.contains(&token));
+}
+
+#[test]
+fn rotation_restarts_with_the_new_value_and_identical_writes_do_not() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-one-000001");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("rotation");
+    let mut run = launcher(&vault, &dir, &token, &[], &["API_KEY"]).start(&dir);
+    let first = wait_for_starts(&dir, 1)[0].clone();
+
+    // Identical re-write through the admin CLI: no restart.
+    let out = vault.cli_run(
+        &["secrets", "set", "support-bot", "API_KEY", "--stdin"],
+        Some(b"value-one-000001"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A real rotation through the admin CLI.
+    let out = vault.cli_run(
+        &["secrets", "set", "support-bot", "API_KEY", "--stdin"],
+        Some(b"value-two-000002"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = wait_for_starts(&dir, 2);
+    assert_eq!(
+        all.iter()
+            .map(|s| s["API_KEY"].as_str())
+            .collect::<Vec<_>>(),
+        ["value-one-000001", "value-two-000002"]
+    );
+    let log = dir.read("child.log");
+    let stopped = format!("stop pid={} SIGTERM", first["pid"]);
+    assert!(log.find(&stopped).expect("old child got SIGTERM") < log.find("value-two").unwrap());
+
+    // Rollback restores the old value, and restarts the child with it.
+    let out = vault.cli_run(&["secrets", "rollback", "support-bot", "API_KEY"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = wait_for_starts(&dir, 3);
+    assert_eq!(all[2]["API_KEY"], "value-one-000001");
+    run.stop().assert_code(0);
+    assert_eq!(starts(&dir.read("child.log")).len(), 3, "no extra restart");
+}
+
+#[test]
+fn a_rotated_token_file_is_picked_up() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-one-000001");
+    let (first_id, first) = vault.issue(&["secrets:read:support-bot/*"], Some(json!("1h")));
+    let dir = Dir::new("token-file");
+    let token_file = dir.write("token", &first);
+    let mut run = launcher(
+        &vault,
+        &dir,
+        "",
+        &["--token-file", token_file.to_str().unwrap()],
+        &["API_KEY"],
+    )
+    .env("AGENT_RUN_TOKEN", "")
+    .start(&dir);
+    wait_for_starts(&dir, 1);
+    // Rotate the token the way a projected volume does, then revoke the old one.
+    let (_, second) = vault.issue(&["secrets:read:support-bot/*"], Some(json!("1h")));
+    dir.replace("token", &second);
+    let (status, body) = vault.delete(&format!("/v1/tokens/{first_id}"), &vault.admin);
+    assert_eq!(status, 204, "{body}");
+    vault.set("support-bot", "API_KEY", "value-two-000002");
+    let all = wait_for_starts(&dir, 2);
+    assert_eq!(all[1]["API_KEY"], "value-two-000002");
+    run.stop().assert_code(0);
+}
+
+#[test]
+fn the_child_survives_a_store_restart_and_the_next_rotation_arrives() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-one-000001");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("store-restart");
+    let mut run = launcher(&vault, &dir, &token, &[], &["API_KEY"]).start(&dir);
+    wait_for_starts(&dir, 1);
+    let child = run.child();
+
+    vault.kill9();
+    // agent-run notices (its long-poll breaks) and keeps the child.
+    wait_until(LONG, "agent-run to notice the store is gone", || {
+        run.stderr().contains("lost the store")
+    });
+    assert_eq!(
+        run.child(),
+        child,
+        "the child kept running while the store was down"
+    );
+    vault.start_again();
+    vault.set("support-bot", "API_KEY", "value-two-000002");
+    let all = wait_for_starts(&dir, 2);
+    assert_eq!(all[1]["API_KEY"], "value-two-000002");
+    run.stop().assert_code(0);
+}
+
+#[test]
+fn store_down_at_start_uses_the_fallback_or_fails_with_125() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-one-000001");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("fallback");
+    let fallback = dir.join("state/last-good");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let fallback_flag = ["--fallback", fallback.to_str().unwrap()];
+
+    // A first run with the store up writes the fallback file (mode 0600, encrypted).
+    let mut run = launcher(&vault, &dir, &token, &fallback_flag, &["API_KEY"]).start(&dir);
+    wait_for_starts(&dir, 1);
+    wait_until(LONG, "fallback file", || fallback.exists());
+    run.stop().assert_code(0);
+    assert_eq!(common::vault::file_mode(&fallback), 0o600);
+    let bytes = std::fs::read(&fallback).unwrap();
+    assert!(
+        !common::vault::contains(&bytes, b"value-one-000001"),
+        "plaintext in the fallback file"
+    );
+
+    vault.kill9();
+    // Without a fallback: retried for --start-timeout, then 125 and a clear message.
+    let marker = dir.join("started");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--start-timeout",
+            "500ms",
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("cannot reach the store"),
+        "{}",
+        out.description
+    );
+    assert!(!marker.exists());
+
+    // With it: the child starts on the last good secrets, and when the store is back with
+    // a rotated value, agent-run picks it up.
+    std::fs::remove_file(dir.join("child.log")).unwrap();
+    let mut run = launcher(&vault, &dir, &token, &fallback_flag, &["API_KEY"]).start(&dir);
+    let first = wait_for_starts(&dir, 1);
+    assert_eq!(first[0]["API_KEY"], "value-one-000001");
+    assert!(run.stderr().contains("fallback"), "{}", run.describe(None));
+    vault.start_again();
+    vault.set("support-bot", "API_KEY", "value-two-000002");
+    let all = wait_for_starts(&dir, 2);
+    assert_eq!(all[1]["API_KEY"], "value-two-000002");
+    run.stop().assert_code(0);
+}
+
+#[test]
+fn expired_and_revoked_tokens_give_clear_errors() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-one-000001");
+    let dir = Dir::new("expired");
+    let (_, short) = vault.issue(&["secrets:read:support-bot/*"], Some(json!("1s")));
+    wait_until(LONG, "the short token to expire", || {
+        vault.get("/v1/runtime/secrets", &short).0 == 401
+    });
+    let out = agent_run(Mode::Plain, ["--store", &vault.addr, "--", "true"])
+        .env("AGENT_RUN_TOKEN", &short)
+        .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("rejected the token"),
+        "{}",
+        out.description
+    );
+    assert!(!out.stderr.contains(&short));
+
+    // Revoked while running: the child keeps running, agent-run says so...
+    let (id, token) = vault.issue(&["secrets:read:support-bot/*"], Some(json!("1h")));
+    let mut run = launcher(&vault, &dir, &token, &[], &["API_KEY"]).start(&dir);
+    wait_for_starts(&dir, 1);
+    let child = run.child();
+    assert_eq!(
+        vault.delete(&format!("/v1/tokens/{id}"), &vault.admin).0,
+        204
+    );
+    vault.set("support-bot", "API_KEY", "value-two-000002");
+    wait_until(LONG, "agent-run to report the rejected token", || {
+        run.stderr().contains("credentials rejected")
+    });
+    assert_eq!(run.child(), child);
+    run.stop().assert_code(0);
+
+    // ...and with --exit-on-auth-failure, it stops the child and exits 125.
+    std::fs::remove_file(dir.join("child.log")).unwrap();
+    let (id, token) = vault.issue(&["secrets:read:support-bot/*"], Some(json!("1h")));
+    let mut run = launcher(
+        &vault,
+        &dir,
+        &token,
+        &["--exit-on-auth-failure"],
+        &["API_KEY"],
+    )
+    .start(&dir);
+    wait_for_starts(&dir, 1);
+    assert_eq!(
+        vault.delete(&format!("/v1/tokens/{id}"), &vault.admin).0,
+        204
+    );
+    vault.set("support-bot", "API_KEY", "value-three-00003");
+    let status = run.wait(LONG);
+    let out = run.outcome(status);
+    out.assert_code(125);
+    assert!(
+        dir.read("child.log").contains("SIGTERM"),
+        "the child was stopped"
+    );
+}
+
+#[test]
+fn check_prints_masked_previews_and_starts_nothing() {
+    let vault = start_vault();
+    vault.set("support-bot", "OPENAI_API_KEY", "sk-openai-abcdef123456");
+    let (status, body) = vault.put(
+        "/v1/vars/REGION",
+        &vault.admin,
+        json!({ "value": "eu-west-1", "kind": "plain" }),
+    );
+    assert!(status == 200 || status == 201, "{body}");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("check");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--check",
+            "-e",
+            "AI=@OPENAI_API_KEY",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("OPENAI_API_KEY") && out.stdout.contains("****3456"),
+        "{}",
+        out.description
+    );
+    assert!(
+        out.stdout.contains("AI (=@OPENAI_API_KEY)"),
+        "{}",
+        out.description
+    );
+    assert!(
+        out.stdout.contains("REGION")
+            && out.stdout.contains("eu-west-1")
+            && out.stdout.contains("plain")
+    );
+    assert!(out.stdout.contains("revision"));
+    assert!(!out.stdout.contains("sk-openai-abcdef123456"));
+    let out = agent_run(Mode::Plain, ["--store", &vault.addr, "--check", "--json"])
+        .env("AGENT_RUN_TOKEN", &token)
+        .run(&dir);
+    out.assert_code(0);
+    let parsed: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    let names: Vec<&str> = parsed["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["OPENAI_API_KEY", "REGION"]);
+}
+
+#[test]
+fn no_secret_stays_in_memory_with_the_store_source() {
+    let vault = start_vault();
+    let values: Vec<String> = (0..24)
+        .map(|i| format!("store-secret-{i:02}-{}", "x".repeat(i * 37 % 300)))
+        .collect();
+    for (i, value) in values.iter().enumerate() {
+        vault.set("support-bot", &format!("SECRET_{i}"), value);
+    }
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("store-memscan");
+    let log = dir.join("signals.log");
+    let mut run = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "-vvv",
+            "--",
+            test_child().to_str().unwrap(),
+            "signals",
+            log.to_str().unwrap(),
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .start(&dir);
+    wait_until(LONG, "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
+    let first = run.child();
+    // The token must stay (agent-run needs it); only the values must go.
+    let scan_values = |run: &Launcher, values: &[String], when: &str| {
+        let mut needles: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
+        needles.push(vault.addr.as_bytes().to_vec());
+        let hits = common::memscan::scan(run.pid, &needles);
+        assert!(
+            hits.iter().any(|h| h.needle == values.len()),
+            "{when}: the scan found not even the control"
+        );
+        let leaks: Vec<String> = hits
+            .iter()
+            .filter(|h| h.needle < values.len())
+            .map(|h| format!("secret #{} in {}", h.needle, h.region))
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "{when}: agent-run's memory holds secrets:\n{}",
+            leaks.join("\n")
+        );
+    };
+    let environ = std::fs::read(format!("/proc/{first}/environ")).unwrap();
+    for value in &values {
+        assert!(common::vault::contains(&environ, value.as_bytes()));
+    }
+    scan_values(&run, &values, "after start");
+
+    let rotated: Vec<String> = values.iter().map(|v| format!("rotated-{v}")).collect();
+    for (i, value) in rotated.iter().enumerate() {
+        vault.set("support-bot", &format!("SECRET_{i}"), value);
+    }
+    wait_until(LONG, "a child with every rotated value", || {
+        run.children().first().is_some_and(|&c| {
+            std::fs::read(format!("/proc/{c}/environ")).is_ok_and(|e| {
+                rotated
+                    .iter()
+                    .all(|v| common::vault::contains(&e, v.as_bytes()))
+            })
+        })
+    });
+    let mut everything = values.clone();
+    everything.extend(rotated);
+    scan_values(&run, &everything, "after rotations");
+    run.signal(Signal::SIGTERM);
+    let out = run.stop();
+    for value in &everything {
+        assert!(!out.stderr.contains(value.as_str()));
+    }
+}
