@@ -6,6 +6,8 @@
 //! test_child env-log LOG KEY...           log "start pid=P KEY=VALUE..."; on TERM log "stop pid=P SIGTERM", exit 0
 //! test_child orphans LOG N                leave N orphaned grandchildren that exit in 200ms; wait for TERM
 //! test_child exit-after LOG CODE          log "start pid=P", exit CODE
+//! test_child stamp LOG KEY                log "start NANOS KEY=VALUE" (wall clock at main); wait for TERM
+//! test_child noop                         exit 0 at once (the benchmarks' "child start alone")
 //! ```
 
 use std::fs::OpenOptions;
@@ -56,6 +58,20 @@ fn main() {
     let log_path = Path::new(args.get(2).map(String::as_str).unwrap_or("/dev/null")).to_path_buf();
     let pid = std::process::id();
     match mode {
+        "noop" => {}
+        "stamp" => {
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let fd = take_signals();
+            let key = args.get(3).map(String::as_str).unwrap_or("VALUE");
+            let value = std::env::var(key).unwrap_or_default();
+            log(
+                &log_path,
+                &format!("start {} {key}={value}", started.as_nanos()),
+            );
+            wait_for_term(&fd, |_| {});
+        }
         "signals" => {
             let ignore_term = args.iter().any(|a| a == "--ignore-term");
             let fd = take_signals();

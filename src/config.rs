@@ -93,7 +93,11 @@ impl Config {
                 reason,
             })?,
             on_change: on_change(&args.on_change)?,
-            debounce: duration("debounce", &args.debounce)?,
+            debounce: args
+                .debounce
+                .as_deref()
+                .map(|d| duration("debounce", d))
+                .transpose()?,
             start_timeout: duration("start-timeout", &args.start_timeout)?,
             exit_on_auth_failure: args.exit_on_auth_failure,
             restart: match args.restart {
@@ -281,7 +285,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.supervise.grace, Duration::from_millis(500));
-        assert_eq!(c.supervise.debounce, Duration::from_secs(2));
+        assert_eq!(c.supervise.debounce, Some(Duration::from_secs(2)));
         assert_eq!(
             c.supervise.on_change,
             OnChange::Signal(nix::sys::signal::Signal::SIGHUP)

@@ -38,6 +38,10 @@ const BACKOFF_RESET: Duration = Duration::from_secs(10);
 /// (`agent-run -- make test`) would otherwise pay on every run.
 const WATCH_DELAY: Duration = Duration::from_millis(50);
 
+/// The quiet period for raw (filesystem) changes when `--debounce` is not given: an editor's
+/// save or a kubelet swap is a handful of events within a few milliseconds.
+const FILE_DEBOUNCE: Duration = Duration::from_millis(100);
+
 /// A steady stream of changes must still restart eventually: the debounce waits for quiet,
 /// but never longer than this many debounce periods after the first change.
 const DEBOUNCE_MAX_PERIODS: u32 = 10;
@@ -81,7 +85,10 @@ pub struct Settings {
     pub grace: Duration,
     pub stop_signal: Signal,
     pub on_change: OnChange,
-    pub debounce: Duration,
+    /// `--debounce`; `None`: `FILE_DEBOUNCE` for raw changes, none for settled revisions
+    /// (a burst of revisions still coalesces: changes during a restart replace its
+    /// pending environment).
+    pub debounce: Option<Duration>,
     pub restart: RestartPolicy,
     /// How long a transient failure of the first fetch (store unreachable) is retried.
     pub start_timeout: Duration,
@@ -431,12 +438,23 @@ impl Supervisor {
 
     fn on_source_event(&mut self, event: SourceEvent) {
         match event {
-            SourceEvent::Changed { source } => {
-                debug!(source = %source, "source reported a change");
+            SourceEvent::Changed { source, settled } => {
+                debug!(source = %source, settled, "source reported a change");
+                let debounce = match self.settings.debounce {
+                    Some(explicit) => explicit,
+                    None if settled => Duration::ZERO,
+                    None => FILE_DEBOUNCE,
+                };
                 let now = Instant::now();
                 let first = self.change_due.map_or(now, |(first, _)| first);
-                let latest = first + self.settings.debounce * DEBOUNCE_MAX_PERIODS;
-                self.change_due = Some((first, (now + self.settings.debounce).min(latest)));
+                let latest = first + debounce * DEBOUNCE_MAX_PERIODS;
+                let due = (now + debounce).min(latest);
+                // A settled change never waits behind an earlier raw one.
+                let due = self.change_due.map_or(
+                    due,
+                    |(_, earlier)| if settled { earlier.min(due) } else { due },
+                );
+                self.change_due = Some((first, due));
             }
             SourceEvent::Failed {
                 source,

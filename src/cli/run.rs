@@ -211,15 +211,15 @@ pub struct RunArgs {
     )]
     pub on_change: String,
 
-    /// Quiet time that coalesces a burst of changes into one restart.
+    /// Quiet time that coalesces a burst of changes into one restart [default: 100ms for
+    /// file changes; none for store revisions, which are already settled].
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "100ms",
         env = "AGENT_RUN_DEBOUNCE",
         help_heading = "Supervision"
     )]
-    pub debounce: String,
+    pub debounce: Option<String>,
 
     /// Restart the child when it exits by itself (exponential backoff, capped at 30s).
     #[arg(

@@ -195,8 +195,10 @@ pub trait SecretSource: Send {
 /// What a watcher tells the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEvent {
-    /// The source's content may have changed; fetch again.
-    Changed { source: String },
+    /// The source's content may have changed; fetch again. `settled`: the source reports a
+    /// committed new state (a store revision), not one raw event of a possible burst (an
+    /// editor's save is several filesystem events), so no quiet period is needed.
+    Changed { source: String, settled: bool },
     /// The source can no longer be read (e.g. its credentials were revoked). The child
     /// keeps running; the supervisor decides whether that is fatal (`auth` failures can be,
     /// with `--exit-on-auth-failure`).
@@ -216,9 +218,19 @@ pub struct ChangeNotifier {
 }
 
 impl ChangeNotifier {
+    /// A raw change (filesystem events): debounced, since more may follow.
     pub fn changed(&self, source: &str) {
         self.send(SourceEvent::Changed {
             source: source.to_owned(),
+            settled: false,
+        });
+    }
+
+    /// A settled new revision (a store's change counter moved): acted on at once.
+    pub fn revised(&self, source: &str) {
+        self.send(SourceEvent::Changed {
+            source: source.to_owned(),
+            settled: true,
         });
     }
 

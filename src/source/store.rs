@@ -445,7 +445,7 @@ impl Shared {
                             self.revision.fetch_max(revision, Ordering::Relaxed);
                         }
                         debug!(source = %label, ?revision, "store reported a change");
-                        notifier.changed(label);
+                        notifier.revised(label);
                     }
                 }
                 Err(error) => {
