@@ -89,22 +89,47 @@ pub struct ChildSetup {
     pub error_fd: RawFd,
 }
 
-/// Forks; the child sets itself up and execs, reporting a failure on `error_fd` and
-/// exiting 127 (not found) or 126 (not executable). Returns the child's pid.
+/// Stack for the child between `clone` and `execve`: it only makes syscalls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Starts the child the way `posix_spawn` does: `clone(CLONE_VM | CLONE_VFORK)`, so no page
+/// table is copied and no page is copied-on-write (a plain `fork` pays for both), and we
+/// resume only once the child has exec'd or failed. The child sets itself up and execs,
+/// reporting a failure on `error_fd` and exiting 127 (not found) or 126 (not executable).
+/// Returns the child's pid.
 pub fn fork_exec(plan: &ExecPlan<'_>, setup: &ChildSetup) -> nix::Result<Pid> {
-    // SAFETY: after fork the child runs only `child_after_fork`, which calls nothing but
-    // async-signal-safe syscalls on memory prepared before the fork, then execs or exits.
-    let pid = unsafe { libc::fork() };
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down: hand clone the (16-byte aligned) top.
+    let top = stack.as_mut_ptr().wrapping_add(CHILD_STACK);
+    let top = top.wrapping_sub(top as usize % 16);
+    let mut args = (plan, setup);
+    // SAFETY: the child shares our memory but runs only `child_entry` on its own stack,
+    // which makes nothing but async-signal-safe syscalls on data that outlives it (we are
+    // suspended by CLONE_VFORK until it has exec'd or exited), and never returns.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top.cast::<c_void>(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut args as *mut (&ExecPlan<'_>, &ChildSetup)).cast::<c_void>(),
+        )
+    };
+    drop(stack);
     match pid {
         -1 => Err(Errno::last()),
-        0 => child_after_fork(plan, setup),
         pid => Ok(Pid::from_raw(pid)),
     }
 }
 
+extern "C" fn child_entry(args: *mut c_void) -> c_int {
+    // SAFETY: `fork_exec` passes a pointer to a live `(&ExecPlan, &ChildSetup)`.
+    let (plan, setup) = unsafe { *args.cast::<(&ExecPlan<'_>, &ChildSetup)>() };
+    child_after_fork(plan, setup)
+}
+
 fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
     // SAFETY: every call below is an async-signal-safe syscall (signal-safety(7)) on values
-    // owned by the parent's stack frame, which the forked child has a private copy of.
+    // owned by the parent's stack frame, which stays alive while the parent is suspended.
     unsafe {
         // Own process group: a signal for agent-run's group (Ctrl-C at a shell that runs
         // agent-run in the background, `kill -- -PGID`) is forwarded by us, not doubled.
@@ -121,8 +146,12 @@ fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
             }
         }
         // Rust's runtime ignores SIGPIPE; programs expect the default (std's Command resets
-        // it the same way).
+        // it the same way). Its stack-overflow handlers for SEGV and BUS must not run here,
+        // in memory shared with the parent, so they go back to the default too (exec would
+        // reset them anyway; glibc's posix_spawn does the same).
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
         if let Some(limit) = &setup.core_limit {
             libc::setrlimit(libc::RLIMIT_CORE, limit);
         }
