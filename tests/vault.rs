@@ -915,6 +915,14 @@ fn admin_cli_end_to_end() {
     }
     let table = ok(&["audit", "--since", "2000-01-01T00:00:00Z"], None);
     assert!(table.contains("runtime.read"));
+    // A duration means "that long ago": the last hour has records, the future none.
+    let recent = json(&ok(&["audit", "--since", "1h", "--json"], None));
+    assert!(!recent["records"].as_array().expect("records").is_empty());
+    let future = json(&ok(
+        &["audit", "--since", "2999-01-01T00:00:00Z", "--json"],
+        None,
+    ));
+    assert!(future["records"].as_array().expect("records").is_empty());
     assert_no_values(
         "audit",
         &audit.to_string(),

@@ -689,10 +689,21 @@ fn tokens(cmd: TokensCommand) -> Result<()> {
     }
 }
 
+/// `--since 1h` / `30m` / `2d` means that long ago; anything else (RFC 3339, unix seconds)
+/// goes to the server as written.
+fn since_to_absolute(since: &str) -> String {
+    match humantime::parse_duration(since.trim()) {
+        Ok(ago) => {
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now() - ago).to_string()
+        }
+        Err(_) => since.to_owned(),
+    }
+}
+
 fn audit(args: AuditArgs) -> Result<()> {
     let list = connect(&args.connect)?.audit(&AuditQuery {
         agent: args.agent,
-        since: args.since,
+        since: args.since.as_deref().map(since_to_absolute),
         limit: Some(args.limit),
     })?;
     if args.connect.json {

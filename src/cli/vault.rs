@@ -296,7 +296,8 @@ pub struct AuditArgs {
     /// Only records about this agent.
     #[arg(long, value_name = "AGENT")]
     pub agent: Option<String>,
-    /// Only records at or after this time: RFC 3339 or unix seconds.
+    /// Only records at or after this time: a duration ago (`1h`, `30m`, `2d`), RFC 3339, or
+    /// unix seconds.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// Newest records to show.
