@@ -11,6 +11,8 @@ need_apt=()
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v openssl >/dev/null || need_apt+=(openssl)          # private CA for the TLS tests
+command -v tmux >/dev/null || need_apt+=(tmux)                # terminal job-control test
+command -v ps >/dev/null || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi

@@ -830,3 +830,294 @@ fn no_secret_stays_in_agent_runs_memory() {
         }
     }
 }
+
+#[test]
+fn signal_group_reaches_the_whole_process_group() {
+    for (flag, grandchild_gets_it) in [(Some("--signal-group"), true), (None, false)] {
+        let dir = Dir::new("signal-group");
+        let (parent_log, grandchild_log) = (dir.join("parent.log"), dir.join("grandchild.log"));
+        let tc = test_child().display().to_string();
+        let script = format!(
+            "{tc} signals {} & exec {tc} signals {}",
+            grandchild_log.display(),
+            parent_log.display()
+        );
+        let mut args: Vec<String> = flag.iter().map(|f| f.to_string()).collect();
+        args.extend(sh(&script));
+        let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
+        wait_until(LONG, "both ready", || {
+            dir.read("parent.log").contains("ready") && dir.read("grandchild.log").contains("ready")
+        });
+        launcher.signal(Signal::SIGUSR1);
+        wait_until(LONG, "the child got USR1", || {
+            dir.read("parent.log").contains("got SIGUSR1")
+        });
+        if grandchild_gets_it {
+            wait_until(LONG, "the grandchild got USR1", || {
+                dir.read("grandchild.log").contains("got SIGUSR1")
+            });
+        }
+        // A second signal the child logs after USR1: once it is there, USR1 had its chance
+        // to reach the grandchild too.
+        launcher.signal(Signal::SIGUSR2);
+        wait_until(LONG, "the child got USR2", || {
+            dir.read("parent.log").contains("got SIGUSR2")
+        });
+        assert_eq!(
+            dir.read("grandchild.log").contains("got SIGUSR1"),
+            grandchild_gets_it,
+            "{flag:?}"
+        );
+        launcher.stop();
+        // Without --signal-group the grandchild did not get TERM either: end it by its pid.
+        let grandchild = dir.read("grandchild.log");
+        if let Some(pid) = grandchild
+            .lines()
+            .find_map(|l| l.strip_prefix("ready pid="))
+        {
+            let pid = nix::unistd::Pid::from_raw(pid.trim().parse().unwrap());
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn no_pdeathsig_leaves_the_child_running() {
+    let dir = Dir::new("no-pdeathsig");
+    let log = dir.join("signals.log");
+    let mut launcher = agent_run(
+        Mode::Plain,
+        [
+            "--no-pdeathsig",
+            "--",
+            test_child().to_str().unwrap(),
+            "signals",
+            log.to_str().unwrap(),
+        ],
+    )
+    .start(&dir);
+    wait_until(LONG, "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
+    let child = launcher.child();
+    launcher.signal(Signal::SIGKILL);
+    launcher.wait(LONG);
+    // With pdeathsig the kernel kills the child as agent-run exits; here it must stay.
+    let until = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < until {
+        assert!(
+            alive(child),
+            "the child died with agent-run despite --no-pdeathsig"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn on_change_exit_and_none() {
+    // exit: the child is stopped and agent-run exits with its status.
+    let dir = Dir::new("on-change-exit");
+    let env_file = dir.write("app.env", "V=1\n");
+    let log = dir.join("child.log");
+    let mut args = vec![
+        "--on-change".to_owned(),
+        "exit".into(),
+        "--env-file".into(),
+        env_file.display().to_string(),
+    ];
+    args.extend(env_log_child(&log, &["V"]));
+    let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
+    wait_until(LONG, "first start", || {
+        dir.read("child.log").contains("start")
+    });
+    dir.replace("app.env", "V=2\n");
+    let status = launcher.wait(LONG);
+    launcher.outcome(status).assert_code(0);
+    assert!(dir.read("child.log").contains("SIGTERM"));
+    assert_eq!(starts(&dir.read("child.log"), "V").len(), 1);
+
+    // none: agent-run notes the change and leaves the child alone.
+    let dir = Dir::new("on-change-none");
+    let env_file = dir.write("app.env", "V=1\n");
+    let log = dir.join("child.log");
+    let mut args = vec![
+        "-v".to_owned(),
+        "--on-change".into(),
+        "none".into(),
+        "--env-file".into(),
+        env_file.display().to_string(),
+    ];
+    args.extend(env_log_child(&log, &["V"]));
+    let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
+    wait_until(LONG, "first start", || {
+        dir.read("child.log").contains("start")
+    });
+    dir.replace("app.env", "V=2\n");
+    wait_until(LONG, "the change to be noted", || {
+        launcher.stderr().contains("secrets changed")
+    });
+    assert_eq!(starts(&dir.read("child.log"), "V").len(), 1);
+    assert!(!dir.read("child.log").contains("stop"));
+    launcher.stop().assert_code(0);
+}
+
+#[test]
+fn json_logs_are_json_and_carry_no_values() {
+    let dir = Dir::new("json-logs");
+    let env_file = dir.write("app.env", "API_KEY=json-log-s3cr3t-value\n");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--log-format",
+            "json",
+            "-vvv",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    )
+    .run(&dir);
+    out.assert_code(0);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("child started")),
+        "{}",
+        out.description
+    );
+    for line in lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["fields"].is_object(),
+            "{line}"
+        );
+    }
+    assert!(!out.stderr.contains("json-log-s3cr3t-value"));
+}
+
+#[test]
+fn an_environment_too_large_for_the_kernel_is_a_clear_error() {
+    let dir = Dir::new("e2big");
+    // 24 variables of 100 KiB: each under the per-string limit, together over ARG_MAX (2 MiB).
+    let big: String = (0..24)
+        .map(|i| format!("BIG_{i}={}\n", "x".repeat(100 * 1024)))
+        .collect();
+    let env_file = dir.write("big.env", big);
+    let marker = dir.join("started");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ],
+    )
+    .run(&dir);
+    out.assert_code(125);
+    assert!(out.stderr.contains("E2BIG"), "{}", out.description);
+    assert!(!marker.exists());
+}
+
+/// A tmux session running an interactive bash, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn start() -> Tmux {
+        let name = format!("agent-run-test-{}", std::process::id());
+        let status = std::process::Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "200",
+                "-y",
+                "50",
+                "env PS1='ready> ' bash --norc --noprofile -i",
+            ])
+            .status()
+            .expect("tmux (scripts/test-all.sh installs it)");
+        assert!(status.success());
+        let tmux = Tmux(name);
+        wait_until(LONG, "the shell prompt", || {
+            tmux.screen().contains("ready>")
+        });
+        tmux
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        assert!(std::process::Command::new("tmux")
+            .args(&args)
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn screen(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn on_a_terminal_ctrl_c_ctrl_z_and_fg_work_as_without_agent_run() {
+    let tmux = Tmux::start();
+    let command = format!(
+        "{} -- sh -c 'echo child-fg=$(ps -o tpgid= -p $$)/$(ps -o pgid= -p $$); sleep 100'",
+        common::agent_run_bin()
+    );
+    tmux.keys(&[&command, "Enter"]);
+    // The child's own line (the typed command line holds the text too, after the prompt).
+    let child_line = |screen: &str| {
+        screen
+            .lines()
+            .find(|l| l.starts_with("child-fg="))
+            .map(str::to_owned)
+    };
+    wait_until(LONG, "the child to start", || {
+        child_line(&tmux.screen()).is_some()
+    });
+    // The child's process group owns the terminal.
+    let line = child_line(&tmux.screen()).unwrap();
+    let (foreground, own) = line
+        .trim_start_matches("child-fg=")
+        .split_once('/')
+        .unwrap();
+    assert_eq!(
+        foreground.trim(),
+        own.trim(),
+        "the child is not the terminal's foreground group: {line}"
+    );
+
+    tmux.keys(&["C-z"]);
+    wait_until(LONG, "the shell to report the job stopped", || {
+        tmux.screen().contains("Stopped")
+    });
+    tmux.keys(&["fg", "Enter"]);
+    wait_until(LONG, "fg to resume the job", || {
+        tmux.screen().matches("agent-run -- sh -c").count() >= 3
+    });
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo rc=$?", "Enter"]);
+    wait_until(LONG, "Ctrl-C to end the child, code passed through", || {
+        tmux.screen().contains("rc=130")
+    });
+}
