@@ -530,18 +530,31 @@ fn env_log_child(log: &std::path::Path, keys: &[&str]) -> Vec<String> {
     args
 }
 
+/// Starts agent-run (with `flags`) on `app.env` holding `env`, running `test_child env-log`
+/// for `keys` into `child.log`; returns once the first child has logged its start.
+fn start_on_env_file(
+    mode: Mode,
+    dir: &Dir,
+    env: &str,
+    flags: &[&str],
+    keys: &[&str],
+) -> common::Launcher {
+    let env_file = dir.write("app.env", env);
+    let mut args: Vec<String> = vec!["--env-file".into(), env_file.display().to_string()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(env_log_child(&dir.join("child.log"), keys));
+    let launcher = agent_run(mode, &args).start(dir);
+    wait_until(LONG, "first start", || {
+        dir.read("child.log").contains("start pid=")
+    });
+    launcher
+}
+
 #[test]
 fn dotenv_edit_restarts_with_new_value_and_identical_content_does_not() {
     for mode in MODES {
         let dir = Dir::new("launcher");
-        let env_file = dir.write("app.env", "API_KEY=v1\n");
-        let log = dir.join("child.log");
-        let mut args = vec!["--env-file".to_owned(), env_file.display().to_string()];
-        args.extend(env_log_child(&log, &["API_KEY"]));
-        let mut launcher = agent_run(mode, &args).start(&dir);
-        wait_until(LONG, "first start", || {
-            starts(&dir.read("child.log"), "API_KEY").len() == 1
-        });
+        let mut launcher = start_on_env_file(mode, &dir, "API_KEY=v1\n", &[], &["API_KEY"]);
 
         // Same bytes, written in place and by rename-over-save: no restart.
         dir.write("app.env", "API_KEY=v1\n");
@@ -604,19 +617,8 @@ fn kubelet_data_swap_restarts_the_child() {
 #[test]
 fn a_burst_of_edits_gives_one_restart() {
     let dir = Dir::new("launcher");
-    let env_file = dir.write("app.env", "V=0\n");
-    let log = dir.join("child.log");
-    let mut args = vec![
-        "--env-file".to_owned(),
-        env_file.display().to_string(),
-        "--debounce".into(),
-        "400ms".into(),
-    ];
-    args.extend(env_log_child(&log, &["V"]));
-    let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
-    wait_until(LONG, "first start", || {
-        starts(&dir.read("child.log"), "V").len() == 1
-    });
+    let mut launcher =
+        start_on_env_file(Mode::Plain, &dir, "V=0\n", &["--debounce", "400ms"], &["V"]);
     for i in 1..=20 {
         dir.replace("app.env", format!("V={i}\n"));
     }
@@ -918,19 +920,8 @@ fn no_pdeathsig_leaves_the_child_running() {
 fn on_change_exit_and_none() {
     // exit: the child is stopped and agent-run exits with its status.
     let dir = Dir::new("on-change-exit");
-    let env_file = dir.write("app.env", "V=1\n");
-    let log = dir.join("child.log");
-    let mut args = vec![
-        "--on-change".to_owned(),
-        "exit".into(),
-        "--env-file".into(),
-        env_file.display().to_string(),
-    ];
-    args.extend(env_log_child(&log, &["V"]));
-    let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
-    wait_until(LONG, "first start", || {
-        dir.read("child.log").contains("start")
-    });
+    let mut launcher =
+        start_on_env_file(Mode::Plain, &dir, "V=1\n", &["--on-change", "exit"], &["V"]);
     dir.replace("app.env", "V=2\n");
     let status = launcher.wait(LONG);
     launcher.outcome(status).assert_code(0);
@@ -939,20 +930,13 @@ fn on_change_exit_and_none() {
 
     // none: agent-run notes the change and leaves the child alone.
     let dir = Dir::new("on-change-none");
-    let env_file = dir.write("app.env", "V=1\n");
-    let log = dir.join("child.log");
-    let mut args = vec![
-        "-v".to_owned(),
-        "--on-change".into(),
-        "none".into(),
-        "--env-file".into(),
-        env_file.display().to_string(),
-    ];
-    args.extend(env_log_child(&log, &["V"]));
-    let mut launcher = agent_run(Mode::Plain, &args).start(&dir);
-    wait_until(LONG, "first start", || {
-        dir.read("child.log").contains("start")
-    });
+    let mut launcher = start_on_env_file(
+        Mode::Plain,
+        &dir,
+        "V=1\n",
+        &["-v", "--on-change", "none"],
+        &["V"],
+    );
     dir.replace("app.env", "V=2\n");
     wait_until(LONG, "the change to be noted", || {
         launcher.stderr().contains("secrets changed")

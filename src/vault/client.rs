@@ -14,9 +14,8 @@ use serde::Serialize;
 
 use super::model::{
     AuditList, AuditQuery, ErrorBody, Health, ImportRequest, ImportSummary, IssuedToken,
-    PutResponse, PutSecretRequest, RevisionResponse, RollbackRequest, RollbackResponse,
-    RuntimeQuery, RuntimeSecrets, SecretList, SecretMeta, TokenList, TokenRequest, VarList,
-    VersionList,
+    PutResponse, PutSecretRequest, RollbackRequest, RollbackResponse, SecretList, SecretMeta,
+    TokenList, TokenRequest, VarList, VersionList,
 };
 use super::{Error, Result};
 
@@ -243,43 +242,5 @@ impl Client {
         let path = "/v1/audit";
         let builder = self.request(Method::GET, path)?.query(query);
         self.json(builder, path)
-    }
-
-    /// The run-time read; `Ok(None)` is "not modified" (only with `since`).
-    pub fn runtime_secrets(&self, query: &RuntimeQuery) -> Result<Option<RuntimeSecrets>> {
-        let path = "/v1/runtime/secrets";
-        let wait = Duration::from_secs(query.wait.unwrap_or(0));
-        let builder = self
-            .request(Method::GET, path)?
-            .query(query)
-            .timeout(TIMEOUT + wait);
-        let response = self.execute(builder, path)?;
-        if response.status() == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        let url = format!("{}{}", self.base, path);
-        response
-            .json()
-            .map(Some)
-            .map_err(|source| Error::Http { url, source })
-    }
-
-    /// The long poll; `Ok(None)` is "not modified".
-    pub fn runtime_revision(&self, query: &RuntimeQuery) -> Result<Option<u64>> {
-        let path = "/v1/runtime/revision";
-        let wait = Duration::from_secs(query.wait.unwrap_or(0));
-        let builder = self
-            .request(Method::GET, path)?
-            .query(query)
-            .timeout(TIMEOUT + wait);
-        let response = self.execute(builder, path)?;
-        if response.status() == StatusCode::NOT_MODIFIED {
-            return Ok(None);
-        }
-        let url = format!("{}{}", self.base, path);
-        response
-            .json::<RevisionResponse>()
-            .map(|r| Some(r.revision))
-            .map_err(|source| Error::Http { url, source })
     }
 }
