@@ -65,6 +65,10 @@ pub struct AuditQueue {
 const BATCH: usize = 2048;
 /// Queue depth before `push` applies back-pressure to readers.
 const QUEUE: usize = 65_536;
+/// After the first record arrives, how long the writer waits for more before committing:
+/// one transaction (and one fsync) then covers a burst of reads instead of each read paying
+/// for its own. It bounds how much later than the read its audit record is durable.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl AuditQueue {
     /// Start the writer task on the current runtime.
@@ -75,6 +79,15 @@ impl AuditQueue {
             loop {
                 if rx.recv_many(&mut buf, BATCH).await == 0 {
                     break;
+                }
+                if buf.len() < BATCH {
+                    tokio::time::sleep(LINGER).await;
+                    while buf.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(message) => buf.push(message),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 let mut records = Vec::with_capacity(buf.len());
                 let mut waiters = Vec::new();

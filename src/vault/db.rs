@@ -247,7 +247,7 @@ pub fn owner_seq(conn: &Connection, owner: &str) -> Result<i64> {
 }
 
 pub fn all_owner_seqs(conn: &Connection) -> Result<Vec<(String, i64)>> {
-    let mut stmt = conn.prepare("SELECT owner, seq FROM owner_seq")?;
+    let mut stmt = conn.prepare_cached("SELECT owner, seq FROM owner_seq")?;
     let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -350,7 +350,7 @@ pub fn get_version(
 
 /// Kept versions, newest first.
 pub fn list_versions(conn: &Connection, owner: &str, key: &str) -> Result<Vec<VersionRow>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT version, kind, created_at, nonce, ciphertext, key_nonce, wrapped_key
          FROM versions WHERE owner = ?1 AND key = ?2 ORDER BY version DESC",
     )?;
@@ -448,7 +448,7 @@ pub fn insert_token(tx: &Transaction<'_>, record: &TokenRecord) -> Result<()> {
 }
 
 pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRecord>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id, hash, scopes, description, created_at, expires_at, revoked_at
          FROM tokens ORDER BY created_at, id",
     )?;
@@ -547,7 +547,7 @@ pub fn query_audit(
     since_ms: i64,
     limit: u32,
 ) -> Result<Vec<AuditStored>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT * FROM (
             SELECT id, at, token_id, action, agent, keys, remote, outcome FROM audit
             WHERE at >= ?1 AND (?2 IS NULL OR agent = ?2)
