@@ -500,3 +500,73 @@ fn no_secret_stays_in_memory_with_the_store_source() {
         assert!(!out.stderr.contains(value.as_str()));
     }
 }
+
+#[test]
+fn https_store_with_a_private_ca() {
+    let dir = Dir::new("store-tls");
+    let (ca, cert, key) = common::vault::private_ca(&dir);
+    let vault = common::vault::start_vault_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(vault.addr.starts_with("https://"), "{}", vault.addr);
+    // Set up through the admin CLI, which is told to trust the private CA.
+    let ca_flag = ["--ca-cert", ca.to_str().unwrap()];
+    let cli = |args: &[&str], stdin: Option<&[u8]>| {
+        let args: Vec<&str> = args.iter().chain(&ca_flag).copied().collect();
+        let out = vault.cli_run(&args, stdin);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    cli(
+        &["secrets", "set", "tls-bot", "API_KEY", "--stdin"],
+        Some(b"value-over-tls-01"),
+    );
+    let token = cli(
+        &["tokens", "issue", "--scope", "secrets:read:tls-bot/*"],
+        None,
+    );
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--store-ca",
+            ca.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo $API_KEY",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), "value-over-tls-01");
+    // Without the CA the certificate is refused: a clear error, nothing started.
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--start-timeout",
+            "0s",
+            "--",
+            "true",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("cannot reach the store") && out.stderr.contains("certificate"),
+        "{}",
+        out.description
+    );
+}

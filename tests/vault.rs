@@ -7,7 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::vault::{
-    assert_no_values, error_code, file_mode, json, start_vault, start_vault_with, vault_cmd,
+    assert_no_values, error_code, file_mode, json, private_ca, start_vault, start_vault_with,
+    vault_cmd,
 };
 use common::{run, run_code, run_ok, wait_until, Dir};
 use serde_json::json;
@@ -1070,63 +1071,7 @@ fn wrong_master_key_is_refused_once_values_exist() {
 #[test]
 fn tls_with_rustls() {
     let dir = Dir::new("tls");
-    // A private CA and a leaf for 127.0.0.1 signed by it (rustls refuses a CA certificate as
-    // the server's own).
-    let (ca, cert, key) = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    let ext = dir.write(
-        "leaf.ext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    );
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut openssl = std::process::Command::new("openssl");
-    openssl
-        .args([
-            "req",
-            "-x509",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=agent-vault test CA",
-        ])
-        .args(ec)
-        .arg("-keyout")
-        .arg(dir.join("ca.key"))
-        .arg("-out")
-        .arg(&ca);
-    run_ok(&mut openssl, None);
-    let mut openssl = std::process::Command::new("openssl");
-    openssl
-        .args(["req", "-subj", "/CN=localhost"])
-        .args(ec)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(dir.join("leaf.csr"));
-    run_ok(&mut openssl, None);
-    let mut openssl = std::process::Command::new("openssl");
-    openssl
-        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
-        .arg("-in")
-        .arg(dir.join("leaf.csr"))
-        .arg("-CA")
-        .arg(&ca)
-        .arg("-CAkey")
-        .arg(dir.join("ca.key"))
-        .arg("-extfile")
-        .arg(&ext)
-        .arg("-out")
-        .arg(&cert);
-    run_ok(&mut openssl, None);
+    let (ca, cert, key) = private_ca(&dir);
     let vault = start_vault_with(&[
         "--tls-cert",
         cert.to_str().expect("utf-8"),

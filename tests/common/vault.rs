@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{run, Dir};
+use super::{run, run_ok, Dir};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-vault");
 
@@ -322,4 +322,67 @@ pub fn error_code(text: &str) -> String {
 pub fn file_mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+/// A private CA and a leaf certificate for 127.0.0.1/localhost signed by it, made with
+/// openssl in `dir`: returns (ca.pem, cert.pem, key.pem).
+pub fn private_ca(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
+    // A private CA and a leaf for 127.0.0.1 signed by it (rustls refuses a CA certificate as
+    // the server's own).
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    let ext = dir.write(
+        "leaf.ext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args([
+            "req",
+            "-x509",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=agent-vault test CA",
+        ])
+        .args(ec)
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(&ca);
+    run_ok(&mut openssl, None);
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args(["req", "-subj", "/CN=localhost"])
+        .args(ec)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(dir.join("leaf.csr"));
+    run_ok(&mut openssl, None);
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+        .arg("-in")
+        .arg(dir.join("leaf.csr"))
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(dir.join("ca.key"))
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert);
+    run_ok(&mut openssl, None);
+    (ca, cert, key)
 }
