@@ -1105,3 +1105,48 @@ fn on_a_terminal_ctrl_c_ctrl_z_and_fg_work_as_without_agent_run() {
         tmux.screen().contains("rc=130")
     });
 }
+
+/// "Max core file size" soft limit from /proc/PID/limits.
+fn core_soft_limit(pid: i32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .to_owned();
+    line.split_whitespace().nth(4).unwrap().to_owned()
+}
+
+#[test]
+fn agent_run_dumps_no_core_but_the_child_keeps_its_limits() {
+    let dir = Dir::new("core-limit");
+    let log = dir.join("signals.log");
+    // A known, non-zero limit (inherited by agent-run) so "restored" differs from "zero".
+    let limit = 4096 * 1024;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, limit, limit).unwrap();
+    let mut launcher = agent_run(
+        Mode::Plain,
+        [
+            "--",
+            test_child().to_str().unwrap(),
+            "signals",
+            log.to_str().unwrap(),
+        ],
+    )
+    .start(&dir);
+    wait_until(LONG, "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
+    let child = launcher.child();
+    assert_eq!(
+        core_soft_limit(launcher.pid),
+        "0",
+        "agent-run itself must not dump core"
+    );
+    assert_eq!(
+        core_soft_limit(child),
+        "4194304",
+        "the child gets the limit agent-run was given"
+    );
+    launcher.stop().assert_code(0);
+}
