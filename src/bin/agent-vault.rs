@@ -18,6 +18,12 @@ use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+/// Wipes every heap block before it is freed (see `agent_run::sys::WipeOnFree`): request
+/// bodies, hyper's read buffers, serde's scratch strings and run-time responses all held
+/// values at some point, and most of them are not ours to zeroize.
+#[global_allocator]
+static ALLOCATOR: agent_run::sys::WipeOnFree = agent_run::sys::WipeOnFree;
+
 use agent_run::cli::vault::{
     AuditArgs, Command, ConnectArgs, InitArgs, SecretsCommand, ServeArgs, TokensCommand, ValueArgs,
     VarsCommand, VaultCli,

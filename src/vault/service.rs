@@ -117,6 +117,10 @@ pub struct Vault {
 }
 
 struct Shared {
+    /// Exclusive lock on the data directory for the life of the server: tokens and revisions
+    /// are cached in this process, so a second server on the same files would serve stale
+    /// answers and wake no waiters of the first.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     db: Db,
     /// In an Arc so `spawn_blocking` closures can encrypt and decrypt.
     master: Arc<MasterKey>,
@@ -374,6 +378,24 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
     Ok(new.token)
 }
 
+/// Takes `DATA_DIR/serve.lock` exclusively, or says which directory is already served.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = data_dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io { path: path.clone(), source })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        Error::InvalidRequest(format!(
+            "{} is already served by another agent-vault process (its lock {} is held)",
+            data_dir.display(),
+            path.display()
+        ))
+    })
+}
+
 impl Vault {
     /// Open an initialized data directory: load the master key (env var or file), check it
     /// against the stored data, load tokens and revisions, start the audit writer.
@@ -386,6 +408,7 @@ impl Vault {
                 config.data_dir.display()
             )));
         }
+        let lock = lock_data_dir(&config.data_dir)?;
         let master = Arc::new(MasterKey::load(&config.data_dir.join(MASTER_KEY_FILE))?);
         let db = Db::open(&db_path)?;
         let check = master.clone();
@@ -428,6 +451,7 @@ impl Vault {
         let audit = AuditQueue::start(db.clone());
         Ok(Vault {
             inner: Arc::new(Shared {
+                _lock: lock,
                 db,
                 master,
                 tokens: table,
