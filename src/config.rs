@@ -6,9 +6,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::run::{LogFormat, RestartArg, RunArgs};
+use reqwest::Url;
+
+use crate::cli::run::{AuthArg, LogFormat, RestartArg, RunArgs};
 use crate::env::{self, Mapping, Policy};
 use crate::signals;
+use crate::source::openbao::{self, JwtKind};
 use crate::supervise::{OnChange, RestartPolicy, Settings};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,10 @@ pub enum Error {
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
     BadLogLevel { value: String },
+    #[error("--store {value:?}: {reason}")]
+    BadStore { value: String, reason: String },
+    #[error("--{flag}: {reason}")]
+    OpenBao { flag: &'static str, reason: String },
     #[error(transparent)]
     Env(#[from] env::Error),
 }
@@ -31,6 +38,8 @@ pub enum Error {
 pub struct Config {
     pub env_files: Vec<PathBuf>,
     pub secrets_dirs: Vec<PathBuf>,
+    /// `--store openbao+…` with its paths and login.
+    pub openbao: Option<openbao::Settings>,
     pub policy: Policy,
     pub command: Vec<OsString>,
     pub once: bool,
@@ -47,6 +56,11 @@ pub struct LogSettings {
 
 impl Config {
     pub fn from_args(args: RunArgs) -> Result<Config, Error> {
+        let openbao = openbao_settings(&args)?;
+        let mut hidden = Vec::new();
+        if openbao.is_some() {
+            hidden.extend(openbao::TOKEN_VARIABLES.iter().map(|v| v.to_string()));
+        }
         let policy = Policy {
             pristine: args.pristine,
             keep: env::compile_globs(&args.keep)?,
@@ -58,7 +72,7 @@ impl Config {
                 .map(|s| Mapping::parse(s))
                 .collect::<Result<_, _>>()?,
             allow_missing: args.allow_missing,
-            hidden: Vec::new(),
+            hidden,
         };
         let supervise = Settings {
             signal_group: args.signal_group,
@@ -82,6 +96,7 @@ impl Config {
         Ok(Config {
             env_files: args.env_files,
             secrets_dirs: args.secrets_dirs,
+            openbao,
             policy,
             command: args.command,
             once: args.once,
@@ -89,6 +104,242 @@ impl Config {
             supervise,
             log,
         })
+    }
+}
+
+/// What `--store` points at. Every `--store` value must name the same kind of store; the
+/// OpenBao ones are the nodes of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// `openbao+https://`, `vault+https://` (and `+http` on loopback): the base URLs.
+    OpenBao { addresses: Vec<Url> },
+    // The agent-vault store (`https://`, `http://` on loopback) goes here.
+}
+
+/// Parses the `--store` values (`None` without any).
+pub fn parse_stores(values: &[String], allow_plain_http: bool) -> Result<Option<Store>, Error> {
+    let mut addresses = Vec::new();
+    for value in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        let bad = |reason: &str| Error::BadStore {
+            value: without_userinfo(value),
+            reason: reason.to_owned(),
+        };
+        let (kind, rest) = value
+            .split_once("://")
+            .ok_or_else(|| bad("expected openbao+https://HOST:PORT or vault+https://HOST:PORT"))?;
+        let scheme = match kind {
+            "openbao+https" | "vault+https" => "https",
+            "openbao+http" | "vault+http" => "http",
+            "http" | "https" => return Err(bad("agent-vault store not supported yet")),
+            _ => return Err(bad(
+                "unknown scheme; expected openbao+https, openbao+http, vault+https or vault+http",
+            )),
+        };
+        let url = Url::parse(&format!("{scheme}://{rest}")).map_err(|e| bad(&e.to_string()))?;
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            return Err(bad("no host"));
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials do not belong in the URL; use --auth"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad(
+                "give only scheme, host and port (the API path is /v1/…)",
+            ));
+        }
+        if scheme == "http" && !allow_plain_http && !is_loopback(host) {
+            return Err(bad(
+                "plain http is only allowed to a loopback host (127.0.0.1, ::1, localhost): \
+                 use +https, or --allow-plain-http if the network is trusted",
+            ));
+        }
+        addresses.push(url);
+    }
+    Ok((!addresses.is_empty()).then_some(Store::OpenBao { addresses }))
+}
+
+/// `value` with any `user:password@` replaced, so an error never repeats a credential.
+fn without_userinfo(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+        None => value.to_owned(),
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or `[::1]` (as `Url::host_str` writes hosts).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The OpenBao source's settings, or `None` without an OpenBao `--store`; every flag that
+/// only makes sense with one is refused without it.
+fn openbao_settings(args: &RunArgs) -> Result<Option<openbao::Settings>, Error> {
+    let store = parse_stores(&args.stores, args.allow_plain_http)?;
+    let Some(Store::OpenBao { addresses }) = store else {
+        let stray = [
+            ("path", !args.paths.is_empty()),
+            ("namespace", args.namespace.is_some()),
+            ("auth", args.auth != AuthArg::Token),
+            ("role-id-file", args.role_id_file.is_some()),
+            ("secret-id-file", args.secret_id_file.is_some()),
+            ("jwt-file", args.jwt_file.is_some()),
+            ("auth-role", args.auth_role.is_some()),
+            ("auth-mount", args.auth_mount.is_some()),
+        ];
+        if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
+            return Err(Error::OpenBao {
+                flag,
+                reason: "needs an OpenBao/Vault store (--store openbao+https://HOST:PORT)"
+                    .to_owned(),
+            });
+        }
+        return Ok(None);
+    };
+    let bad = |flag: &'static str, reason: &str| Error::OpenBao {
+        flag,
+        reason: reason.to_owned(),
+    };
+    let paths: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| p.trim().trim_matches('/').to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if paths.is_empty() {
+        return Err(bad(
+            "path",
+            "an OpenBao/Vault store needs at least one --path (e.g. secret/agents/support-bot)",
+        ));
+    }
+    for path in &paths {
+        if path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(Error::OpenBao {
+                flag: "path",
+                reason: format!("{path:?}: empty, '.' or '..' segments are not allowed"),
+            });
+        }
+        if !path.contains('/') {
+            return Err(Error::OpenBao {
+                flag: "path",
+                reason: format!("{path:?}: give MOUNT/PATH, e.g. secret/agents/support-bot"),
+            });
+        }
+    }
+    let namespace = args
+        .namespace
+        .as_deref()
+        .map(|ns| ns.trim().trim_matches('/').to_owned())
+        .filter(|ns| !ns.is_empty());
+    let require = |flag: &'static str, value: &Option<PathBuf>| {
+        value.clone().ok_or_else(|| Error::OpenBao {
+            flag,
+            reason: format!("required with --auth {}", auth_name(args.auth)),
+        })
+    };
+    let mount = |default: &str| -> Result<String, Error> {
+        let mount = args
+            .auth_mount
+            .as_deref()
+            .unwrap_or(default)
+            .trim()
+            .trim_matches('/');
+        if mount.is_empty() || mount.split('/').any(|s| s.is_empty() || s == "..") {
+            return Err(bad("auth-mount", "not a valid mount path"));
+        }
+        Ok(mount.to_owned())
+    };
+    let refuse = |flag: &'static str, given: bool| {
+        if given {
+            Err(Error::OpenBao {
+                flag,
+                reason: format!("not used with --auth {}", auth_name(args.auth)),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let approle_flags = args.role_id_file.is_some() || args.secret_id_file.is_some();
+    let jwt_flags = args.jwt_file.is_some() || args.auth_role.is_some();
+    let auth = match args.auth {
+        AuthArg::Token => {
+            refuse("role-id-file", args.role_id_file.is_some())?;
+            refuse("secret-id-file", args.secret_id_file.is_some())?;
+            refuse("jwt-file", args.jwt_file.is_some())?;
+            refuse("auth-role", args.auth_role.is_some())?;
+            refuse("auth-mount", args.auth_mount.is_some())?;
+            openbao::Auth::Token {
+                file: args.token_file.clone(),
+            }
+        }
+        AuthArg::Approle => {
+            refuse("token-file", args.token_file.is_some())?;
+            refuse("jwt-file / --auth-role", jwt_flags)?;
+            openbao::Auth::AppRole {
+                role_id_file: require("role-id-file", &args.role_id_file)?,
+                secret_id_file: require("secret-id-file", &args.secret_id_file)?,
+                mount: mount("approle")?,
+            }
+        }
+        AuthArg::Jwt | AuthArg::Kubernetes => {
+            refuse("token-file", args.token_file.is_some())?;
+            refuse("role-id-file / --secret-id-file", approle_flags)?;
+            let (kind, default_mount) = match args.auth {
+                AuthArg::Jwt => (JwtKind::Jwt, "jwt"),
+                _ => (JwtKind::Kubernetes, "kubernetes"),
+            };
+            let jwt_file = match (kind, &args.jwt_file) {
+                (_, Some(file)) => file.clone(),
+                (JwtKind::Kubernetes, None) => PathBuf::from(openbao::KUBERNETES_JWT),
+                (JwtKind::Jwt, None) => require("jwt-file", &None)?,
+            };
+            let role = args
+                .auth_role
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| Error::OpenBao {
+                    flag: "auth-role",
+                    reason: format!("required with --auth {}", auth_name(args.auth)),
+                })?
+                .to_owned();
+            openbao::Auth::Jwt {
+                kind,
+                role,
+                jwt_file,
+                mount: mount(default_mount)?,
+            }
+        }
+    };
+    let poll_interval = duration("poll-interval", &args.poll_interval)?;
+    if poll_interval < Duration::from_millis(50) {
+        return Err(bad("poll-interval", "must be at least 50ms"));
+    }
+    Ok(Some(openbao::Settings {
+        addresses,
+        paths,
+        namespace,
+        auth,
+        poll_interval,
+    }))
+}
+
+fn auth_name(auth: AuthArg) -> &'static str {
+    match auth {
+        AuthArg::Token => "token",
+        AuthArg::Approle => "approle",
+        AuthArg::Jwt => "jwt",
+        AuthArg::Kubernetes => "kubernetes",
     }
 }
 
@@ -200,6 +451,110 @@ mod tests {
             Err(Error::BadSignal { .. })
         ));
         assert!(matches!(config(&["--env", "1X=@A"]), Err(Error::Env(_))));
+    }
+
+    #[test]
+    fn openbao_store_addresses_and_schemes() {
+        let c = config(&[
+            "--store",
+            "openbao+http://127.0.0.1:8201,vault+https://bao.example:8200",
+            "--store",
+            "openbao+http://localhost:8203",
+            "--path",
+            "secret/agents/a",
+        ])
+        .unwrap();
+        let bao = c.openbao.unwrap();
+        let addresses: Vec<&str> = bao.addresses.iter().map(|u| u.as_str()).collect();
+        assert_eq!(
+            addresses,
+            [
+                "http://127.0.0.1:8201/",
+                "https://bao.example:8200/",
+                "http://localhost:8203/"
+            ]
+        );
+        assert_eq!(bao.poll_interval, Duration::from_secs(5));
+        assert_eq!(bao.auth, openbao::Auth::Token { file: None });
+        assert!(c.policy.hidden.contains(&"VAULT_TOKEN".to_owned()));
+        assert!(c.policy.hidden.contains(&"BAO_TOKEN".to_owned()));
+
+        let err = |args: &[&str]| config(args).unwrap_err().to_string();
+        let e = err(&["--store", "openbao+http://10.0.0.1:8200", "--path", "s/a"]);
+        assert!(e.contains("--store") && e.contains("loopback"), "{e}");
+        assert!(config(&[
+            "--store",
+            "openbao+http://10.0.0.1:8200",
+            "--allow-plain-http",
+            "--path",
+            "s/a"
+        ])
+        .is_ok());
+        let e = err(&["--store", "https://vault.example", "--path", "s/a"]);
+        assert!(e.contains("agent-vault store not supported yet"), "{e}");
+        let e = err(&["--store", "ftp://x", "--path", "s/a"]);
+        assert!(e.contains("unknown scheme"), "{e}");
+        let e = err(&["--store", "openbao+https://u:p@h:1", "--path", "s/a"]);
+        assert!(e.contains("credentials"), "{e}");
+        assert!(!e.contains("u:p"), "{e}");
+    }
+
+    #[test]
+    fn openbao_flags_are_validated_by_name() {
+        let store = ["--store", "openbao+https://bao:8200"];
+        let err = |extra: &[&str]| {
+            let mut args = store.to_vec();
+            args.extend_from_slice(extra);
+            config(&args).unwrap_err().to_string()
+        };
+        assert!(err(&[]).contains("--path"));
+        assert!(err(&["--path", "secret"]).contains("MOUNT/PATH"));
+        assert!(err(&["--path", "secret/../b"]).contains("--path"));
+        let e = err(&["--path", "s/a", "--auth", "approle", "--role-id-file", "r"]);
+        assert!(e.contains("--secret-id-file"), "{e}");
+        let e = err(&["--path", "s/a", "--auth", "jwt", "--jwt-file", "j"]);
+        assert!(e.contains("--auth-role"), "{e}");
+        let e = err(&["--path", "s/a", "--role-id-file", "r"]);
+        assert!(
+            e.contains("--role-id-file") && e.contains("--auth token"),
+            "{e}"
+        );
+        let e = err(&["--path", "s/a", "--poll-interval", "often"]);
+        assert!(e.contains("--poll-interval"), "{e}");
+        let e = config(&["--path", "s/a"]).unwrap_err().to_string();
+        assert!(e.contains("--path") && e.contains("--store"), "{e}");
+
+        let c = config(&[
+            "--store",
+            "openbao+https://bao:8200",
+            "--path",
+            "/secret/agents/a/",
+            "--auth",
+            "kubernetes",
+            "--auth-role",
+            "agent-a",
+            "--namespace",
+            "team/",
+            "--poll-interval",
+            "200ms",
+        ])
+        .unwrap();
+        let bao = c.openbao.unwrap();
+        assert_eq!(bao.paths, ["secret/agents/a"]);
+        assert_eq!(bao.namespace.as_deref(), Some("team"));
+        assert_eq!(bao.poll_interval, Duration::from_millis(200));
+        assert_eq!(
+            bao.auth,
+            openbao::Auth::Jwt {
+                kind: JwtKind::Kubernetes,
+                role: "agent-a".into(),
+                jwt_file: PathBuf::from(openbao::KUBERNETES_JWT),
+                mount: "kubernetes".into(),
+            }
+        );
+        // Without a store nothing is hidden and no source is configured.
+        let c = config(&[]).unwrap();
+        assert!(c.openbao.is_none() && c.policy.hidden.is_empty());
     }
 
     #[test]

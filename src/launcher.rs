@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::env;
 use crate::exit;
 use crate::signals;
-use crate::source::{self, file::FileSource, ChangeQueue, SecretSource};
+use crate::source::{self, file::FileSource, openbao::OpenBaoSource, ChangeQueue, SecretSource};
 use crate::spawn::{self, Program};
 use crate::supervise::{self, Supervisor};
 
@@ -51,7 +51,7 @@ pub fn run(config: Config) -> Result<u8, Error> {
     })?;
     let core_limit = harden();
     let program = Program::new(&config.command)?;
-    let mut sources = build_sources(&config);
+    let mut sources = build_sources(&config)?;
 
     if config.once {
         let secrets = source::fetch_all(&mut sources)?;
@@ -100,7 +100,8 @@ pub fn run(config: Config) -> Result<u8, Error> {
     Ok(supervisor.run()?)
 }
 
-fn build_sources(config: &Config) -> Vec<Box<dyn SecretSource>> {
+/// The sources in precedence order: files first, then the store, whose values win.
+fn build_sources(config: &Config) -> Result<Vec<Box<dyn SecretSource>>, source::Error> {
     let mut sources: Vec<Box<dyn SecretSource>> = Vec::new();
     if !config.env_files.is_empty() || !config.secrets_dirs.is_empty() {
         sources.push(Box::new(FileSource::new(
@@ -108,7 +109,10 @@ fn build_sources(config: &Config) -> Vec<Box<dyn SecretSource>> {
             config.secrets_dirs.clone(),
         )));
     }
-    sources
+    if let Some(settings) = &config.openbao {
+        sources.push(Box::new(OpenBaoSource::new(settings.clone())?));
+    }
+    Ok(sources)
 }
 
 /// No core dump and no ptrace attach by other users: agent-run holds secrets while it

@@ -44,6 +44,126 @@ pub struct RunArgs {
     )]
     pub secrets_dirs: Vec<PathBuf>,
 
+    // ---- OpenBao / Vault -----------------------------------------------------------
+    /// Secret store address: openbao+https://HOST:PORT or vault+https://… (+http only for
+    /// loopback hosts unless --allow-plain-http). Repeat (or comma-separate) for the nodes
+    /// of one cluster: on a connection failure or a sealed/standby answer the next is tried.
+    #[arg(
+        long = "store",
+        value_name = "URL",
+        env = "AGENT_RUN_STORE",
+        value_delimiter = ',',
+        help_heading = "OpenBao / Vault"
+    )]
+    pub stores: Vec<String>,
+
+    /// KV path to read, as `bao kv get` takes it (secret/agents/support-bot); every key
+    /// becomes a secret. Repeatable; later paths win. KV v1 and v2 are detected.
+    #[arg(
+        long = "path",
+        value_name = "PATH",
+        env = "AGENT_RUN_PATH",
+        value_delimiter = ',',
+        help_heading = "OpenBao / Vault"
+    )]
+    pub paths: Vec<String>,
+
+    /// Namespace (X-Vault-Namespace) of the paths and the login.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "AGENT_RUN_NAMESPACE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub namespace: Option<String>,
+
+    /// How to obtain a token: token (--token-file, else BAO_TOKEN / VAULT_TOKEN), approle,
+    /// jwt or kubernetes. Tokens are renewed at 2/3 of their TTL; logins are repeated when
+    /// renewal is refused or the max TTL is near.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "METHOD",
+        default_value = "token",
+        env = "AGENT_RUN_AUTH",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub auth: AuthArg,
+
+    /// File holding the store's token (read again when the token is refused).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "AGENT_RUN_TOKEN_FILE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// --auth approle: file holding the role id.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "AGENT_RUN_ROLE_ID_FILE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub role_id_file: Option<PathBuf>,
+
+    /// --auth approle: file holding the secret id (read at every login).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "AGENT_RUN_SECRET_ID_FILE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub secret_id_file: Option<PathBuf>,
+
+    /// --auth jwt|kubernetes: file holding the JWT (kubernetes default: the pod's
+    /// service-account token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "AGENT_RUN_JWT_FILE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub jwt_file: Option<PathBuf>,
+
+    /// --auth jwt|kubernetes: the role to log in as.
+    #[arg(
+        long,
+        value_name = "ROLE",
+        env = "AGENT_RUN_AUTH_ROLE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub auth_role: Option<String>,
+
+    /// Mount path of the auth method (default: approle, jwt or kubernetes).
+    #[arg(
+        long,
+        value_name = "MOUNT",
+        env = "AGENT_RUN_AUTH_MOUNT",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub auth_mount: Option<String>,
+
+    /// How often each path's version is checked (±10% jitter).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        env = "AGENT_RUN_POLL_INTERVAL",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub poll_interval: String,
+
+    /// Allow +http store addresses on non-loopback hosts (tokens and values then cross
+    /// the network in clear text).
+    #[arg(
+        long,
+        env = "AGENT_RUN_ALLOW_PLAIN_HTTP",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub allow_plain_http: bool,
+
     // ---- environment ---------------------------------------------------------------
     /// Start the child from an empty environment instead of inheriting agent-run's.
     #[arg(long, env = "AGENT_RUN_PRISTINE", help_heading = "Environment")]
@@ -202,6 +322,18 @@ pub enum RestartArg {
     OnFailure,
     /// Always restart.
     Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
+    /// A token from --token-file, BAO_TOKEN or VAULT_TOKEN.
+    Token,
+    /// AppRole login with --role-id-file and --secret-id-file.
+    Approle,
+    /// JWT login with --auth-role and --jwt-file.
+    Jwt,
+    /// Kubernetes login with --auth-role and the service-account token.
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,6 +6,7 @@
 //! Watchers only say "something changed"; they never carry values.
 
 pub mod file;
+pub mod openbao;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +35,28 @@ pub enum Error {
     NotUtf8 { path: PathBuf, key: String },
     #[error("cannot watch {path}: {reason}")]
     Watch { path: PathBuf, reason: String },
+    /// No address of an OpenBao/Vault store answered (or every one is sealed or standby).
+    #[error("cannot reach OpenBao/Vault at {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    /// The server refused to let our token read a path (HTTP 403), even after a new login.
+    #[error("{path}: permission denied (HTTP {status}): the OpenBao/Vault token or role agent-run logged in with is not allowed to read this path (it is scoped to another agent's path, or its policy lacks read on it)")]
+    Denied { path: String, status: u16 },
+    /// Logging in (or taking the given token) failed.
+    #[error("OpenBao/Vault login with --auth {method} failed: {reason}")]
+    Auth {
+        method: &'static str,
+        reason: String,
+    },
+    #[error("{path}: no such secret on OpenBao/Vault (HTTP 404)")]
+    NotFound { path: String },
+    /// Any other answer: the status and the server's own error text (which describes the
+    /// request, never a value).
+    #[error("{path}: OpenBao/Vault answered HTTP {status}: {reason}")]
+    Server {
+        path: String,
+        status: u16,
+        reason: String,
+    },
 }
 
 /// Where a secret came from, for error messages and `check` output. Never holds a value.
@@ -43,6 +66,8 @@ pub enum Origin {
     EnvFile { path: PathBuf, line: usize },
     /// One file of a secrets directory.
     SecretsDir { path: PathBuf },
+    /// One KV secret of an OpenBao/Vault server (`address` is the one that answered).
+    Vault { address: String, path: String },
 }
 
 impl fmt::Display for Origin {
@@ -50,6 +75,9 @@ impl fmt::Display for Origin {
         match self {
             Origin::EnvFile { path, line } => write!(f, "{}:{line}", path.display()),
             Origin::SecretsDir { path } => write!(f, "{}", path.display()),
+            Origin::Vault { address, path } => {
+                write!(f, "{path} on {}", address.trim_end_matches('/'))
+            }
         }
     }
 }
