@@ -18,7 +18,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client as HttpClient, RequestBuilder};
@@ -124,32 +124,13 @@ pub struct OpenBaoSource {
 }
 
 impl OpenBaoSource {
-    /// Builds the HTTP client and, for `--auth token` without a file, takes the token from
-    /// the environment. No network I/O: the first `fetch` logs in.
+    /// Takes the token from the environment for `--auth token` without a file; builds
+    /// nothing else and does no network I/O: the first `fetch` logs in.
     pub fn new(settings: Settings) -> Result<OpenBaoSource, Error> {
         let env_token = match &settings.auth {
             Auth::Token { file: None } => Some(token_from_env()?),
             _ => None,
         };
-        let http = HttpClient::builder()
-            .use_rustls_tls()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            // A standby's redirect to the active node would carry X-Vault-Token (which
-            // reqwest does not strip across hosts) to whatever the redirect names. We move
-            // to the next configured address instead.
-            .redirect(reqwest::redirect::Policy::none())
-            // Idle pooled connections keep their last read buffer — a response with values
-            // in it — alive and unwiped. A fresh connection per request lets every buffer
-            // be freed (and zeroed by the wiping allocator) as soon as it is read.
-            .pool_max_idle_per_host(0)
-            // The token goes in a header: never through a proxy picked up from HTTP_PROXY.
-            .no_proxy()
-            .build()
-            .map_err(|e| Error::Unreachable {
-                address: join_addresses(&settings.addresses),
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
         let namespace = match &settings.namespace {
             Some(ns) => Some(HeaderValue::from_str(ns).map_err(|_| Error::Auth {
                 method: settings.auth.method(),
@@ -160,7 +141,7 @@ impl OpenBaoSource {
         let poll_interval = settings.poll_interval;
         Ok(OpenBaoSource {
             client: Arc::new(Client {
-                http,
+                http: OnceLock::new(),
                 addresses: settings.addresses,
                 paths: settings.paths,
                 namespace,
@@ -244,7 +225,10 @@ impl SecretSource for OpenBaoSource {
 /// interleave, so there is one login at a time and one idea of the active address. A std
 /// `Mutex` because nothing here is async.
 struct Client {
-    http: HttpClient,
+    /// Built on first use, not in `new`: reqwest's blocking client starts a runtime
+    /// thread, and `new` runs before the launcher blocks signals — that thread would keep
+    /// the default mask and a SIGTERM meant for the supervisor could kill the process.
+    http: OnceLock<HttpClient>,
     addresses: Vec<Url>,
     paths: Vec<String>,
     namespace: Option<HeaderValue>,
@@ -381,6 +365,33 @@ impl Client {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn http(&self) -> Result<&HttpClient, Error> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let http = HttpClient::builder()
+            .use_rustls_tls()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // A standby's redirect to the active node would carry X-Vault-Token (which
+            // reqwest does not strip across hosts) to whatever the redirect names. We move
+            // to the next configured address instead.
+            .redirect(reqwest::redirect::Policy::none())
+            // Idle pooled connections keep their last read buffer — a response with values
+            // in it — alive and unwiped. A fresh connection per request lets every buffer
+            // be freed (and zeroed by the wiping allocator) as soon as it is read.
+            .pool_max_idle_per_host(0)
+            // The token goes in a header: never through a proxy picked up from HTTP_PROXY.
+            .no_proxy()
+            .build()
+            .map_err(|e| Error::Unreachable {
+                address: join_addresses(&self.addresses),
+                reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+            })?;
+        // Only the supervisor thread and the watcher call this, under the session lock.
+        Ok(self.http.get_or_init(|| http))
+    }
+
     /// Sends one request to the active address, moving on to the next one on a connection
     /// failure or a standby/sealed answer. Only a definite answer comes back.
     fn send(
@@ -397,7 +408,7 @@ impl Client {
             let index = (session.active + attempt) % count;
             let address = &self.addresses[index];
             let url = format!("{}/v1/{api_path}", address.as_str().trim_end_matches('/'));
-            let mut request = self.http.request(method.clone(), &url);
+            let mut request = self.http()?.request(method.clone(), &url);
             request = self.headers(request, token)?;
             if let Some(body) = body {
                 // reqwest takes ownership of the body; the copy it frees is zeroed by the
