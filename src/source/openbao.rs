@@ -51,6 +51,10 @@ const RENEW_AT: f64 = 2.0 / 3.0;
 /// A renewal that grants less than the login's TTL minus this has hit the token's max TTL:
 /// the next step is a new login, not another renewal.
 const TTL_SLACK: Duration = Duration::from_secs(1);
+/// A 403 makes agent-run log in again (the token may have been revoked) at most this often.
+const FORCED_LOGIN_EVERY: Duration = Duration::from_secs(30);
+/// After a failed renewal or login, the next attempt waits this long.
+const TOKEN_RETRY: Duration = Duration::from_secs(1);
 
 /// Which KV secrets to read, from where, and how to log in. Built by `config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +251,8 @@ struct Session {
     token: Option<Token>,
     /// Mount of every KV path, detected once.
     mounts: HashMap<String, KvMount>,
+    /// When a 403 last made us log in again (see `Client::authed`).
+    forced_login: Option<Instant>,
 }
 
 /// The token in use and when to act on it.
@@ -349,11 +355,17 @@ impl Reply {
     }
 
     fn parse<'a, T: Deserialize<'a>>(&'a self, path: &str) -> Result<T, Error> {
-        // serde_json's error carries a position and a category, not the input text.
+        // Only the error's category and position: its message can quote the input (e.g.
+        // "invalid type: string \"…\"") and the input may hold a value.
         serde_json::from_slice(&self.body).map_err(|e| Error::Server {
             path: path.to_owned(),
             status: self.status,
-            reason: format!("unexpected response body: {e}"),
+            reason: format!(
+                "unexpected response body ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
         })
     }
 }
@@ -479,13 +491,20 @@ impl Client {
     ) -> Result<Reply, Error> {
         self.ensure_token(session)?;
         let reply = self.send_with_token(session, method.clone(), api_path)?;
-        if reply.status == 403 && self.auth.can_login() {
+        let now = Instant::now();
+        let may_retry = match session.forced_login {
+            Some(at) => now.duration_since(at) >= FORCED_LOGIN_EVERY,
+            None => true,
+        };
+        if reply.status == 403 && self.auth.can_login() && may_retry {
             // An expired or revoked token also answers 403: log in once more to tell that
-            // apart from a policy that does not allow the path.
+            // apart from a policy that does not allow the path. Not more often than
+            // FORCED_LOGIN_EVERY, so a path the policy refuses costs no login per poll.
             debug!(
                 path = kv_path,
                 "openbao refused the token; logging in again"
             );
+            session.forced_login = Some(now);
             self.login(session)?;
             return self.send_with_token(session, method, api_path);
         }
@@ -635,13 +654,17 @@ impl Client {
 
     /// Renews or replaces the token when its time has come; called by the watcher.
     fn maintain_token(&self, session: &mut Session, now: Instant) -> Result<(), Error> {
-        let Some(token) = &session.token else {
+        let Some(token) = &mut session.token else {
             return Ok(());
         };
         if !matches!(token.due, Some(due) if due <= now) {
             return Ok(());
         }
-        if token.renewable && !token.capped {
+        // Success sets the next due time; a failure retries after TOKEN_RETRY instead of
+        // at once (the watcher would otherwise spin against a dead server).
+        token.due = Some(now + TOKEN_RETRY);
+        let (renewable, capped) = (token.renewable, token.capped);
+        if renewable && !capped {
             match self.renew(session) {
                 Ok(()) => return Ok(()),
                 Err(e) if self.auth.can_login() => {
@@ -817,11 +840,13 @@ impl Client {
         let mount = self.mount_of(session, kv_path)?;
         match mount.version {
             KvVersion::V2 => {
-                let reply = self.authed(session, Method::GET, &mount.metadata_path(), kv_path)?;
+                // Errors name the metadata path: a policy may allow the values and not this.
+                let meta_path = mount.metadata_path();
+                let reply = self.authed(session, Method::GET, &meta_path, kv_path)?;
                 if reply.status == 404 {
                     return Ok(PathState::Missing);
                 }
-                check_status(&reply, kv_path)?;
+                check_status(&reply, &meta_path)?;
                 let meta: Envelope<KvMetadata> = reply.parse(kv_path)?;
                 let meta = meta.data.ok_or_else(|| Error::Server {
                     path: kv_path.to_owned(),
@@ -1343,6 +1368,30 @@ mod tests {
             .to_string();
         assert!(e.contains("secret/agents/b") && e.contains("403"), "{e}");
         assert!(e.contains("not allowed to read"), "{e}");
+    }
+
+    #[test]
+    fn poll_jitter_stays_within_ten_percent() {
+        let base = Duration::from_secs(5);
+        for _ in 0..200 {
+            let d = jittered(base);
+            assert!(d >= Duration::from_millis(4500) && d <= Duration::from_millis(5500));
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_give_position_not_content() {
+        let reply = Reply {
+            status: 200,
+            body: Zeroizing::new(br#"{"data":"s3cr3t-in-the-wrong-place"}"#.to_vec()),
+        };
+        let e = reply
+            .parse::<Envelope<KvMap>>("secret/a")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("secret/a") && e.contains("column"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
     }
 
     #[test]
