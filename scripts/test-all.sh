@@ -10,6 +10,7 @@ say "installing test dependencies"
 need_apt=()
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v openssl >/dev/null || need_apt+=(openssl)   # signs the JWT of tests/openbao.rs
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi

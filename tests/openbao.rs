@@ -490,6 +490,157 @@ fn approle_per_agent_scope() {
     );
 }
 
+/// JWT login (`--auth jwt`) with an RS256 token signed by a key the jwt auth method trusts
+/// (signed with the `openssl` CLI), under the shipped per-agent policy.
+#[test]
+fn jwt_login_reads_its_own_path() {
+    use base64::Engine;
+    let dir = Dir::new();
+    let bao = Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/jwt-agent",
+        json!({"JWT_AGENT_KEY": "jwt-agent-value-42"}),
+    );
+    let key = dir.path("jwt-key.pem");
+    let openssl = |args: &[&str], input: Option<&[u8]>| -> Vec<u8> {
+        let mut child = Command::new("openssl")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl (scripts/test-all.sh installs it)");
+        if let Some(input) = input {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "openssl {args:?} failed");
+        out.stdout
+    };
+    openssl(&["genrsa", "-out", key.to_str().unwrap(), "2048"], None);
+    let public = openssl(&["rsa", "-in", key.to_str().unwrap(), "-pubout"], None);
+
+    let policy = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/openbao/agent-policy.hcl.tmpl"),
+    )
+    .unwrap()
+    .replace("@MOUNT@", "secret")
+    .replace("@AGENT_PATH@", "agents/jwt-agent");
+    bao.ok(
+        reqwest::Method::POST,
+        "sys/policies/acl/agent-jwt-agent",
+        Some(json!({"policy": policy})),
+    );
+    bao.ok(
+        reqwest::Method::POST,
+        "sys/auth/jwt",
+        Some(json!({"type": "jwt"})),
+    );
+    bao.ok(
+        reqwest::Method::POST,
+        "auth/jwt/config",
+        Some(json!({"jwt_validation_pubkeys": [String::from_utf8(public).unwrap()]})),
+    );
+    bao.ok(
+        reqwest::Method::POST,
+        "auth/jwt/role/jwt-agent",
+        Some(
+            json!({"role_type": "jwt", "user_claim": "sub", "bound_audiences": ["agent-run-test"],
+                    "token_policies": ["agent-jwt-agent"], "token_ttl": "1h"}),
+        ),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let signing_input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(
+            json!({"sub": "jwt-agent", "aud": "agent-run-test", "iat": now, "nbf": now - 10,
+                   "exp": now + 600})
+            .to_string()
+            .as_bytes()
+        )
+    );
+    let signature = openssl(
+        &["dgst", "-sha256", "-sign", key.to_str().unwrap()],
+        Some(signing_input.as_bytes()),
+    );
+    let jwt = format!("{signing_input}.{}", b64(&signature));
+    let jwt_file = dir.write("jwt", &jwt);
+
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/jwt-agent",
+            "--auth",
+            "jwt",
+            "--auth-role",
+            "jwt-agent",
+            "--jwt-file",
+            jwt_file.to_str().unwrap(),
+            "-vvv",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$JWT_AGENT_KEY\"",
+        ],
+    )
+    .run(&dir);
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout.trim(),
+        "jwt-agent-value-42",
+        "{}",
+        out.description
+    );
+    assert!(!out.stderr.contains(&jwt), "the JWT reached stderr");
+    assert!(
+        !out.stderr.contains(&b64(&signature)),
+        "the JWT's signature reached stderr"
+    );
+    assert!(!has_token(&out.stderr), "{}", out.description);
+
+    // The same JWT cannot read another agent's path.
+    bao.put(
+        "secret",
+        "agents/other",
+        json!({"OTHER": "other-value-0000"}),
+    );
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/other",
+            "--auth",
+            "jwt",
+            "--auth-role",
+            "jwt-agent",
+            "--jwt-file",
+            jwt_file.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    )
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("secret/agents/other") && out.stderr.contains("403"),
+        "{}",
+        out.description
+    );
+}
+
 /// A new KV version restarts the child with the new value (plain and as PID 1); a key
 /// dropped from the next version, and a deleted current version, leave the environment.
 #[test]
