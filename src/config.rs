@@ -6,9 +6,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::run::{LogFormat, RestartArg, RunArgs};
+use reqwest::Url;
+
+use crate::cli::run::{AuthArg, LogFormat, RestartArg, RunArgs};
 use crate::env::{self, Mapping, Policy};
 use crate::signals;
+use crate::source::openbao::{self, JwtKind};
 use crate::supervise::{OnChange, RestartPolicy, Settings};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,16 +25,18 @@ pub enum Error {
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
     BadLogLevel { value: String },
-    #[error("--store {url:?}: {reason}")]
-    BadStore { url: String, reason: String },
+    #[error("--store {value:?}: {reason}")]
+    BadStore { value: String, reason: String },
     #[error("--{flag} {path}: {reason}")]
     Unreadable {
         flag: &'static str,
         path: PathBuf,
         reason: String,
     },
-    #[error("--{flag} needs --store")]
+    #[error("--{flag} needs an agent-vault store (--store https://HOST:PORT)")]
     NeedsStore { flag: &'static str },
+    #[error("--{flag}: {reason}")]
+    OpenBao { flag: &'static str, reason: String },
     #[error(transparent)]
     Env(#[from] env::Error),
 }
@@ -53,7 +58,10 @@ pub struct StoreConfig {
 pub struct Config {
     pub env_files: Vec<PathBuf>,
     pub secrets_dirs: Vec<PathBuf>,
+    /// `--store https://…`: the agent-vault store.
     pub store: Option<StoreConfig>,
+    /// `--store openbao+…` with its paths and login.
+    pub openbao: Option<openbao::Settings>,
     pub policy: Policy,
     pub command: Vec<OsString>,
     pub once: bool,
@@ -72,6 +80,19 @@ pub struct LogSettings {
 
 impl Config {
     pub fn from_args(args: RunArgs) -> Result<Config, Error> {
+        let parsed_store = parse_stores(&args.stores, args.allow_insecure_http)?;
+        let openbao = openbao_settings(&args, parsed_store.as_ref())?;
+        let store = match parsed_store {
+            Some(Store::AgentVault { url }) => Some(store_config(&args, url)?),
+            _ => {
+                refuse_agent_vault_flags(&args)?;
+                None
+            }
+        };
+        let mut hidden = Vec::new();
+        if openbao.is_some() {
+            hidden.extend(openbao::TOKEN_VARIABLES.iter().map(|v| v.to_string()));
+        }
         let policy = Policy {
             pristine: args.pristine,
             keep: env::compile_globs(&args.keep)?,
@@ -83,7 +104,7 @@ impl Config {
                 .map(|s| Mapping::parse(s))
                 .collect::<Result<_, _>>()?,
             allow_missing: args.allow_missing,
-            hidden: Vec::new(),
+            hidden,
         };
         let supervise = Settings {
             signal_group: args.signal_group,
@@ -110,11 +131,11 @@ impl Config {
             level: log_level(args.verbose, args.quiet, args.log_level.as_deref())?,
             format: args.log_format,
         };
-        let store = store(&args)?;
         Ok(Config {
             env_files: args.env_files,
             secrets_dirs: args.secrets_dirs,
             store,
+            openbao,
             check: args.check.then_some(args.json),
             policy,
             command: args.command,
@@ -126,41 +147,12 @@ impl Config {
     }
 }
 
-fn store(args: &RunArgs) -> Result<Option<StoreConfig>, Error> {
-    let Some(raw) = args.store.as_deref() else {
-        for (flag, given) in [
-            ("agent", args.agent.is_some()),
-            ("token-file", args.token_file.is_some()),
-            ("fallback", args.fallback.is_some()),
-            ("store-ca", args.store_ca.is_some()),
-        ] {
-            if given {
-                return Err(Error::NeedsStore { flag });
-            }
-        }
-        return Ok(None);
-    };
+/// The agent-vault store's settings from its URL and the agent-vault flags.
+fn store_config(args: &RunArgs, url: Url) -> Result<StoreConfig, Error> {
     let bad = |reason: &str| Error::BadStore {
-        url: raw.to_owned(),
+        value: url.to_string(),
         reason: reason.to_owned(),
     };
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    let host = url.host_str().ok_or_else(|| bad("no host"))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if args.allow_insecure_http || is_loopback(host) => {}
-        "http" => {
-            return Err(bad(
-                "plain http would send the token in clear; use https, or --allow-insecure-http",
-            ))
-        }
-        _ => return Err(bad("expected an http:// or https:// URL")),
-    }
-    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-        return Err(bad(
-            "credentials and query strings do not belong in the URL",
-        ));
-    }
     if let Some(agent) = &args.agent {
         if agent.is_empty()
             || !agent
@@ -178,21 +170,288 @@ fn store(args: &RunArgs) -> Result<Option<StoreConfig>, Error> {
         })?),
         None => None,
     };
-    Ok(Some(StoreConfig {
+    Ok(StoreConfig {
         url: url.as_str().trim_end_matches('/').to_owned(),
         agent: args.agent.clone(),
         token_file: args.token_file.clone(),
         fallback: args.fallback.clone(),
         ca_pem,
+    })
+}
+
+/// Agent-vault-only flags are refused with any other (or no) store.
+fn refuse_agent_vault_flags(args: &RunArgs) -> Result<(), Error> {
+    for (flag, given) in [
+        ("agent", args.agent.is_some()),
+        ("fallback", args.fallback.is_some()),
+        ("store-ca", args.store_ca.is_some()),
+    ] {
+        if given {
+            return Err(Error::NeedsStore { flag });
+        }
+    }
+    Ok(())
+}
+
+/// What `--store` points at. Every `--store` value must name the same kind of store; the
+/// OpenBao ones are the nodes of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// `https://` (`http://` on loopback): one agent-vault server.
+    AgentVault { url: Url },
+    /// `openbao+https://`, `vault+https://` (and `+http` on loopback): the base URLs.
+    OpenBao { addresses: Vec<Url> },
+}
+
+/// Parses the `--store` values (`None` without any).
+pub fn parse_stores(values: &[String], allow_insecure_http: bool) -> Result<Option<Store>, Error> {
+    let mut addresses = Vec::new();
+    let mut agent_vault: Vec<Url> = Vec::new();
+    for value in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        let bad = |reason: &str| Error::BadStore {
+            value: without_userinfo(value),
+            reason: reason.to_owned(),
+        };
+        let (kind, rest) = value
+            .split_once("://")
+            .ok_or_else(|| bad("expected openbao+https://HOST:PORT or vault+https://HOST:PORT"))?;
+        let (scheme, is_openbao) = match kind {
+            "openbao+https" | "vault+https" => ("https", true),
+            "openbao+http" | "vault+http" => ("http", true),
+            "https" => ("https", false),
+            "http" => ("http", false),
+            _ => return Err(bad(
+                "unknown scheme; expected https:// (agent-vault) or openbao+https, vault+https \
+                 (OpenBao/Vault; +http on loopback)",
+            )),
+        };
+        let url = Url::parse(&format!("{scheme}://{rest}")).map_err(|e| bad(&e.to_string()))?;
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            return Err(bad("no host"));
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "credentials do not belong in the URL (use AGENT_RUN_TOKEN, --token-file or --auth)",
+            ));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad(
+                "give only scheme, host and port (the API path is /v1/…)",
+            ));
+        }
+        if scheme == "http" && !allow_insecure_http && !is_loopback(host) {
+            return Err(bad(
+                "plain http would send the token in clear and is only allowed to a loopback \
+                 host (127.0.0.1, ::1, localhost): use https, or --allow-insecure-http if the \
+                 network is trusted",
+            ));
+        }
+        if is_openbao {
+            addresses.push(url);
+        } else {
+            agent_vault.push(url);
+        }
+    }
+    match (agent_vault.len(), addresses.is_empty()) {
+        (0, true) => Ok(None),
+        (0, false) => Ok(Some(Store::OpenBao { addresses })),
+        (1, true) => Ok(agent_vault.pop().map(|url| Store::AgentVault { url })),
+        (_, true) => Err(Error::BadStore {
+            value: values.join(","),
+            reason: "agent-vault is one server: give a single --store".to_owned(),
+        }),
+        (_, false) => Err(Error::BadStore {
+            value: values.join(","),
+            reason: "mixes an agent-vault store with OpenBao/Vault addresses".to_owned(),
+        }),
+    }
+}
+
+/// `value` with any `user:password@` replaced, so an error never repeats a credential.
+fn without_userinfo(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+        None => value.to_owned(),
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or `[::1]` (as `Url::host_str` writes hosts).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The OpenBao source's settings, or `None` without an OpenBao `--store`; every flag that
+/// only makes sense with one is refused without it.
+fn openbao_settings(
+    args: &RunArgs,
+    store: Option<&Store>,
+) -> Result<Option<openbao::Settings>, Error> {
+    let Some(Store::OpenBao { addresses }) = store else {
+        let stray = [
+            ("path", !args.paths.is_empty()),
+            ("namespace", args.namespace.is_some()),
+            ("auth", args.auth != AuthArg::Token),
+            ("role-id-file", args.role_id_file.is_some()),
+            ("secret-id-file", args.secret_id_file.is_some()),
+            ("jwt-file", args.jwt_file.is_some()),
+            ("auth-role", args.auth_role.is_some()),
+            ("auth-mount", args.auth_mount.is_some()),
+        ];
+        if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
+            return Err(Error::OpenBao {
+                flag,
+                reason: "needs an OpenBao/Vault store (--store openbao+https://HOST:PORT)"
+                    .to_owned(),
+            });
+        }
+        return Ok(None);
+    };
+    let bad = |flag: &'static str, reason: &str| Error::OpenBao {
+        flag,
+        reason: reason.to_owned(),
+    };
+    let paths: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| p.trim().trim_matches('/').to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if paths.is_empty() {
+        return Err(bad(
+            "path",
+            "an OpenBao/Vault store needs at least one --path (e.g. secret/agents/support-bot)",
+        ));
+    }
+    for path in &paths {
+        if path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(Error::OpenBao {
+                flag: "path",
+                reason: format!("{path:?}: empty, '.' or '..' segments are not allowed"),
+            });
+        }
+        if !path.contains('/') {
+            return Err(Error::OpenBao {
+                flag: "path",
+                reason: format!("{path:?}: give MOUNT/PATH, e.g. secret/agents/support-bot"),
+            });
+        }
+    }
+    let namespace = args
+        .namespace
+        .as_deref()
+        .map(|ns| ns.trim().trim_matches('/').to_owned())
+        .filter(|ns| !ns.is_empty());
+    let require = |flag: &'static str, value: &Option<PathBuf>| {
+        value.clone().ok_or_else(|| Error::OpenBao {
+            flag,
+            reason: format!("required with --auth {}", auth_name(args.auth)),
+        })
+    };
+    let mount = |default: &str| -> Result<String, Error> {
+        let mount = args
+            .auth_mount
+            .as_deref()
+            .unwrap_or(default)
+            .trim()
+            .trim_matches('/');
+        if mount.is_empty() || mount.split('/').any(|s| s.is_empty() || s == "..") {
+            return Err(bad("auth-mount", "not a valid mount path"));
+        }
+        Ok(mount.to_owned())
+    };
+    let refuse = |flag: &'static str, given: bool| {
+        if given {
+            Err(Error::OpenBao {
+                flag,
+                reason: format!("not used with --auth {}", auth_name(args.auth)),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let approle_flags = args.role_id_file.is_some() || args.secret_id_file.is_some();
+    let jwt_flags = args.jwt_file.is_some() || args.auth_role.is_some();
+    let auth = match args.auth {
+        AuthArg::Token => {
+            refuse("role-id-file", args.role_id_file.is_some())?;
+            refuse("secret-id-file", args.secret_id_file.is_some())?;
+            refuse("jwt-file", args.jwt_file.is_some())?;
+            refuse("auth-role", args.auth_role.is_some())?;
+            refuse("auth-mount", args.auth_mount.is_some())?;
+            openbao::Auth::Token {
+                file: args.token_file.clone(),
+            }
+        }
+        AuthArg::Approle => {
+            refuse("token-file", args.token_file.is_some())?;
+            refuse("jwt-file / --auth-role", jwt_flags)?;
+            openbao::Auth::AppRole {
+                role_id_file: require("role-id-file", &args.role_id_file)?,
+                secret_id_file: require("secret-id-file", &args.secret_id_file)?,
+                mount: mount("approle")?,
+            }
+        }
+        AuthArg::Jwt | AuthArg::Kubernetes => {
+            refuse("token-file", args.token_file.is_some())?;
+            refuse("role-id-file / --secret-id-file", approle_flags)?;
+            let (kind, default_mount) = match args.auth {
+                AuthArg::Jwt => (JwtKind::Jwt, "jwt"),
+                _ => (JwtKind::Kubernetes, "kubernetes"),
+            };
+            let jwt_file = match (kind, &args.jwt_file) {
+                (_, Some(file)) => file.clone(),
+                (JwtKind::Kubernetes, None) => PathBuf::from(openbao::KUBERNETES_JWT),
+                (JwtKind::Jwt, None) => require("jwt-file", &None)?,
+            };
+            let role = args
+                .auth_role
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| Error::OpenBao {
+                    flag: "auth-role",
+                    reason: format!("required with --auth {}", auth_name(args.auth)),
+                })?
+                .to_owned();
+            openbao::Auth::Jwt {
+                kind,
+                role,
+                jwt_file,
+                mount: mount(default_mount)?,
+            }
+        }
+    };
+    let poll_interval = duration("poll-interval", &args.poll_interval)?;
+    if poll_interval < Duration::from_millis(50) {
+        return Err(bad("poll-interval", "must be at least 50ms"));
+    }
+    Ok(Some(openbao::Settings {
+        addresses: addresses.clone(),
+        paths,
+        namespace,
+        auth,
+        poll_interval,
     }))
 }
 
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+fn auth_name(auth: AuthArg) -> &'static str {
+    match auth {
+        AuthArg::Token => "token",
+        AuthArg::Approle => "approle",
+        AuthArg::Jwt => "jwt",
+        AuthArg::Kubernetes => "kubernetes",
+    }
 }
 
 fn duration(flag: &'static str, value: &str) -> Result<Duration, Error> {
@@ -331,9 +590,124 @@ mod tests {
             Err(Error::BadStore { .. })
         ));
         assert!(matches!(
-            config(&["--token-file", "/t"]),
-            Err(Error::NeedsStore { flag: "token-file" })
+            config(&["--fallback", "/f"]),
+            Err(Error::NeedsStore { flag: "fallback" })
         ));
+        // One kind of store at a time, and agent-vault is a single server.
+        let e = config(&[
+            "--store",
+            "https://a:1,openbao+https://b:2",
+            "--path",
+            "s/a",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("mixes"), "{e}");
+        let e = config(&["--store", "https://a:1,https://b:2"]).unwrap_err();
+        assert!(e.to_string().contains("single"), "{e}");
+    }
+
+    #[test]
+    fn openbao_store_addresses_and_schemes() {
+        let c = config(&[
+            "--store",
+            "openbao+http://127.0.0.1:8201,vault+https://bao.example:8200",
+            "--store",
+            "openbao+http://localhost:8203",
+            "--path",
+            "secret/agents/a",
+        ])
+        .unwrap();
+        let bao = c.openbao.unwrap();
+        let addresses: Vec<&str> = bao.addresses.iter().map(|u| u.as_str()).collect();
+        assert_eq!(
+            addresses,
+            [
+                "http://127.0.0.1:8201/",
+                "https://bao.example:8200/",
+                "http://localhost:8203/"
+            ]
+        );
+        assert_eq!(bao.poll_interval, Duration::from_secs(5));
+        assert_eq!(bao.auth, openbao::Auth::Token { file: None });
+        assert!(c.policy.hidden.contains(&"VAULT_TOKEN".to_owned()));
+        assert!(c.policy.hidden.contains(&"BAO_TOKEN".to_owned()));
+
+        let err = |args: &[&str]| config(args).unwrap_err().to_string();
+        let e = err(&["--store", "openbao+http://10.0.0.1:8200", "--path", "s/a"]);
+        assert!(e.contains("--store") && e.contains("loopback"), "{e}");
+        assert!(config(&[
+            "--store",
+            "openbao+http://10.0.0.1:8200",
+            "--allow-insecure-http",
+            "--path",
+            "s/a"
+        ])
+        .is_ok());
+        let e = err(&["--store", "https://vault.example", "--path", "s/a"]);
+        assert!(e.contains("--path") && e.contains("OpenBao"), "{e}");
+        let e = err(&["--store", "ftp://x", "--path", "s/a"]);
+        assert!(e.contains("unknown scheme"), "{e}");
+        let e = err(&["--store", "openbao+https://u:p@h:1", "--path", "s/a"]);
+        assert!(e.contains("credentials"), "{e}");
+        assert!(!e.contains("u:p"), "{e}");
+    }
+
+    #[test]
+    fn openbao_flags_are_validated_by_name() {
+        let store = ["--store", "openbao+https://bao:8200"];
+        let err = |extra: &[&str]| {
+            let mut args = store.to_vec();
+            args.extend_from_slice(extra);
+            config(&args).unwrap_err().to_string()
+        };
+        assert!(err(&[]).contains("--path"));
+        assert!(err(&["--path", "secret"]).contains("MOUNT/PATH"));
+        assert!(err(&["--path", "secret/../b"]).contains("--path"));
+        let e = err(&["--path", "s/a", "--auth", "approle", "--role-id-file", "r"]);
+        assert!(e.contains("--secret-id-file"), "{e}");
+        let e = err(&["--path", "s/a", "--auth", "jwt", "--jwt-file", "j"]);
+        assert!(e.contains("--auth-role"), "{e}");
+        let e = err(&["--path", "s/a", "--role-id-file", "r"]);
+        assert!(
+            e.contains("--role-id-file") && e.contains("--auth token"),
+            "{e}"
+        );
+        let e = err(&["--path", "s/a", "--poll-interval", "often"]);
+        assert!(e.contains("--poll-interval"), "{e}");
+        let e = config(&["--path", "s/a"]).unwrap_err().to_string();
+        assert!(e.contains("--path") && e.contains("--store"), "{e}");
+
+        let c = config(&[
+            "--store",
+            "openbao+https://bao:8200",
+            "--path",
+            "/secret/agents/a/",
+            "--auth",
+            "kubernetes",
+            "--auth-role",
+            "agent-a",
+            "--namespace",
+            "team/",
+            "--poll-interval",
+            "200ms",
+        ])
+        .unwrap();
+        let bao = c.openbao.unwrap();
+        assert_eq!(bao.paths, ["secret/agents/a"]);
+        assert_eq!(bao.namespace.as_deref(), Some("team"));
+        assert_eq!(bao.poll_interval, Duration::from_millis(200));
+        assert_eq!(
+            bao.auth,
+            openbao::Auth::Jwt {
+                kind: JwtKind::Kubernetes,
+                role: "agent-a".into(),
+                jwt_file: PathBuf::from(openbao::KUBERNETES_JWT),
+                mount: "kubernetes".into(),
+            }
+        );
+        // Without a store nothing is hidden and no source is configured.
+        let c = config(&[]).unwrap();
+        assert!(c.openbao.is_none() && c.policy.hidden.is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::env;
 use crate::exit;
 use crate::signals;
+use crate::source::openbao::OpenBaoSource;
 use crate::source::store::{StoreSettings, StoreSource, TokenSource};
 use crate::source::{self, file::FileSource, ChangeQueue, SecretSource};
 
@@ -123,6 +124,9 @@ fn build_sources(
             config.env_files.clone(),
             config.secrets_dirs.clone(),
         )));
+    }
+    if let Some(settings) = &config.openbao {
+        sources.push(Box::new(OpenBaoSource::new(settings.clone())?));
     }
     if let Some(store) = &config.store {
         let token = match (&store.token_file, env_token) {

@@ -9,7 +9,8 @@
 //!   Reads files, never the network.
 //! * [`source`] — the [`source::SecretSource`] trait: `fetch` the current secret set, `watch` for
 //!   changes. [`source::file`] reads dotenv files and secrets directories; [`source::store`]
-//!   reads an agent-vault store (with [`source::fallback`], its encrypted last-good copy).
+//!   reads an agent-vault store (with [`source::fallback`], its encrypted last-good copy);
+//!   [`source::openbao`] reads KV secrets from OpenBao or HashiCorp Vault.
 //! * [`env`] — composes the parent environment, the secrets and the `--env` mappings into an
 //!   [`env::EnvBlock`]: one sized, locked, wiped-on-drop buffer plus its `envp` array.
 //! * [`spawn`] — prepares argv and the exec candidates and starts the child (via [`sys`]).

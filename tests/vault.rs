@@ -1192,10 +1192,17 @@ fn openapi_document_matches_the_server() {
 fn a_second_server_on_the_same_data_dir_is_refused() {
     let vault = start_vault();
     let mut second = vault_cmd();
-    second.arg("serve").arg("--data-dir").arg(&vault.data_dir).args(["--listen", "127.0.0.1:0"]);
+    second
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&vault.data_dir)
+        .args(["--listen", "127.0.0.1:0"]);
     let out = run_code(&mut second, None, 1);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("already served by another agent-vault"), "{stderr}");
+    assert!(
+        stderr.contains("already served by another agent-vault"),
+        "{stderr}"
+    );
     // The first one is unaffected.
     assert_eq!(vault.get("/v1/health", "").0, 200);
 }

@@ -44,15 +44,18 @@ pub struct RunArgs {
     )]
     pub secrets_dirs: Vec<PathBuf>,
 
-    /// Read secrets from an agent-vault store (`https://host:port`; plain `http://` only on
-    /// loopback). The scoped token comes from AGENT_RUN_TOKEN or --token-file.
+    /// The secret store: an agent-vault server (`https://HOST:PORT`), or the nodes of an
+    /// OpenBao/Vault cluster (`openbao+https://…`, `vault+https://…`; repeat or
+    /// comma-separate: on a failure or a sealed/standby answer the next is tried). Plain
+    /// `http` only to loopback unless --allow-insecure-http.
     #[arg(
-        long,
+        long = "store",
         value_name = "URL",
         env = "AGENT_RUN_STORE",
+        value_delimiter = ',',
         help_heading = "Store"
     )]
-    pub store: Option<String>,
+    pub stores: Vec<String>,
 
     /// The agent whose secrets to read, when the token may read more than one.
     #[arg(
@@ -63,8 +66,8 @@ pub struct RunArgs {
     )]
     pub agent: Option<String>,
 
-    /// Read the store token from this file (re-read when it changes) instead of
-    /// AGENT_RUN_TOKEN.
+    /// Read the store token from this file (re-read when it changes or is refused) instead
+    /// of AGENT_RUN_TOKEN (agent-vault) or BAO_TOKEN / VAULT_TOKEN (OpenBao, --auth token).
     #[arg(
         long,
         value_name = "PATH",
@@ -107,8 +110,8 @@ pub struct RunArgs {
     )]
     pub store_ca: Option<PathBuf>,
 
-    /// Allow plain http:// to a store that is not on loopback (the token crosses the
-    /// network in clear).
+    /// Allow plain http to a store that is not on loopback (tokens and values then cross
+    /// the network in clear).
     #[arg(long, env = "AGENT_RUN_ALLOW_INSECURE_HTTP", help_heading = "Store")]
     pub allow_insecure_http: bool,
 
@@ -120,6 +123,96 @@ pub struct RunArgs {
     /// With --check: JSON instead of a table.
     #[arg(long, requires = "check", help_heading = "Check")]
     pub json: bool,
+
+    // ---- OpenBao / Vault -----------------------------------------------------------
+    /// KV path to read, as `bao kv get` takes it (secret/agents/support-bot); every key
+    /// becomes a secret. Repeatable; later paths win. KV v1 and v2 are detected.
+    #[arg(
+        long = "path",
+        value_name = "PATH",
+        env = "AGENT_RUN_PATH",
+        value_delimiter = ',',
+        help_heading = "OpenBao / Vault"
+    )]
+    pub paths: Vec<String>,
+
+    /// Namespace (X-Vault-Namespace) of the paths and the login.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "AGENT_RUN_NAMESPACE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub namespace: Option<String>,
+
+    /// How to obtain a token: token (--token-file, else BAO_TOKEN / VAULT_TOKEN), approle,
+    /// jwt or kubernetes. Tokens are renewed at 2/3 of their TTL; logins are repeated when
+    /// renewal is refused or the max TTL is near.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "METHOD",
+        default_value = "token",
+        env = "AGENT_RUN_AUTH",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub auth: AuthArg,
+
+    /// --auth approle: file holding the role id.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "AGENT_RUN_ROLE_ID_FILE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub role_id_file: Option<PathBuf>,
+
+    /// --auth approle: file holding the secret id (read at every login).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "AGENT_RUN_SECRET_ID_FILE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub secret_id_file: Option<PathBuf>,
+
+    /// --auth jwt|kubernetes: file holding the JWT (kubernetes default: the pod's
+    /// service-account token).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "AGENT_RUN_JWT_FILE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub jwt_file: Option<PathBuf>,
+
+    /// --auth jwt|kubernetes: the role to log in as.
+    #[arg(
+        long,
+        value_name = "ROLE",
+        env = "AGENT_RUN_AUTH_ROLE",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub auth_role: Option<String>,
+
+    /// Mount path of the auth method (default: approle, jwt or kubernetes).
+    #[arg(
+        long,
+        value_name = "MOUNT",
+        env = "AGENT_RUN_AUTH_MOUNT",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub auth_mount: Option<String>,
+
+    /// How often each path's version is checked (±10% jitter).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        env = "AGENT_RUN_POLL_INTERVAL",
+        help_heading = "OpenBao / Vault"
+    )]
+    pub poll_interval: String,
 
     // ---- environment ---------------------------------------------------------------
     /// Start the child from an empty environment instead of inheriting agent-run's.
@@ -279,6 +372,18 @@ pub enum RestartArg {
     OnFailure,
     /// Always restart.
     Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
+    /// A token from --token-file, BAO_TOKEN or VAULT_TOKEN.
+    Token,
+    /// AppRole login with --role-id-file and --secret-id-file.
+    Approle,
+    /// JWT login with --auth-role and --jwt-file.
+    Jwt,
+    /// Kubernetes login with --auth-role and the service-account token.
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

