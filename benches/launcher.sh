@@ -12,8 +12,8 @@ for tool in hyperfine tini dumb-init; do command -v "$tool" >/dev/null || missin
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-cargo build --release --quiet --bin agent-run
-AR=$PWD/target/release/agent-run
+release=$(bash scripts/build-release.sh)
+AR=$release/agent-run
 TRUE=$(command -v true)
 SLEEP=$(command -v sleep)
 
@@ -33,7 +33,7 @@ hyperfine -N --warmup 20 --runs "$runs" --export-json "$run_dir/launcher-start.j
     -n "agent-run (no source)" "$AR -- $TRUE" \
     -n "agent-run (20-key .env)" "$AR --env-file $work/20.env -- $TRUE" \
     -n "agent-run (500-key .env)" "$AR --env-file $work/500.env -- $TRUE" \
-    >"$run_dir/hyperfine.log" 2>&1
+    >"$run_dir/launcher-hyperfine.log" 2>&1
 
 # Memory of each supervisor while its child sleeps.
 memory() { # name command...
@@ -55,23 +55,23 @@ memory() { # name command...
     memory "agent-run (no source)" "$AR" -- "$SLEEP" 30
     memory "agent-run (20-key .env)" "$AR" --env-file "$work/20.env" -- "$SLEEP" 30
     memory "agent-run (500-key .env)" "$AR" --env-file "$work/500.env" -- "$SLEEP" 30
-} >"$run_dir/memory.csv"
+} >"$run_dir/launcher-memory.csv"
 
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "host: $(hostname), $(nproc) cores, $(awk '/MemTotal/ {print $2" kB"}' /proc/meminfo)"
     echo "kernel: $(uname -r)"
     echo "cpu: $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo)"
-    echo "agent-run: $(git rev-parse --short HEAD 2>/dev/null || echo unknown), release build"
+    echo "agent-run: $(git rev-parse --short HEAD 2>/dev/null || echo unknown), static-pie release build (scripts/build-release.sh)"
     echo "tools: $(hyperfine --version), tini $(tini --version | awk '{print $3}'), dumb-init $(dumb-init --version 2>&1 | awk '{print $2}')"
     echo "runs: $runs per case (hyperfine -N --warmup 20)"
-} >"$run_dir/README.SETUP"
+} >"$run_dir/launcher-README.SETUP"
 
 python3 - "$run_dir" <<'PY'
 import csv, json, statistics, sys
 run_dir = sys.argv[1]
 results = json.load(open(f"{run_dir}/launcher-start.json"))["results"]
-with open(f"{run_dir}/raw.csv", "w") as raw:
+with open(f"{run_dir}/launcher-raw.csv", "w") as raw:
     raw.write("case,run,seconds\n")
     for r in results:
         for i, t in enumerate(r["times"]):
@@ -88,10 +88,10 @@ for r in results:
     ratio = f"{over / tini_over:.2f}x" if r["command"] not in ("true", "tini") and tini_over > 0 else "-"
     lines.append(f"| {r['command']} | {len(t)} | {med[r['command']]:.3f} | {statistics.mean(t):.3f} ± {statistics.stdev(t):.3f} | {p99:.3f} | {over:+.3f} | {ratio} |")
 lines += ["", "| supervisor (child sleeping) | RSS (KiB) | PSS (KiB) |", "|---|---|---|"]
-for row in csv.DictReader(open(f"{run_dir}/memory.csv")):
+for row in csv.DictReader(open(f"{run_dir}/launcher-memory.csv")):
     lines.append(f"| {row['supervisor']} | {row['rss_kib']} | {row['pss_kib']} |")
 table = "\n".join(lines)
-open(f"{run_dir}/summary.md", "w").write(table + "\n")
+open(f"{run_dir}/launcher-summary.md", "w").write(table + "\n")
 print(table)
 PY
 echo

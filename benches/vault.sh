@@ -7,19 +7,18 @@
 #   - 1,000 long-polling waiters, one rotation, time until each waiter answered (p50/p99/all),
 #     with the server's RSS before and after the waiters connected;
 #   - admin writes/s (1 and 16 concurrent writers; every write is an fsync'd transaction).
-# Prints a table and writes raw.csv, summary.txt and README.SETUP (machine note) under
+# Prints a table and writes vault-raw.csv, vault-summary.txt and vault-README.SETUP (machine note) under
 # benches/runs/<date>-<host>/.
 #
 # Usage: benches/vault.sh            (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET=${CARGO_TARGET_DIR:-target}
 READ_SECONDS=${READ_SECONDS:-5}
 WAITERS=${WAITERS:-1000}
 
-cargo build --release --bin agent-vault --example vault_load >&2
-BIN=$TARGET/release/agent-vault
-LOAD=$TARGET/release/examples/vault_load
+release=$(bash scripts/build-release.sh)
+BIN=$release/agent-vault
+LOAD=$release/examples/vault_load
 
 # Every waiter is a socket on both sides.
 ulimit -n "$(ulimit -Hn)"
@@ -55,7 +54,7 @@ for i in $(seq 0 4); do
 done
 READ=$("$BIN" tokens issue --scope 'secrets:read:bench/*' --ttl 1h 2>/dev/null)
 
-RAW=$RUN/raw.csv
+RAW=$RUN/vault-raw.csv
 echo "case,n,mean_ms,sd_ms,p50_ms,p99_ms,per_second,extra" >"$RAW"
 for c in 1 16 64; do
   "$LOAD" reads "$ADDR" "$READ" "$c" "$READ_SECONDS" >>"$RAW"
@@ -74,12 +73,12 @@ done
   echo "filesystem of the data dir: $(df -T "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}')"
   echo "server: release build, default flags, synchronous=FULL, loopback HTTP"
   echo "client: examples/vault_load.rs (tokio + reqwest) on the same machine"
-} >"$RUN/README.SETUP"
+} >"$RUN/vault-README.SETUP"
 
 {
   printf '%-22s %7s %18s %9s %9s %10s  %s\n' case n "mean ± sd (ms)" "p50 ms" "p99 ms" "per sec" extra
   tail -n +2 "$RAW" | while IFS=, read -r name n mean sd p50 p99 rate extra; do
     printf '%-22s %7s %18s %9s %9s %10s  %s\n' "$name" "$n" "$mean ± $sd" "$p50" "$p99" "${rate:--}" "$extra"
   done
-} | tee "$RUN/summary.txt"
+} | tee "$RUN/vault-summary.txt"
 echo "raw data: $RAW" >&2
