@@ -10,7 +10,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use common::{
-    agent_run, alive, lines_starting, test_child, wait_until, zombies_of, Dir, Mode, MODES,
+    agent_run, alive, lines_starting, memscan, random_values, starts, test_child, wait_until,
+    zombies_of, Dir, Mode, MODES,
 };
 
 const LONG: Duration = Duration::from_secs(15);
@@ -503,22 +504,6 @@ fn restart_policy_restarts_a_failing_child_with_backoff() {
     assert_eq!(lines_starting(&dir.read("ok.log"), "start").len(), 1);
 }
 
-/// `start pid=P KEY=VALUE` lines of an env-log, as (pid, value-of-KEY).
-fn starts(log: &str, key: &str) -> Vec<(String, String)> {
-    lines_starting(log, "start")
-        .iter()
-        .map(|line| {
-            let field = |prefix: &str| {
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix(prefix))
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            (field("pid="), field(&format!("{key}=")))
-        })
-        .collect()
-}
-
 fn env_log_child(log: &std::path::Path, keys: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--".to_owned(),
@@ -671,29 +656,6 @@ fn on_change_signal_keeps_the_child_and_signals_it() {
     launcher.stop().assert_code(0);
 }
 
-/// Random alphanumeric values of varied lengths, distinct from each other.
-fn random_values(count: usize, salt: &str) -> Vec<String> {
-    let mut state = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        ^ (salt.len() as u64) << 32;
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..count)
-        .map(|i| {
-            let len = [8, 9, 12, 16, 23, 32, 40, 64, 100, 128, 255, 400, 1000, 4096][i % 14];
-            (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    alphabet[(state % alphabet.len() as u64) as usize] as char
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn write_secrets(dir: &Dir, env_values: &[String], dir_values: &[String]) {
     let env: String = env_values
         .iter()
@@ -711,54 +673,11 @@ fn write_secrets(dir: &Dir, env_values: &[String], dir_values: &[String]) {
     dir.replace("app.env", env);
 }
 
-/// `control` is something agent-run does hold (its own flag value): finding it proves the
-/// scan really reads agent-run's memory.
-fn assert_no_secret_in_memory(
-    launcher: &common::Launcher,
-    values: &[String],
-    control: &str,
-    when: &str,
-) {
-    let mut needles: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
-    needles.push(control.as_bytes().to_vec());
-    let mut hits = common::memscan::scan(launcher.pid, &needles);
-    let control_hits = hits.iter().filter(|h| h.needle == values.len()).count();
-    assert!(
-        control_hits > 0,
-        "{when}: the scan did not even find the control string {control:?}"
-    );
-    hits.retain(|h| h.needle < values.len());
-    let report: Vec<String> = hits
-        .iter()
-        .map(|h| {
-            format!(
-                "secret #{} ({} bytes) in {}",
-                h.needle,
-                values[h.needle].len(),
-                h.region
-            )
-        })
-        .collect();
-    assert!(
-        report.is_empty(),
-        "{when}: agent-run's memory still holds secrets:\n{}",
-        report.join("\n")
-    );
-}
-
-fn assert_child_has_all(child: i32, values: &[String]) {
-    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
-    for (i, value) in values.iter().enumerate() {
-        let found = environ.windows(value.len()).any(|w| w == value.as_bytes());
-        assert!(found, "secret #{i} missing from the child's environment");
-    }
-}
-
 #[test]
 fn no_secret_stays_in_agent_runs_memory() {
     for mode in MODES {
         let dir = Dir::new("launcher");
-        let (env_values, dir_values) = (random_values(42, "env"), random_values(14, "dir"));
+        let (env_values, dir_values) = (random_values(42, 1), random_values(14, 2));
         std::fs::create_dir_all(dir.join("secrets")).unwrap();
         write_secrets(&dir, &env_values, &dir_values);
         let log = dir.join("signals.log");
@@ -784,16 +703,13 @@ fn no_secret_stays_in_agent_runs_memory() {
         });
         let first_child = launcher.child();
         let all_first: Vec<String> = env_values.iter().chain(&dir_values).cloned().collect();
-        assert_child_has_all(first_child, &all_first);
+        memscan::assert_child_has_all(first_child, &all_first);
         let control = dir.join("app.env").display().to_string();
-        assert_no_secret_in_memory(&launcher, &all_first, &control, "after start");
+        memscan::assert_no_secret_in_memory(launcher.pid, &all_first, &control, "after start");
 
         // Rotate every value; the restarted child has the new ones, and neither the old
         // nor the new values stay in agent-run.
-        let (env_new, dir_new) = (
-            random_values(42, "env-rotated"),
-            random_values(14, "dir-rotated"),
-        );
+        let (env_new, dir_new) = (random_values(42, 3), random_values(14, 4));
         write_secrets(&dir, &env_new, &dir_new);
         let all_new: Vec<String> = env_new.iter().chain(&dir_new).cloned().collect();
         let mut second_child = 0;
@@ -813,11 +729,11 @@ fn no_secret_stays_in_agent_runs_memory() {
             }
             false
         });
-        assert_child_has_all(second_child, &all_new);
+        memscan::assert_child_has_all(second_child, &all_new);
         let mut everything = all_first.clone();
         everything.extend(all_new);
-        assert_no_secret_in_memory(
-            &launcher,
+        memscan::assert_no_secret_in_memory(
+            launcher.pid,
             &everything,
             &control,
             "after a restart on change",

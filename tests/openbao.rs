@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{agent_run, lines_starting, test_child, wait_until, Dir, Mode, MODES};
+use common::{agent_run, memscan, random_values, starts, test_child, wait_until, Dir, Mode, MODES};
 
 const LONG: Duration = Duration::from_secs(20);
 const ROOT: &str = "root-token-for-tests";
@@ -242,22 +242,6 @@ impl Drop for Bao {
 
 fn read_file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
-}
-
-/// `start pid=P KEY=VALUE` lines of an env-log, as (pid, value-of-KEY).
-fn starts(log: &str, key: &str) -> Vec<(String, String)> {
-    lines_starting(log, "start")
-        .iter()
-        .map(|line| {
-            let field = |prefix: &str| {
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix(prefix))
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            (field("pid="), field(&format!("{key}=")))
-        })
-        .collect()
 }
 
 fn env_log(log: &Path, keys: &[&str]) -> Vec<String> {
@@ -976,29 +960,6 @@ disable_mlock = true
     }
 }
 
-/// Random alphanumeric values of varied lengths, distinct from each other.
-fn random_values(count: usize, salt: u64) -> Vec<String> {
-    let mut state = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..count)
-        .map(|i| {
-            let len = [8, 9, 12, 16, 23, 32, 40, 64, 100, 128, 255, 400, 1000, 4096][i % 14];
-            (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    alphabet[(state % alphabet.len() as u64) as usize] as char
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn as_kv(values: &[String]) -> Value {
     Value::Object(
         values
@@ -1048,8 +1009,8 @@ fn no_secret_stays_in_agent_runs_memory() {
         let read = || std::fs::read_to_string(&log).unwrap_or_default();
         wait_until(LONG, "child ready", || read().contains("ready"));
         let first_child = launcher.child();
-        assert_child_has_all(first_child, &first);
-        assert_no_secret_in_memory(&launcher, &first, kv_path, "after start");
+        memscan::assert_child_has_all(first_child, &first);
+        memscan::assert_no_secret_in_memory(launcher.pid, &first, kv_path, "after start");
 
         let rotated = random_values(28, 2 + mode as u64);
         bao.put("secret", "agents/memscan-control", as_kv(&rotated));
@@ -1068,11 +1029,11 @@ fn no_secret_stays_in_agent_runs_memory() {
             }
             false
         });
-        assert_child_has_all(second_child, &rotated);
+        memscan::assert_child_has_all(second_child, &rotated);
         let mut everything = first.clone();
         everything.extend(rotated.iter().cloned());
-        assert_no_secret_in_memory(
-            &launcher,
+        memscan::assert_no_secret_in_memory(
+            launcher.pid,
             &everything,
             kv_path,
             "after a restart on a new version",
@@ -1106,48 +1067,4 @@ fn has_token(text: &str) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn assert_child_has_all(child: i32, values: &[String]) {
-    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
-    for (i, value) in values.iter().enumerate() {
-        assert!(
-            contains(&environ, value.as_bytes()),
-            "secret #{i} missing from the child's environment"
-        );
-    }
-}
-
-/// `control` is something agent-run does hold (its own --path): finding it proves the
-/// scan really reads agent-run's memory.
-fn assert_no_secret_in_memory(
-    launcher: &common::Launcher,
-    values: &[String],
-    control: &str,
-    when: &str,
-) {
-    let mut needles: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
-    needles.push(control.as_bytes().to_vec());
-    let mut hits = common::memscan::scan(launcher.pid, &needles);
-    assert!(
-        hits.iter().any(|h| h.needle == values.len()),
-        "{when}: the scan did not even find the control string {control:?}"
-    );
-    hits.retain(|h| h.needle < values.len());
-    let report: Vec<String> = hits
-        .iter()
-        .map(|h| {
-            format!(
-                "secret #{} ({} bytes) in {}",
-                h.needle,
-                values[h.needle].len(),
-                h.region
-            )
-        })
-        .collect();
-    assert!(
-        report.is_empty(),
-        "{when}: agent-run's memory still holds secrets:\n{}",
-        report.join("\n")
-    );
 }

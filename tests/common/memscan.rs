@@ -76,3 +76,41 @@ fn read_fully(mem: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize>
     }
     Ok(done)
 }
+
+pub fn assert_child_has_all(child: i32, values: &[String]) {
+    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    for (i, value) in values.iter().enumerate() {
+        let found = environ.windows(value.len()).any(|w| w == value.as_bytes());
+        assert!(found, "secret #{i} missing from the child's environment");
+    }
+}
+
+/// `control` is something agent-run does hold (its own flag value): finding it proves the
+/// scan really reads agent-run's memory.
+pub fn assert_no_secret_in_memory(pid: i32, values: &[String], control: &str, when: &str) {
+    let mut needles: Vec<Vec<u8>> = values.iter().map(|v| v.as_bytes().to_vec()).collect();
+    needles.push(control.as_bytes().to_vec());
+    let mut hits = scan(pid, &needles);
+    let control_hits = hits.iter().filter(|h| h.needle == values.len()).count();
+    assert!(
+        control_hits > 0,
+        "{when}: the scan did not even find the control string {control:?}"
+    );
+    hits.retain(|h| h.needle < values.len());
+    let report: Vec<String> = hits
+        .iter()
+        .map(|h| {
+            format!(
+                "secret #{} ({} bytes) in {}",
+                h.needle,
+                values[h.needle].len(),
+                h.region
+            )
+        })
+        .collect();
+    assert!(
+        report.is_empty(),
+        "{when}: agent-run's memory still holds secrets:\n{}",
+        report.join("\n")
+    );
+}

@@ -468,3 +468,42 @@ pub fn run_code(cmd: &mut Command, stdin: Option<&[u8]>, code: i32) -> Output {
     );
     output
 }
+
+/// Random alphanumeric values of varied lengths, distinct from each other.
+pub fn random_values(count: usize, salt: u64) -> Vec<String> {
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..count)
+        .map(|i| {
+            let len = [8, 9, 12, 16, 23, 32, 40, 64, 100, 128, 255, 400, 1000, 4096][i % 14];
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize] as char
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `start pid=P KEY=VALUE` lines of an env-log, as (pid, value-of-KEY).
+pub fn starts(log: &str, key: &str) -> Vec<(String, String)> {
+    lines_starting(log, "start")
+        .iter()
+        .map(|line| {
+            let field = |prefix: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(prefix))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (field("pid="), field(&format!("{key}=")))
+        })
+        .collect()
+}
