@@ -53,6 +53,30 @@ fn exit_codes_pass_through() {
     }
 }
 
+/// Starts agent-run (with `flags`) supervising `test_child signals` (with `child_flags`),
+/// which logs to `signals.log`; returns once the child is ready.
+fn start_signals_child(
+    mode: Mode,
+    dir: &Dir,
+    flags: &[&str],
+    child_flags: &[&str],
+) -> common::Launcher {
+    let log = dir.join("signals.log");
+    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    args.extend([
+        "--".into(),
+        test_child().display().to_string(),
+        "signals".into(),
+        log.display().to_string(),
+    ]);
+    args.extend(child_flags.iter().map(|f| f.to_string()));
+    let launcher = agent_run(mode, &args).start(dir);
+    wait_until(LONG, "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
+    launcher
+}
+
 #[test]
 fn every_forwarded_signal_reaches_the_child() {
     let forwarded = [
@@ -71,23 +95,8 @@ fn every_forwarded_signal_reaches_the_child() {
     ];
     for mode in MODES {
         let dir = Dir::new("launcher");
-        let log = dir.join("signals.log");
         // INT is a shutdown request too; a long grace keeps the child alive to log the rest.
-        let mut launcher = agent_run(
-            mode,
-            [
-                "--grace",
-                "60s",
-                "--",
-                test_child().to_str().unwrap(),
-                "signals",
-                log.to_str().unwrap(),
-            ],
-        )
-        .start(&dir);
-        wait_until(LONG, "child ready", || {
-            dir.read("signals.log").contains("ready")
-        });
+        let mut launcher = start_signals_child(mode, &dir, &["--grace", "60s"], &[]);
         for signal in forwarded {
             launcher.signal(signal);
             let expected = format!("got {}", signal.as_str());
@@ -120,23 +129,8 @@ fn kill_by_number(pid: i32, signo: i32) {
 fn child_ignoring_term_is_killed_after_grace() {
     for mode in MODES {
         let dir = Dir::new("launcher");
-        let log = dir.join("signals.log");
-        let mut launcher = agent_run(
-            mode,
-            [
-                "--grace",
-                "300ms",
-                "--",
-                test_child().to_str().unwrap(),
-                "signals",
-                log.to_str().unwrap(),
-                "--ignore-term",
-            ],
-        )
-        .start(&dir);
-        wait_until(LONG, "child ready", || {
-            dir.read("signals.log").contains("ready")
-        });
+        let mut launcher =
+            start_signals_child(mode, &dir, &["--grace", "300ms"], &["--ignore-term"]);
         let child = launcher.child();
         launcher.signal(Signal::SIGTERM);
         let out = launcher.stop();
@@ -437,20 +431,7 @@ fn once_replaces_agent_run() {
 #[test]
 fn parent_death_signal_kills_the_child() {
     let dir = Dir::new("launcher");
-    let log = dir.join("signals.log");
-    let launcher = agent_run(
-        Mode::Plain,
-        [
-            "--",
-            test_child().to_str().unwrap(),
-            "signals",
-            log.to_str().unwrap(),
-        ],
-    )
-    .start(&dir);
-    wait_until(LONG, "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
+    let launcher = start_signals_child(Mode::Plain, &dir, &[], &[]);
     let child = launcher.child();
     launcher.signal(Signal::SIGKILL);
     wait_until(LONG, "the orphaned child to die", || !alive(child));
@@ -628,24 +609,17 @@ fn a_burst_of_edits_gives_one_restart() {
 fn on_change_signal_keeps_the_child_and_signals_it() {
     let dir = Dir::new("launcher");
     let env_file = dir.write("app.env", "V=1\n");
-    let log = dir.join("signals.log");
-    let mut launcher = agent_run(
+    let mut launcher = start_signals_child(
         Mode::Plain,
-        [
+        &dir,
+        &[
             "--env-file",
             env_file.to_str().unwrap(),
             "--on-change",
             "signal:HUP",
-            "--",
-            test_child().to_str().unwrap(),
-            "signals",
-            log.to_str().unwrap(),
         ],
-    )
-    .start(&dir);
-    wait_until(LONG, "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
+        &[],
+    );
     let child = launcher.child();
     dir.replace("app.env", "V=2\n");
     wait_until(LONG, "HUP after the change", || {
@@ -680,10 +654,10 @@ fn no_secret_stays_in_agent_runs_memory() {
         let (env_values, dir_values) = (random_values(42, 1), random_values(14, 2));
         std::fs::create_dir_all(dir.join("secrets")).unwrap();
         write_secrets(&dir, &env_values, &dir_values);
-        let log = dir.join("signals.log");
-        let mut launcher = agent_run(
+        let mut launcher = start_signals_child(
             mode,
-            [
+            &dir,
+            &[
                 "--env-file",
                 dir.join("app.env").to_str().unwrap(),
                 "--secrets-dir",
@@ -691,16 +665,9 @@ fn no_secret_stays_in_agent_runs_memory() {
                 "-e",
                 "MAPPED=@SECRET_3",
                 "-vvv",
-                "--",
-                test_child().to_str().unwrap(),
-                "signals",
-                log.to_str().unwrap(),
             ],
-        )
-        .start(&dir);
-        wait_until(LONG, "child ready", || {
-            dir.read("signals.log").contains("ready")
-        });
+            &[],
+        );
         let first_child = launcher.child();
         let all_first: Vec<String> = env_values.iter().chain(&dir_values).cloned().collect();
         memscan::assert_child_has_all(first_child, &all_first);
@@ -802,21 +769,7 @@ fn signal_group_reaches_the_whole_process_group() {
 #[test]
 fn no_pdeathsig_leaves_the_child_running() {
     let dir = Dir::new("no-pdeathsig");
-    let log = dir.join("signals.log");
-    let mut launcher = agent_run(
-        Mode::Plain,
-        [
-            "--no-pdeathsig",
-            "--",
-            test_child().to_str().unwrap(),
-            "signals",
-            log.to_str().unwrap(),
-        ],
-    )
-    .start(&dir);
-    wait_until(LONG, "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
+    let mut launcher = start_signals_child(Mode::Plain, &dir, &["--no-pdeathsig"], &[]);
     let child = launcher.child();
     launcher.signal(Signal::SIGKILL);
     launcher.wait(LONG);
@@ -1036,23 +989,10 @@ fn core_soft_limit(pid: i32) -> String {
 #[test]
 fn agent_run_dumps_no_core_but_the_child_keeps_its_limits() {
     let dir = Dir::new("core-limit");
-    let log = dir.join("signals.log");
     // A known, non-zero limit (inherited by agent-run) so "restored" differs from "zero".
     let limit = 4096 * 1024;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, limit, limit).unwrap();
-    let mut launcher = agent_run(
-        Mode::Plain,
-        [
-            "--",
-            test_child().to_str().unwrap(),
-            "signals",
-            log.to_str().unwrap(),
-        ],
-    )
-    .start(&dir);
-    wait_until(LONG, "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
+    let mut launcher = start_signals_child(Mode::Plain, &dir, &[], &[]);
     let child = launcher.child();
     assert_eq!(
         core_soft_limit(launcher.pid),
