@@ -659,13 +659,28 @@ impl Vault {
         since: Option<u64>,
         wait: Duration,
     ) -> Result<Option<u64>> {
+        let Some(agent) = self.runtime_agent_past(ctx, agent, since, wait).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.revision(&agent)))
+    }
+
+    /// The run-time calls' common first step: which agent the token reads, and, with
+    /// `since`, a long-poll until its revision passes `since` (`None`: not within `wait`).
+    async fn runtime_agent_past(
+        &self,
+        ctx: &Ctx,
+        agent: Option<String>,
+        since: Option<u64>,
+        wait: Duration,
+    ) -> Result<Option<String>> {
         let agent = self.runtime_agent(ctx, agent).await?;
         if let Some(since) = since {
             if !self.wait_newer(&agent, since, wait).await? {
                 return Ok(None);
             }
         }
-        Ok(Some(self.revision(&agent)))
+        Ok(Some(agent))
     }
 
     /// `GET /v1/runtime/secrets`: every value the token may read for the agent; `None` means
@@ -677,12 +692,9 @@ impl Vault {
         since: Option<u64>,
         wait: Duration,
     ) -> Result<Option<RuntimeSecrets>> {
-        let agent = self.runtime_agent(ctx, agent).await?;
-        if let Some(since) = since {
-            if !self.wait_newer(&agent, since, wait).await? {
-                return Ok(None);
-            }
-        }
+        let Some(agent) = self.runtime_agent_past(ctx, agent, since, wait).await? else {
+            return Ok(None);
+        };
         let master = self.inner.master.clone();
         let caller = ctx.caller.clone();
         let name = agent.clone();
