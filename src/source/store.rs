@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use reqwest::blocking::{Client, Response};
@@ -56,19 +56,15 @@ struct FileStamp {
 }
 
 impl TokenCell {
-    /// The `Authorization` header, marked sensitive so no HTTP layer prints it.
-    fn header(&self, reload: bool) -> Result<HeaderValue, Error> {
-        let with = |token: &SecretString| {
-            let text = Zeroizing::new(format!("Bearer {}", token.expose_secret().trim()));
-            let mut value = HeaderValue::from_str(&text).map_err(|_| Error::Token {
-                path: PathBuf::from("AGENT_RUN_TOKEN"),
-                reason: "the token contains characters a header cannot carry".into(),
-            })?;
-            value.set_sensitive(true);
-            Ok(value)
-        };
+    /// Runs `f` with the current token; a token file is read again when it changed since
+    /// the last read (or when `reload` asks for it, after a 401).
+    fn with_token<R>(
+        &self,
+        reload: bool,
+        f: impl FnOnce(&SecretString) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         let path = match &self.source {
-            TokenSource::Value(token) => return with(token),
+            TokenSource::Value(token) => return f(token),
             TokenSource::File(path) => path,
         };
         let token_error = |reason: String| Error::Token {
@@ -104,15 +100,20 @@ impl TokenCell {
             *cached = Some((stamp, SecretString::from(text.to_owned())));
         }
         // Just stored above when it was missing.
-        with(&cached.as_ref().expect("token cached").1)
+        f(&cached.as_ref().expect("token cached").1)
     }
 
-    fn token(&self) -> Result<SecretString, Error> {
-        let header = self.header(false)?;
-        let text = header.to_str().unwrap_or_default();
-        Ok(SecretString::from(
-            text.trim_start_matches("Bearer ").to_owned(),
-        ))
+    /// The `Authorization` header, marked sensitive so no HTTP layer prints it.
+    fn header(&self, reload: bool) -> Result<HeaderValue, Error> {
+        self.with_token(reload, |token| {
+            let text = Zeroizing::new(format!("Bearer {}", token.expose_secret().trim()));
+            let mut value = HeaderValue::from_str(&text).map_err(|_| Error::Token {
+                path: PathBuf::from("AGENT_RUN_TOKEN"),
+                reason: "the token contains characters a header cannot carry".into(),
+            })?;
+            value.set_sensitive(true);
+            Ok(value)
+        })
     }
 
     fn reloadable(&self) -> bool {
@@ -150,6 +151,10 @@ struct Shared {
     revision: AtomicU64,
     /// The last fetch came from the fallback file: re-fetch as soon as the store answers.
     degraded: AtomicBool,
+    /// The client that reads values: built on first use (reqwest's blocking client starts a
+    /// thread, which must not exist before the supervisor blocks signals), and without idle
+    /// connections, so no connection keeps a response body in its buffers.
+    fetch_client: OnceLock<Client>,
 }
 
 impl Drop for StoreSource {
@@ -171,6 +176,7 @@ impl StoreSource {
                 ca_pem: settings.ca_pem,
                 revision: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
+                fetch_client: OnceLock::new(),
             }),
             fallback: settings.fallback,
             saved_revision: None,
@@ -179,13 +185,14 @@ impl StoreSource {
     }
 
     fn fallback_file(&self, path: &std::path::Path) -> Result<Fallback, Error> {
-        let token = self.shared.token.token()?;
-        Ok(Fallback::new(
-            path.to_path_buf(),
-            &token,
-            &self.shared.url,
-            self.shared.agent.as_deref(),
-        ))
+        self.shared.token.with_token(false, |token| {
+            Ok(Fallback::new(
+                path.to_path_buf(),
+                token,
+                &self.shared.url,
+                self.shared.agent.as_deref(),
+            ))
+        })
     }
 
     /// Saves the snapshot when it is newer than the file's; a failure costs only the
@@ -370,16 +377,20 @@ impl Shared {
     }
 
     fn fetch(&self) -> Result<Snapshot, Error> {
-        let client = self.client(false, Duration::from_secs(10))?;
-        let response =
-            self.check(self.get(&client, &self.endpoint("/v1/runtime/secrets", &[]))?)?;
+        let client = match self.fetch_client.get() {
+            Some(client) => client,
+            None => {
+                let client = self.client(false, Duration::from_secs(10))?;
+                self.fetch_client.get_or_init(|| client)
+            }
+        };
+        let response = self.check(self.get(client, &self.endpoint("/v1/runtime/secrets", &[]))?)?;
         let body = Zeroizing::new(
             response
                 .bytes()
                 .map_err(|e| self.unreachable(without_url(&e)))?
                 .to_vec(),
         );
-        drop(client);
         let parsed: RuntimeSecrets = serde_json::from_slice(&body).map_err(|e| Error::Store {
             url: self.url.clone(),
             status: 200,
