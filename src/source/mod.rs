@@ -8,6 +8,7 @@
 pub mod fallback;
 pub mod file;
 pub mod openbao;
+pub mod secret_file;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,12 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A FIFO, device, socket or `/proc` file where a secret file was expected: reading it
+    /// could block the launcher for ever.
+    #[error("{path} is {what}: only regular files are read for secrets and credentials")]
+    NotRegularFile { path: PathBuf, what: &'static str },
+    #[error("{path} is larger than {limit} bytes: refused before reading it")]
+    FileTooLarge { path: PathBuf, limit: u64 },
     #[error("{path}:{line}: cannot parse this line as dotenv (column {column})")]
     Parse {
         path: PathBuf,

@@ -1,0 +1,142 @@
+//! The one way agent-run reads a file that holds secrets or credentials: env files, files of
+//! a secrets directory, token / role-id / secret-id files and the fallback.
+//!
+//! Why not `std::fs::read`: a FIFO, a device or a `/proc` file can block a read for ever
+//! (and the supervisor must never wait on a source), a huge or sparse file would be read
+//! whole into memory, and a `Vec` that grows while reading leaves partial copies behind.
+//! So the file is opened non-blocking, must be a regular file on a real filesystem, must be
+//! at most `limit` bytes, and is read into a buffer sized once and wiped on drop.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
+use zeroize::Zeroizing;
+
+use super::Error;
+
+/// One value from a secrets directory: the largest string `execve` accepts
+/// (`MAX_ARG_STRLEN`, 32 pages), so a larger file could never reach the child anyway.
+pub const MAX_VALUE_FILE_BYTES: u64 = 128 * 1024;
+/// A whole dotenv file: the kernel's usual limit for argv + environment together.
+pub const MAX_ENV_FILE_BYTES: u64 = 2 * 1024 * 1024;
+/// A token, role id or secret id.
+pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads `path` whole, refusing anything that is not a regular file of at most `limit`
+/// bytes. Never blocks on the file itself (O_NONBLOCK): a FIFO or device is refused after
+/// `open`, before any read.
+pub fn read(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_err)?;
+    let len = check_regular(&file, path, limit)?;
+    // +1: a file that grew since fstat shows up as longer than its size and is refused below
+    // instead of being cut silently or re-growing the buffer.
+    let mut buf = Zeroizing::new(Vec::with_capacity(len as usize + 1));
+    (&mut file)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(read_err)?;
+    if buf.len() as u64 > limit {
+        return Err(Error::FileTooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+/// The file's size, if it is a regular file on a filesystem whose sizes mean something.
+fn check_regular(file: &File, path: &Path, limit: u64) -> Result<u64, Error> {
+    let meta = file.metadata().map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let kind = meta.file_type();
+    let refused = if kind.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if !kind.is_file() {
+        Some("not a regular file")
+    } else {
+        // /proc and /sys files claim to be regular with size 0 and may block (/proc/kmsg).
+        match fstatfs(file).map(|fs| fs.filesystem_type()) {
+            Ok(fs) if fs == PROC_SUPER_MAGIC || fs == SYSFS_MAGIC => {
+                Some("a kernel interface file (/proc or /sys)")
+            }
+            _ => None,
+        }
+    };
+    if let Some(what) = refused {
+        return Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    if meta.len() > limit {
+        return Err(Error::FileTooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(meta.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(&read(&path, 16).unwrap()[..], b"abc");
+    }
+
+    #[test]
+    fn refuses_a_fifo_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipe");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = read(&path, 16).unwrap_err();
+        assert!(matches!(err, Error::NotRegularFile { .. }), "{err}");
+        assert!(err.to_string().contains("named pipe"), "{err}");
+    }
+
+    #[test]
+    fn refuses_devices_and_proc() {
+        for (path, what) in [("/dev/zero", "device"), ("/proc/self/status", "/proc")] {
+            let err = read(Path::new(path), 1 << 20).unwrap_err();
+            assert!(err.to_string().contains(what), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn refuses_before_reading_a_file_over_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        // Sparse: 1 GiB of size, no blocks; refused from fstat alone.
+        let file = File::create(&path).unwrap();
+        file.set_len(1 << 30).unwrap();
+        let err = read(&path, 4096).unwrap_err();
+        assert!(
+            matches!(err, Error::FileTooLarge { limit: 4096, .. }),
+            "{err}"
+        );
+    }
+}
