@@ -380,6 +380,24 @@ fn inotify_watches(pid: i32) -> usize {
         .sum()
 }
 
+/// Whether `pid` holds an inotify watch on `dir`'s inode (fdinfo lists `ino:` in hex).
+fn is_watched(pid: i32, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(dir).map(|m| m.ino()) else {
+        return false;
+    };
+    let needle = format!(" ino:{ino:x} ");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .any(|info| {
+            info.lines()
+                .any(|l| l.starts_with("inotify wd:") && l.contains(&needle))
+        })
+}
+
 /// Issue 11 item 7: `rm -rf conf; mkdir conf` — every later write is still seen.
 #[test]
 fn issue11_watch_survives_a_recreated_directory() {
@@ -471,7 +489,9 @@ fn issue11_watch_rereads_after_an_inotify_overflow() {
         .unwrap_or(16384);
     // Stopped, agent-run's inotify queue fills with noise; the real edit comes after the
     // overflow, so its event is lost and only the overflow marker says so.
-    wait_until(LONG, "watches armed", || inotify_watches(launcher.pid) >= 2);
+    wait_until(LONG, "conf watched", || {
+        is_watched(launcher.pid, &dir.join("conf"))
+    });
     launcher.signal(Signal::SIGSTOP);
     let noise = dir.join("conf/noise");
     for _ in 0..queue / 2 + 100 {
