@@ -223,7 +223,8 @@ fn issue11_secrets_dir_fifo_is_skipped_and_a_reference_says_why() {
 
 /// Starts agent-run in `cwd` with `flags`, logging `keys` into `log`; waits for the start.
 fn start_in(cwd: &Path, dir: &Dir, flags: &[&str], keys: &[&str], log: &Path) -> common::Launcher {
-    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    let mut args: Vec<String> = vec!["-vv".into()];
+    args.extend(flags.iter().map(|f| f.to_string()));
     args.extend(env_log_child(log, keys));
     let launcher = agent_run(Mode::Plain, &args).current_dir(cwd).start(dir);
     wait_until(LONG, "first start", || {
@@ -231,9 +232,11 @@ fn start_in(cwd: &Path, dir: &Dir, flags: &[&str], keys: &[&str], log: &Path) ->
             .unwrap_or_default()
             .contains("start pid=")
     });
-    // Edits before the watches exist would be caught by the first re-read anyway, which
-    // would hide a watch that never works.
-    wait_until(LONG, "watches armed", || inotify_watches(launcher.pid) >= 1);
+    // The supervisor re-reads once after arming its watches; an edit before that re-read
+    // would be caught by it, which would hide a watch that never works.
+    wait_until(LONG, "watches armed and the re-check done", || {
+        launcher.stderr().contains("environment unchanged")
+    });
     launcher
 }
 
@@ -313,6 +316,34 @@ fn issue11_links_out_of_a_secrets_dir_are_refused() {
     assert!(read_env_dump(&out)["LOOT"].contains("not-for-the-child"));
 }
 
+/// Issue 11 items 4 and 7: with --allow-external-links, an edit of a linked file outside the
+/// secrets dir is seen.
+#[test]
+fn issue11_allowed_external_link_targets_are_watched() {
+    let dir = Dir::new("files-ext-watch");
+    let log = dir.join("child.log");
+    let target = dir.write("shared/API_KEY", "one");
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::os::unix::fs::symlink(&target, secrets.join("API_KEY")).unwrap();
+    let mut launcher = start_in(
+        dir.path(),
+        &dir,
+        &[
+            "--allow-external-links",
+            "--secrets-dir",
+            secrets.to_str().unwrap(),
+        ],
+        &["API_KEY"],
+        &log,
+    );
+    dir.replace("shared/API_KEY", "two");
+    wait_until(LONG, "restart after editing the link's target", || {
+        log_has(&log, "API_KEY=two")
+    });
+    launcher.stop().assert_code(0);
+}
+
 /// Issue 11 item 4: loose permissions warn, and --strict-permissions refuses.
 #[test]
 fn issue11_strict_permissions_refuse_loose_files() {
@@ -363,21 +394,6 @@ fn issue11_strict_permissions_refuse_loose_files() {
             run.description
         );
     }
-}
-
-/// How many inotify watches `pid` holds (from /proc/PID/fdinfo), to know watching started.
-fn inotify_watches(pid: i32) -> usize {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
-    };
-    fds.flatten()
-        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
-        .map(|info| {
-            info.lines()
-                .filter(|l| l.starts_with("inotify wd:"))
-                .count()
-        })
-        .sum()
 }
 
 /// Whether `pid` holds an inotify watch on `dir`'s inode (fdinfo lists `ino:` in hex).

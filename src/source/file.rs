@@ -295,6 +295,7 @@ impl WatchPlan {
         for dir in secrets_dirs {
             plan.entry(dir).all = true;
             plan.add_ancestry(dir);
+            plan.add_external_targets(dir);
         }
         for file in env_files {
             plan.add_file(file, 0);
@@ -318,6 +319,29 @@ impl WatchPlan {
             if let Ok(target) = std::fs::read_link(file) {
                 self.entry(dir).structure.insert(name.to_owned());
                 self.add_file(&dir.join(target), depth + 1);
+            }
+        }
+    }
+
+    /// Entries of a secrets dir that are links to files elsewhere (allowed with
+    /// `--allow-external-links`): their targets' directories are watched too. Links inside
+    /// the directory (the kubelet's) are covered by the directory's own watch.
+    fn add_external_targets(&mut self, dir: &Path) {
+        let (Ok(root), Ok(entries)) = (std::fs::canonicalize(dir), std::fs::read_dir(dir)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                continue;
+            }
+            match std::fs::canonicalize(&path) {
+                Ok(real) if !real.starts_with(&root) => {
+                    // Retargeting the link means watching another directory.
+                    self.entry(dir).structure.insert(entry.file_name());
+                    self.add_file(&real, 1);
+                }
+                _ => {}
             }
         }
     }
