@@ -2,9 +2,10 @@
 //! import`): a small grammar of our own whose values are **literal bytes**.
 //!
 //! Why not a crate: dotenvy (the maintained one) always substitutes `$NAME` / `${NAME}` with
-//! no switch to turn it off, which silently corrupted passwords such as `pa$word123`; the
-//! literal-mode crates found decode into their own `String`s (copies we cannot wipe). This
-//! grammar is small enough to read in one sitting:
+//! no switch to turn it off, which silently corrupted passwords such as `pa$word123`. The
+//! literal-mode crate we found (adotenv) is young, has its own grammar, and decodes values
+//! into its own `String`s, copies we could neither size nor wipe. This grammar is small
+//! enough to read in one sitting:
 //!
 //! - Blank lines and lines whose first non-blank character is `#` are ignored. A UTF-8 byte
 //!   order mark at the start of the file is skipped.

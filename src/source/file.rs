@@ -472,13 +472,12 @@ fn read_secrets_dir(dir: &Path, options: &FileOptions) -> Result<SecretSet, Erro
             debug!(path = %Shown(&path), "skipping a directory inside a secrets dir");
             continue;
         }
-        if !meta.is_file() {
+        if let Some(what) = secret_file::not_regular(meta.file_type()) {
             let reason = format!(
-                "{} is {}, not a regular file; skipped",
-                Shown(&path),
-                kind_of(&meta)
+                "{} is {what}: skipped, only regular files are read",
+                Shown(&path)
             );
-            warn!(path = %Shown(&path), what = kind_of(&meta), "skipping a secrets-dir entry that is not a regular file (reading it could block)");
+            warn!(path = %Shown(&path), what, "skipping a secrets-dir entry that is not a regular file (reading it could block)");
             set.skip(key.to_owned(), reason);
             continue;
         }
@@ -498,20 +497,6 @@ fn read_secrets_dir(dir: &Path, options: &FileOptions) -> Result<SecretSet, Erro
         );
     }
     Ok(set)
-}
-
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = meta.file_type();
-    if kind.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
 }
 
 /// `echo value > file` leaves a newline nobody meant as part of the secret.

@@ -131,10 +131,9 @@ fn check_within(file: &File, path: &Path, root: &Path) -> Result<(), Error> {
     }
 }
 
-/// The file's size, if it is a regular file on a filesystem whose sizes mean something.
-fn check_regular(file: &File, meta: &Metadata, path: &Path, limit: u64) -> Result<u64, Error> {
-    let kind = meta.file_type();
-    let refused = if kind.is_fifo() {
+/// What a file is, in words, when it is not a regular file (`None` for a regular file).
+pub fn not_regular(kind: std::fs::FileType) -> Option<&'static str> {
+    if kind.is_fifo() {
         Some("a named pipe (FIFO)")
     } else if kind.is_char_device() || kind.is_block_device() {
         Some("a device")
@@ -144,6 +143,15 @@ fn check_regular(file: &File, meta: &Metadata, path: &Path, limit: u64) -> Resul
         Some("a directory")
     } else if !kind.is_file() {
         Some("not a regular file")
+    } else {
+        None
+    }
+}
+
+/// The file's size, if it is a regular file on a filesystem whose sizes mean something.
+fn check_regular(file: &File, meta: &Metadata, path: &Path, limit: u64) -> Result<u64, Error> {
+    let refused = if let Some(what) = not_regular(meta.file_type()) {
+        Some(what)
     } else {
         // /proc and /sys files claim to be regular with size 0 and may block (/proc/kmsg).
         match fstatfs(file).map(|fs| fs.filesystem_type()) {
