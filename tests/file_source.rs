@@ -428,6 +428,10 @@ fn issue11_watch_survives_a_recreated_directory() {
         &log,
     );
     std::fs::remove_dir_all(dir.join("conf")).unwrap();
+    // Watching degrades loudly: the missing directory is reported at warn level.
+    wait_until(LONG, "a warning about the missing directory", || {
+        launcher.stderr().contains("watched directory is missing")
+    });
     dir.write("conf/app.env", "A=2\n");
     wait_until(LONG, "restart after re-creating conf", || {
         log_has(&log, "A=2")
