@@ -403,14 +403,8 @@ fn report_put(
 /// same safe file read. Errors name the file, line, column and reason, never the line's
 /// text (it may hold a value). A key given twice keeps its last value, as a shell would.
 fn read_env_file(path: &Path) -> Result<Vec<ImportEntry>> {
-    use agent_run::source::{dotenv, secret_file};
-    let content = secret_file::read(path, secret_file::MAX_ENV_FILE_BYTES)?;
-    let entries = dotenv::parse(&content).map_err(|e| agent_run::source::Error::Parse {
-        path: path.to_path_buf(),
-        line: e.line,
-        column: e.column,
-        problem: e.problem,
-    })?;
+    use agent_run::source::{dotenv, secret_file::Checks};
+    let entries = dotenv::read_file(path, &Checks::default())?;
     Ok(entries
         .into_iter()
         .map(|entry| ImportEntry {

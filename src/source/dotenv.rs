@@ -24,7 +24,11 @@
 //! hold a value). Each value is built in a buffer allocated once at its exact decoded length,
 //! so the only copy of a value is the one in the returned `SecretString`.
 
+use std::path::Path;
+
 use secrecy::SecretString;
+
+use super::{secret_file, Error};
 
 /// One `NAME=value` of a file, with the line its assignment starts on.
 pub struct Entry {
@@ -70,6 +74,19 @@ pub enum Problem {
     AfterQuote,
     #[error("the value is not valid UTF-8")]
     NotUtf8,
+}
+
+/// Reads `path` through [`secret_file`] (regular files only, at most
+/// [`MAX_ENV_FILE_BYTES`](secret_file::MAX_ENV_FILE_BYTES), wiped buffer) and parses it.
+/// The one entry point of both programs.
+pub fn read_file(path: &Path, checks: &secret_file::Checks) -> Result<Vec<Entry>, Error> {
+    let content = secret_file::read_with(path, secret_file::MAX_ENV_FILE_BYTES, checks)?;
+    parse(&content).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        line: e.line,
+        column: e.column,
+        problem: e.problem,
+    })
 }
 
 /// Parses a whole file. Later assignments of a name replace earlier ones in place, so the

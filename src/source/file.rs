@@ -26,7 +26,7 @@ use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
-use super::secret_file::{self, Checks, MAX_ENV_FILE_BYTES, MAX_VALUE_FILE_BYTES};
+use super::secret_file::{self, Checks, MAX_VALUE_FILE_BYTES};
 use super::{dotenv, ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource, Shown};
 
 /// How far a chain of symlinks is followed when planning watches (loops end here).
@@ -412,13 +412,7 @@ fn read_env_file(path: &Path, options: &FileOptions) -> Result<SecretSet, Error>
         within: None,
         strict_permissions: options.strict_permissions,
     };
-    let content = secret_file::read_with(path, MAX_ENV_FILE_BYTES, &checks)?;
-    let entries = dotenv::parse(&content).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        line: e.line,
-        column: e.column,
-        problem: e.problem,
-    })?;
+    let entries = dotenv::read_file(path, &checks)?;
     let mut set = SecretSet::default();
     for entry in entries {
         set.insert(
