@@ -58,6 +58,8 @@ pub struct StoreConfig {
 pub struct Config {
     pub env_files: Vec<PathBuf>,
     pub secrets_dirs: Vec<PathBuf>,
+    /// `--allow-external-links`, `--strict-permissions`.
+    pub file_options: crate::source::file::FileOptions,
     /// `--store https://…`: the agent-vault store.
     pub store: Option<StoreConfig>,
     /// `--store openbao+…` with its paths and login.
@@ -134,6 +136,10 @@ impl Config {
         Ok(Config {
             env_files: args.env_files,
             secrets_dirs: args.secrets_dirs,
+            file_options: crate::source::file::FileOptions {
+                allow_external_links: args.allow_external_links,
+                strict_permissions: args.strict_permissions,
+            },
             store,
             openbao,
             check: args.check.then_some(args.json),

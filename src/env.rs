@@ -47,6 +47,14 @@ pub enum Error {
     },
     #[error("--env {key}=@{secret}: no source has a secret named {secret} (use --allow-missing to skip it)")]
     MissingSecret { key: String, secret: String },
+    /// The source saw the secret but did not read it (a FIFO in a secrets dir); `reason`
+    /// says why, naming the file, never a value.
+    #[error("--env {key}=@{secret}: {reason}")]
+    SkippedSecret {
+        key: String,
+        secret: String,
+        reason: String,
+    },
     #[error("--env {key}: names starting with {RESERVED_PREFIX} are reserved for agent-run")]
     Reserved { key: String },
     #[error("invalid glob {pattern:?}: {reason}")]
@@ -240,9 +248,16 @@ pub fn compose(
                     continue;
                 }
                 None => {
-                    return Err(Error::MissingSecret {
-                        key: mapping.key.clone(),
-                        secret: secret_name.clone(),
+                    return Err(match secrets.skipped(secret_name) {
+                        Some(reason) => Error::SkippedSecret {
+                            key: mapping.key.clone(),
+                            secret: secret_name.clone(),
+                            reason: reason.to_owned(),
+                        },
+                        None => Error::MissingSecret {
+                            key: mapping.key.clone(),
+                            secret: secret_name.clone(),
+                        },
                     })
                 }
             },

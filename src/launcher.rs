@@ -120,10 +120,10 @@ fn build_sources(
 ) -> Result<Vec<Box<dyn SecretSource>>, Error> {
     let mut sources: Vec<Box<dyn SecretSource>> = Vec::new();
     if !config.env_files.is_empty() || !config.secrets_dirs.is_empty() {
-        sources.push(Box::new(FileSource::new(
-            config.env_files.clone(),
-            config.secrets_dirs.clone(),
-        )));
+        sources.push(Box::new(
+            FileSource::new(config.env_files.clone(), config.secrets_dirs.clone())
+                .with_options(config.file_options),
+        ));
     }
     if let Some(settings) = &config.openbao {
         sources.push(Box::new(OpenBaoSource::new(settings.clone())?));

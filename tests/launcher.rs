@@ -854,16 +854,22 @@ fn json_logs_are_json_and_carry_no_values() {
 fn an_environment_too_large_for_the_kernel_is_a_clear_error() {
     let dir = Dir::new("e2big");
     // 24 variables of 100 KiB: each under the per-string limit, together over ARG_MAX (2 MiB).
-    let big: String = (0..24)
-        .map(|i| format!("BIG_{i}={}\n", "x".repeat(100 * 1024)))
-        .collect();
-    let env_file = dir.write("big.env", big);
+    // Two files, because one env file is capped at 2 MiB (refused before reading).
+    let big = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| format!("BIG_{i}={}\n", "x".repeat(100 * 1024)))
+            .collect()
+    };
+    let env_file = dir.write("big.env", big(0..12));
+    let env_file2 = dir.write("big2.env", big(12..24));
     let marker = dir.join("started");
     let out = agent_run(
         Mode::Plain,
         [
             "--env-file",
             env_file.to_str().unwrap(),
+            "--env-file",
+            env_file2.to_str().unwrap(),
             "--",
             "touch",
             marker.to_str().unwrap(),

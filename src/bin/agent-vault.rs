@@ -399,36 +399,19 @@ fn report_put(
     Ok(())
 }
 
-/// Parse a .env file with dotenvy. Errors name the file and position, never the line (it may
-/// hold a value). A key given twice keeps its last value, as a shell would.
+/// Parse a .env file with agent-run's own literal reader (no `$` substitution), through the
+/// same safe file read. Errors name the file, line, column and reason, never the line's
+/// text (it may hold a value). A key given twice keeps its last value, as a shell would.
 fn read_env_file(path: &Path) -> Result<Vec<ImportEntry>> {
-    let iter = dotenvy::from_path_iter(path).map_err(|err| match err {
-        dotenvy::Error::Io(io) => anyhow!("reading {}: {io}", path.display()),
-        _ => anyhow!("reading {}", path.display()),
-    })?;
-    let mut entries: Vec<ImportEntry> = Vec::new();
-    for item in iter {
-        let (key, value) = item.map_err(|err| match err {
-            dotenvy::Error::LineParse(_, index) => {
-                anyhow!(
-                    "{}: dotenv syntax error near byte {index} of a line",
-                    path.display()
-                )
-            }
-            dotenvy::Error::Io(io) => anyhow!("reading {}: {io}", path.display()),
-            _ => anyhow!("{}: cannot parse", path.display()),
-        })?;
-        let value = Zeroizing::new(value);
-        let entry = ImportEntry {
-            key,
-            value: SecretString::from(value.as_str()),
-        };
-        match entries.iter_mut().find(|e| e.key == entry.key) {
-            Some(existing) => *existing = entry,
-            None => entries.push(entry),
-        }
-    }
-    Ok(entries)
+    use agent_run::source::{dotenv, secret_file::Checks};
+    let entries = dotenv::read_file(path, &Checks::default())?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| ImportEntry {
+            key: entry.name,
+            value: entry.value,
+        })
+        .collect())
 }
 
 fn secrets(cmd: SecretsCommand) -> Result<()> {

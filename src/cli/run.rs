@@ -44,6 +44,17 @@ pub struct RunArgs {
     )]
     pub secrets_dirs: Vec<PathBuf>,
 
+    /// Read secrets-dir entries that are symlinks to files outside the directory. Off by
+    /// default: whoever can write the directory could otherwise make agent-run (often root)
+    /// read any file. Links inside the directory (the kubelet's `..data` layout) always work.
+    #[arg(long, env = "AGENT_RUN_ALLOW_EXTERNAL_LINKS", help_heading = "Sources")]
+    pub allow_external_links: bool,
+
+    /// Refuse (instead of warn about) env files and secret files that are writable by group
+    /// or others or owned by a user other than root or agent-run's own, as ssh does for keys.
+    #[arg(long, env = "AGENT_RUN_STRICT_PERMISSIONS", help_heading = "Sources")]
+    pub strict_permissions: bool,
+
     /// The secret store: an agent-vault server (`https://HOST:PORT`), or the nodes of an
     /// OpenBao/Vault cluster (`openbao+https://…`, `vault+https://…`; repeat or
     /// comma-separate: on a failure or a sealed/standby answer the next is tried). Plain

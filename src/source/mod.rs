@@ -5,6 +5,7 @@
 //! values over in wiped-on-drop types, so nothing outlives the environment built from them.
 //! Watchers only say "something changed"; they never carry values.
 
+pub mod dotenv;
 pub mod fallback;
 pub mod file;
 pub mod openbao;
@@ -23,26 +24,35 @@ use secrecy::SecretString;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", Shown(.path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     /// A FIFO, device, socket or `/proc` file where a secret file was expected: reading it
     /// could block the launcher for ever.
-    #[error("{path} is {what}: only regular files are read for secrets and credentials")]
+    #[error("{} is {what}: only regular files are read for secrets and credentials", Shown(.path))]
     NotRegularFile { path: PathBuf, what: &'static str },
-    #[error("{path} is larger than {limit} bytes: refused before reading it")]
+    #[error("{} is larger than {limit} bytes: refused before reading it", Shown(.path))]
     FileTooLarge { path: PathBuf, limit: u64 },
-    #[error("{path}:{line}: cannot parse this line as dotenv (column {column})")]
+    /// Where and why, never the line's text (it may hold a value).
+    #[error("{}:{line}:{column}: not valid dotenv: {problem}", Shown(.path))]
     Parse {
         path: PathBuf,
         line: usize,
         column: usize,
+        problem: dotenv::Problem,
     },
-    #[error("{path}: the value of {key} is not valid UTF-8")]
+    #[error("{}: the value of {key} is not valid UTF-8", Shown(.path))]
     NotUtf8 { path: PathBuf, key: String },
-    #[error("cannot watch {path}: {reason}")]
+    /// A secrets-dir entry whose real file lies outside the directory (`LOOT -> /etc/shadow`):
+    /// agent-run often runs as root and must not read files for whoever can write the dir.
+    #[error("{} leads outside the secrets directory {}: refused (pass --allow-external-links to allow links out of secrets directories)", Shown(.path), Shown(.dir))]
+    ExternalLink { path: PathBuf, dir: PathBuf },
+    /// `--strict-permissions`: a file others could have written (or swapped) is not trusted.
+    #[error("{} is {why}: refused (--strict-permissions)", Shown(.path))]
+    InsecurePermissions { path: PathBuf, why: String },
+    #[error("cannot watch {}: {reason}", Shown(.path))]
     Watch { path: PathBuf, reason: String },
     /// The store (agent-vault, or every address of an OpenBao/Vault cluster) did not
     /// answer, or answered that it cannot serve (sealed, standby).
@@ -138,8 +148,8 @@ impl Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::EnvFile { path, line } => write!(f, "{}:{line}", path.display()),
-            Origin::SecretsDir { path } => write!(f, "{}", path.display()),
+            Origin::EnvFile { path, line } => write!(f, "{}:{line}", Shown(path)),
+            Origin::SecretsDir { path } => write!(f, "{}", Shown(path)),
             Origin::Store {
                 url,
                 agent,
@@ -153,6 +163,23 @@ impl fmt::Display for Origin {
                 write!(f, "{path} on {}", address.trim_end_matches('/'))
             }
         }
+    }
+}
+
+/// A path or name as it may be logged: control characters (a newline in a file name could
+/// forge a log line) are escaped as `\n`, `\u{1b}`…, everything else is shown as is.
+pub struct Shown<'a, T: ?Sized>(pub &'a T);
+
+impl<T: AsRef<std::ffi::OsStr> + ?Sized> fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.as_ref().to_string_lossy().chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -178,6 +205,9 @@ pub struct SecretSet {
     entries: BTreeMap<String, Secret>,
     /// Value-free labels of what was read ("store 17"), for logs and `--check`.
     revisions: Vec<String>,
+    /// Names a source saw but did not read, and why (a FIFO in a secrets dir), so that a
+    /// reference to one says why it is missing.
+    skipped: BTreeMap<String, String>,
 }
 
 impl SecretSet {
@@ -190,13 +220,28 @@ impl SecretSet {
     }
 
     pub fn insert(&mut self, name: String, secret: Secret) {
+        self.skipped.remove(&name);
         self.entries.insert(name, secret);
+    }
+
+    /// Records that `name` exists at a source but was not read, and why.
+    pub fn skip(&mut self, name: String, reason: String) {
+        self.skipped.insert(name, reason);
+    }
+
+    /// Why `name` was skipped, if a source skipped it and no later one supplied it.
+    pub fn skipped(&self, name: &str) -> Option<&str> {
+        self.skipped
+            .get(name)
+            .filter(|_| !self.entries.contains_key(name))
+            .map(String::as_str)
     }
 
     /// Moves every entry of `later` in, replacing same-named ones.
     pub fn extend(&mut self, later: SecretSet) {
         self.entries.extend(later.entries);
         self.revisions.extend(later.revisions);
+        self.skipped.extend(later.skipped);
     }
 
     pub fn get(&self, name: &str) -> Option<&Secret> {

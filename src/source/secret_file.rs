@@ -5,17 +5,20 @@
 //! (and the supervisor must never wait on a source), a huge or sparse file would be read
 //! whole into memory, and a `Vec` that grows while reading leaves partial copies behind.
 //! So the file is opened non-blocking, must be a regular file on a real filesystem, must be
-//! at most `limit` bytes, and is read into a buffer sized once and wiped on drop.
+//! at most `limit` bytes, and is read into a buffer sized once and wiped on drop. On request
+//! ([`Checks`]) it must also lie inside a given directory after every symlink, and pass
+//! ssh's ownership and mode rule ([`check_permissions`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use zeroize::Zeroizing;
 
-use super::Error;
+use super::{Error, Shown};
 
 /// One value from a secrets directory: the largest string `execve` accepts
 /// (`MAX_ARG_STRLEN`, 32 pages), so a larger file could never reach the child anyway.
@@ -29,6 +32,22 @@ pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
 /// bytes. Never blocks on the file itself (O_NONBLOCK): a FIFO or device is refused after
 /// `open`, before any read.
 pub fn read(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
+    read_with(path, limit, &Checks::default())
+}
+
+/// What else to verify about a file before reading it, beyond [`read`]'s own checks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Checks<'a> {
+    /// The file actually opened (after every symlink) must lie under this directory, which
+    /// must be canonical. Checked on the open descriptor, so a link swapped between a check
+    /// and the open cannot slip through.
+    pub within: Option<&'a Path>,
+    /// Refuse instead of warn when [`check_permissions`] finds a problem.
+    pub strict_permissions: bool,
+}
+
+/// [`read`], plus the [`Checks`].
+pub fn read_with(path: &Path, limit: u64, checks: &Checks) -> Result<Zeroizing<Vec<u8>>, Error> {
     let read_err = |source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -38,7 +57,12 @@ pub fn read(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(read_err)?;
-    let len = check_regular(&file, path, limit)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let len = check_regular(&file, &meta, path, limit)?;
+    if let Some(root) = checks.within {
+        check_within(&file, path, root)?;
+    }
+    check_permissions(path, &meta, checks.strict_permissions)?;
     // +1: a file that grew since fstat shows up as longer than its size and is refused below
     // instead of being cut silently or re-growing the buffer.
     let mut buf = Zeroizing::new(Vec::with_capacity(len as usize + 1));
@@ -55,14 +79,61 @@ pub fn read(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
     Ok(buf)
 }
 
-/// The file's size, if it is a regular file on a filesystem whose sizes mean something.
-fn check_regular(file: &File, path: &Path, limit: u64) -> Result<u64, Error> {
-    let meta = file.metadata().map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let kind = meta.file_type();
-    let refused = if kind.is_fifo() {
+/// ssh's rule for key files: a file that another user could have written is not trusted.
+/// Writable by group or others, or owned by a user who is neither root nor agent-run's
+/// own: a warning, or [`Error::InsecurePermissions`] when `strict`. Token-file readers call
+/// this too, with the metadata of the descriptor they read.
+pub fn check_permissions(path: &Path, meta: &Metadata, strict: bool) -> Result<(), Error> {
+    let mode = meta.mode() & 0o7777;
+    let owner = meta.uid();
+    let euid = nix::unistd::geteuid().as_raw();
+    let why = if mode & 0o022 != 0 {
+        format!("writable by group or others (mode {mode:04o})")
+    } else if owner != 0 && owner != euid {
+        format!("owned by uid {owner}, neither root nor agent-run's user (uid {euid})")
+    } else {
+        return Ok(());
+    };
+    if strict {
+        return Err(Error::InsecurePermissions {
+            path: path.to_path_buf(),
+            why,
+        });
+    }
+    tracing::warn!(path = %Shown(path), problem = %why, "secret file has unsafe permissions; --strict-permissions would refuse it");
+    Ok(())
+}
+
+/// The open descriptor's real path must be under `root`. `/proc/self/fd` names the file
+/// we actually hold; without /proc, the path is resolved again and must name the same inode.
+fn check_within(file: &File, path: &Path, root: &Path) -> Result<(), Error> {
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).or_else(|_| {
+        let real = std::fs::canonicalize(path)?;
+        let (held, named) = (file.metadata()?, std::fs::metadata(&real)?);
+        if (held.dev(), held.ino()) == (named.dev(), named.ino()) {
+            Ok(real)
+        } else {
+            Err(std::io::Error::other(
+                "the file changed while it was opened",
+            ))
+        }
+    });
+    match real {
+        Ok(real) if real.starts_with(root) && real != root => Ok(()),
+        Ok(_) => Err(Error::ExternalLink {
+            path: path.to_path_buf(),
+            dir: root.to_path_buf(),
+        }),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// What a file is, in words, when it is not a regular file (`None` for a regular file).
+pub fn not_regular(kind: std::fs::FileType) -> Option<&'static str> {
+    if kind.is_fifo() {
         Some("a named pipe (FIFO)")
     } else if kind.is_char_device() || kind.is_block_device() {
         Some("a device")
@@ -72,6 +143,15 @@ fn check_regular(file: &File, path: &Path, limit: u64) -> Result<u64, Error> {
         Some("a directory")
     } else if !kind.is_file() {
         Some("not a regular file")
+    } else {
+        None
+    }
+}
+
+/// The file's size, if it is a regular file on a filesystem whose sizes mean something.
+fn check_regular(file: &File, meta: &Metadata, path: &Path, limit: u64) -> Result<u64, Error> {
+    let refused = if let Some(what) = not_regular(meta.file_type()) {
+        Some(what)
     } else {
         // /proc and /sys files claim to be regular with size 0 and may block (/proc/kmsg).
         match fstatfs(file).map(|fs| fs.filesystem_type()) {

@@ -167,6 +167,12 @@ impl Builder {
         self
     }
 
+    /// Runs agent-run in `dir` (relative paths in its flags resolve there).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Builder {
+        self.command.current_dir(dir);
+        self
+    }
+
     pub fn stdin(mut self, stdin: Stdio) -> Builder {
         self.stdin = Some(stdin);
         self
