@@ -189,6 +189,20 @@ pub fn compose(
     inherited: impl IntoIterator<Item = (OsString, OsString)>,
     secrets: &SecretSet,
 ) -> Result<(EnvBlock, Summary), Error> {
+    let composed = compose_block(policy, inherited, secrets);
+    // The values went through registers and the frames below this one: wipe those
+    // (see `sys::wipe_stack`; the supervisor wipes again after the fetch as well).
+    sys::wipe_stack();
+    composed
+}
+
+/// `compose`'s work, in frames of its own (never inlined) that `compose` wipes afterwards.
+#[inline(never)]
+fn compose_block(
+    policy: &Policy,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    secrets: &SecretSet,
+) -> Result<(EnvBlock, Summary), Error> {
     let mut summary = Summary::default();
     let mut vars: BTreeMap<Vec<u8>, Value<'_>> = BTreeMap::new();
 
@@ -365,6 +379,14 @@ impl EnvBlock {
     /// A keyed digest of the whole environment: equal digests mean an equal environment,
     /// and the digest says nothing about a value to anyone without the per-process key.
     pub fn digest(&self, key: &DigestKey) -> Digest {
+        let digest = self.hash(key);
+        // BLAKE3's SIMD code spills message blocks (values) into its own frames.
+        sys::wipe_stack();
+        digest
+    }
+
+    #[inline(never)]
+    fn hash(&self, key: &DigestKey) -> Digest {
         let mut hasher = blake3::Hasher::new_keyed(&key.0);
         hasher.update(self.data());
         let digest = Digest(*hasher.finalize().as_bytes());
