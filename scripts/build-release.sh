@@ -8,8 +8,19 @@
 # resolves names with hickory-dns (it reads /etc/hosts and /etc/resolv.conf itself) and the
 # binaries run in any image. `--target` keeps crt-static away from build scripts and
 # proc-macros, which must stay dynamic.
+#
+# AGENT_RUN_RELEASE=DIR reuses a build made earlier in the same job (scripts/test-all.sh
+# exports it, so a benchmark run after the tests links nothing again): the binaries in DIR
+# are taken as they are, and the script only checks that they are all there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${AGENT_RUN_RELEASE:-}" ]; then
+    for f in agent-run agent-vault examples/test_child examples/vault_load; do
+        [ -x "$AGENT_RUN_RELEASE/$f" ] || { echo "AGENT_RUN_RELEASE=$AGENT_RUN_RELEASE has no $f" >&2; exit 1; }
+    done
+    echo "$AGENT_RUN_RELEASE"
+    exit 0
+fi
 triple=x86_64-unknown-linux-gnu
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --release --quiet --target "$triple" --bins --example test_child --example vault_load >&2

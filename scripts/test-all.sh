@@ -42,5 +42,16 @@ cargo clippy --all-targets -- -D warnings
 say "cargo test"
 cargo test --all-targets
 
+# The memory scans again, against the shipping build: the optimiser spills values to other
+# places than the debug build does (issue 10 item 13 passed in debug and failed in release).
+# Built once here (never a stale AGENT_RUN_RELEASE from the caller); exported so
+# benches/*.sh run in the same job reuse it.
+say "release build (scripts/build-release.sh)"
+AGENT_RUN_RELEASE=$(AGENT_RUN_RELEASE='' bash scripts/build-release.sh)
+export AGENT_RUN_RELEASE
+say "memory scans against the release build"
+AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
+    cargo test --test launcher --test store --test openbao no_secret_stays
+
 say "quickstart"
 bash scripts/quickstart.sh

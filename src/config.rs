@@ -91,10 +91,7 @@ impl Config {
                 None
             }
         };
-        let mut hidden = Vec::new();
-        if openbao.is_some() {
-            hidden.extend(openbao::TOKEN_VARIABLES.iter().map(|v| v.to_string()));
-        }
+        let hidden = env::hidden_names(&args.allow_env)?;
         let policy = Policy {
             pristine: args.pristine,
             keep: env::compile_globs(&args.keep)?,
@@ -107,6 +104,7 @@ impl Config {
                 .collect::<Result<_, _>>()?,
             allow_missing: args.allow_missing,
             hidden,
+            allowed: args.allow_env.clone(),
         };
         let supervise = Settings {
             signal_group: args.signal_group,
@@ -711,9 +709,11 @@ mod tests {
                 mount: "kubernetes".into(),
             }
         );
-        // Without a store nothing is hidden and no source is configured.
+        // Without a store no source is configured, and the credential variables are
+        // hidden all the same (an operator's AGENT_VAULT_TOKEN must not reach the child).
         let c = config(&[]).unwrap();
-        assert!(c.openbao.is_none() && c.policy.hidden.is_empty());
+        assert!(c.openbao.is_none());
+        assert_eq!(c.policy.hidden.len(), env::CREDENTIAL_VARIABLES.len());
     }
 
     #[test]

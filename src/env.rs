@@ -3,7 +3,8 @@
 //!
 //! Precedence, lowest to highest:
 //! 1. the inherited environment (none with `--pristine`, except names matching `--keep`),
-//!    always without `AGENT_RUN_*` and the variables a source consumed (tokens);
+//!    always without `AGENT_RUN_*` and the credential variables
+//!    ([`CREDENTIAL_VARIABLES`], unless `--allow-env` names one);
 //! 2. every secret of every source under its own name (narrowed by `--only`);
 //! 3. the `--env` mappings, in order (later wins).
 //!
@@ -24,6 +25,40 @@ use crate::sys;
 
 /// Variables with this prefix configure agent-run and never reach the child.
 pub const RESERVED_PREFIX: &str = "AGENT_RUN_";
+
+/// The store token agent-run reads (`--store`); consumed and scrubbed by `launcher`.
+pub const AGENT_RUN_TOKEN: &str = "AGENT_RUN_TOKEN";
+/// The `--auth token` variables of the OpenBao source, OpenBao's own name first.
+pub const BAO_TOKEN: &str = "BAO_TOKEN";
+pub const VAULT_TOKEN: &str = "VAULT_TOKEN";
+
+/// The one table of credential variables, this project's and OpenBao's/Vault's: an
+/// operator's shell exports them for the admin CLI or `bao`, and agent-run inherits that
+/// shell, but none of them is meant for the agent. Each is removed from the child's
+/// environment and scrubbed from agent-run's own unless `--allow-env NAME` lets it through.
+/// `AGENT_VAULT_AGENT_TOKEN`, the token the SDKs read, is meant for the child and is not
+/// here. Names only of variables that hold a credential, never of paths to one
+/// (`AGENT_VAULT_TOKEN_FILE`, `BAO_TOKEN_PATH`), which give nothing away.
+pub const CREDENTIAL_VARIABLES: &[&str] = &[
+    // agent-vault: the admin token, the master key of the data directory, the scoped token.
+    "AGENT_VAULT_TOKEN",
+    "AGENT_VAULT_MASTER_KEY",
+    AGENT_RUN_TOKEN,
+    // OpenBao / Vault CLI and agents: the client token.
+    BAO_TOKEN,
+    VAULT_TOKEN,
+    // AppRole credentials as deployment scripts and the SDKs' examples export them.
+    "BAO_ROLE_ID",
+    "BAO_SECRET_ID",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
+    // MFA credentials the CLI sends with a login (`VAULT_MFA=method:key=value`).
+    "BAO_MFA",
+    "VAULT_MFA",
+    // `server -dev`'s root token.
+    "BAO_DEV_ROOT_TOKEN_ID",
+    "VAULT_DEV_ROOT_TOKEN_ID",
+];
 
 /// The kernel refuses any single `NAME=value` string longer than this (MAX_ARG_STRLEN,
 /// 32 pages, including the NUL).
@@ -57,6 +92,8 @@ pub enum Error {
     },
     #[error("--env {key}: names starting with {RESERVED_PREFIX} are reserved for agent-run")]
     Reserved { key: String },
+    #[error("--allow-env {name}: variables starting with {RESERVED_PREFIX} configure agent-run and never reach the child")]
+    ReservedAllowed { name: String },
     #[error("invalid glob {pattern:?}: {reason}")]
     BadGlob { pattern: String, reason: String },
 }
@@ -145,8 +182,28 @@ pub struct Policy {
     pub only: Vec<glob::Pattern>,
     pub mappings: Vec<Mapping>,
     pub allow_missing: bool,
-    /// Inherited variables a source consumed (token variables): never passed on.
+    /// Inherited variables that never pass: [`CREDENTIAL_VARIABLES`] except the names in
+    /// `allowed` (`config` builds it; `launcher` scrubs the same names from its own
+    /// environment).
     pub hidden: Vec<String>,
+    /// `--allow-env`: names the user lets through every deny list.
+    pub allowed: Vec<String>,
+}
+
+/// The deny list of inherited names under `--allow-env`: every credential variable the
+/// user did not let through by name. An allowed name that is not valid is an error.
+pub fn hidden_names(allowed: &[String]) -> Result<Vec<String>, Error> {
+    for name in allowed {
+        check_name("--allow-env", name)?;
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::ReservedAllowed { name: name.clone() });
+        }
+    }
+    Ok(CREDENTIAL_VARIABLES
+        .iter()
+        .filter(|name| !allowed.iter().any(|a| a == *name))
+        .map(|name| name.to_string())
+        .collect())
 }
 
 /// What a composition did, for value-free logging and `check`.
@@ -193,6 +250,20 @@ fn secret_origin(origin: &Origin) -> String {
 
 /// Builds the child's environment from the inherited variables and one fetch's secrets.
 pub fn compose(
+    policy: &Policy,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    secrets: &SecretSet,
+) -> Result<(EnvBlock, Summary), Error> {
+    let composed = compose_block(policy, inherited, secrets);
+    // The values went through registers and the frames below this one: wipe those
+    // (see `sys::wipe_stack`; the supervisor wipes again after the fetch as well).
+    sys::wipe_stack();
+    composed
+}
+
+/// `compose`'s work, in frames of its own (never inlined) that `compose` wipes afterwards.
+#[inline(never)]
+fn compose_block(
     policy: &Policy,
     inherited: impl IntoIterator<Item = (OsString, OsString)>,
     secrets: &SecretSet,
@@ -380,6 +451,14 @@ impl EnvBlock {
     /// A keyed digest of the whole environment: equal digests mean an equal environment,
     /// and the digest says nothing about a value to anyone without the per-process key.
     pub fn digest(&self, key: &DigestKey) -> Digest {
+        let digest = self.hash(key);
+        // BLAKE3's SIMD code spills message blocks (values) into its own frames.
+        sys::wipe_stack();
+        digest
+    }
+
+    #[inline(never)]
+    fn hash(&self, key: &DigestKey) -> Digest {
         let mut hasher = blake3::Hasher::new_keyed(&key.0);
         hasher.update(self.data());
         let digest = Digest(*hasher.finalize().as_bytes());
@@ -570,6 +649,45 @@ mod tests {
         };
         let (block, _) = compose(&p, inh, &secrets(&[("AGENT_RUN_X", "s")])).unwrap();
         assert_eq!(vars(&block), ["KEEP=1"]);
+    }
+
+    #[test]
+    fn every_credential_variable_is_hidden_unless_allowed_by_name() {
+        let all = hidden_names(&[]).unwrap();
+        assert_eq!(all.len(), CREDENTIAL_VARIABLES.len());
+        for name in [
+            "AGENT_VAULT_TOKEN",
+            "AGENT_RUN_TOKEN",
+            "BAO_TOKEN",
+            "VAULT_SECRET_ID",
+        ] {
+            assert!(all.iter().any(|h| h == name), "{name} is not hidden");
+        }
+        // The SDKs' token is the child's own.
+        assert!(!all.iter().any(|h| h == "AGENT_VAULT_AGENT_TOKEN"));
+        let some = hidden_names(&["BAO_TOKEN".into(), "UNLISTED".into()]).unwrap();
+        assert_eq!(some.len(), CREDENTIAL_VARIABLES.len() - 1);
+        assert!(!some.iter().any(|h| h == "BAO_TOKEN"));
+        // agent-run's own variables never pass; a malformed name is named in the error.
+        let e = hidden_names(&["AGENT_RUN_TOKEN".into()]).unwrap_err();
+        assert!(e.to_string().contains("--allow-env AGENT_RUN_TOKEN"), "{e}");
+        let e = hidden_names(&["BAO-TOKEN".into()]).unwrap_err();
+        assert!(e.to_string().contains("BAO-TOKEN"), "{e}");
+        // Inherited, the hidden names are dropped even with --pristine --keep '*'.
+        let p = Policy {
+            pristine: true,
+            keep: compile_globs(&["*".into()]).unwrap(),
+            hidden: some,
+            ..Policy::default()
+        };
+        let inh = inherited(&[
+            ("AGENT_VAULT_TOKEN", "avt_x"),
+            ("BAO_TOKEN", "b"),
+            ("VAULT_TOKEN", "v"),
+            ("AGENT_VAULT_AGENT_TOKEN", "a"),
+        ]);
+        let (block, _) = compose(&p, inh, &secrets(&[])).unwrap();
+        assert_eq!(vars(&block), ["AGENT_VAULT_AGENT_TOKEN=a", "BAO_TOKEN=b"]);
     }
 
     #[test]

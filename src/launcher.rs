@@ -17,7 +17,7 @@ use crate::source::store::{StoreSettings, StoreSource, TokenSource};
 use crate::source::{self, file::FileSource, ChangeQueue, SecretSource};
 
 /// The variable the store token may come in; never passed on, scrubbed once read.
-pub const TOKEN_VARIABLE: &str = "AGENT_RUN_TOKEN";
+pub const TOKEN_VARIABLE: &str = env::AGENT_RUN_TOKEN;
 use crate::spawn::{self, Program};
 use crate::supervise::{self, Supervisor};
 
@@ -61,6 +61,9 @@ pub fn run(config: Config) -> Result<u8, Error> {
     })?;
     let core_limit = harden();
     let mut sources = build_sources(&config, env_token)?;
+    // The sources have taken what they read from the environment (OpenBao's token), and
+    // still no thread exists: no credential variable stays in our own environment.
+    scrub_credentials(&config.policy.hidden);
     if let Some(json) = config.check {
         return check(&config, &mut sources, json);
     }
@@ -155,6 +158,19 @@ fn take_env_token() -> Option<SecretString> {
     // SAFETY-free in edition 2021; sound here because no other thread exists yet.
     std::env::remove_var(TOKEN_VARIABLE);
     Some(token)
+}
+
+/// Wipes the value of every variable in `names` from agent-run's own environment block
+/// (so `/proc/PID/environ` no longer shows it) and unlinks it. Must run before any thread
+/// exists; `env::compose` hides the same names from the child.
+fn scrub_credentials(names: &[String]) {
+    for name in names {
+        if crate::sys::scrub_env_value(name) {
+            debug!(name = %name, "credential variable scrubbed from agent-run's environment");
+        }
+        // Sound in edition 2021 as long as no other thread exists, which the caller ensures.
+        std::env::remove_var(name);
+    }
 }
 
 /// `--check`: fetch, print what the child would get (masked), start nothing.

@@ -251,8 +251,16 @@ impl Supervisor {
         }
     }
 
-    /// Fetches every source and composes the environment.
+    /// Fetches every source and composes the environment, then wipes the stack those
+    /// calls used (values the optimiser spilled there; see `sys::wipe_stack`).
     fn compose(&mut self) -> Result<EnvBlock, Error> {
+        let composed = self.fetch_and_compose();
+        crate::sys::wipe_stack();
+        composed
+    }
+
+    #[inline(never)]
+    fn fetch_and_compose(&mut self) -> Result<EnvBlock, Error> {
         let secrets = source::fetch_all(&mut self.sources)?;
         let (block, summary) = env::compose(&self.policy, std::env::vars_os(), &secrets)?;
         drop(secrets);
@@ -278,6 +286,7 @@ impl Supervisor {
             self.may_take_terminal(),
         );
         drop(env);
+        crate::sys::wipe_stack();
         let started = started?;
         let (Started::Running(pid) | Started::ExecFailed { pid, .. }) = started;
         info!(pid = pid.as_raw(), vars, fingerprint = %digest.fingerprint(), "child started");

@@ -46,6 +46,29 @@ unsafe impl GlobalAlloc for WipeOnFree {
     }
 }
 
+/// How much of the stack below the caller's frame `wipe_stack` zeroes. Fetching (files,
+/// JSON over HTTP, TLS), composing and preparing a spawn together stay well inside 64 KiB
+/// of stack; twice that leaves room for deeper parsers, for some tens of µs per start.
+pub const STACK_WIPE: usize = 128 * 1024;
+
+/// Zeroes the `STACK_WIPE` bytes of stack below the caller's frame, libsodium's
+/// `sodium_stackzero`.
+///
+/// Types wipe what they own (`SecretString`, `Zeroizing`, `EnvBlock`), but not what the
+/// optimiser spilled: a 15-byte value copied through registers into a callee's stack slot
+/// stays there after the callee returns, below the live frames, until some later call
+/// happens to overwrite it (issue 10 item 13, seen only in the release build). Calling this
+/// right after the calls that handled values have returned overwrites every frame they
+/// used. `#[inline(never)]` gives it a frame of its own below the caller's, the writes are
+/// `zeroize`'s volatile ones, and `black_box` keeps the array alive to the end, so neither
+/// the inliner nor dead-store elimination can remove the wipe. No `unsafe` needed.
+#[inline(never)]
+pub fn wipe_stack() {
+    let mut area = [0u8; STACK_WIPE];
+    zeroize::Zeroize::zeroize(&mut area[..]);
+    std::hint::black_box(&mut area);
+}
+
 pub fn page_size() -> usize {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
         Ok(Some(size)) if size > 0 => size as usize,

@@ -241,6 +241,18 @@ pub struct RunArgs {
     )]
     pub keep: Vec<String>,
 
+    /// Let the inherited variable NAME through every deny list (repeatable). Credential
+    /// variables (AGENT_VAULT_TOKEN, BAO_TOKEN, VAULT_TOKEN, ...) are otherwise removed
+    /// from the child's environment and from agent-run's own.
+    #[arg(
+        long = "allow-env",
+        value_name = "NAME",
+        env = "AGENT_RUN_ALLOW_ENV",
+        value_delimiter = ',',
+        help_heading = "Environment"
+    )]
+    pub allow_env: Vec<String>,
+
     /// Set a variable: KEY=@SECRET injects secret SECRET as KEY, KEY=@ means KEY=@KEY,
     /// KEY=\@x is the literal "@x", KEY=value is a literal (repeatable; wins over everything).
     #[arg(

@@ -69,8 +69,18 @@ impl Dir {
     }
 }
 
+/// The agent-run under test: `AGENT_RUN_BIN` when set (scripts/test-all.sh points it at the
+/// shipping static-pie release build, whose optimiser spills values to other places than the
+/// debug build's), else the debug binary cargo built for this test run. The examples are
+/// taken from the `examples/` directory next to it (scripts/build-release.sh builds them).
 pub fn agent_run_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_agent-run")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("AGENT_RUN_BIN")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_agent-run").to_owned())
+    })
 }
 
 /// Path of an example program, built on first use when the test was run alone.
@@ -477,15 +487,23 @@ pub fn run_code(cmd: &mut Command, stdin: Option<&[u8]>, code: i32) -> Output {
 
 /// Random alphanumeric values of varied lengths, distinct from each other.
 pub fn random_values(count: usize, salt: u64) -> Vec<String> {
+    let lengths: Vec<usize> = (0..count)
+        .map(|i| [8, 9, 12, 16, 23, 32, 40, 64, 100, 128, 255, 400, 1000, 4096][i % 14])
+        .collect();
+    random_values_of(&lengths, salt)
+}
+
+/// Random alphanumeric values, one of each length in `lengths`.
+pub fn random_values_of(lengths: &[usize], salt: u64) -> Vec<String> {
     let mut state = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
         ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..count)
-        .map(|i| {
-            let len = [8, 9, 12, 16, 23, 32, 40, 64, 100, 128, 255, 400, 1000, 4096][i % 14];
+    lengths
+        .iter()
+        .map(|&len| {
             (0..len)
                 .map(|_| {
                     state ^= state << 13;

@@ -13,9 +13,21 @@ use super::{run, run_ok, Dir};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-vault");
 
+/// The agent-vault under test: `AGENT_VAULT_BIN` when set (the release build, see
+/// `super::agent_run_bin`), else the debug binary of this test run.
+pub fn vault_bin() -> &'static str {
+    static BIN_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN_PATH.get_or_init(|| {
+        std::env::var("AGENT_VAULT_BIN")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| BIN.to_owned())
+    })
+}
+
 /// `agent-vault` with a clean environment (no inherited AGENT_VAULT_*).
 pub fn vault_cmd() -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(vault_bin());
     for (key, _) in std::env::vars() {
         if key.starts_with("AGENT_VAULT_") || key == "RUST_LOG" {
             cmd.env_remove(key);
