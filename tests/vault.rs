@@ -342,8 +342,84 @@ fn versions_and_rollback() {
     vault.assert_not_stored_or_logged(&["rotation-value-number-"]);
 }
 
+/// Issue 10 item 1: a write token could turn a secret into a plain variable and read it
+/// back, and an unchanged answer confirmed a guessed value.
 #[test]
-fn identical_rewrite_is_not_a_change_and_description_alone_updates() {
+fn issue_10_secrets_never_turn_readable_and_every_write_is_a_version() {
+    let vault = start_vault();
+    let secret = "sk-write-only-value-0001";
+    vault.set("support-bot", "OPENAI_API_KEY", secret);
+    let (_, writer) = vault.issue(&["secrets:write:support-bot/*"], None);
+    let path = "/v1/agents/support-bot/secrets/OPENAI_API_KEY";
+    for token in [&vault.admin, &writer] {
+        for body in [
+            json!({"kind": "plain"}),
+            json!({"kind": "plain", "description": "now config"}),
+        ] {
+            let (status, text) = vault.put(path, token, body);
+            assert_eq!(
+                (status, error_code(&text).as_str()),
+                (400, "invalid_request"),
+                "{text}"
+            );
+            assert_no_values("refused PUT", &text, &[secret]);
+        }
+    }
+    let described = vault.get_json(path, &vault.admin);
+    assert_eq!(
+        (described["kind"].clone(), described["version"].clone()),
+        (json!("secret"), json!(1)),
+        "a refused change changed nothing"
+    );
+    // Every management answer about it stays masked.
+    let texts = [
+        vault.get(path, &writer).1,
+        vault
+            .get("/v1/agents/support-bot/secrets?values=true", &vault.admin)
+            .1,
+        vault.get(&format!("{path}/versions"), &vault.admin).1,
+    ];
+    for text in &texts {
+        assert_no_values("management answer", text, &[secret]);
+    }
+    // Writing the same value again is a new version, reported as a change, audited `ok`.
+    let again = vault.set("support-bot", "OPENAI_API_KEY", secret);
+    assert_eq!(
+        (again["changed"].clone(), again["secret"]["version"].clone()),
+        (json!(true), json!(2))
+    );
+    assert_no_values("PUT answer", &again.to_string(), &[secret]);
+    let audit = vault.get_json("/v1/audit?agent=support-bot", &vault.admin);
+    assert!(
+        audit["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .all(|r| r["outcome"] != "unchanged"),
+        "{audit}"
+    );
+    // Plain with a new value is allowed: that value is the caller's own.
+    let (status, text) = vault.put(
+        path,
+        &writer,
+        json!({"kind": "plain", "value": "now-public-config"}),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["secret"]["value"], "now-public-config");
+    // Rolling back to the secret version keeps it a secret: nothing reads it back.
+    let (status, text) = vault.post(&format!("{path}/rollback"), &writer, json!({"to": 2}));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(json(&text)["secret"]["kind"], "secret");
+    assert_no_values("rollback answer", &text, &[secret]);
+    let listed = vault
+        .get("/v1/agents/support-bot/secrets?values=true", &writer)
+        .1;
+    assert_no_values("list --values", &listed, &[secret]);
+    vault.assert_not_stored_or_logged(&[secret]);
+}
+
+#[test]
+fn description_alone_updates_and_delete() {
     let vault = start_vault();
     vault.set("bot", "K", "same-value-every-time");
     let (_, reader) = vault.issue(&["secrets:read:bot/*"], None);
@@ -353,11 +429,6 @@ fn identical_rewrite_is_not_a_change_and_description_alone_updates() {
             .expect("revision")
     };
     let before = rev();
-    let again = vault.set("bot", "K", "same-value-every-time");
-    assert_eq!(again["changed"], false);
-    assert_eq!(again["secret"]["version"], 1);
-    assert_eq!(rev(), before, "an identical write must not wake launchers");
-
     let (status, body) = vault.put(
         "/v1/agents/bot/secrets/K",
         &vault.admin,
@@ -382,7 +453,7 @@ fn identical_rewrite_is_not_a_change_and_description_alone_updates() {
         vault.delete("/v1/agents/bot/secrets/K", &vault.admin).0,
         204
     );
-    assert!(rev() > before);
+    assert_ne!(rev(), before);
     assert_eq!(vault.get("/v1/agents/bot/secrets/K", &vault.admin).0, 404);
     assert_eq!(
         vault.delete("/v1/agents/bot/secrets/K", &vault.admin).0,
@@ -450,11 +521,10 @@ fn import_summary_and_atomicity() {
         json!({"entries": [{"key": "EXISTING", "value": "existing-new-value"}, {"key": "KEEP", "value": "keep-old-value"}], "overwrite": true}),
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(json(&body)["overwritten"], json!(["EXISTING"]));
     assert_eq!(
-        json(&body)["skipped"],
-        json!(["KEEP"]),
-        "identical value is not rewritten"
+        json(&body)["overwritten"],
+        json!(["EXISTING", "KEEP"]),
+        "an identical value is a new version too (no answer confirms a guess)"
     );
     assert_no_values("import summary", &body, &["existing-new-value"]);
     vault.assert_not_stored_or_logged(&["imported-secret-value-1", "existing-new-value"]);

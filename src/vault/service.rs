@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info};
 
@@ -197,13 +196,6 @@ fn validate_description(description: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn same_value(a: &SecretString, b: &SecretString) -> bool {
-    a.expose_secret()
-        .as_bytes()
-        .ct_eq(b.expose_secret().as_bytes())
-        .into()
 }
 
 fn meta(entry: &EntryRow, value: &SecretString, show_plain: bool) -> SecretMeta {
@@ -813,30 +805,38 @@ impl Vault {
                         (entry, value, true, true)
                     }
                     Some(mut entry) => {
-                        let current = current_value(tx, &master, &entry)?;
                         let kind = req.kind.unwrap_or(entry.kind);
-                        let new_value = match req.value {
-                            Some(value) if !same_value(&value, &current) => Some(value),
-                            _ => None,
-                        };
-                        let mut changed = false;
-                        if new_value.is_some() || kind != entry.kind {
-                            entry.version += 1;
-                            entry.kind = kind;
-                            let value = new_value.as_ref().unwrap_or(&current);
-                            store_version(
-                                tx,
-                                &master,
-                                keep,
-                                owner,
-                                key,
-                                entry.version,
-                                kind,
-                                value,
-                                now,
-                            )?;
-                            changed = true;
+                        if entry.kind == Kind::Secret && kind == Kind::Plain && req.value.is_none()
+                        {
+                            // A plain entry is shown in clear: turning a secret into one
+                            // without replacing its value would read it back.
+                            return Err(Error::InvalidRequest(format!(
+                                "{key} is a secret; making it plain needs a new value"
+                            )));
                         }
+                        let mut changed = false;
+                        // Every write of a value is a new version, even of the same bytes:
+                        // "unchanged" would confirm a guessed value to a write-only caller.
+                        let value = match req.value {
+                            Some(value) => {
+                                Self::new_version(
+                                    tx, &master, keep, owner, key, &mut entry, kind, &value, now,
+                                )?;
+                                changed = true;
+                                value
+                            }
+                            None => {
+                                let current = current_value(tx, &master, &entry)?;
+                                if kind != entry.kind {
+                                    Self::new_version(
+                                        tx, &master, keep, owner, key, &mut entry, kind, &current,
+                                        now,
+                                    )?;
+                                    changed = true;
+                                }
+                                current
+                            }
+                        };
                         if let Some(description) = req.description {
                             if description != entry.description {
                                 entry.description = description;
@@ -847,7 +847,7 @@ impl Vault {
                             entry.updated_at = now;
                             db::upsert_entry(tx, &entry)?;
                         }
-                        (entry, new_value.unwrap_or(current), false, changed)
+                        (entry, value, false, changed)
                     }
                 };
                 let seq = if changed {
@@ -856,11 +856,7 @@ impl Vault {
                     None
                 };
                 let action = if created { "create" } else { "update" };
-                let outcome = if changed { "ok" } else { "unchanged" };
-                audit::write(
-                    tx,
-                    &record(&ctx2, action, &owner2, vec![key.clone()], outcome),
-                )?;
+                audit::write(tx, &record(&ctx2, action, &owner2, vec![key.clone()], "ok"))?;
                 Ok((
                     PutResponse {
                         created,
@@ -876,6 +872,35 @@ impl Vault {
             info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, version, revision = seq, "entry written");
         }
         Ok(response)
+    }
+
+    /// Store `value` as the next version of `entry` with `kind` (the entry row itself is
+    /// written by the caller).
+    #[allow(clippy::too_many_arguments)]
+    fn new_version(
+        tx: &rusqlite::Transaction<'_>,
+        master: &MasterKey,
+        keep: u32,
+        owner: &str,
+        key: &str,
+        entry: &mut EntryRow,
+        kind: Kind,
+        value: &SecretString,
+        now: i64,
+    ) -> Result<()> {
+        entry.version += 1;
+        entry.kind = kind;
+        store_version(
+            tx,
+            master,
+            keep,
+            owner,
+            key,
+            entry.version,
+            kind,
+            value,
+            now,
+        )
     }
 
     /// Metadata of every entry of `owner` (filtered to the keys a scoped token manages).
@@ -1023,7 +1048,10 @@ impl Vault {
                     };
                     let value = open_version(&master, &owner_name, key, &target)?;
                     entry.version += 1;
-                    entry.kind = target.kind;
+                    // A rollback never turns a secret into a plain (readable) entry.
+                    if entry.kind != Kind::Secret {
+                        entry.kind = target.kind;
+                    }
                     entry.updated_at = now;
                     store_version(
                         tx,
@@ -1140,11 +1168,7 @@ impl Vault {
                         }
                         Some(_) if !req.overwrite => summary.skipped.push(key.clone()),
                         Some(mut entry) => {
-                            let current = current_value(tx, &master, &entry)?;
-                            if same_value(&current, &item.value) && entry.kind == kind {
-                                summary.skipped.push(key.clone());
-                                continue;
-                            }
+                            // Overwriting is always a new version, whatever the value (see put).
                             entry.version += 1;
                             entry.kind = kind;
                             entry.updated_at = now;
