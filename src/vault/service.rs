@@ -2,10 +2,13 @@
 //! long-poll wait. The only caller of `db` and `crypto`, and the writer of `audit`.
 //!
 //! Every change runs in one database transaction that also takes a number from the global
-//! change sequence, stores it as the owner's (agent's or project's) last change, and appends
-//! the audit record; after commit the number is published on the owner's `watch` channel,
-//! which is what wakes long-poll waiters. A token's revision is the larger of its agent's and
-//! the project's last change, so a change to agent B never wakes a waiter on agent A.
+//! change sequence, stores it as the owner's (agent's or project's) last change, reads the
+//! owner's entry list (names and versions), and appends the audit record; after commit that
+//! state is published on the owner's `watch` channel, which wakes that owner's long-poll
+//! waiters. A reader's revision is a digest of the entries inside its token's scope
+//! (`scope_revision`), so a waiter answers only for a change it can read, and the number
+//! tells nothing about other keys, other agents or write volume. Waiters also wake on a
+//! revocation and at their token's expiry, and every run-time answer re-checks the token.
 //!
 //! Values are decrypted only inside `spawn_blocking` closures (to compare on write, compute a
 //! masked preview, or answer the run-time read) and never logged.
@@ -124,9 +127,12 @@ struct Shared {
     /// In an Arc so `spawn_blocking` closures can encrypt and decrypt.
     master: Arc<MasterKey>,
     tokens: TokenTable,
-    /// Last change sequence per owner, published after each commit. A std mutex: it guards a
-    /// map lookup and is never held across an `.await`.
-    revisions: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Each owner's entries as of its last change, published after each commit; waiters
+    /// recompute their scope's revision from it. A std mutex: it guards a map lookup and is
+    /// never held across an `.await`.
+    revisions: Mutex<HashMap<String, watch::Sender<Arc<OwnerState>>>>,
+    /// Bumped on every revocation so waiters re-check their token at once.
+    token_events: watch::Sender<u64>,
     /// Bounds concurrent long-poll waiters; beyond it a request gets 503 `too_many_waiters`.
     waiters: Arc<Semaphore>,
     keep_versions: u32,
@@ -281,11 +287,70 @@ fn store_version(
     db::prune_versions(tx, owner, key, keep)
 }
 
-/// Bump the global sequence and make it the owner's last change.
-fn bump(tx: &rusqlite::Transaction<'_>, owner: &str) -> Result<i64> {
+/// Bump the global sequence, make it the owner's last change, and read the owner's entries
+/// as of this change (in the same transaction, so the state matches the commit).
+fn bump(tx: &rusqlite::Transaction<'_>, owner: &str) -> Result<OwnerState> {
     let seq = db::next_seq(tx)?;
     db::set_owner_seq(tx, owner, seq)?;
-    Ok(seq)
+    OwnerState::read(tx, owner, seq)
+}
+
+/// One owner's entries as of its last change: what a reader's revision is computed from.
+/// Holds names and version numbers only, never a value.
+#[derive(Debug, Default)]
+pub struct OwnerState {
+    /// The global change sequence of the owner's last change; orders publications (commits
+    /// may publish out of order). Never shown to a run-time caller: it counts every write.
+    seq: i64,
+    entries: Vec<EntryStamp>,
+}
+
+#[derive(Debug)]
+struct EntryStamp {
+    key: String,
+    version: i64,
+    kind: Kind,
+    /// Tells a deleted and re-created key (version 1 again) from the old one.
+    created_at: i64,
+}
+
+impl OwnerState {
+    fn read(conn: &rusqlite::Connection, owner: &str, seq: i64) -> Result<OwnerState> {
+        let entries = db::list_entries(conn, owner)?
+            .into_iter()
+            .map(|entry| EntryStamp {
+                key: entry.key,
+                version: entry.version,
+                kind: entry.kind,
+                created_at: entry.created_at,
+            })
+            .collect();
+        Ok(OwnerState { seq, entries })
+    }
+}
+
+/// The revision a reader sees: a digest of the entries inside its scope (its agent's and
+/// the project's keys it may read; name, version, kind, creation time). It changes exactly
+/// when something the reader can read changes, and says nothing about other keys, other
+/// agents or how many writes happened. Opaque: clients compare it for equality only.
+/// 53 bits (exact in every JSON number), never 0 (a launcher's "nothing yet").
+fn scope_revision(caller: &Caller, agent: &str, own: &OwnerState, project: &OwnerState) -> u64 {
+    let mut hasher = blake3::Hasher::new_derive_key("agent-vault scope revision v1");
+    for (tag, state) in [(b'a', own), (b'p', project)] {
+        for entry in &state.entries {
+            if !caller.can_read(agent, &entry.key) {
+                continue;
+            }
+            hasher.update(&[tag, entry.kind as u8]);
+            hasher.update(&(entry.key.len() as u64).to_le_bytes());
+            hasher.update(entry.key.as_bytes());
+            hasher.update(&entry.version.to_le_bytes());
+            hasher.update(&entry.created_at.to_le_bytes());
+        }
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    (u64::from_le_bytes(first) & ((1 << 53) - 1)).max(1)
 }
 
 fn record(
@@ -432,7 +497,12 @@ impl Vault {
                         })?;
                     }
                 }
-                Ok((db::list_tokens(tx)?, db::all_owner_seqs(tx)?))
+                let mut states = Vec::new();
+                for (owner, seq) in db::all_owner_seqs(tx)? {
+                    let state = OwnerState::read(tx, &owner, seq)?;
+                    states.push((owner, state));
+                }
+                Ok((db::list_tokens(tx)?, states))
             })
             .await?;
         let table = TokenTable::default();
@@ -441,7 +511,7 @@ impl Vault {
         }
         let revisions = seqs
             .into_iter()
-            .map(|(owner, seq)| (owner, watch::channel(seq as u64).0))
+            .map(|(owner, state)| (owner, watch::channel(Arc::new(state)).0))
             .collect();
         let audit = AuditQueue::start(db.clone());
         Ok(Vault {
@@ -451,6 +521,7 @@ impl Vault {
                 master,
                 tokens: table,
                 revisions: Mutex::new(revisions),
+                token_events: watch::channel(0).0,
                 waiters: Arc::new(Semaphore::new(config.max_waiters)),
                 keep_versions: config.keep_versions.max(1),
                 audit,
@@ -475,40 +546,67 @@ impl Vault {
         self.inner.tokens.verify(bearer, now_ms())
     }
 
-    fn sender(&self, owner: &str) -> watch::Receiver<u64> {
+    fn sender(&self, owner: &str) -> watch::Receiver<Arc<OwnerState>> {
         let mut map = match self.inner.revisions.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
         map.entry(owner.to_string())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Arc::default()).0)
             .subscribe()
     }
 
-    fn publish(&self, owner: &str, seq: i64) {
+    fn publish(&self, owner: &str, state: OwnerState) {
         let mut map = match self.inner.revisions.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
         let sender = map
             .entry(owner.to_string())
-            .or_insert_with(|| watch::channel(0).0);
-        // Commits may publish out of order; keep the maximum so a revision never goes back.
-        sender.send_if_modified(|current| {
-            if seq as u64 > *current {
-                *current = seq as u64;
+            .or_insert_with(|| watch::channel(Arc::default()).0);
+        // Commits may publish out of order; keep the latest so a state never goes back.
+        let mut state = Some(state);
+        sender.send_if_modified(|current| match state.take() {
+            Some(state) if state.seq > current.seq => {
+                *current = Arc::new(state);
                 true
-            } else {
-                false
             }
+            _ => false,
         });
     }
 
-    /// The in-memory revision of `agent` as seen by its readers.
-    pub fn revision(&self, agent: &str) -> u64 {
-        let a = *self.sender(agent).borrow();
-        let p = *self.sender(PROJECT).borrow();
-        a.max(p)
+    /// The in-memory revision of `agent` as `caller` sees it.
+    fn revision(&self, caller: &Caller, agent: &str) -> u64 {
+        let own = self.sender(agent).borrow().clone();
+        let project = self.sender(PROJECT).borrow().clone();
+        scope_revision(caller, agent, &own, &project)
+    }
+
+    /// Is the caller's token still what it was when the request was authenticated (not
+    /// revoked, not expired, same scopes)? Asked again at the moment of answering, because a
+    /// long-poll may outlive its token.
+    async fn recheck(&self, ctx: &Ctx, agent: &str) -> Result<()> {
+        match self
+            .inner
+            .tokens
+            .recheck(&ctx.caller.token_id, &ctx.caller.scopes, now_ms())
+        {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                info!(token_id = %ctx.caller.token_id, agent, "token no longer valid; run-time answer refused");
+                self.inner
+                    .audit
+                    .push(record(
+                        ctx,
+                        "runtime.read",
+                        &Owner::Agent(agent.to_string()),
+                        Vec::new(),
+                        "denied",
+                    ))
+                    .await;
+                Err(err)
+            }
+        }
     }
 
     async fn deny(
@@ -605,15 +703,23 @@ impl Vault {
         Ok(agent)
     }
 
-    /// Wait until `agent`'s revision exceeds `since` (true) or `wait` passes (false). Holds
-    /// no database resource: only two watch receivers and a semaphore permit.
-    async fn wait_newer(&self, agent: &str, since: u64, wait: Duration) -> Result<bool> {
+    /// Wait until the revision of the caller's scope differs from `since` (true) or `wait`
+    /// passes (false). Wakes on its own agent's and the project's changes (a change outside
+    /// its scope leaves the revision as it was, so it waits on), on a revocation and at the
+    /// token's expiry, which end the wait with 401. Holds no database resource: only watch
+    /// receivers and a semaphore permit.
+    async fn wait_newer(&self, ctx: &Ctx, agent: &str, since: u64, wait: Duration) -> Result<bool> {
         let mut own = self.sender(agent);
         let mut project = self.sender(PROJECT);
-        let newer = |own: &mut watch::Receiver<u64>, project: &mut watch::Receiver<u64>| {
-            (*own.borrow_and_update()).max(*project.borrow_and_update()) > since
+        let mut revoked = self.inner.token_events.subscribe();
+        let caller = &ctx.caller;
+        let differs = |own: &mut watch::Receiver<Arc<OwnerState>>,
+                       project: &mut watch::Receiver<Arc<OwnerState>>| {
+            let own = own.borrow_and_update().clone();
+            let project = project.borrow_and_update().clone();
+            scope_revision(caller, agent, &own, &project) != since
         };
-        if newer(&mut own, &mut project) {
+        if differs(&mut own, &mut project) {
             return Ok(true);
         }
         if wait.is_zero() {
@@ -626,9 +732,20 @@ impl Vault {
             .try_acquire_owned()
             .map_err(|_| Error::TooManyWaiters)?;
         let mut stop = self.inner.shutdown.subscribe();
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        let now = tokio::time::Instant::now();
+        let deadline = now + wait.min(MAX_WAIT);
+        let expiry = self
+            .inner
+            .tokens
+            .get(&caller.token_id)
+            .and_then(|record| record.expires_at)
+            // One millisecond late rather than early: the re-check compares in milliseconds.
+            .map(|at| now + Duration::from_millis((at - now_ms()).max(0) as u64 + 1));
+        debug!(token_id = %caller.token_id, agent, "waiting for a change");
         loop {
-            if newer(&mut own, &mut project) {
+            revoked.borrow_and_update();
+            self.recheck(ctx, agent).await?;
+            if differs(&mut own, &mut project) {
                 return Ok(true);
             }
             if *stop.borrow_and_update() {
@@ -637,7 +754,14 @@ impl Vault {
             tokio::select! {
                 _ = own.changed() => {}
                 _ = project.changed() => {}
+                _ = revoked.changed() => {}
                 _ = stop.changed() => {}
+                _ = async {
+                    match expiry {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(false),
             }
         }
@@ -654,7 +778,8 @@ impl Vault {
         let Some(agent) = self.runtime_agent_past(ctx, agent, since, wait).await? else {
             return Ok(None);
         };
-        Ok(Some(self.revision(&agent)))
+        self.recheck(ctx, &agent).await?;
+        Ok(Some(self.revision(&ctx.caller, &agent)))
     }
 
     /// The run-time calls' common first step: which agent the token reads, and, with
@@ -668,7 +793,7 @@ impl Vault {
     ) -> Result<Option<String>> {
         let agent = self.runtime_agent(ctx, agent).await?;
         if let Some(since) = since {
-            if !self.wait_newer(&agent, since, wait).await? {
+            if !self.wait_newer(ctx, &agent, since, wait).await? {
                 return Ok(None);
             }
         }
@@ -694,7 +819,12 @@ impl Vault {
             .inner
             .db
             .read(move |tx| {
-                let revision = db::owner_seq(tx, &name)?.max(db::owner_seq(tx, PROJECT)?) as u64;
+                let revision = scope_revision(
+                    &caller,
+                    &name,
+                    &OwnerState::read(tx, &name, 0)?,
+                    &OwnerState::read(tx, PROJECT, 0)?,
+                );
                 let rows = db::runtime_rows(tx, &name)?;
                 let mut by_key: std::collections::BTreeMap<String, RuntimeSecret> =
                     std::collections::BTreeMap::new();
@@ -731,6 +861,8 @@ impl Vault {
                 Ok((revision, by_key.into_values().collect::<Vec<_>>(), reads))
             })
             .await?;
+        // The token may have been revoked while this read ran: answer nothing then.
+        self.recheck(ctx, &agent).await?;
         let keys: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
         debug!(token_id = %ctx.caller.token_id, agent = %agent, revision, count = keys.len(), "runtime read");
         let mut rec = record(
@@ -863,13 +995,14 @@ impl Vault {
                         changed,
                         secret: meta(&entry, &value, true),
                     },
-                    seq.map(|seq| (seq, entry.version)),
+                    seq.map(|state| (state, entry.version)),
                 ))
             })
             .await?;
-        if let Some((seq, version)) = seq {
-            self.publish(owner.name(), seq);
-            info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, version, revision = seq, "entry written");
+        if let Some((state, version)) = seq {
+            let seq = state.seq;
+            self.publish(owner.name(), state);
+            info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, version, seq, "entry written");
         }
         Ok(response)
     }
@@ -956,7 +1089,7 @@ impl Vault {
             .await?;
         let owner_name = owner.name().to_string();
         let (ctx2, owner2, key2) = (ctx.clone(), owner.clone(), key.clone());
-        let seq = self
+        let state = self
             .inner
             .db
             .write(move |tx| {
@@ -971,8 +1104,9 @@ impl Vault {
                 Ok(seq)
             })
             .await?;
-        self.publish(owner.name(), seq);
-        info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, revision = seq, "entry deleted");
+        let seq = state.seq;
+        self.publish(owner.name(), state);
+        info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, seq, "entry deleted");
         Ok(())
     }
 
@@ -1024,7 +1158,7 @@ impl Vault {
         let keep = self.inner.keep_versions;
         let owner_name = owner.name().to_string();
         let (ctx2, owner2, key2) = (ctx.clone(), owner.clone(), key.clone());
-        let (response, seq) =
+        let (response, state) =
             self.inner
                 .db
                 .write(move |tx| {
@@ -1079,9 +1213,10 @@ impl Vault {
                     ))
                 })
                 .await?;
-        self.publish(owner.name(), seq);
+        let seq = state.seq;
+        self.publish(owner.name(), state);
         info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key,
-            version = response.secret.version, from = response.rolled_back_to, revision = seq, "entry rolled back");
+            version = response.secret.version, from = response.rolled_back_to, seq, "entry rolled back");
         Ok(response)
     }
 
@@ -1203,8 +1338,8 @@ impl Vault {
                 Ok((summary, seq))
             })
             .await?;
-        if let Some(seq) = seq {
-            self.publish(owner.name(), seq);
+        if let Some(state) = seq {
+            self.publish(owner.name(), state);
         }
         info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"),
             created = summary.created.len(), skipped = summary.skipped.len(),
@@ -1309,6 +1444,10 @@ impl Vault {
                 self.inner.tokens.insert(record)?;
             }
         }
+        // Its long-poll waiters re-check and answer 401 now, not at their timeout.
+        self.inner
+            .token_events
+            .send_modify(|n| *n = n.wrapping_add(1));
         info!(token_id = %ctx.caller.token_id, revoked_token_id = %id, "token revoked");
         Ok(())
     }
