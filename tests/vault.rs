@@ -1392,3 +1392,69 @@ fn issue_10_waiters_see_only_changes_inside_their_scope() {
         assert_eq!(read["secrets"][0]["value"], "stripe-value-00002");
     });
 }
+
+/// Issue 10 item 7: the last admin token could revoke itself, and then nothing could
+/// administer the store.
+#[test]
+fn issue_10_last_admin_token_stays_and_offline_recovery() {
+    let mut vault = start_vault();
+    let tokens = vault.get_json("/v1/tokens", &vault.admin);
+    let first = tokens["tokens"][0]["id"].as_str().expect("id").to_string();
+    let (status, body) = vault.delete(&format!("/v1/tokens/{first}"), &vault.admin);
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (409, "conflict"),
+        "{body}"
+    );
+    assert_eq!(
+        vault.get("/v1/tokens", &vault.admin).0,
+        200,
+        "still an admin"
+    );
+    // With a second admin token the first can go; then the second is the last one.
+    let (second, admin2) = vault.issue(&["admin"], None);
+    assert_eq!(vault.delete(&format!("/v1/tokens/{first}"), &admin2).0, 204);
+    let (status, body) = vault.delete(&format!("/v1/tokens/{second}"), &admin2);
+    assert_eq!(status, 409, "{body}");
+
+    let data_dir = vault.data_dir.to_str().expect("utf-8").to_string();
+    let offline = || {
+        let mut cmd = vault_cmd();
+        cmd.args(["tokens", "issue", "--offline", "--data-dir", &data_dir])
+            .args(["--scope", "admin", "--description", "recovery"]);
+        run(&mut cmd, None)
+    };
+    // Refused while the server runs (its lock is held), and nothing is written.
+    let out = offline();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop the server"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty());
+    let count = |v: &serde_json::Value| v["tokens"].as_array().expect("tokens").len();
+    assert_eq!(count(&vault.get_json("/v1/tokens", &admin2)), 2);
+
+    assert!(vault.terminate().success());
+    let out = offline();
+    assert!(out.status.success(), "{out:?}");
+    let recovered = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(recovered.starts_with("avt_"), "{out:?}");
+    vault.start_again();
+    let tokens = vault.get_json("/v1/tokens", &recovered);
+    assert_eq!(count(&tokens), 3);
+    let audit = vault.get_json("/v1/audit", &recovered);
+    assert!(
+        audit["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["action"] == "token.issue.offline" && r["token_id"].is_null()),
+        "{audit}"
+    );
+    // The recovered admin may now retire the old one.
+    assert_eq!(
+        vault.delete(&format!("/v1/tokens/{second}"), &recovered).0,
+        204
+    );
+}

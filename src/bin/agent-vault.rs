@@ -628,19 +628,43 @@ fn vars(cmd: VarsCommand) -> Result<()> {
     }
 }
 
+/// `tokens issue --offline`: open the data directory as the server would (its lock proves
+/// no server runs on it; the master key must decrypt its values) and write the token there.
+fn issue_offline(dir: &Path, req: TokenRequest) -> Result<vault::model::IssuedToken> {
+    runtime()?.block_on(async {
+        let vault = Vault::open(VaultConfig::new(dir.to_path_buf()))
+            .await
+            .with_context(|| {
+                format!(
+                    "opening {} offline (stop the server on it first; the master key is needed)",
+                    dir.display()
+                )
+            })?;
+        let issued = vault.issue_token_offline(req).await;
+        vault.flush_audit().await;
+        Ok(issued?)
+    })
+}
+
 fn tokens(cmd: TokensCommand) -> Result<()> {
     match cmd {
         TokensCommand::Issue {
             scopes,
             ttl,
             description,
+            offline,
+            data_dir,
             connect: c,
         } => {
-            let issued = connect(&c)?.issue_token(&TokenRequest {
+            let req = TokenRequest {
                 scopes,
                 ttl: ttl.map(Ttl::Text),
                 description,
-            })?;
+            };
+            let issued = match data_dir.filter(|_| offline) {
+                Some(dir) => issue_offline(&dir, req)?,
+                None => connect(&c)?.issue_token(&req)?,
+            };
             if c.json {
                 return print_json(&issued);
             }

@@ -275,6 +275,19 @@ pub enum TokensCommand {
         /// What the token is for.
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        /// Recovery when no admin token is left: write the token straight into the data
+        /// directory (needs `--data-dir`, its master key, and the server stopped). Audited
+        /// as `token.issue.offline`.
+        #[arg(long, requires = "data_dir")]
+        offline: bool,
+        /// The data directory, with `--offline`.
+        #[arg(
+            long,
+            env = "AGENT_VAULT_DATA_DIR",
+            requires = "offline",
+            value_name = "DIR"
+        )]
+        data_dir: Option<PathBuf>,
         #[command(flatten)]
         connect: ConnectArgs,
     },

@@ -75,6 +75,9 @@ pub enum Error {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// The request is valid but would leave the store in a state it must not be in.
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many long-poll waiters; retry later")]
     TooManyWaiters,
     #[error("server is shutting down")]

@@ -1350,6 +1350,17 @@ impl Vault {
     // ---- tokens and audit -----------------------------------------------------------------
 
     pub async fn issue_token(&self, ctx: &Ctx, req: TokenRequest) -> Result<IssuedToken> {
+        self.issue_token_as(Some(ctx), req).await
+    }
+
+    /// Offline recovery (`agent-vault tokens issue --offline`): issue a token with no caller,
+    /// by whoever can open the data directory with its master key while no server runs (the
+    /// data-dir lock is held by `open`). Audited as `token.issue.offline`.
+    pub async fn issue_token_offline(&self, req: TokenRequest) -> Result<IssuedToken> {
+        self.issue_token_as(None, req).await
+    }
+
+    async fn issue_token_as(&self, ctx: Option<&Ctx>, req: TokenRequest) -> Result<IssuedToken> {
         let scopes = tokens::validate_scopes(&req.scopes)?;
         let description = req.description.unwrap_or_default();
         validate_description(&description)?;
@@ -1365,30 +1376,42 @@ impl Vault {
                 ));
             }
         }
-        self.require_admin(ctx, "issue tokens").await?;
+        if let Some(ctx) = ctx {
+            self.require_admin(ctx, "issue tokens").await?;
+        }
         let now = now_ms();
         let expires_at = ttl.map(|ttl| now + ttl.as_millis() as i64);
         let new = tokens::issue(scopes, description, now, expires_at)?;
         let record_row = new.record.clone();
-        let ctx2 = ctx.clone();
+        let audit_record = match ctx {
+            Some(ctx) => record(
+                ctx,
+                "token.issue",
+                &Owner::Project,
+                vec![record_row.id.clone()],
+                "ok",
+            ),
+            None => AuditRecord {
+                at: now,
+                token_id: None,
+                action: "token.issue.offline",
+                agent: None,
+                keys: vec![record_row.id.clone()],
+                remote: None,
+                outcome: "ok",
+                reads: Vec::new(),
+            },
+        };
         self.inner
             .db
             .write(move |tx| {
                 db::insert_token(tx, &record_row)?;
-                audit::write(
-                    tx,
-                    &record(
-                        &ctx2,
-                        "token.issue",
-                        &Owner::Project,
-                        vec![record_row.id.clone()],
-                        "ok",
-                    ),
-                )
+                audit::write(tx, &audit_record)
             })
             .await?;
         self.inner.tokens.insert(new.record.clone())?;
-        info!(token_id = %ctx.caller.token_id, new_token_id = %new.record.id, "token issued");
+        let by = ctx.map_or("offline", |ctx| ctx.caller.token_id.as_str());
+        info!(token_id = %by, new_token_id = %new.record.id, "token issued");
         Ok(IssuedToken {
             id: new.record.id.clone(),
             token: new.token,
@@ -1423,6 +1446,22 @@ impl Vault {
         self.inner
             .db
             .write(move |tx| {
+                // Checked in the write transaction, so two revocations at once cannot both
+                // pass it. Nothing could administer the store after the last admin token.
+                let tokens = db::list_tokens(tx)?;
+                let active_admin = |t: &tokens::TokenRecord| {
+                    t.revoked_at.is_none()
+                        && t.expires_at.is_none_or(|at| at > now)
+                        && t.scopes.iter().any(|s| s == "admin")
+                };
+                if tokens.iter().any(|t| t.id == id2 && active_admin(t))
+                    && !tokens.iter().any(|t| t.id != id2 && active_admin(t))
+                {
+                    return Err(Error::Conflict(format!(
+                        "token {id2} is the last admin token; issue another admin token \
+                         before revoking it"
+                    )));
+                }
                 if !db::revoke_token(tx, &id2, now)? {
                     return Err(Error::NotFound(format!("token {id2}")));
                 }
