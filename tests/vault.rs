@@ -1458,3 +1458,79 @@ fn issue_10_last_admin_token_stays_and_offline_recovery() {
         204
     );
 }
+
+/// Issue 10 item 8: agent-vault's `/proc/PID/environ` still held `AGENT_VAULT_MASTER_KEY`,
+/// and its memory was readable by its own user. The server runs as an ordinary user here
+/// (nobody when the tests run as root), so an undumpable process shows as root-owned files
+/// under `/proc/PID`.
+#[test]
+fn issue_10_agent_vault_scrubs_its_master_key_and_is_undumpable() {
+    use std::io::BufRead;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let key = "c0ffee00".repeat(8);
+    let dir = Dir::new("harden");
+    let data = dir.join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let me = nix::unistd::getuid();
+    let (uid, gid) = if me.is_root() {
+        (65534, 65534)
+    } else {
+        (me.as_raw(), nix::unistd::getgid().as_raw())
+    };
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    nix::unistd::chown(&data, Some(uid.into()), Some(gid.into())).expect("chown");
+    let as_user = |cmd: &mut std::process::Command| {
+        cmd.env("AGENT_VAULT_MASTER_KEY", &key).uid(uid).gid(gid);
+    };
+    let mut init = vault_cmd();
+    init.arg("init").arg("--data-dir").arg(&data);
+    as_user(&mut init);
+    let out = run(&mut init, None);
+    assert!(out.status.success(), "{out:?}");
+    let mut serve = vault_cmd();
+    serve
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    as_user(&mut serve);
+    let mut child = serve.spawn().expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let listening = lines.any(|l| l.is_ok_and(|l| l.contains("listening on")));
+    let pid = child.id();
+    let proc = |name: &str| format!("/proc/{pid}/{name}");
+    let checks = std::panic::catch_unwind(|| {
+        assert!(listening, "the server started");
+        let environ = std::fs::read(proc("environ")).unwrap_or_default();
+        assert!(
+            !common::vault::contains(&environ, key.as_bytes()),
+            "/proc/PID/environ still holds the master key"
+        );
+        let owner = std::fs::metadata(proc("environ")).expect("stat").uid();
+        assert_eq!(
+            owner, 0,
+            "not undumpable: /proc/PID files belong to uid {owner}"
+        );
+        let limits = std::fs::read_to_string(proc("limits")).expect("limits");
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .expect("core line");
+        assert_eq!(
+            core.split_whitespace().nth(4),
+            Some("0"),
+            "soft core limit: {core}"
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = checks {
+        std::panic::resume_unwind(panic);
+    }
+}

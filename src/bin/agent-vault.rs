@@ -54,6 +54,10 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread: take the master key out of the
+    // environment and make this process undumpable (it holds the key and values).
+    vault::crypto::take_env_key();
+    harden();
     let cli = match VaultCli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -73,6 +77,23 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         }
+    }
+}
+
+/// As agent-run does for itself: no core dump, and `PR_SET_DUMPABLE 0`, which also makes
+/// `/proc/PID/mem`, `environ` and friends root-only and refuses `ptrace` by the same user.
+fn harden() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("agent-vault: warning: cannot mark the process undumpable: {e}");
+    }
+    match getrlimit(Resource::RLIMIT_CORE) {
+        Ok((_, hard)) => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, hard) {
+                eprintln!("agent-vault: warning: cannot disable core dumps: {e}");
+            }
+        }
+        Err(e) => eprintln!("agent-vault: warning: cannot read the core limit: {e}"),
     }
 }
 

@@ -393,12 +393,9 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
             DB_FILE
         )));
     }
-    let master = match std::env::var(super::crypto::MASTER_KEY_ENV) {
-        Ok(value) => {
-            let value = zeroize::Zeroizing::new(value);
-            MasterKey::parse(&value, super::crypto::MASTER_KEY_ENV)?
-        }
-        Err(_) => MasterKey::create_file(&key_path)?,
+    let master = match MasterKey::from_env() {
+        Some(key) => key?,
+        None => MasterKey::create_file(&key_path)?,
     };
     drop(master);
     let db = Db::open(&db_path)?;
