@@ -1534,3 +1534,52 @@ fn issue_10_agent_vault_scrubs_its_master_key_and_is_undumpable() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Issue 10 item 10: `init` ran `chmod 0700` on an existing directory before checking
+/// whether it was initialized (a shared 1777 directory became 0700 even when refused).
+#[test]
+fn issue_10_init_never_changes_a_directory_it_did_not_create() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+    };
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let init = |path: &std::path::Path| {
+        let mut cmd = vault_cmd();
+        cmd.arg("init").arg("--data-dir").arg(path);
+        run(&mut cmd, None)
+    };
+    let dir = Dir::new("init-mode");
+    // An existing private-enough directory is used as it is.
+    let existing = dir.join("existing");
+    std::fs::create_dir(&existing).expect("mkdir");
+    chmod(&existing, 0o750);
+    let out = init(&existing);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&existing), 0o750);
+    // Initialized and then shared: a refused init changes nothing.
+    chmod(&existing, 0o1777);
+    let out = init(&existing);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already initialized"));
+    assert_eq!(mode(&existing), 0o1777);
+    // A shared directory that others can write to is refused, untouched and empty.
+    let shared = dir.join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    chmod(&shared, 0o1777);
+    let out = init(&shared);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writable by group or others"),
+        "{out:?}"
+    );
+    assert_eq!(mode(&shared), 0o1777);
+    assert_eq!(std::fs::read_dir(&shared).expect("ls").count(), 0);
+    // A directory init creates is private.
+    let fresh = dir.join("a/b/fresh");
+    let out = init(&fresh);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&fresh), 0o700);
+}

@@ -380,11 +380,10 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
-    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(data_dir))?;
+    use std::os::unix::fs::DirBuilderExt;
     let key_path = data_dir.join(MASTER_KEY_FILE);
     let db_path = data_dir.join(DB_FILE);
+    // Every check before the first change: a refused init leaves the directory as it was.
     if key_path.exists() || db_path.exists() {
         return Err(Error::InvalidRequest(format!(
             "{} is already initialized ({} or {} exists); refusing to overwrite the master key",
@@ -393,14 +392,45 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
             DB_FILE
         )));
     }
+    match std::fs::metadata(data_dir) {
+        // Someone else's directory keeps its mode (it may be shared); one that others can
+        // write to is no place for a master key and a database, so it is refused instead.
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(Error::InvalidRequest(format!(
+                    "{} exists and is not a directory",
+                    data_dir.display()
+                )));
+            }
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(Error::InvalidRequest(format!(
+                    "{} (mode {:o}) is writable by group or others; use a private directory \
+                     (mode 0700) for the store",
+                    data_dir.display(),
+                    mode & 0o7777
+                )));
+            }
+        }
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(io(data_dir))?;
+            // Ours: private whatever the umask.
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(data_dir))?;
+        }
+    }
     let master = match MasterKey::from_env() {
         Some(key) => key?,
         None => MasterKey::create_file(&key_path)?,
     };
     drop(master);
     let db = Db::open(&db_path)?;
-    // The directory is 0700 already; the file (and the WAL, which SQLite creates with the
-    // database file's mode) are private as well, belt and braces.
+    // The file (and the WAL, which SQLite creates with the database file's mode) is private
+    // whatever the directory's mode (an existing one keeps its own).
     std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
         .map_err(io(&db_path))?;
     let now = now_ms();
