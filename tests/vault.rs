@@ -1583,3 +1583,40 @@ fn issue_10_init_never_changes_a_directory_it_did_not_create() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(mode(&fresh), 0o700);
 }
+
+/// Issue 10 item 5: the admin CLI sent `Authorization: Bearer avt_…` and the value over
+/// plain HTTP to any host. It now refuses from the address alone, before any connection
+/// (no traffic leaves this machine: the refused hosts are never contacted).
+#[test]
+fn issue_10_admin_cli_refuses_plain_http_off_loopback() {
+    let value = "never-sent-value-5521";
+    // `.invalid` never resolves; had the check regressed, at most a failed DNS lookup
+    // leaves (the unit test `plain_http_only_to_loopback_unless_allowed` covers IPs).
+    for addr in ["http://localhost.invalid:1", "http://127.0.0.1.invalid:1"] {
+        for args in [
+            vec!["secrets", "set", "bot", "K", "--value", value],
+            vec!["tokens", "list"],
+        ] {
+            let mut cmd = vault_cmd();
+            cmd.env("AGENT_VAULT_ADDR", addr)
+                .env("AGENT_VAULT_TOKEN", "avt_000000000000_not-a-real-token")
+                .args(&args);
+            let out = run(&mut cmd, None);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{addr} {args:?}: {out:?}");
+            assert!(
+                stderr.contains("not a loopback address")
+                    && stderr.contains("--allow-insecure-http"),
+                "{stderr}"
+            );
+            assert!(
+                !stderr.contains(value) && !stderr.contains("avt_"),
+                "{stderr}"
+            );
+        }
+    }
+    // Loopback stays allowed over plain http, 127.0.0.0/8 included.
+    let vault = start_vault();
+    let out = vault.cli_run(&["secrets", "set", "bot", "K", "--value", value], None);
+    assert!(out.status.success(), "{out:?}");
+}

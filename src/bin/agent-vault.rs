@@ -255,6 +255,9 @@ fn serve(args: ServeArgs) -> Result<()> {
 // ---- admin commands ---------------------------------------------------------------------
 
 fn connect(args: &ConnectArgs) -> Result<Client> {
+    // Before the token is even read: a refused address gets nothing.
+    vault::client::check_transport(&args.addr, args.allow_insecure_http)
+        .map_err(|e| usage(e.to_string()))?;
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => SecretString::from(token.trim()),
         (None, Some(path)) => {

@@ -125,6 +125,11 @@ pub struct ConnectArgs {
     /// Print JSON (for scripts) instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Allow plain `http://` to a server that is not on loopback. The admin token and every
+    /// value sent then cross the network in clear; without it the command refuses before
+    /// connecting.
+    #[arg(long, env = "AGENT_VAULT_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
 }
 
 /// Where a new value comes from. Without --value or --stdin a masked prompt asks for it.
