@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use common::vault::{
@@ -1619,4 +1620,127 @@ fn issue_10_admin_cli_refuses_plain_http_off_loopback() {
     let vault = start_vault();
     let out = vault.cli_run(&["secrets", "set", "bot", "K", "--value", value], None);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Opens `count` connections from `source` (a loopback address other than 127.0.0.1) to
+/// `addr` and sends each half a request head, as a slowloris does.
+fn slowloris(source: &str, addr: &str, count: usize) -> Vec<std::net::TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let target: std::net::SocketAddr = addr
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
+    rt.block_on(async {
+        let mut streams = Vec::new();
+        for _ in 0..count {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(source)
+                .expect("bind the attacker's source address");
+            let stream = socket.connect(target).await.expect("connect");
+            let stream = stream.into_std().expect("std stream");
+            stream.set_nonblocking(false).expect("blocking");
+            (&stream)
+                .write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .expect("half a head");
+            streams.push(stream);
+        }
+        streams
+    })
+}
+
+/// Issue 10 item 6: sockets that send half a request filled every connection slot, and
+/// `/v1/health` timed out until the header timeout. Now one address holds at most a quarter
+/// of the slots while sending heads; everyone else is served.
+#[test]
+fn issue_10_a_slowloris_from_one_address_leaves_others_served() {
+    use std::io::Read;
+    let vault = start_vault_with(&["--max-connections", "40"]);
+    // More half-open connections than there are slots, from 127.0.0.2.
+    let attack = slowloris("127.0.0.2", &vault.addr, 60);
+    // Another client (127.0.0.1) is served at once (the old server only after its 30 s
+    // header timeout; the client gives up after 10 s).
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    for _ in 0..3 {
+        let resp = client
+            .get(vault.url("/v1/health"))
+            .send()
+            .expect("health is served during the attack");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    assert_eq!(vault.get("/v1/tokens", &vault.admin).0, 200);
+    // And the attack ends by itself: every attacking socket is closed by the server within
+    // its head timeout (a slot or a queue place is no lease).
+    for (i, mut stream) in attack.into_iter().enumerate() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut buf = [0u8; 256];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    assert!(
+                        !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ),
+                        "attacking socket {i} still open"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Issue 10 item 6, the other half: long-poll waiters have sent their request, so a fleet
+/// behind one address is not limited by the head bound: 1,000 waiters from 127.0.0.1.
+#[test]
+fn issue_10_a_thousand_waiters_from_one_address_stay_served() {
+    use std::io::{Read, Write};
+    let vault = start_vault();
+    vault.set("fleet", "K", "fleet-value-0000001");
+    let (id, reader) = vault.issue(&["secrets:read:fleet/*"], None);
+    let rev = vault.get_json("/v1/runtime/revision", &reader)["revision"]
+        .as_u64()
+        .expect("revision");
+    let target = vault.addr.trim_start_matches("http://").to_string();
+    let request = format!(
+        "GET /v1/runtime/revision?since={rev}&wait=120 HTTP/1.1\r\nHost: {target}\r\n\
+         Authorization: Bearer {reader}\r\n\r\n"
+    );
+    let mut waiters = Vec::new();
+    for _ in 0..1000 {
+        let mut stream = std::net::TcpStream::connect(&target).expect("connect");
+        stream.write_all(request.as_bytes()).expect("request");
+        waiters.push(stream);
+    }
+    wait_until(Duration::from_secs(120), "1,000 waiters waiting", || {
+        vault
+            .log()
+            .lines()
+            .filter(|l| l.contains("waiting for a change") && l.contains(&id))
+            .count()
+            >= 1000
+    });
+    vault.set("fleet", "K", "fleet-value-0000002");
+    for (i, stream) in waiters.iter_mut().enumerate() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        stream
+            .read_exact(&mut head)
+            .unwrap_or_else(|e| panic!("waiter {i} got no answer: {e}"));
+        assert_eq!(&head, b"HTTP/1.1 200", "waiter {i}");
+    }
 }

@@ -244,7 +244,10 @@ fn serve(args: ServeArgs) -> Result<()> {
                 }
             }
         };
-        vault::run(listener, tls, vault, shutdown)
+        let limits = vault::ServeLimits::new(
+            usize::try_from(args.max_connections).unwrap_or(vault::DEFAULT_MAX_CONNECTIONS),
+        );
+        vault::run_with(listener, tls, vault, limits, shutdown)
             .await
             .context("serving")?;
         eprintln!("agent-vault stopped");

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Most long-poll waiters at once; more get 503 `too_many_waiters`.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_waiters: usize,
+    /// Most open connections at once. A quarter of them at most (and 128) may come from one
+    /// address while still sending their request head, half (and 1024) from all addresses.
+    #[arg(long, default_value_t = 12_000, value_parser = clap::value_parser!(u64).range(8..=1_000_000), value_name = "N")]
+    pub max_connections: u64,
 }
 
 /// How to reach the server, for every admin command.
