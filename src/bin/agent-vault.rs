@@ -54,6 +54,10 @@ fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread: take the master key out of the
+    // environment and make this process undumpable (it holds the key and values).
+    vault::crypto::take_env_key();
+    harden();
     let cli = match VaultCli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -73,6 +77,23 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         }
+    }
+}
+
+/// As agent-run does for itself: no core dump, and `PR_SET_DUMPABLE 0`, which also makes
+/// `/proc/PID/mem`, `environ` and friends root-only and refuses `ptrace` by the same user.
+fn harden() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("agent-vault: warning: cannot mark the process undumpable: {e}");
+    }
+    match getrlimit(Resource::RLIMIT_CORE) {
+        Ok((_, hard)) => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, hard) {
+                eprintln!("agent-vault: warning: cannot disable core dumps: {e}");
+            }
+        }
+        Err(e) => eprintln!("agent-vault: warning: cannot read the core limit: {e}"),
     }
 }
 
@@ -223,7 +244,10 @@ fn serve(args: ServeArgs) -> Result<()> {
                 }
             }
         };
-        vault::run(listener, tls, vault, shutdown)
+        let limits = vault::ServeLimits::new(
+            usize::try_from(args.max_connections).unwrap_or(vault::DEFAULT_MAX_CONNECTIONS),
+        );
+        vault::run_with(listener, tls, vault, limits, shutdown)
             .await
             .context("serving")?;
         eprintln!("agent-vault stopped");
@@ -234,6 +258,9 @@ fn serve(args: ServeArgs) -> Result<()> {
 // ---- admin commands ---------------------------------------------------------------------
 
 fn connect(args: &ConnectArgs) -> Result<Client> {
+    // Before the token is even read: a refused address gets nothing.
+    vault::client::check_transport(&args.addr, args.allow_insecure_http)
+        .map_err(|e| usage(e.to_string()))?;
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => SecretString::from(token.trim()),
         (None, Some(path)) => {
@@ -611,19 +638,43 @@ fn vars(cmd: VarsCommand) -> Result<()> {
     }
 }
 
+/// `tokens issue --offline`: open the data directory as the server would (its lock proves
+/// no server runs on it; the master key must decrypt its values) and write the token there.
+fn issue_offline(dir: &Path, req: TokenRequest) -> Result<vault::model::IssuedToken> {
+    runtime()?.block_on(async {
+        let vault = Vault::open(VaultConfig::new(dir.to_path_buf()))
+            .await
+            .with_context(|| {
+                format!(
+                    "opening {} offline (stop the server on it first; the master key is needed)",
+                    dir.display()
+                )
+            })?;
+        let issued = vault.issue_token_offline(req).await;
+        vault.flush_audit().await;
+        Ok(issued?)
+    })
+}
+
 fn tokens(cmd: TokensCommand) -> Result<()> {
     match cmd {
         TokensCommand::Issue {
             scopes,
             ttl,
             description,
+            offline,
+            data_dir,
             connect: c,
         } => {
-            let issued = connect(&c)?.issue_token(&TokenRequest {
+            let req = TokenRequest {
                 scopes,
                 ttl: ttl.map(Ttl::Text),
                 description,
-            })?;
+            };
+            let issued = match data_dir.filter(|_| offline) {
+                Some(dir) => issue_offline(&dir, req)?,
+                None => connect(&c)?.issue_token(&req)?,
+            };
             if c.json {
                 return print_json(&issued);
             }

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Most long-poll waiters at once; more get 503 `too_many_waiters`.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_waiters: usize,
+    /// Most open connections at once. A quarter of them at most (and 128) may come from one
+    /// address while still sending their request head, half (and 1024) from all addresses.
+    #[arg(long, default_value_t = 12_000, value_parser = clap::value_parser!(u64).range(8..=1_000_000), value_name = "N")]
+    pub max_connections: u64,
 }
 
 /// How to reach the server, for every admin command.
@@ -125,6 +129,11 @@ pub struct ConnectArgs {
     /// Print JSON (for scripts) instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Allow plain `http://` to a server that is not on loopback. The admin token and every
+    /// value sent then cross the network in clear; without it the command refuses before
+    /// connecting.
+    #[arg(long, env = "AGENT_VAULT_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
 }
 
 /// Where a new value comes from. Without --value or --stdin a masked prompt asks for it.
@@ -275,6 +284,19 @@ pub enum TokensCommand {
         /// What the token is for.
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        /// Recovery when no admin token is left: write the token straight into the data
+        /// directory (needs `--data-dir`, its master key, and the server stopped). Audited
+        /// as `token.issue.offline`.
+        #[arg(long, requires = "data_dir")]
+        offline: bool,
+        /// The data directory, with `--offline`.
+        #[arg(
+            long,
+            env = "AGENT_VAULT_DATA_DIR",
+            requires = "offline",
+            value_name = "DIR"
+        )]
+        data_dir: Option<PathBuf>,
         #[command(flatten)]
         connect: ConnectArgs,
     },

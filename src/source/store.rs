@@ -449,11 +449,13 @@ impl Shared {
                         info!(source = %label, "store reachable again");
                         reported_failure = false;
                     }
-                    let newer = revision.is_some_and(|r| r > since);
+                    // The store's revision is an opaque digest of this token's scope:
+                    // compared for equality, never ordered.
+                    let newer = revision.is_some_and(|r| r != since);
                     if newer || self.degraded.load(Ordering::Relaxed) {
                         if let Some(revision) = revision {
                             // Wait past it next time even if the supervisor's fetch is slow.
-                            self.revision.fetch_max(revision, Ordering::Relaxed);
+                            self.revision.store(revision, Ordering::Relaxed);
                         }
                         debug!(source = %label, ?revision, "store reported a change");
                         notifier.revised(label);

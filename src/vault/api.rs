@@ -71,6 +71,7 @@ impl IntoResponse for ApiError {
                     Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
                     Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
                     Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                    Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
                     Error::TooManyWaiters => (StatusCode::SERVICE_UNAVAILABLE, "too_many_waiters"),
                     Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -43,6 +43,37 @@ fn segment(text: &str) -> String {
     out
 }
 
+/// The transport rule of `serve` and agent-run, for the admin CLI: `https://` anywhere,
+/// `http://` only to a loopback host (127.0.0.0/8, `::1`, `localhost`) unless
+/// `allow_insecure_http`. Decided from the address alone, before any connection, so a
+/// refused command sends nothing (no token, no value).
+pub fn check_transport(addr: &str, allow_insecure_http: bool) -> Result<()> {
+    let url = reqwest::Url::parse(addr)
+        .map_err(|e| Error::InvalidRequest(format!("invalid server address {addr:?}: {e}")))?;
+    let host = url.host_str().unwrap_or("");
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(host) => Ok(()),
+        "http" => Err(Error::InvalidRequest(format!(
+            "refusing plain http to {host}, which is not a loopback address: the token and \
+             values would cross the network in clear; use https, or --allow-insecure-http if \
+             the network is trusted"
+        ))),
+        other => Err(Error::InvalidRequest(format!(
+            "invalid server address {addr:?}: scheme {other:?} is not http or https"
+        ))),
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or `[::1]` (as `Url::host_str` writes hosts).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 impl Client {
     /// `addr` is a base URL such as `http://127.0.0.1:8377`; `ca_cert` adds a PEM root for
     /// servers with a private CA or self-signed certificate.
@@ -242,5 +273,34 @@ impl Client {
         let path = "/v1/audit";
         let builder = self.request(Method::GET, path)?.query(query);
         self.json(builder, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_transport;
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for ok in [
+            "https://vault.internal:8377",
+            "http://127.0.0.1:8377",
+            "http://127.8.9.10:1",
+            "http://[::1]:8377",
+            "http://localhost:8377",
+        ] {
+            assert!(check_transport(ok, false).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://10.255.255.1:9",
+            "http://localhost.invalid:1",
+            "http://[2001:db8::1]:80",
+            "http://0.0.0.0:8377",
+        ] {
+            assert!(check_transport(refused, false).is_err(), "{refused}");
+            assert!(check_transport(refused, true).is_ok(), "{refused}");
+        }
+        assert!(check_transport("ftp://127.0.0.1", true).is_err());
+        assert!(check_transport("not a url", true).is_err());
     }
 }

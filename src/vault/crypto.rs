@@ -12,11 +12,12 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::Aes256Gcm;
 use base64::Engine;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::{Error, Result};
@@ -30,6 +31,39 @@ const TAG_LEN: usize = 16;
 
 /// Environment variable that can carry the master key (hex or base64) instead of the file.
 pub const MASTER_KEY_ENV: &str = "AGENT_VAULT_MASTER_KEY";
+
+/// `AGENT_VAULT_MASTER_KEY` as read by [`take_env_key`], after it left the environment.
+static ENV_KEY: OnceLock<Option<SecretString>> = OnceLock::new();
+
+/// Reads `AGENT_VAULT_MASTER_KEY` once and wipes its value from this process's environment
+/// strings, so `/proc/PID/environ` (readable by the same user, and by root) no longer shows
+/// the key that decrypts every value. Later loads use the value kept here. The binary calls
+/// this first thing in `main`, before any thread exists (`sys::scrub_env_value`'s rule).
+pub fn take_env_key() {
+    let value = std::env::var(MASTER_KEY_ENV)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .map(SecretString::from);
+    if value.is_some() {
+        crate::sys::scrub_env_value(MASTER_KEY_ENV);
+    }
+    let _ = ENV_KEY.set(value);
+}
+
+/// Runs `f` with the environment's master key: the one [`take_env_key`] kept, or (when it was
+/// never called, e.g. in a library user) the variable as it is now.
+fn with_env_key<T>(f: impl FnOnce(Option<&str>) -> T) -> T {
+    match ENV_KEY.get() {
+        Some(kept) => f(kept.as_ref().map(|value| value.expose_secret())),
+        None => {
+            let value = std::env::var(MASTER_KEY_ENV).ok().map(Zeroizing::new);
+            f(value
+                .as_deref()
+                .map(String::as_str)
+                .filter(|v| !v.is_empty()))
+        }
+    }
+}
 
 /// The master key, kept only as a ready AES cipher (whose key schedule is wiped on drop by
 /// aes-gcm's `zeroize` feature). Deliberately neither `Debug` nor `Clone`.
@@ -104,11 +138,15 @@ impl MasterKey {
 
     /// Load the key from the environment variable if set, else from `path`.
     pub fn load(path: &Path) -> Result<MasterKey> {
-        if let Ok(value) = std::env::var(MASTER_KEY_ENV) {
-            let value = Zeroizing::new(value);
-            return MasterKey::parse(&value, MASTER_KEY_ENV);
+        match with_env_key(|value| value.map(|value| MasterKey::parse(value, MASTER_KEY_ENV))) {
+            Some(key) => key,
+            None => MasterKey::load_file(path),
         }
-        MasterKey::load_file(path)
+    }
+
+    /// The key from the environment variable, if set (for `init`).
+    pub fn from_env() -> Option<Result<MasterKey>> {
+        with_env_key(|value| value.map(|value| MasterKey::parse(value, MASTER_KEY_ENV)))
     }
 
     /// Load the key file, refusing one that group or others can read (fail early, naming the

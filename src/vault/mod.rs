@@ -37,15 +37,16 @@ pub mod model;
 pub mod service;
 pub mod tokens;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, trace, warn};
 
 pub use service::{Vault, VaultConfig};
@@ -75,6 +76,9 @@ pub enum Error {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// The request is valid but would leave the store in a state it must not be in.
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many long-poll waiters; retry later")]
     TooManyWaiters,
     #[error("server is shutting down")]
@@ -115,17 +119,148 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Upper bound on concurrently open connections. Each connection is a task plus buffers; the
+/// Default bound on concurrently open connections. Each connection is a task plus buffers; the
 /// bound keeps a flood of clients from exhausting memory or file descriptors. It must stay
 /// above the waiter bound so that a full house of long-pollers still leaves room for admins.
-const MAX_CONNECTIONS: usize = 12_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 12_000;
+
+/// Connection limits of [`run_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Connections past their admission at once (a long-poll waiter holds one).
+    pub max_connections: usize,
+    /// Connections from one address allowed to be sending their first request head (TLS
+    /// handshake included) at once; more from that address wait in its queue. A slowloris
+    /// from one address holds at most this many reading slots, while a fleet of launchers
+    /// behind one NAT address is not limited once each has sent its request.
+    pub head_per_peer: usize,
+    /// The same bound over all addresses.
+    pub head_total: usize,
+    /// Connections from one address waiting for a head slot; beyond it (and beyond
+    /// `queue_total` over all addresses) a new connection is closed at once. Queued
+    /// connections hold a socket, no connection slot, for at most the head timeout.
+    pub queue_per_peer: usize,
+    pub queue_total: usize,
+}
+
+impl ServeLimits {
+    /// Bounds derived from `max_connections`: a quarter of it per address (at most 128)
+    /// and half of it in total (at most 1024) may read heads, so a slowloris leaves most
+    /// slots free; queues hold a burst of thousands from one address (a fleet restarting).
+    pub fn new(max_connections: usize) -> ServeLimits {
+        let max_connections = max_connections.max(8);
+        ServeLimits {
+            max_connections,
+            head_per_peer: (max_connections / 4).min(128),
+            head_total: (max_connections / 2).min(1024),
+            queue_per_peer: 4096,
+            queue_total: 16_384,
+        }
+    }
+}
+
+/// Admission to the head-reading phase: a FIFO slot per address (fair among that address's
+/// connections) and one over all addresses, with bounded queues in front of them.
+struct HeadGate {
+    limits: ServeLimits,
+    total: Arc<Semaphore>,
+    /// Per address: its slots and how many of its connections are queued or reading a
+    /// head; plus that count over all addresses. A std mutex: short map operations, never
+    /// held across an `.await`.
+    state: Mutex<(PeerSlots, usize)>,
+}
+
+/// Per address: its head slots and how many of its connections are queued or reading.
+type PeerSlots = HashMap<IpAddr, (Arc<Semaphore>, usize)>;
+
+/// A connection's place in its address's queue or head phase; counted until dropped.
+struct HeadTicket {
+    gate: Arc<HeadGate>,
+    ip: IpAddr,
+    slots: Arc<Semaphore>,
+}
+
+/// Held while a connection reads its first request head; dropped once it is parsed.
+struct HeadGuard {
+    _ticket: HeadTicket,
+    _peer: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
+}
+
+impl HeadGate {
+    fn new(limits: ServeLimits) -> Arc<HeadGate> {
+        Arc::new(HeadGate {
+            limits,
+            total: Arc::new(Semaphore::new(limits.head_total)),
+            state: Mutex::new((HashMap::new(), 0)),
+        })
+    }
+
+    /// A ticket, or `None` when this address's queue (or everyone's) is full.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<HeadTicket> {
+        let limits = &self.limits;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (peers, all) = &mut *state;
+        if *all >= limits.head_total + limits.queue_total {
+            return None;
+        }
+        let (slots, users) = peers
+            .entry(ip)
+            .or_insert_with(|| (Arc::new(Semaphore::new(limits.head_per_peer)), 0));
+        if *users >= limits.head_per_peer + limits.queue_per_peer {
+            return None;
+        }
+        *users += 1;
+        *all += 1;
+        Some(HeadTicket {
+            gate: self.clone(),
+            ip,
+            slots: slots.clone(),
+        })
+    }
+}
+
+impl HeadTicket {
+    /// Waits (in FIFO order) for a head slot of this address and one overall, at most
+    /// `HEADER_TIMEOUT`.
+    async fn admit(self) -> Option<HeadGuard> {
+        let (slots, total) = (self.slots.clone(), self.gate.total.clone());
+        let permits = tokio::time::timeout(HEADER_TIMEOUT, async move {
+            let peer = slots.acquire_owned().await.ok()?;
+            let total = total.acquire_owned().await.ok()?;
+            Some((peer, total))
+        })
+        .await
+        .ok()
+        .flatten()?;
+        Some(HeadGuard {
+            _ticket: self,
+            _peer: permits.0,
+            _total: permits.1,
+        })
+    }
+}
+
+impl Drop for HeadTicket {
+    fn drop(&mut self) {
+        let mut state = self.gate.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (peers, all) = &mut *state;
+        *all -= 1;
+        if let Some((_, users)) = peers.get_mut(&self.ip) {
+            *users -= 1;
+            if *users == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// How long graceful shutdown waits for in-flight requests before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// A client has this long to send its request headers (slowloris guard) and to finish a TLS
-/// handshake.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client has this long to send each request head (slowloris guard; hyper's timer also
+/// closes a keep-alive connection idle this long) and to finish a TLS handshake.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve the store on an already bound `listener` until `shutdown` completes.
 ///
@@ -139,9 +274,22 @@ pub async fn run(
     vault: Vault,
     shutdown: impl Future,
 ) -> Result<()> {
+    let limits = ServeLimits::new(DEFAULT_MAX_CONNECTIONS);
+    run_with(listener, tls, vault, limits, shutdown).await
+}
+
+/// [`run`] with explicit connection limits.
+pub async fn run_with(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    vault: Vault,
+    limits: ServeLimits,
+    shutdown: impl Future,
+) -> Result<()> {
     let router = api::router(vault.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(limits.max_connections));
+    let heads = HeadGate::new(limits);
     // Every connection task holds a clone of `done_tx`; when the last one is dropped,
     // `done_rx.recv()` returns None and we know all connections finished (mini-redis).
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -149,13 +297,9 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
+        // Accepting is not gated by the connection bound: a connection first waits for a
+        // head slot of its address (holding a socket only), then takes a connection slot.
+        // A slowloris thus holds at most `head_per_peer` slots, never all of them.
         let (stream, remote) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -168,19 +312,32 @@ pub async fn run(
                 }
             },
         };
+        let Some(ticket) = heads.enter(remote.ip()) else {
+            debug!(remote = %remote, "too many connections waiting to send a request; closing");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
         let done = done_tx.clone();
         let stop = stop_rx.clone();
+        let limit = limit.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let _done = done;
+            let Some(head) = ticket.admit().await else {
+                debug!(remote = %remote, "no head slot within the header timeout; closing");
+                return;
+            };
+            let Ok(_permit) = limit.acquire_owned().await else {
+                return;
+            };
+            let head = Arc::new(Mutex::new(Some(head)));
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, remote, router, stop).await
+                            serve_connection(tls_stream, remote, router, head, stop).await
                         }
                         Ok(Err(err)) => {
                             debug!(remote = %remote, error = %err, "TLS handshake failed")
@@ -188,7 +345,7 @@ pub async fn run(
                         Err(_) => debug!(remote = %remote, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(stream, remote, router, stop).await,
+                None => serve_connection(stream, remote, router, head, stop).await,
             }
         });
     }
@@ -208,17 +365,21 @@ pub async fn run(
     Ok(())
 }
 
-/// One HTTP/1.1 connection: keep-alive, header timeout, graceful close on shutdown.
+/// One HTTP/1.1 connection: keep-alive, header timeout, graceful close on shutdown. `head`
+/// is released when the first request head has been parsed.
 async fn serve_connection<S>(
     stream: S,
     remote: SocketAddr,
     router: axum::Router,
+    head: Arc<Mutex<Option<HeadGuard>>>,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
     let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        // The request head is in: this connection is established, no longer counted.
+        drop(head.lock().unwrap_or_else(|p| p.into_inner()).take());
         trace!(remote = %remote, method = %req.method(), path = req.uri().path(), "request");
         req.extensions_mut().insert(api::RemoteAddr(remote));
         req

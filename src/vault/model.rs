@@ -226,7 +226,8 @@ pub struct SecretMeta {
 pub struct PutResponse {
     /// The key did not exist before.
     pub created: bool,
-    /// A new version was written (false when the same value was written again).
+    /// A new version or description was written. Every write of a value is a new version,
+    /// whatever the value, so this never confirms a guessed value.
     pub changed: bool,
     pub secret: SecretMeta,
 }

@@ -2,10 +2,13 @@
 //! long-poll wait. The only caller of `db` and `crypto`, and the writer of `audit`.
 //!
 //! Every change runs in one database transaction that also takes a number from the global
-//! change sequence, stores it as the owner's (agent's or project's) last change, and appends
-//! the audit record; after commit the number is published on the owner's `watch` channel,
-//! which is what wakes long-poll waiters. A token's revision is the larger of its agent's and
-//! the project's last change, so a change to agent B never wakes a waiter on agent A.
+//! change sequence, stores it as the owner's (agent's or project's) last change, reads the
+//! owner's entry list (names and versions), and appends the audit record; after commit that
+//! state is published on the owner's `watch` channel, which wakes that owner's long-poll
+//! waiters. A reader's revision is a digest of the entries inside its token's scope
+//! (`scope_revision`), so a waiter answers only for a change it can read, and the number
+//! tells nothing about other keys, other agents or write volume. Waiters also wake on a
+//! revocation and at their token's expiry, and every run-time answer re-checks the token.
 //!
 //! Values are decrypted only inside `spawn_blocking` closures (to compare on write, compute a
 //! masked preview, or answer the run-time read) and never logged.
@@ -16,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info};
 
@@ -125,9 +127,12 @@ struct Shared {
     /// In an Arc so `spawn_blocking` closures can encrypt and decrypt.
     master: Arc<MasterKey>,
     tokens: TokenTable,
-    /// Last change sequence per owner, published after each commit. A std mutex: it guards a
-    /// map lookup and is never held across an `.await`.
-    revisions: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Each owner's entries as of its last change, published after each commit; waiters
+    /// recompute their scope's revision from it. A std mutex: it guards a map lookup and is
+    /// never held across an `.await`.
+    revisions: Mutex<HashMap<String, watch::Sender<Arc<OwnerState>>>>,
+    /// Bumped on every revocation so waiters re-check their token at once.
+    token_events: watch::Sender<u64>,
     /// Bounds concurrent long-poll waiters; beyond it a request gets 503 `too_many_waiters`.
     waiters: Arc<Semaphore>,
     keep_versions: u32,
@@ -197,13 +202,6 @@ fn validate_description(description: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn same_value(a: &SecretString, b: &SecretString) -> bool {
-    a.expose_secret()
-        .as_bytes()
-        .ct_eq(b.expose_secret().as_bytes())
-        .into()
 }
 
 fn meta(entry: &EntryRow, value: &SecretString, show_plain: bool) -> SecretMeta {
@@ -289,11 +287,70 @@ fn store_version(
     db::prune_versions(tx, owner, key, keep)
 }
 
-/// Bump the global sequence and make it the owner's last change.
-fn bump(tx: &rusqlite::Transaction<'_>, owner: &str) -> Result<i64> {
+/// Bump the global sequence, make it the owner's last change, and read the owner's entries
+/// as of this change (in the same transaction, so the state matches the commit).
+fn bump(tx: &rusqlite::Transaction<'_>, owner: &str) -> Result<OwnerState> {
     let seq = db::next_seq(tx)?;
     db::set_owner_seq(tx, owner, seq)?;
-    Ok(seq)
+    OwnerState::read(tx, owner, seq)
+}
+
+/// One owner's entries as of its last change: what a reader's revision is computed from.
+/// Holds names and version numbers only, never a value.
+#[derive(Debug, Default)]
+pub struct OwnerState {
+    /// The global change sequence of the owner's last change; orders publications (commits
+    /// may publish out of order). Never shown to a run-time caller: it counts every write.
+    seq: i64,
+    entries: Vec<EntryStamp>,
+}
+
+#[derive(Debug)]
+struct EntryStamp {
+    key: String,
+    version: i64,
+    kind: Kind,
+    /// Tells a deleted and re-created key (version 1 again) from the old one.
+    created_at: i64,
+}
+
+impl OwnerState {
+    fn read(conn: &rusqlite::Connection, owner: &str, seq: i64) -> Result<OwnerState> {
+        let entries = db::list_entries(conn, owner)?
+            .into_iter()
+            .map(|entry| EntryStamp {
+                key: entry.key,
+                version: entry.version,
+                kind: entry.kind,
+                created_at: entry.created_at,
+            })
+            .collect();
+        Ok(OwnerState { seq, entries })
+    }
+}
+
+/// The revision a reader sees: a digest of the entries inside its scope (its agent's and
+/// the project's keys it may read; name, version, kind, creation time). It changes exactly
+/// when something the reader can read changes, and says nothing about other keys, other
+/// agents or how many writes happened. Opaque: clients compare it for equality only.
+/// 53 bits (exact in every JSON number), never 0 (a launcher's "nothing yet").
+fn scope_revision(caller: &Caller, agent: &str, own: &OwnerState, project: &OwnerState) -> u64 {
+    let mut hasher = blake3::Hasher::new_derive_key("agent-vault scope revision v1");
+    for (tag, state) in [(b'a', own), (b'p', project)] {
+        for entry in &state.entries {
+            if !caller.can_read(agent, &entry.key) {
+                continue;
+            }
+            hasher.update(&[tag, entry.kind as u8]);
+            hasher.update(&(entry.key.len() as u64).to_le_bytes());
+            hasher.update(entry.key.as_bytes());
+            hasher.update(&entry.version.to_le_bytes());
+            hasher.update(&entry.created_at.to_le_bytes());
+        }
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    (u64::from_le_bytes(first) & ((1 << 53) - 1)).max(1)
 }
 
 fn record(
@@ -323,11 +380,10 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
-    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(data_dir))?;
+    use std::os::unix::fs::DirBuilderExt;
     let key_path = data_dir.join(MASTER_KEY_FILE);
     let db_path = data_dir.join(DB_FILE);
+    // Every check before the first change: a refused init leaves the directory as it was.
     if key_path.exists() || db_path.exists() {
         return Err(Error::InvalidRequest(format!(
             "{} is already initialized ({} or {} exists); refusing to overwrite the master key",
@@ -336,17 +392,45 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
             DB_FILE
         )));
     }
-    let master = match std::env::var(super::crypto::MASTER_KEY_ENV) {
-        Ok(value) => {
-            let value = zeroize::Zeroizing::new(value);
-            MasterKey::parse(&value, super::crypto::MASTER_KEY_ENV)?
+    match std::fs::metadata(data_dir) {
+        // Someone else's directory keeps its mode (it may be shared); one that others can
+        // write to is no place for a master key and a database, so it is refused instead.
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(Error::InvalidRequest(format!(
+                    "{} exists and is not a directory",
+                    data_dir.display()
+                )));
+            }
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(Error::InvalidRequest(format!(
+                    "{} (mode {:o}) is writable by group or others; use a private directory \
+                     (mode 0700) for the store",
+                    data_dir.display(),
+                    mode & 0o7777
+                )));
+            }
         }
-        Err(_) => MasterKey::create_file(&key_path)?,
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(io(data_dir))?;
+            // Ours: private whatever the umask.
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(data_dir))?;
+        }
+    }
+    let master = match MasterKey::from_env() {
+        Some(key) => key?,
+        None => MasterKey::create_file(&key_path)?,
     };
     drop(master);
     let db = Db::open(&db_path)?;
-    // The directory is 0700 already; the file (and the WAL, which SQLite creates with the
-    // database file's mode) are private as well, belt and braces.
+    // The file (and the WAL, which SQLite creates with the database file's mode) is private
+    // whatever the directory's mode (an existing one keeps its own).
     std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
         .map_err(io(&db_path))?;
     let now = now_ms();
@@ -440,7 +524,12 @@ impl Vault {
                         })?;
                     }
                 }
-                Ok((db::list_tokens(tx)?, db::all_owner_seqs(tx)?))
+                let mut states = Vec::new();
+                for (owner, seq) in db::all_owner_seqs(tx)? {
+                    let state = OwnerState::read(tx, &owner, seq)?;
+                    states.push((owner, state));
+                }
+                Ok((db::list_tokens(tx)?, states))
             })
             .await?;
         let table = TokenTable::default();
@@ -449,7 +538,7 @@ impl Vault {
         }
         let revisions = seqs
             .into_iter()
-            .map(|(owner, seq)| (owner, watch::channel(seq as u64).0))
+            .map(|(owner, state)| (owner, watch::channel(Arc::new(state)).0))
             .collect();
         let audit = AuditQueue::start(db.clone());
         Ok(Vault {
@@ -459,6 +548,7 @@ impl Vault {
                 master,
                 tokens: table,
                 revisions: Mutex::new(revisions),
+                token_events: watch::channel(0).0,
                 waiters: Arc::new(Semaphore::new(config.max_waiters)),
                 keep_versions: config.keep_versions.max(1),
                 audit,
@@ -483,40 +573,67 @@ impl Vault {
         self.inner.tokens.verify(bearer, now_ms())
     }
 
-    fn sender(&self, owner: &str) -> watch::Receiver<u64> {
+    fn sender(&self, owner: &str) -> watch::Receiver<Arc<OwnerState>> {
         let mut map = match self.inner.revisions.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
         map.entry(owner.to_string())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Arc::default()).0)
             .subscribe()
     }
 
-    fn publish(&self, owner: &str, seq: i64) {
+    fn publish(&self, owner: &str, state: OwnerState) {
         let mut map = match self.inner.revisions.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
         let sender = map
             .entry(owner.to_string())
-            .or_insert_with(|| watch::channel(0).0);
-        // Commits may publish out of order; keep the maximum so a revision never goes back.
-        sender.send_if_modified(|current| {
-            if seq as u64 > *current {
-                *current = seq as u64;
+            .or_insert_with(|| watch::channel(Arc::default()).0);
+        // Commits may publish out of order; keep the latest so a state never goes back.
+        let mut state = Some(state);
+        sender.send_if_modified(|current| match state.take() {
+            Some(state) if state.seq > current.seq => {
+                *current = Arc::new(state);
                 true
-            } else {
-                false
             }
+            _ => false,
         });
     }
 
-    /// The in-memory revision of `agent` as seen by its readers.
-    pub fn revision(&self, agent: &str) -> u64 {
-        let a = *self.sender(agent).borrow();
-        let p = *self.sender(PROJECT).borrow();
-        a.max(p)
+    /// The in-memory revision of `agent` as `caller` sees it.
+    fn revision(&self, caller: &Caller, agent: &str) -> u64 {
+        let own = self.sender(agent).borrow().clone();
+        let project = self.sender(PROJECT).borrow().clone();
+        scope_revision(caller, agent, &own, &project)
+    }
+
+    /// Is the caller's token still what it was when the request was authenticated (not
+    /// revoked, not expired, same scopes)? Asked again at the moment of answering, because a
+    /// long-poll may outlive its token.
+    async fn recheck(&self, ctx: &Ctx, agent: &str) -> Result<()> {
+        match self
+            .inner
+            .tokens
+            .recheck(&ctx.caller.token_id, &ctx.caller.scopes, now_ms())
+        {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                info!(token_id = %ctx.caller.token_id, agent, "token no longer valid; run-time answer refused");
+                self.inner
+                    .audit
+                    .push(record(
+                        ctx,
+                        "runtime.read",
+                        &Owner::Agent(agent.to_string()),
+                        Vec::new(),
+                        "denied",
+                    ))
+                    .await;
+                Err(err)
+            }
+        }
     }
 
     async fn deny(
@@ -613,15 +730,23 @@ impl Vault {
         Ok(agent)
     }
 
-    /// Wait until `agent`'s revision exceeds `since` (true) or `wait` passes (false). Holds
-    /// no database resource: only two watch receivers and a semaphore permit.
-    async fn wait_newer(&self, agent: &str, since: u64, wait: Duration) -> Result<bool> {
+    /// Wait until the revision of the caller's scope differs from `since` (true) or `wait`
+    /// passes (false). Wakes on its own agent's and the project's changes (a change outside
+    /// its scope leaves the revision as it was, so it waits on), on a revocation and at the
+    /// token's expiry, which end the wait with 401. Holds no database resource: only watch
+    /// receivers and a semaphore permit.
+    async fn wait_newer(&self, ctx: &Ctx, agent: &str, since: u64, wait: Duration) -> Result<bool> {
         let mut own = self.sender(agent);
         let mut project = self.sender(PROJECT);
-        let newer = |own: &mut watch::Receiver<u64>, project: &mut watch::Receiver<u64>| {
-            (*own.borrow_and_update()).max(*project.borrow_and_update()) > since
+        let mut revoked = self.inner.token_events.subscribe();
+        let caller = &ctx.caller;
+        let differs = |own: &mut watch::Receiver<Arc<OwnerState>>,
+                       project: &mut watch::Receiver<Arc<OwnerState>>| {
+            let own = own.borrow_and_update().clone();
+            let project = project.borrow_and_update().clone();
+            scope_revision(caller, agent, &own, &project) != since
         };
-        if newer(&mut own, &mut project) {
+        if differs(&mut own, &mut project) {
             return Ok(true);
         }
         if wait.is_zero() {
@@ -634,9 +759,20 @@ impl Vault {
             .try_acquire_owned()
             .map_err(|_| Error::TooManyWaiters)?;
         let mut stop = self.inner.shutdown.subscribe();
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        let now = tokio::time::Instant::now();
+        let deadline = now + wait.min(MAX_WAIT);
+        let expiry = self
+            .inner
+            .tokens
+            .get(&caller.token_id)
+            .and_then(|record| record.expires_at)
+            // One millisecond late rather than early: the re-check compares in milliseconds.
+            .map(|at| now + Duration::from_millis((at - now_ms()).max(0) as u64 + 1));
+        debug!(token_id = %caller.token_id, agent, "waiting for a change");
         loop {
-            if newer(&mut own, &mut project) {
+            revoked.borrow_and_update();
+            self.recheck(ctx, agent).await?;
+            if differs(&mut own, &mut project) {
                 return Ok(true);
             }
             if *stop.borrow_and_update() {
@@ -645,7 +781,14 @@ impl Vault {
             tokio::select! {
                 _ = own.changed() => {}
                 _ = project.changed() => {}
+                _ = revoked.changed() => {}
                 _ = stop.changed() => {}
+                _ = async {
+                    match expiry {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(false),
             }
         }
@@ -662,7 +805,8 @@ impl Vault {
         let Some(agent) = self.runtime_agent_past(ctx, agent, since, wait).await? else {
             return Ok(None);
         };
-        Ok(Some(self.revision(&agent)))
+        self.recheck(ctx, &agent).await?;
+        Ok(Some(self.revision(&ctx.caller, &agent)))
     }
 
     /// The run-time calls' common first step: which agent the token reads, and, with
@@ -676,7 +820,7 @@ impl Vault {
     ) -> Result<Option<String>> {
         let agent = self.runtime_agent(ctx, agent).await?;
         if let Some(since) = since {
-            if !self.wait_newer(&agent, since, wait).await? {
+            if !self.wait_newer(ctx, &agent, since, wait).await? {
                 return Ok(None);
             }
         }
@@ -702,7 +846,12 @@ impl Vault {
             .inner
             .db
             .read(move |tx| {
-                let revision = db::owner_seq(tx, &name)?.max(db::owner_seq(tx, PROJECT)?) as u64;
+                let revision = scope_revision(
+                    &caller,
+                    &name,
+                    &OwnerState::read(tx, &name, 0)?,
+                    &OwnerState::read(tx, PROJECT, 0)?,
+                );
                 let rows = db::runtime_rows(tx, &name)?;
                 let mut by_key: std::collections::BTreeMap<String, RuntimeSecret> =
                     std::collections::BTreeMap::new();
@@ -739,6 +888,8 @@ impl Vault {
                 Ok((revision, by_key.into_values().collect::<Vec<_>>(), reads))
             })
             .await?;
+        // The token may have been revoked while this read ran: answer nothing then.
+        self.recheck(ctx, &agent).await?;
         let keys: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
         debug!(token_id = %ctx.caller.token_id, agent = %agent, revision, count = keys.len(), "runtime read");
         let mut rec = record(
@@ -813,30 +964,38 @@ impl Vault {
                         (entry, value, true, true)
                     }
                     Some(mut entry) => {
-                        let current = current_value(tx, &master, &entry)?;
                         let kind = req.kind.unwrap_or(entry.kind);
-                        let new_value = match req.value {
-                            Some(value) if !same_value(&value, &current) => Some(value),
-                            _ => None,
-                        };
-                        let mut changed = false;
-                        if new_value.is_some() || kind != entry.kind {
-                            entry.version += 1;
-                            entry.kind = kind;
-                            let value = new_value.as_ref().unwrap_or(&current);
-                            store_version(
-                                tx,
-                                &master,
-                                keep,
-                                owner,
-                                key,
-                                entry.version,
-                                kind,
-                                value,
-                                now,
-                            )?;
-                            changed = true;
+                        if entry.kind == Kind::Secret && kind == Kind::Plain && req.value.is_none()
+                        {
+                            // A plain entry is shown in clear: turning a secret into one
+                            // without replacing its value would read it back.
+                            return Err(Error::InvalidRequest(format!(
+                                "{key} is a secret; making it plain needs a new value"
+                            )));
                         }
+                        let mut changed = false;
+                        // Every write of a value is a new version, even of the same bytes:
+                        // "unchanged" would confirm a guessed value to a write-only caller.
+                        let value = match req.value {
+                            Some(value) => {
+                                Self::new_version(
+                                    tx, &master, keep, owner, key, &mut entry, kind, &value, now,
+                                )?;
+                                changed = true;
+                                value
+                            }
+                            None => {
+                                let current = current_value(tx, &master, &entry)?;
+                                if kind != entry.kind {
+                                    Self::new_version(
+                                        tx, &master, keep, owner, key, &mut entry, kind, &current,
+                                        now,
+                                    )?;
+                                    changed = true;
+                                }
+                                current
+                            }
+                        };
                         if let Some(description) = req.description {
                             if description != entry.description {
                                 entry.description = description;
@@ -847,7 +1006,7 @@ impl Vault {
                             entry.updated_at = now;
                             db::upsert_entry(tx, &entry)?;
                         }
-                        (entry, new_value.unwrap_or(current), false, changed)
+                        (entry, value, false, changed)
                     }
                 };
                 let seq = if changed {
@@ -856,26 +1015,52 @@ impl Vault {
                     None
                 };
                 let action = if created { "create" } else { "update" };
-                let outcome = if changed { "ok" } else { "unchanged" };
-                audit::write(
-                    tx,
-                    &record(&ctx2, action, &owner2, vec![key.clone()], outcome),
-                )?;
+                audit::write(tx, &record(&ctx2, action, &owner2, vec![key.clone()], "ok"))?;
                 Ok((
                     PutResponse {
                         created,
                         changed,
                         secret: meta(&entry, &value, true),
                     },
-                    seq.map(|seq| (seq, entry.version)),
+                    seq.map(|state| (state, entry.version)),
                 ))
             })
             .await?;
-        if let Some((seq, version)) = seq {
-            self.publish(owner.name(), seq);
-            info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, version, revision = seq, "entry written");
+        if let Some((state, version)) = seq {
+            let seq = state.seq;
+            self.publish(owner.name(), state);
+            info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, version, seq, "entry written");
         }
         Ok(response)
+    }
+
+    /// Store `value` as the next version of `entry` with `kind` (the entry row itself is
+    /// written by the caller).
+    #[allow(clippy::too_many_arguments)]
+    fn new_version(
+        tx: &rusqlite::Transaction<'_>,
+        master: &MasterKey,
+        keep: u32,
+        owner: &str,
+        key: &str,
+        entry: &mut EntryRow,
+        kind: Kind,
+        value: &SecretString,
+        now: i64,
+    ) -> Result<()> {
+        entry.version += 1;
+        entry.kind = kind;
+        store_version(
+            tx,
+            master,
+            keep,
+            owner,
+            key,
+            entry.version,
+            kind,
+            value,
+            now,
+        )
     }
 
     /// Metadata of every entry of `owner` (filtered to the keys a scoped token manages).
@@ -931,7 +1116,7 @@ impl Vault {
             .await?;
         let owner_name = owner.name().to_string();
         let (ctx2, owner2, key2) = (ctx.clone(), owner.clone(), key.clone());
-        let seq = self
+        let state = self
             .inner
             .db
             .write(move |tx| {
@@ -946,8 +1131,9 @@ impl Vault {
                 Ok(seq)
             })
             .await?;
-        self.publish(owner.name(), seq);
-        info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, revision = seq, "entry deleted");
+        let seq = state.seq;
+        self.publish(owner.name(), state);
+        info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key, seq, "entry deleted");
         Ok(())
     }
 
@@ -999,7 +1185,7 @@ impl Vault {
         let keep = self.inner.keep_versions;
         let owner_name = owner.name().to_string();
         let (ctx2, owner2, key2) = (ctx.clone(), owner.clone(), key.clone());
-        let (response, seq) =
+        let (response, state) =
             self.inner
                 .db
                 .write(move |tx| {
@@ -1023,7 +1209,10 @@ impl Vault {
                     };
                     let value = open_version(&master, &owner_name, key, &target)?;
                     entry.version += 1;
-                    entry.kind = target.kind;
+                    // A rollback never turns a secret into a plain (readable) entry.
+                    if entry.kind != Kind::Secret {
+                        entry.kind = target.kind;
+                    }
                     entry.updated_at = now;
                     store_version(
                         tx,
@@ -1051,9 +1240,10 @@ impl Vault {
                     ))
                 })
                 .await?;
-        self.publish(owner.name(), seq);
+        let seq = state.seq;
+        self.publish(owner.name(), state);
         info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"), key = %key,
-            version = response.secret.version, from = response.rolled_back_to, revision = seq, "entry rolled back");
+            version = response.secret.version, from = response.rolled_back_to, seq, "entry rolled back");
         Ok(response)
     }
 
@@ -1140,11 +1330,7 @@ impl Vault {
                         }
                         Some(_) if !req.overwrite => summary.skipped.push(key.clone()),
                         Some(mut entry) => {
-                            let current = current_value(tx, &master, &entry)?;
-                            if same_value(&current, &item.value) && entry.kind == kind {
-                                summary.skipped.push(key.clone());
-                                continue;
-                            }
+                            // Overwriting is always a new version, whatever the value (see put).
                             entry.version += 1;
                             entry.kind = kind;
                             entry.updated_at = now;
@@ -1179,8 +1365,8 @@ impl Vault {
                 Ok((summary, seq))
             })
             .await?;
-        if let Some(seq) = seq {
-            self.publish(owner.name(), seq);
+        if let Some(state) = seq {
+            self.publish(owner.name(), state);
         }
         info!(token_id = %ctx.caller.token_id, agent = owner.agent().unwrap_or("-"),
             created = summary.created.len(), skipped = summary.skipped.len(),
@@ -1191,6 +1377,17 @@ impl Vault {
     // ---- tokens and audit -----------------------------------------------------------------
 
     pub async fn issue_token(&self, ctx: &Ctx, req: TokenRequest) -> Result<IssuedToken> {
+        self.issue_token_as(Some(ctx), req).await
+    }
+
+    /// Offline recovery (`agent-vault tokens issue --offline`): issue a token with no caller,
+    /// by whoever can open the data directory with its master key while no server runs (the
+    /// data-dir lock is held by `open`). Audited as `token.issue.offline`.
+    pub async fn issue_token_offline(&self, req: TokenRequest) -> Result<IssuedToken> {
+        self.issue_token_as(None, req).await
+    }
+
+    async fn issue_token_as(&self, ctx: Option<&Ctx>, req: TokenRequest) -> Result<IssuedToken> {
         let scopes = tokens::validate_scopes(&req.scopes)?;
         let description = req.description.unwrap_or_default();
         validate_description(&description)?;
@@ -1206,30 +1403,42 @@ impl Vault {
                 ));
             }
         }
-        self.require_admin(ctx, "issue tokens").await?;
+        if let Some(ctx) = ctx {
+            self.require_admin(ctx, "issue tokens").await?;
+        }
         let now = now_ms();
         let expires_at = ttl.map(|ttl| now + ttl.as_millis() as i64);
         let new = tokens::issue(scopes, description, now, expires_at)?;
         let record_row = new.record.clone();
-        let ctx2 = ctx.clone();
+        let audit_record = match ctx {
+            Some(ctx) => record(
+                ctx,
+                "token.issue",
+                &Owner::Project,
+                vec![record_row.id.clone()],
+                "ok",
+            ),
+            None => AuditRecord {
+                at: now,
+                token_id: None,
+                action: "token.issue.offline",
+                agent: None,
+                keys: vec![record_row.id.clone()],
+                remote: None,
+                outcome: "ok",
+                reads: Vec::new(),
+            },
+        };
         self.inner
             .db
             .write(move |tx| {
                 db::insert_token(tx, &record_row)?;
-                audit::write(
-                    tx,
-                    &record(
-                        &ctx2,
-                        "token.issue",
-                        &Owner::Project,
-                        vec![record_row.id.clone()],
-                        "ok",
-                    ),
-                )
+                audit::write(tx, &audit_record)
             })
             .await?;
         self.inner.tokens.insert(new.record.clone())?;
-        info!(token_id = %ctx.caller.token_id, new_token_id = %new.record.id, "token issued");
+        let by = ctx.map_or("offline", |ctx| ctx.caller.token_id.as_str());
+        info!(token_id = %by, new_token_id = %new.record.id, "token issued");
         Ok(IssuedToken {
             id: new.record.id.clone(),
             token: new.token,
@@ -1264,6 +1473,22 @@ impl Vault {
         self.inner
             .db
             .write(move |tx| {
+                // Checked in the write transaction, so two revocations at once cannot both
+                // pass it. Nothing could administer the store after the last admin token.
+                let tokens = db::list_tokens(tx)?;
+                let active_admin = |t: &tokens::TokenRecord| {
+                    t.revoked_at.is_none()
+                        && t.expires_at.is_none_or(|at| at > now)
+                        && t.scopes.iter().any(|s| s == "admin")
+                };
+                if tokens.iter().any(|t| t.id == id2 && active_admin(t))
+                    && !tokens.iter().any(|t| t.id != id2 && active_admin(t))
+                {
+                    return Err(Error::Conflict(format!(
+                        "token {id2} is the last admin token; issue another admin token \
+                         before revoking it"
+                    )));
+                }
                 if !db::revoke_token(tx, &id2, now)? {
                     return Err(Error::NotFound(format!("token {id2}")));
                 }
@@ -1285,6 +1510,10 @@ impl Vault {
                 self.inner.tokens.insert(record)?;
             }
         }
+        // Its long-poll waiters re-check and answer 401 now, not at their timeout.
+        self.inner
+            .token_events
+            .send_modify(|n| *n = n.wrapping_add(1));
         info!(token_id = %ctx.caller.token_id, revoked_token_id = %id, "token revoked");
         Ok(())
     }

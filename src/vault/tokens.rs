@@ -325,6 +325,28 @@ impl TokenTable {
         })
     }
 
+    /// Is the token `id` still valid with the same `scopes`? For answers given long after
+    /// the request was authenticated (a long-poll may outlive its token).
+    pub fn recheck(&self, id: &str, scopes: &Arc<[Scope]>, now_ms: i64) -> Result<()> {
+        let map = self
+            .by_id
+            .read()
+            .map_err(|_| Error::Internal("token table lock poisoned".into()))?;
+        let (record, current) = map
+            .get(id)
+            .ok_or(Error::Unauthorized("unknown or invalid token"))?;
+        if record.revoked_at.is_some() {
+            return Err(Error::Unauthorized("token revoked"));
+        }
+        if record.expires_at.is_some_and(|at| at <= now_ms) {
+            return Err(Error::Unauthorized("token expired"));
+        }
+        if current != scopes {
+            return Err(Error::Unauthorized("token scopes changed"));
+        }
+        Ok(())
+    }
+
     pub fn get(&self, id: &str) -> Option<TokenRecord> {
         self.by_id
             .read()
