@@ -27,6 +27,8 @@ pub enum Error {
     BadLogLevel { value: String },
     #[error("--store {value:?}: {reason}")]
     BadStore { value: String, reason: String },
+    #[error("--proxy {value:?}: {reason}")]
+    BadProxy { value: String, reason: String },
     #[error("--{flag} {path}: {reason}")]
     Unreadable {
         flag: &'static str,
@@ -51,6 +53,8 @@ pub struct StoreConfig {
     pub token_file: Option<PathBuf>,
     pub fallback: Option<PathBuf>,
     pub ca_pem: Option<Vec<u8>>,
+    /// `--proxy`, for a non-loopback store only.
+    pub proxy: Option<Url>,
 }
 
 /// Everything agent-run needs to know, validated.
@@ -81,9 +85,10 @@ pub struct LogSettings {
 impl Config {
     pub fn from_args(args: RunArgs) -> Result<Config, Error> {
         let parsed_store = parse_stores(&args.stores, args.allow_insecure_http)?;
-        let openbao = openbao_settings(&args, parsed_store.as_ref())?;
+        let proxy = proxy_url(args.proxy.as_deref(), parsed_store.as_ref())?;
+        let openbao = openbao_settings(&args, parsed_store.as_ref(), proxy.clone())?;
         let store = match parsed_store {
-            Some(Store::AgentVault { url }) => Some(store_config(&args, url)?),
+            Some(Store::AgentVault { url }) => Some(store_config(&args, url, proxy)?),
             _ => {
                 refuse_agent_vault_flags(&args)?;
                 None
@@ -148,7 +153,7 @@ impl Config {
 }
 
 /// The agent-vault store's settings from its URL and the agent-vault flags.
-fn store_config(args: &RunArgs, url: Url) -> Result<StoreConfig, Error> {
+fn store_config(args: &RunArgs, url: Url, proxy: Option<Url>) -> Result<StoreConfig, Error> {
     let bad = |reason: &str| Error::BadStore {
         value: url.to_string(),
         reason: reason.to_owned(),
@@ -176,6 +181,7 @@ fn store_config(args: &RunArgs, url: Url) -> Result<StoreConfig, Error> {
         token_file: args.token_file.clone(),
         fallback: args.fallback.clone(),
         ca_pem,
+        proxy,
     })
 }
 
@@ -279,13 +285,50 @@ fn without_userinfo(value: &str) -> String {
     }
 }
 
-/// `localhost`, 127.0.0.0/8 or `[::1]` (as `Url::host_str` writes hosts).
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
+use crate::source::is_loopback;
+
+/// `--proxy`: an `http://` or `https://` proxy URL (no path). A plain-HTTP proxy sees
+/// everything that is not inside a CONNECT tunnel, so it is refused when any non-loopback
+/// store address is plain `http` (the token would reach the proxy in clear). Loopback
+/// addresses never go through the proxy (see `source::http_client_builder`).
+fn proxy_url(value: Option<&str>, store: Option<&Store>) -> Result<Option<Url>, Error> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |reason: &str| Error::BadProxy {
+        value: without_userinfo(value),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(value).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("expected http://HOST:PORT or https://HOST:PORT"));
     }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("give only scheme, host and port"));
+    }
+    let addresses: Vec<&Url> = match store {
+        None => {
+            return Err(bad(
+                "needs a --store (the proxy is used only for the store)",
+            ))
+        }
+        Some(Store::AgentVault { url }) => vec![url],
+        Some(Store::OpenBao { addresses }) => addresses.iter().collect(),
+    };
+    let clear = addresses
+        .iter()
+        .find(|a| a.scheme() == "http" && !a.host_str().is_some_and(is_loopback));
+    if let (Some(address), "http") = (clear, url.scheme()) {
+        return Err(bad(&format!(
+            "a plain-http proxy would see the token sent to {}: use an https store (the \
+             token then crosses the proxy inside a TLS tunnel) or an https:// proxy",
+            address.as_str().trim_end_matches('/')
+        )));
+    }
+    Ok(Some(url))
 }
 
 /// The OpenBao source's settings, or `None` without an OpenBao `--store`; every flag that
@@ -293,6 +336,7 @@ fn is_loopback(host: &str) -> bool {
 fn openbao_settings(
     args: &RunArgs,
     store: Option<&Store>,
+    proxy: Option<Url>,
 ) -> Result<Option<openbao::Settings>, Error> {
     let Some(Store::OpenBao { addresses }) = store else {
         let stray = [
@@ -442,6 +486,7 @@ fn openbao_settings(
         namespace,
         auth,
         poll_interval,
+        proxy,
     }))
 }
 
@@ -708,6 +753,54 @@ mod tests {
         // Without a store nothing is hidden and no source is configured.
         let c = config(&[]).unwrap();
         assert!(c.openbao.is_none() && c.policy.hidden.is_empty());
+    }
+
+    #[test]
+    fn proxy_is_checked_against_the_store() {
+        let c = config(&["--store", "https://s.example", "--proxy", "http://p:3128"]).unwrap();
+        assert_eq!(c.store.unwrap().proxy.unwrap().as_str(), "http://p:3128/");
+        // A plain-http proxy would see the token of a plain-http remote store.
+        let e = config(&[
+            "--store",
+            "http://s.example",
+            "--allow-insecure-http",
+            "--proxy",
+            "http://u:pw@p:3128",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--proxy") && e.contains("plain-http"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+        assert!(config(&[
+            "--store",
+            "http://s.example",
+            "--allow-insecure-http",
+            "--proxy",
+            "https://p:3128"
+        ])
+        .is_ok());
+        // A loopback store is never proxied, so any proxy is harmless there.
+        assert!(config(&["--store", "http://127.0.0.1:1", "--proxy", "http://p:1"]).is_ok());
+        let bao = config(&[
+            "--store",
+            "openbao+https://b:1",
+            "--path",
+            "s/a",
+            "--proxy",
+            "http://p:1",
+        ])
+        .unwrap();
+        assert!(bao.openbao.unwrap().proxy.is_some());
+        for bad in ["socks5://p:1", "http://p:1/x", "nope"] {
+            assert!(matches!(
+                config(&["--store", "https://s:1", "--proxy", bad]),
+                Err(Error::BadProxy { .. })
+            ));
+        }
+        assert!(matches!(
+            config(&["--proxy", "http://p:1"]),
+            Err(Error::BadProxy { .. })
+        ));
     }
 
     #[test]

@@ -140,6 +140,7 @@ fn build_sources(
             token,
             fallback: store.fallback.clone(),
             ca_pem: store.ca_pem.clone(),
+            proxy: store.proxy.clone(),
         })));
     }
     Ok(sources)

@@ -1068,3 +1068,41 @@ fn has_token(text: &str) -> bool {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Issue 11 item 2: the OpenBao client takes no proxy from HTTP_PROXY & co., and `--proxy`
+/// is not used for a loopback address.
+#[test]
+fn issue_11_environment_proxies_are_never_used() {
+    let dir = Dir::new("openbao-proxy");
+    let bao = Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/proxied",
+        json!({"API_KEY": "not-via-proxy"}),
+    );
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let proxy_url = format!("http://{}", proxy.addr);
+    for extra in [&[][..], &["--proxy", proxy_url.as_str()][..]] {
+        let mut a = args(&["--store", &bao.store(), "--path", "secret/agents/proxied"]);
+        a.extend(args(extra));
+        a.extend(args(&["--", "sh", "-c", "echo $API_KEY"]));
+        let mut builder = agent_run(Mode::Plain, &a).env("BAO_TOKEN", ROOT);
+        for name in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            builder = builder.env(name, &proxy_url);
+        }
+        let out = builder.env("NO_PROXY", "").env("no_proxy", "").run(&dir);
+        out.assert_code(0);
+        assert_eq!(out.stdout.trim(), "not-via-proxy", "{}", out.description);
+        assert!(
+            proxy.requests().is_empty(),
+            "the proxy was contacted ({extra:?})"
+        );
+    }
+}

@@ -570,3 +570,108 @@ fn https_store_with_a_private_ca() {
         out.description
     );
 }
+
+/// The proxy variables other programs need, pointing at `proxy`; NO_PROXY removed.
+fn with_env_proxies(mut builder: Builder, proxy: &str) -> Builder {
+    let url = format!("http://{proxy}");
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        builder = builder.env(name, &url);
+    }
+    builder.env("NO_PROXY", "").env("no_proxy", "")
+}
+
+/// Issue 11 item 2: the store client obeyed HTTP_PROXY & co. and sent the scoped token to
+/// the proxy, even for a loopback store. Environment proxies are never used, and `--proxy`
+/// is not used for a loopback store either.
+#[test]
+fn issue_11_environment_proxies_never_see_the_token() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-not-via-proxy-1");
+    let token = read_token(&vault, "support-bot");
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let dir = Dir::new("env-proxy");
+    for extra in [&[][..], &["--proxy", &format!("http://{}", proxy.addr)][..]] {
+        let mut args = vec!["--store", &vault.addr];
+        args.extend_from_slice(extra);
+        args.extend(["--", "sh", "-c", "echo $API_KEY"]);
+        let out = with_env_proxies(agent_run(Mode::Plain, &args), &proxy.addr)
+            .env("AGENT_RUN_TOKEN", &token)
+            .run(&dir);
+        out.assert_code(0);
+        assert_eq!(out.stdout.trim(), "value-not-via-proxy-1");
+        assert!(
+            proxy.requests().is_empty(),
+            "the proxy was contacted ({extra:?}): {:?}",
+            proxy.requests()
+        );
+    }
+}
+
+/// `--proxy` is used for a store that is not on loopback: an https store is reached through
+/// a CONNECT tunnel, whose request carries no token; a plain-http proxy in front of a
+/// plain-http remote store is refused before anything is sent.
+#[test]
+fn issue_11_proxy_flag_tunnels_to_a_remote_https_store() {
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let dir = Dir::new("proxy-flag");
+    let token = "avt_proxytest_0123456789abcdef";
+    let proxy_url = format!("http://{}", proxy.addr);
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            "https://store.invalid:8443",
+            "--proxy",
+            &proxy_url,
+            "--start-timeout",
+            "0s",
+            "--",
+            "true",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", token)
+    .run(&dir);
+    out.assert_code(125);
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .first()
+            .is_some_and(|r| r.starts_with("CONNECT store.invalid:8443 ")),
+        "{requests:?}\n{}",
+        out.description
+    );
+    assert!(requests.iter().all(|r| !r.contains(token)), "{requests:?}");
+
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            "http://store.invalid:8080",
+            "--allow-insecure-http",
+            "--proxy",
+            &proxy_url,
+            "--",
+            "true",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", token)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("--proxy") && out.stderr.contains("plain-http proxy"),
+        "{}",
+        out.description
+    );
+    assert_eq!(
+        proxy.requests().len(),
+        requests.len(),
+        "nothing more was sent"
+    );
+}

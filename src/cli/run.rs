@@ -110,6 +110,18 @@ pub struct RunArgs {
     )]
     pub store_ca: Option<PathBuf>,
 
+    /// Send the store's requests (agent-vault and OpenBao/Vault) through this proxy
+    /// (http:// or https://). Proxy variables of the environment (HTTP_PROXY, ALL_PROXY, …)
+    /// are never used. Not used for loopback addresses; an http:// proxy only for https
+    /// stores, so the token crosses it inside a TLS tunnel.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AGENT_RUN_PROXY",
+        help_heading = "Store"
+    )]
+    pub proxy: Option<String>,
+
     /// Allow plain http to a store that is not on loopback (tokens and values then cross
     /// the network in clear).
     #[arg(long, env = "AGENT_RUN_ALLOW_INSECURE_HTTP", help_heading = "Store")]

@@ -67,6 +67,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     pub auth: Auth,
     pub poll_interval: Duration,
+    /// `--proxy`, for non-loopback addresses only (never one from the environment).
+    pub proxy: Option<Url>,
 }
 
 /// How agent-run obtains its token. Holds file paths and names only: credentials are read
@@ -149,6 +151,7 @@ impl OpenBaoSource {
                 addresses: settings.addresses,
                 paths: settings.paths,
                 namespace,
+                proxy: settings.proxy,
                 auth: settings.auth,
                 env_token,
                 digest_key: DigestKey::random(),
@@ -236,6 +239,7 @@ struct Client {
     addresses: Vec<Url>,
     paths: Vec<String>,
     namespace: Option<HeaderValue>,
+    proxy: Option<Url>,
     auth: Auth,
     /// `--auth token` without a file: the token as it was in the environment at start.
     env_token: Option<SecretString>,
@@ -381,8 +385,14 @@ impl Client {
         if let Some(http) = self.http.get() {
             return Ok(http);
         }
-        let http = HttpClient::builder()
-            .use_rustls_tls()
+        let unreachable = |reason: String| Error::Unreachable {
+            url: join_addresses(&self.addresses),
+            reason,
+        };
+        // The token goes in a header: never through a proxy picked up from HTTP_PROXY
+        // (the builder takes none from the environment), only the user's --proxy.
+        let http = super::http_client_builder(self.proxy.as_ref(), None)
+            .map_err(unreachable)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             // A standby's redirect to the active node would carry X-Vault-Token (which
@@ -393,12 +403,9 @@ impl Client {
             // in it — alive and unwiped. A fresh connection per request lets every buffer
             // be freed (and zeroed by the wiping allocator) as soon as it is read.
             .pool_max_idle_per_host(0)
-            // The token goes in a header: never through a proxy picked up from HTTP_PROXY.
-            .no_proxy()
             .build()
-            .map_err(|e| Error::Unreachable {
-                url: join_addresses(&self.addresses),
-                reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+            .map_err(|e| {
+                unreachable(format!("cannot build the HTTP client: {}", error_chain(&e)))
             })?;
         // Only the supervisor thread and the watcher call this, under the session lock.
         Ok(self.http.get_or_init(|| http))

@@ -131,6 +131,8 @@ pub struct StoreSettings {
     pub fallback: Option<PathBuf>,
     /// Extra CA certificate (PEM) for a store with a private certificate.
     pub ca_pem: Option<Vec<u8>>,
+    /// `--proxy`: used only when the store is not on loopback.
+    pub proxy: Option<reqwest::Url>,
 }
 
 pub struct StoreSource {
@@ -147,6 +149,7 @@ struct Shared {
     agent: Option<String>,
     token: TokenCell,
     ca_pem: Option<Vec<u8>>,
+    proxy: Option<reqwest::Url>,
     /// The revision the child's environment was built from; the watcher waits past it.
     revision: AtomicU64,
     /// The last fetch came from the fallback file: re-fetch as soon as the store answers.
@@ -174,6 +177,7 @@ impl StoreSource {
                     cached: Mutex::new(None),
                 },
                 ca_pem: settings.ca_pem,
+                proxy: settings.proxy,
                 revision: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
                 fetch_client: OnceLock::new(),
@@ -297,17 +301,13 @@ impl SecretSource for StoreSource {
 
 impl Shared {
     fn client(&self, pooled: bool, timeout: Duration) -> Result<Client, Error> {
-        let mut builder = Client::builder()
+        // No proxy from the environment (it would see the token); --proxy only off loopback.
+        let mut builder = super::http_client_builder(self.proxy.as_ref(), self.ca_pem.as_deref())
+            .map_err(|reason| self.unreachable(reason))?
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(3))
-            .use_rustls_tls();
+            .connect_timeout(Duration::from_secs(3));
         if !pooled {
             builder = builder.pool_max_idle_per_host(0);
-        }
-        if let Some(pem) = &self.ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| self.unreachable(format!("bad --store-ca: {e}")))?;
-            builder = builder.add_root_certificate(cert);
         }
         builder.build().map_err(|e| self.unreachable(e.to_string()))
     }
