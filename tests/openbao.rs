@@ -1106,3 +1106,64 @@ fn issue_11_environment_proxies_are_never_used() {
         );
     }
 }
+
+/// Issue 11 item 14: a server that echoes the request in its `errors` put the token,
+/// role_id and secret_id on stderr. What agent-run sent is cut out of every message.
+#[test]
+fn issue_11_an_echoing_server_does_not_get_credentials_onto_stderr() {
+    use common::tcp::{json_string, Behaviour, TcpServer};
+    let dir = Dir::new("openbao-echo");
+    let echo = TcpServer::start(Behaviour::Echo {
+        status: 400,
+        body: |request| format!(r#"{{"errors":[{}]}}"#, json_string(request)),
+    });
+    let store = format!("openbao+http://{}", echo.addr);
+    let (role_id, secret_id, token) = ("role-id-0001-abc", "sid-0002-xyz", "s.tok-0003-q");
+    let role_file = dir.write("role-id", role_id);
+    let secret_file = dir.write("secret-id", secret_id);
+    let approle = args(&[
+        "--store",
+        &store,
+        "--path",
+        "secret/agents/a",
+        "--auth",
+        "approle",
+        "--role-id-file",
+        role_file.to_str().unwrap(),
+        "--secret-id-file",
+        secret_file.to_str().unwrap(),
+        "--start-timeout",
+        "0s",
+        "-vvv",
+        "--",
+        "true",
+    ]);
+    let with_token = args(&[
+        "--store",
+        &store,
+        "--path",
+        "secret/agents/a",
+        "--start-timeout",
+        "0s",
+        "-vvv",
+        "--",
+        "true",
+    ]);
+    for a in [approle, with_token] {
+        let out = agent_run(Mode::Plain, &a).env("BAO_TOKEN", token).run(&dir);
+        out.assert_code(125);
+        for sent in [role_id, secret_id, token] {
+            assert!(
+                !out.stderr.contains(sent),
+                "{sent} reached stderr\n{}",
+                out.description
+            );
+        }
+        assert!(out.stderr.contains("HTTP 400"), "{}", out.description);
+    }
+    let requests = echo.requests().join("\n");
+    assert!(
+        requests.contains(secret_id) && requests.contains(token),
+        "{requests}"
+    );
+}

@@ -675,3 +675,50 @@ fn issue_11_proxy_flag_tunnels_to_a_remote_https_store() {
         "nothing more was sent"
     );
 }
+
+/// Issue 11 item 14: a server that echoes the request in its error put the token on
+/// stderr. Only the status and a well-formed error code reach a message now.
+#[test]
+fn issue_11_an_echoing_server_does_not_get_the_token_onto_stderr() {
+    use common::tcp::{json_string, Behaviour, TcpServer};
+    let dir = Dir::new("echo");
+    let token = "avt_echoedtoken_0123456789";
+    for status in [400, 403, 500] {
+        let echo = TcpServer::start(Behaviour::Echo {
+            status,
+            body: |request| {
+                format!(
+                    r#"{{"error":{{"code":{},"message":{}}}}}"#,
+                    json_string(request),
+                    json_string(request)
+                )
+            },
+        });
+        let store = format!("http://{}", echo.addr);
+        let out = agent_run(
+            Mode::Plain,
+            [
+                "--store",
+                &store,
+                "--start-timeout",
+                "0s",
+                "-vvv",
+                "--",
+                "true",
+            ],
+        )
+        .env("AGENT_RUN_TOKEN", token)
+        .run(&dir);
+        out.assert_code(125);
+        assert!(
+            echo.requests().iter().any(|r| r.contains(token)),
+            "the fake store never saw the token: {:?}",
+            echo.requests()
+        );
+        assert!(
+            !out.stderr.contains("avt_echoed") && !out.stderr.contains("0123456789"),
+            "HTTP {status}: the echoed token reached stderr\n{}",
+            out.description
+        );
+    }
+}

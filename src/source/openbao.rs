@@ -336,26 +336,24 @@ impl KvMount {
 struct Reply {
     status: u16,
     body: Zeroizing<Vec<u8>>,
+    /// The server's `errors` list, ready for a message (see [`server_errors`]).
+    errors: String,
 }
 
 impl Reply {
-    /// The server's `errors` list, for messages. Vault's error texts describe the request
-    /// ("permission denied", "invalid role or secret ID"), never the values in it.
-    fn errors(&self) -> String {
-        #[derive(Deserialize)]
-        struct Errors {
-            #[serde(default)]
-            errors: Vec<String>,
+    /// `sent`: every credential the request carried (token, role id, secret id, JWT), to be
+    /// removed from the error text.
+    fn new(status: u16, body: Zeroizing<Vec<u8>>, sent: &[&str]) -> Reply {
+        let errors = server_errors(&body, sent);
+        Reply {
+            status,
+            body,
+            errors,
         }
-        match serde_json::from_slice::<Errors>(&self.body) {
-            Ok(e) if !e.errors.is_empty() => e
-                .errors
-                .iter()
-                .map(|e| e.trim().replace("\n\t", " ").replace('\n', " "))
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => "no error message".to_owned(),
-        }
+    }
+
+    fn errors(&self) -> &str {
+        &self.errors
     }
 
     fn parse<'a, T: Deserialize<'a>>(&'a self, path: &str) -> Result<T, Error> {
@@ -420,7 +418,10 @@ impl Client {
         api_path: &str,
         body: Option<&[u8]>,
         token: Option<&SecretString>,
+        sent: &[&str],
     ) -> Result<Reply, Error> {
+        let mut credentials: Vec<&str> = sent.to_vec();
+        credentials.extend(token.map(|t| t.expose_secret()));
         let count = self.addresses.len();
         let mut last_failure = String::new();
         for attempt in 0..count {
@@ -438,7 +439,7 @@ impl Client {
             }
             trace!(address = %address, path = api_path, method = %method, "openbao request");
             let reply = match request.send() {
-                Ok(response) => read_reply(response),
+                Ok(response) => read_reply(response, &credentials),
                 Err(e) => Err(error_chain(&e)),
             };
             match reply {
@@ -527,7 +528,7 @@ impl Client {
         // A clone, so the session can be borrowed mutably by `send` (failover); the copy
         // is a SecretString, wiped on drop.
         let token = session.token.as_ref().map(|t| t.value.clone());
-        self.send(session, method, api_path, None, token.as_ref())
+        self.send(session, method, api_path, None, token.as_ref(), &[])
     }
 
     fn ensure_token(&self, session: &mut Session) -> Result<(), Error> {
@@ -565,7 +566,8 @@ impl Client {
                     ("role_id", role_id.expose_secret()),
                     ("secret_id", secret_id.expose_secret()),
                 ]);
-                self.post_login(session, &format!("auth/{mount}/login"), &body)?
+                let sent = [role_id.expose_secret(), secret_id.expose_secret()];
+                self.post_login(session, &format!("auth/{mount}/login"), &body, &sent)?
             }
             Auth::Jwt {
                 role,
@@ -575,7 +577,12 @@ impl Client {
             } => {
                 let jwt = read_credential(jwt_file, method)?;
                 let body = login_body(&[("role", role), ("jwt", jwt.expose_secret())]);
-                self.post_login(session, &format!("auth/{mount}/login"), &body)?
+                self.post_login(
+                    session,
+                    &format!("auth/{mount}/login"),
+                    &body,
+                    &[jwt.expose_secret()],
+                )?
             }
         };
         info!(
@@ -593,9 +600,10 @@ impl Client {
         session: &mut Session,
         api_path: &str,
         body: &[u8],
+        sent: &[&str],
     ) -> Result<Token, Error> {
         let method = self.auth.method();
-        let reply = self.send(session, Method::POST, api_path, Some(body), None)?;
+        let reply = self.send(session, Method::POST, api_path, Some(body), None, sent)?;
         if reply.status != 200 {
             return Err(Error::Auth {
                 method,
@@ -629,7 +637,7 @@ impl Client {
     /// `auth/token/lookup-self`: checks a given token and learns its TTL.
     fn lookup(&self, session: &mut Session, value: SecretString) -> Result<Token, Error> {
         let api_path = "auth/token/lookup-self";
-        let reply = self.send(session, Method::GET, api_path, None, Some(&value))?;
+        let reply = self.send(session, Method::GET, api_path, None, Some(&value), &[])?;
         if reply.status != 200 {
             return Err(Error::Auth {
                 method: "token",
@@ -696,7 +704,14 @@ impl Client {
     fn renew(&self, session: &mut Session) -> Result<(), Error> {
         let api_path = "auth/token/renew-self";
         let token = session.token.as_ref().map(|t| t.value.clone());
-        let reply = self.send(session, Method::POST, api_path, Some(b"{}"), token.as_ref())?;
+        let reply = self.send(
+            session,
+            Method::POST,
+            api_path,
+            Some(b"{}"),
+            token.as_ref(),
+            &[],
+        )?;
         if reply.status != 200 {
             return Err(Error::Auth {
                 method: self.auth.method(),
@@ -888,7 +903,7 @@ fn check_status(reply: &Reply, kv_path: &str) -> Result<(), Error> {
         status => Err(Error::Server {
             path: kv_path.to_owned(),
             status,
-            reason: reply.errors(),
+            reason: reply.errors().to_owned(),
         }),
     }
 }
@@ -906,16 +921,78 @@ fn is_standby(reply: &Reply) -> bool {
     }
 }
 
+/// The `errors` list of a Vault answer, on one line, safe to print. Vault's own texts
+/// describe the request ("permission denied"), but whatever answers may echo it, so:
+/// every credential the request carried is cut out, any long token-like run (a token, a
+/// UUID, a JWT segment) is masked, control characters become spaces (no forged log lines),
+/// and the text is capped.
+fn server_errors(body: &[u8], sent: &[&str]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let mut parsed = match serde_json::from_slice::<Errors>(body) {
+        Ok(e) if !e.errors.is_empty() => e.errors,
+        _ => return "no error message".to_owned(),
+    };
+    let mut text = Zeroizing::new(parsed.join("; "));
+    parsed.iter_mut().for_each(|e| e.zeroize());
+    for credential in sent.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
+        if text.contains(credential) {
+            *text = text.replace(credential, "[redacted]");
+        }
+    }
+    mask_token_like(&text)
+}
+
+/// Runs of at least this many token characters are masked in server error texts.
+const TOKEN_LIKE_RUN: usize = 20;
+/// Longest server error text carried into a message.
+const MAX_ERROR_TEXT: usize = 300;
+
+fn mask_token_like(text: &str) -> String {
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "._+=-".contains(c);
+    let mut out = String::with_capacity(text.len().min(MAX_ERROR_TEXT + 16));
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= TOKEN_LIKE_RUN {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.zeroize();
+    };
+    for c in text.chars() {
+        if is_token_char(c) {
+            run.push(c);
+            continue;
+        }
+        flush(&mut run, &mut out);
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    flush(&mut run, &mut out);
+    if out.len() > MAX_ERROR_TEXT {
+        let cut = (0..=MAX_ERROR_TEXT)
+            .rev()
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(0);
+        out.truncate(cut);
+        out.push('…');
+    }
+    out.trim().to_owned()
+}
+
 /// Reads a whole response into a buffer sized from Content-Length, so it is not
 /// reallocated (and copied) while it grows.
-fn read_reply(mut response: reqwest::blocking::Response) -> Result<Reply, String> {
+fn read_reply(mut response: reqwest::blocking::Response, sent: &[&str]) -> Result<Reply, String> {
     let status = response.status().as_u16();
     let len = response.content_length().unwrap_or(4096).min(1 << 24) as usize;
     let mut body = Zeroizing::new(Vec::with_capacity(len + 1));
     response
         .read_to_end(&mut body)
         .map_err(|e| format!("reading the response: {e}"))?;
-    Ok(Reply { status, body })
+    Ok(Reply::new(status, body, sent))
 }
 
 /// The error and its causes on one line (reqwest's Display alone says only "error sending
@@ -1346,10 +1423,8 @@ mod tests {
 
     #[test]
     fn standby_answers_move_to_the_next_address() {
-        let reply = |status, body: &str| Reply {
-            status,
-            body: Zeroizing::new(body.as_bytes().to_vec()),
-        };
+        let reply =
+            |status, body: &str| Reply::new(status, Zeroizing::new(body.as_bytes().to_vec()), &[]);
         for status in [503, 429, 472, 473, 307] {
             assert!(is_standby(&reply(status, "")));
         }
@@ -1366,15 +1441,28 @@ mod tests {
 
     #[test]
     fn status_errors_name_the_path_and_no_body() {
-        let reply = Reply {
-            status: 403,
-            body: Zeroizing::new(br#"{"errors":["permission denied"]}"#.to_vec()),
-        };
+        let reply = Reply::new(
+            403,
+            Zeroizing::new(br#"{"errors":["permission denied"]}"#.to_vec()),
+            &[],
+        );
         let e = check_status(&reply, "secret/agents/b")
             .unwrap_err()
             .to_string();
         assert!(e.contains("secret/agents/b") && e.contains("403"), "{e}");
         assert!(e.contains("not allowed to read"), "{e}");
+    }
+
+    #[test]
+    fn server_error_texts_lose_what_was_sent() {
+        let body = br#"{"errors":["invalid role_id rid-1 secret_id sid:2\nforged line","hvs.CAESIJ0123456789abcdefghij and a b"]}"#;
+        let text = server_errors(body, &["rid-1", "sid:2"]);
+        assert!(!text.contains("rid-1") && !text.contains("sid:2"), "{text}");
+        assert!(!text.contains("hvs.CAES") && !text.contains('\n'), "{text}");
+        assert!(text.contains("invalid role_id [redacted]"), "{text}");
+        assert_eq!(server_errors(b"not json", &[]), "no error message");
+        let long = format!(r#"{{"errors":["{}"]}}"#, "word ".repeat(200));
+        assert!(server_errors(long.as_bytes(), &[]).len() <= MAX_ERROR_TEXT + 3);
     }
 
     #[test]
@@ -1388,10 +1476,11 @@ mod tests {
 
     #[test]
     fn malformed_bodies_give_position_not_content() {
-        let reply = Reply {
-            status: 200,
-            body: Zeroizing::new(br#"{"data":"s3cr3t-in-the-wrong-place"}"#.to_vec()),
-        };
+        let reply = Reply::new(
+            200,
+            Zeroizing::new(br#"{"data":"s3cr3t-in-the-wrong-place"}"#.to_vec()),
+            &[],
+        );
         let e = reply
             .parse::<Envelope<KvMap>>("secret/a")
             .err()

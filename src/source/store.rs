@@ -351,12 +351,17 @@ impl Shared {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(response);
         }
-        // Error bodies of the store never carry values; they name codes and keys.
-        let detail = response.json::<ErrorBody>().ok().map(|b| b.error);
-        let message = detail
-            .as_ref()
-            .map(|d| format!("{} ({})", d.message, d.code))
-            .unwrap_or_default();
+        // Only the stable error *code*, never the server's message: whatever answers may
+        // echo the request, and the request carried the token.
+        let code = response
+            .json::<ErrorBody>()
+            .ok()
+            .map(|b| b.error.code)
+            .filter(|code| self.is_safe_code(code));
+        let message = match code {
+            Some(code) => format!("error code {code}"),
+            None => "no error code".to_owned(),
+        };
         Err(match status {
             StatusCode::UNAUTHORIZED => Error::Unauthorized {
                 url: self.url.clone(),
@@ -374,6 +379,17 @@ impl Shared {
                 message,
             },
         })
+    }
+
+    /// An agent-vault error code (`forbidden`, `not_found`): short lowercase words, and
+    /// nothing of the token in it.
+    fn is_safe_code(&self, code: &str) -> bool {
+        (1..=40).contains(&code.len())
+            && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            && !self
+                .token
+                .with_token(false, |t| Ok(t.expose_secret().contains(code)))
+                .unwrap_or(true)
     }
 
     fn fetch(&self) -> Result<Snapshot, Error> {
