@@ -1167,3 +1167,52 @@ fn issue_11_an_echoing_server_does_not_get_credentials_onto_stderr() {
         "{requests}"
     );
 }
+
+/// Issue 11 item 3: a FIFO as the token, role-id or secret-id file hung agent-run; it is a
+/// clear error before any request.
+#[test]
+fn issue_11_fifo_credential_files_are_refused() {
+    let dir = Dir::new("openbao-fifo");
+    let fifo = dir.join("credential");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let plain = dir.write("plain", "role-or-secret");
+    let fifo = fifo.to_str().unwrap();
+    let plain = plain.to_str().unwrap();
+    let store = [
+        "--store",
+        "openbao+http://127.0.0.1:1",
+        "--path",
+        "secret/agents/a",
+    ];
+    let cases: [&[&str]; 3] = [
+        &["--token-file", fifo],
+        &[
+            "--auth",
+            "approle",
+            "--role-id-file",
+            fifo,
+            "--secret-id-file",
+            plain,
+        ],
+        &[
+            "--auth",
+            "approle",
+            "--role-id-file",
+            plain,
+            "--secret-id-file",
+            fifo,
+        ],
+    ];
+    for case in cases {
+        let mut a = args(&store);
+        a.extend(args(case));
+        a.extend(args(&["--start-timeout", "0s", "--", "true"]));
+        let out = agent_run(Mode::Plain, &a).run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("named pipe"),
+            "{case:?}\n{}",
+            out.description
+        );
+    }
+}

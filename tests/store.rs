@@ -722,3 +722,63 @@ fn issue_11_an_echoing_server_does_not_get_the_token_onto_stderr() {
         );
     }
 }
+
+fn fifo(dir: &Dir, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    path
+}
+
+/// Issue 11 item 3: a FIFO as `--token-file` or `--fallback` hung agent-run for ever
+/// (only SIGKILL ended it). Both are refused with a clear error, and agent-run exits.
+#[test]
+fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-fifo-000001");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("fifo");
+    let token_fifo = fifo(&dir, "token");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--token-file",
+            token_fifo.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    )
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("named pipe") && out.stderr.contains("token"),
+        "{}",
+        out.description
+    );
+
+    // The store is down, so agent-run turns to the fallback, which is a FIFO.
+    vault.kill9();
+    let fallback_fifo = fifo(&dir, "fallback");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--fallback",
+            fallback_fifo.to_str().unwrap(),
+            "--start-timeout",
+            "1s",
+            "--",
+            "true",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("named pipe") && out.stderr.contains("fallback"),
+        "{}",
+        out.description
+    );
+}

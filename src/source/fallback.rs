@@ -19,9 +19,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Error, Kind};
+use super::{secret_file, Error, Kind};
 
 const MAGIC: &[u8; 8] = b"ARFALL1\n";
+/// Far above any real set (the store caps values and keys per agent), far below a size
+/// that could hurt to read.
+const MAX_FALLBACK_BYTES: u64 = 32 * 1024 * 1024;
 const NONCE_LEN: usize = 12;
 
 /// One entry as stored in the (encrypted) file.
@@ -136,7 +139,12 @@ impl Fallback {
     /// Reads and decrypts the file; fails if it is missing, damaged, or sealed with another
     /// token, store or agent.
     pub fn load(&self) -> Result<Snapshot, Error> {
-        let bytes = std::fs::read(&self.path).map_err(|e| self.error(e.to_string()))?;
+        // Non-blocking, regular files only, size-capped: a FIFO put in its place is refused
+        // at once instead of hanging the launcher.
+        let bytes = secret_file::read(&self.path, MAX_FALLBACK_BYTES).map_err(|e| match e {
+            Error::Read { source, .. } => self.error(source.to_string()),
+            other => other,
+        })?;
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| self.error("not an agent-run fallback file"))?;

@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -1047,14 +1046,8 @@ fn token_from_env() -> Result<SecretString, Error> {
 /// A token, role id, secret id or JWT from a file: read into a wiped buffer, surrounding
 /// whitespace trimmed (files written by `echo` end in a newline).
 fn read_credential(path: &Path, method: &'static str) -> Result<SecretString, Error> {
-    let read_err = |source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_err)?;
-    let len = file.metadata().map_err(read_err)?.len() as usize;
-    let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
-    file.read_to_end(&mut buf).map_err(read_err)?;
+    // Non-blocking, regular files only, size-capped: a FIFO must not hang the launcher.
+    let buf = super::secret_file::read(path, super::secret_file::MAX_CREDENTIAL_FILE_BYTES)?;
     let text = std::str::from_utf8(&buf).map_err(|_| Error::Auth {
         method,
         reason: format!("{}: not valid UTF-8", path.display()),

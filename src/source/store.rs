@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use super::fallback::{Fallback, Snapshot, StoredEntry};
+use super::secret_file;
 use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource};
 use crate::vault::model::{ErrorBody, Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
 
@@ -86,8 +87,8 @@ impl TokenCell {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if reload || cached.as_ref().is_none_or(|(seen, _)| *seen != stamp) {
-            let bytes =
-                Zeroizing::new(std::fs::read(path).map_err(|e| token_error(e.to_string()))?);
+            // Non-blocking, regular files only: a FIFO here must not hang the launcher.
+            let bytes = secret_file::read(path, secret_file::MAX_CREDENTIAL_FILE_BYTES)?;
             let text = std::str::from_utf8(&bytes)
                 .map_err(|_| token_error("not UTF-8".into()))?
                 .trim();
