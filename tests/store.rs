@@ -782,3 +782,41 @@ fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
         out.description
     );
 }
+
+/// Issue 10 item 14: the scoped token was in agent-run's memory three times. It is kept in
+/// one wiped, page-locked buffer; each request's header is built from it and dropped (with
+/// a connection per request, so no idle connection keeps a header in its write buffer).
+#[test]
+fn issue_10_the_token_is_in_agent_runs_memory_once() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-token-copies-1");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("token-copies");
+    let token_file = dir.write("token", format!("{token}\n"));
+    for source in ["env", "file"] {
+        let _ = std::fs::remove_file(dir.join("child.log"));
+        let flags: Vec<&str> = match source {
+            "env" => vec![],
+            _ => vec!["--token-file", token_file.to_str().unwrap()],
+        };
+        let env_token = if source == "env" { token.as_str() } else { "" };
+        let mut run = launcher(&vault, &dir, env_token, &flags, &["API_KEY"]).start(&dir);
+        wait_for_starts(&dir, 1);
+        // A rotation: one more fetch and one more long-poll with the token.
+        vault.set(
+            "support-bot",
+            "API_KEY",
+            &format!("value-token-copies-{source}"),
+        );
+        wait_for_starts(&dir, 2);
+        let hits = common::memscan::scan(run.pid, &[token.as_bytes().to_vec()]);
+        let regions: Vec<&str> = hits.iter().map(|h| h.region.as_str()).collect();
+        assert!(
+            hits.len() == 1,
+            "token from {source}: {} copies in agent-run's memory:\n{}",
+            hits.len(),
+            regions.join("\n")
+        );
+        run.stop().assert_code(0);
+    }
+}

@@ -57,25 +57,17 @@ pub struct Fallback {
 }
 
 impl Fallback {
-    pub fn new(
-        path: PathBuf,
-        token: &SecretString,
-        store_url: &str,
-        agent: Option<&str>,
-    ) -> Fallback {
+    pub fn new(path: PathBuf, token: &str, store_url: &str, agent: Option<&str>) -> Fallback {
         let binding = format!(
             "agent-run fallback v1\0{store_url}\0{}",
             agent.unwrap_or("")
         )
         .into_bytes();
         let mut key = Zeroizing::new([0u8; 32]);
-        hkdf::Hkdf::<sha2::Sha256>::new(
-            Some(b"agent-run fallback v1"),
-            token.expose_secret().as_bytes(),
-        )
-        .expand(&binding, key.as_mut())
-        // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
-        .expect("HKDF output length is valid");
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(b"agent-run fallback v1"), token.as_bytes())
+            .expand(&binding, key.as_mut())
+            // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+            .expect("HKDF output length is valid");
         Fallback { path, key, binding }
     }
 
@@ -193,8 +185,8 @@ mod tests {
     fn round_trip_mode_0600_and_no_plaintext_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fallback");
-        let token = SecretString::from("avt_token");
-        let fallback = Fallback::new(path.clone(), &token, "http://127.0.0.1:1", Some("bot"));
+        let token = "avt_token";
+        let fallback = Fallback::new(path.clone(), token, "http://127.0.0.1:1", Some("bot"));
         fallback.save(&snapshot()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(!bytes.windows(6).any(|w| w == b"s3cr3t"));
@@ -211,20 +203,20 @@ mod tests {
     fn another_token_store_or_agent_cannot_open_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fallback");
-        let token = SecretString::from("avt_token");
-        Fallback::new(path.clone(), &token, "http://a", Some("bot"))
+        let token = "avt_token";
+        Fallback::new(path.clone(), token, "http://a", Some("bot"))
             .save(&snapshot())
             .unwrap();
-        let other_token = SecretString::from("avt_other");
+        let other_token = "avt_other";
         assert!(
-            Fallback::new(path.clone(), &other_token, "http://a", Some("bot"))
+            Fallback::new(path.clone(), other_token, "http://a", Some("bot"))
                 .load()
                 .is_err()
         );
-        assert!(Fallback::new(path.clone(), &token, "http://b", Some("bot"))
+        assert!(Fallback::new(path.clone(), token, "http://b", Some("bot"))
             .load()
             .is_err());
-        assert!(Fallback::new(path, &token, "http://a", Some("other"))
+        assert!(Fallback::new(path, token, "http://a", Some("other"))
             .load()
             .is_err());
     }

@@ -10,6 +10,7 @@ pub mod file;
 pub mod openbao;
 pub mod secret_file;
 pub mod store;
+pub mod store_poll;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -21,10 +21,10 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
 use tracing::{debug, info, warn};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::fallback::{Fallback, Snapshot, StoredEntry};
-use super::secret_file;
+use super::{secret_file, store_poll};
 use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource};
 use crate::vault::model::{ErrorBody, Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
 
@@ -43,10 +43,45 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
+/// The one copy of the token agent-run keeps: sized once, page-locked when RLIMIT_MEMLOCK
+/// allows (kept out of swap), wiped and unlocked on drop. Every request's header is built
+/// from it and dropped after the request.
+struct TokenBuffer {
+    bytes: Box<[u8]>,
+    locked: bool,
+}
+
+impl TokenBuffer {
+    /// Copies `text` in; the caller wipes its own copy.
+    fn new(text: &str) -> TokenBuffer {
+        let bytes: Box<[u8]> = text.as_bytes().into();
+        let locked = !bytes.is_empty() && crate::sys::lock_pages(&bytes);
+        TokenBuffer { bytes, locked }
+    }
+
+    fn as_str(&self) -> &str {
+        // Built from a &str in `new` and never changed.
+        std::str::from_utf8(&self.bytes).expect("the token buffer holds UTF-8")
+    }
+}
+
+impl Drop for TokenBuffer {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+        if self.locked {
+            crate::sys::unlock_pages(self.bytes.as_ptr() as usize, self.bytes.len());
+        }
+    }
+}
+
 /// The token and, for a file, the file state it was read at.
 struct TokenCell {
-    source: TokenSource,
-    cached: Mutex<Option<(FileStamp, SecretString)>>,
+    /// `--token-file`; `None` for a token taken from the environment.
+    file: Option<PathBuf>,
+    current: Mutex<Option<(Option<FileStamp>, TokenBuffer)>>,
+    /// Counts the tokens read (1 for the first): lets the fallback file be re-sealed once a
+    /// new token has worked, even when the revision is the same.
+    generation: AtomicU64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,16 +92,43 @@ struct FileStamp {
 }
 
 impl TokenCell {
+    fn new(source: TokenSource) -> TokenCell {
+        match source {
+            TokenSource::Value(token) => TokenCell {
+                file: None,
+                // `token` (a SecretString) is wiped when it drops at the end of this call.
+                current: Mutex::new(Some((None, TokenBuffer::new(token.expose_secret().trim())))),
+                generation: AtomicU64::new(1),
+            },
+            TokenSource::File(path) => TokenCell {
+                file: Some(path),
+                current: Mutex::new(None),
+                generation: AtomicU64::new(0),
+            },
+        }
+    }
+
     /// Runs `f` with the current token; a token file is read again when it changed since
-    /// the last read (or when `reload` asks for it, after a 401).
+    /// the last read (or when `reload` asks for it, after a 401). Returns `f`'s result and
+    /// the token's generation.
     fn with_token<R>(
         &self,
         reload: bool,
-        f: impl FnOnce(&SecretString) -> Result<R, Error>,
+        f: impl FnOnce(&str) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let path = match &self.source {
-            TokenSource::Value(token) => return f(token),
-            TokenSource::File(path) => path,
+        // The lock is only held for short, non-blocking sections (the file is read
+        // non-blocking; `f` composes a header or derives a key).
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(path) = &self.file else {
+            // Set in `new` for a token from the environment.
+            return f(current
+                .as_ref()
+                .expect("environment token present")
+                .1
+                .as_str());
         };
         let token_error = |reason: String| Error::Token {
             path: path.clone(),
@@ -81,12 +143,11 @@ impl TokenCell {
                 inode: meta.ino(),
             }
         };
-        // The lock is only held for this short, non-blocking section.
-        let mut cached = self
-            .cached
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if reload || cached.as_ref().is_none_or(|(seen, _)| *seen != stamp) {
+        if reload
+            || current
+                .as_ref()
+                .is_none_or(|(seen, _)| *seen != Some(stamp))
+        {
             // Non-blocking, regular files only: a FIFO here must not hang the launcher.
             let bytes = secret_file::read(path, secret_file::MAX_CREDENTIAL_FILE_BYTES)?;
             let text = std::str::from_utf8(&bytes)
@@ -95,21 +156,34 @@ impl TokenCell {
             if text.is_empty() {
                 return Err(token_error("the file is empty".into()));
             }
-            if cached.is_some() {
-                info!(path = %path.display(), "token file changed; using the new token");
+            let same = current
+                .as_ref()
+                .is_some_and(|(_, old)| old.as_str() == text);
+            if !same {
+                if current.is_some() {
+                    info!(path = %path.display(), "token file changed; using the new token");
+                }
+                self.generation.fetch_add(1, Ordering::Relaxed);
             }
-            *cached = Some((stamp, SecretString::from(text.to_owned())));
+            // Replacing drops (wipes, unlocks) the old buffer.
+            *current = Some((Some(stamp), TokenBuffer::new(text)));
         }
         // Just stored above when it was missing.
-        f(&cached.as_ref().expect("token cached").1)
+        f(current.as_ref().expect("token read").1.as_str())
     }
 
-    /// The `Authorization` header, marked sensitive so no HTTP layer prints it.
+    /// The `Authorization` header for one request, marked sensitive so no HTTP layer
+    /// prints it; composed in a buffer sized once and wiped, dropped with the request.
     fn header(&self, reload: bool) -> Result<HeaderValue, Error> {
         self.with_token(reload, |token| {
-            let text = Zeroizing::new(format!("Bearer {}", token.expose_secret().trim()));
-            let mut value = HeaderValue::from_str(&text).map_err(|_| Error::Token {
-                path: PathBuf::from("AGENT_RUN_TOKEN"),
+            let mut text = Zeroizing::new(Vec::with_capacity(7 + token.len()));
+            text.extend_from_slice(b"Bearer ");
+            text.extend_from_slice(token.as_bytes());
+            let mut value = HeaderValue::from_bytes(&text).map_err(|_| Error::Token {
+                path: self
+                    .file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("AGENT_RUN_TOKEN")),
                 reason: "the token contains characters a header cannot carry".into(),
             })?;
             value.set_sensitive(true);
@@ -118,7 +192,7 @@ impl TokenCell {
     }
 
     fn reloadable(&self) -> bool {
-        matches!(self.source, TokenSource::File(_))
+        self.file.is_some()
     }
 }
 
@@ -173,10 +247,7 @@ impl StoreSource {
             shared: Arc::new(Shared {
                 url: settings.url,
                 agent: settings.agent,
-                token: TokenCell {
-                    source: settings.token,
-                    cached: Mutex::new(None),
-                },
+                token: TokenCell::new(settings.token),
                 ca_pem: settings.ca_pem,
                 proxy: settings.proxy,
                 revision: AtomicU64::new(0),
@@ -321,12 +392,16 @@ impl Shared {
     }
 
     fn endpoint(&self, path: &str, query: &[(&str, String)]) -> String {
+        format!("{}{}", self.url, self.path_and_query(path, query))
+    }
+
+    fn path_and_query(&self, path: &str, query: &[(&str, String)]) -> String {
         let mut pairs: Vec<String> = self.agent.iter().map(|a| format!("agent={a}")).collect();
         pairs.extend(query.iter().map(|(k, v)| format!("{k}={v}")));
         if pairs.is_empty() {
-            format!("{}{path}", self.url)
+            path.to_owned()
         } else {
-            format!("{}{path}?{}", self.url, pairs.join("&"))
+            format!("{path}?{}", pairs.join("&"))
         }
     }
 
@@ -352,10 +427,15 @@ impl Shared {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(response);
         }
-        // Only the stable error *code*, never the server's message: whatever answers may
-        // echo the request, and the request carried the token.
-        let code = response
-            .json::<ErrorBody>()
+        let body = Zeroizing::new(response.bytes().map(|b| b.to_vec()).unwrap_or_default());
+        Err(self.status_error(status.as_u16(), &body))
+    }
+
+    /// The error for a non-success answer. Only the stable error *code* of the body, never
+    /// the server's message: whatever answers may echo the request, and the request
+    /// carried the token.
+    fn status_error(&self, status: u16, body: &[u8]) -> Error {
+        let code = serde_json::from_slice::<ErrorBody>(body)
             .ok()
             .map(|b| b.error.code)
             .filter(|code| self.is_safe_code(code));
@@ -363,11 +443,11 @@ impl Shared {
             Some(code) => format!("error code {code}"),
             None => "no error code".to_owned(),
         };
-        Err(match status {
-            StatusCode::UNAUTHORIZED => Error::Unauthorized {
+        match status {
+            401 => Error::Unauthorized {
                 url: self.url.clone(),
             },
-            StatusCode::FORBIDDEN => Error::Forbidden {
+            403 => Error::Forbidden {
                 url: self.url.clone(),
                 what: match &self.agent {
                     Some(agent) => format!("agent {agent}'s secrets ({message})"),
@@ -376,10 +456,10 @@ impl Shared {
             },
             _ => Error::Store {
                 url: self.url.clone(),
-                status: status.as_u16(),
+                status,
                 message,
             },
-        })
+        }
     }
 
     /// An agent-vault error code (`forbidden`, `not_found`): short lowercase words, and
@@ -389,7 +469,7 @@ impl Shared {
             && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
             && !self
                 .token
-                .with_token(false, |t| Ok(t.expose_secret().contains(code)))
+                .with_token(false, |t| Ok(t.contains(code)))
                 .unwrap_or(true)
     }
 
@@ -435,30 +515,75 @@ impl Shared {
         })
     }
 
+    /// How the watcher reaches the store: its own connection per long-poll (see
+    /// `store_poll`), or reqwest (unpooled) when a `--proxy` is in the way.
+    fn watch_transport(&self) -> Result<WatchTransport, Error> {
+        let url = reqwest::Url::parse(&self.url).map_err(|e| self.unreachable(e.to_string()))?;
+        let proxied = self.proxy.is_some() && !url.host_str().is_some_and(super::is_loopback);
+        if proxied {
+            return Ok(WatchTransport::Proxied(
+                self.client(false, LONG_POLL + Duration::from_secs(15))?,
+            ));
+        }
+        store_poll::Poller::new(&url, self.ca_pem.as_deref())
+            .map(WatchTransport::Direct)
+            .map_err(|reason| self.unreachable(reason))
+    }
+
+    /// One long-poll: `Some(revision)` when the store answered one, `None` for "not
+    /// modified". On a 401 with a token file, the file is re-read and the poll repeated once.
+    fn poll_revision(&self, transport: &WatchTransport, since: u64) -> Result<Option<u64>, Error> {
+        let query = [
+            ("since", since.to_string()),
+            ("wait", LONG_POLL.as_secs().to_string()),
+        ];
+        let path = self.path_and_query("/v1/runtime/revision", &query);
+        let (status, body) = match transport {
+            WatchTransport::Proxied(client) => {
+                let response = self.get(client, &format!("{}{path}", self.url))?;
+                let status = response.status().as_u16();
+                let body = response
+                    .bytes()
+                    .map_err(|e| self.unreachable(without_url(&e)))?;
+                (status, Zeroizing::new(body.to_vec()))
+            }
+            WatchTransport::Direct(poller) => {
+                let mut reload = false;
+                loop {
+                    let request = self
+                        .token
+                        .with_token(reload, |token| Ok(poller.request(&path, token)))?;
+                    let answer = poller
+                        .send(request, LONG_POLL + Duration::from_secs(15))
+                        .map_err(|reason| self.unreachable(reason))?;
+                    if answer.status == 401 && self.token.reloadable() && !reload {
+                        reload = true;
+                        continue;
+                    }
+                    break (answer.status, answer.body);
+                }
+            }
+        };
+        match status {
+            304 => Ok(None),
+            200..=299 => serde_json::from_slice::<RevisionResponse>(&body)
+                .map(|a| Some(a.revision))
+                .map_err(|_| self.unreachable("unreadable revision answer".into())),
+            _ => Err(self.status_error(status, &body)),
+        }
+    }
+
     /// Long-polls for revisions past the current one until the source is dropped.
     fn watch(&self, label: &str, notifier: &ChangeNotifier, stop: &AtomicBool) {
         let mut backoff = RECONNECT_FIRST;
         let mut reported_failure = false;
-        let client = match self.client(true, LONG_POLL + Duration::from_secs(15)) {
-            Ok(client) => client,
+        let transport = match self.watch_transport() {
+            Ok(transport) => transport,
             Err(e) => return notifier.failed(label, &e),
         };
         while !stop.load(Ordering::Relaxed) {
             let since = self.revision.load(Ordering::Relaxed);
-            let query = [
-                ("since", since.to_string()),
-                ("wait", LONG_POLL.as_secs().to_string()),
-            ];
-            let answer = self
-                .get(&client, &self.endpoint("/v1/runtime/revision", &query))
-                .and_then(|r| self.check(r))
-                .and_then(|r| match r.status() {
-                    StatusCode::NOT_MODIFIED => Ok(None),
-                    _ => r
-                        .json::<RevisionResponse>()
-                        .map(|a| Some(a.revision))
-                        .map_err(|e| self.unreachable(without_url(&e))),
-                });
+            let answer = self.poll_revision(&transport, since);
             match answer {
                 Ok(revision) => {
                     backoff = RECONNECT_FIRST;
@@ -488,6 +613,12 @@ impl Shared {
             }
         }
     }
+}
+
+/// The watcher's connection to the store.
+enum WatchTransport {
+    Direct(store_poll::Poller),
+    Proxied(Client),
 }
 
 /// What went wrong with a request, without the URL (the error message names it already):
