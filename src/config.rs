@@ -487,6 +487,7 @@ fn openbao_settings(
         auth,
         poll_interval,
         proxy,
+        start_timeout: duration("start-timeout", &args.start_timeout)?,
     }))
 }
 

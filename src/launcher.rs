@@ -141,6 +141,7 @@ fn build_sources(
             fallback: store.fallback.clone(),
             ca_pem: store.ca_pem.clone(),
             proxy: store.proxy.clone(),
+            start_timeout: config.supervise.start_timeout,
         })));
     }
     Ok(sources)

@@ -1216,3 +1216,36 @@ fn issue_11_fifo_credential_files_are_refused() {
         );
     }
 }
+
+/// Issue 10 item 11, for OpenBao: a server that accepts and never answers held the start
+/// for a whole request timeout (10 s) past `--start-timeout`.
+#[test]
+fn issue_10_start_timeout_bounds_a_server_that_never_answers() {
+    let silent = common::tcp::TcpServer::start(common::tcp::Behaviour::Silent);
+    let dir = Dir::new("openbao-silent");
+    let store = format!("openbao+http://{}", silent.addr);
+    let started = Instant::now();
+    let out = agent_run(
+        Mode::Plain,
+        args(&[
+            "--store",
+            &store,
+            "--path",
+            "secret/agents/a",
+            "--start-timeout",
+            "3s",
+            "--",
+            "true",
+        ]),
+    )
+    .env("BAO_TOKEN", "s.silent-0000")
+    .run(&dir);
+    let took = started.elapsed();
+    out.assert_code(125);
+    assert!(!silent.requests().is_empty(), "agent-run never connected");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}\n{}",
+        out.description
+    );
+}

@@ -820,3 +820,27 @@ fn issue_10_the_token_is_in_agent_runs_memory_once() {
         run.stop().assert_code(0);
     }
 }
+
+/// Issue 10 item 11: `--start-timeout 3s` against a store that accepts and never answers
+/// exited after 10 s (one whole request timeout). Each request now gets only what is left.
+#[test]
+fn issue_10_start_timeout_bounds_a_store_that_never_answers() {
+    let silent = common::tcp::TcpServer::start(common::tcp::Behaviour::Silent);
+    let dir = Dir::new("silent-store");
+    let store = format!("http://{}", silent.addr);
+    let started = std::time::Instant::now();
+    let out = agent_run(
+        Mode::Plain,
+        ["--store", &store, "--start-timeout", "3s", "--", "true"],
+    )
+    .env("AGENT_RUN_TOKEN", "avt_silent_0000")
+    .run(&dir);
+    let took = started.elapsed();
+    out.assert_code(125);
+    assert!(!silent.requests().is_empty(), "agent-run never connected");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?} with --start-timeout 3s\n{}",
+        out.description
+    );
+}

@@ -44,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One whole request, including a slow server. Bounds how long a fetch can block the
 /// supervisor when a server hangs.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time one request gets while `--start-timeout` runs out.
+const MIN_REQUEST_TIME: Duration = Duration::from_millis(500);
 /// A token is renewed once this share of its TTL has passed (the same point Vault's own
 /// agent uses), leaving a third of the TTL for retries and failover.
 const RENEW_AT: f64 = 2.0 / 3.0;
@@ -68,6 +70,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// `--proxy`, for non-loopback addresses only (never one from the environment).
     pub proxy: Option<Url>,
+    /// `--start-timeout`: until the first fetch has succeeded, no request may take longer
+    /// than what is left of it.
+    pub start_timeout: Duration,
 }
 
 /// How agent-run obtains its token. Holds file paths and names only: credentials are read
@@ -151,6 +156,7 @@ impl OpenBaoSource {
                 paths: settings.paths,
                 namespace,
                 proxy: settings.proxy,
+                start_deadline: Mutex::new(Some(Instant::now() + settings.start_timeout)),
                 auth: settings.auth,
                 env_token,
                 digest_key: DigestKey::random(),
@@ -183,6 +189,11 @@ impl SecretSource for OpenBaoSource {
         for path in &self.client.paths {
             set.extend(self.client.read_kv(&mut session, path)?);
         }
+        *self
+            .client
+            .start_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         debug!(
             secrets = set.len(),
             paths = self.client.paths.len(),
@@ -239,6 +250,8 @@ struct Client {
     paths: Vec<String>,
     namespace: Option<HeaderValue>,
     proxy: Option<Url>,
+    /// The end of `--start-timeout`, until the first fetch has succeeded.
+    start_deadline: Mutex<Option<Instant>>,
     auth: Auth,
     /// `--auth token` without a file: the token as it was in the environment at start.
     env_token: Option<SecretString>,
@@ -378,6 +391,19 @@ impl Client {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What is left of `--start-timeout` while the first fetch has not succeeded (at least
+    /// a moment, so `--start-timeout 0s` still makes one attempt); `None` afterwards.
+    fn start_budget(&self) -> Option<Duration> {
+        let deadline = *self
+            .start_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        deadline.map(|at| {
+            at.saturating_duration_since(Instant::now())
+                .clamp(MIN_REQUEST_TIME, REQUEST_TIMEOUT)
+        })
+    }
+
     fn http(&self) -> Result<&HttpClient, Error> {
         if let Some(http) = self.http.get() {
             return Ok(http);
@@ -428,6 +454,9 @@ impl Client {
             let address = &self.addresses[index];
             let url = format!("{}/v1/{api_path}", address.as_str().trim_end_matches('/'));
             let mut request = self.http()?.request(method.clone(), &url);
+            if let Some(budget) = self.start_budget() {
+                request = request.timeout(budget);
+            }
             request = self.headers(request, token)?;
             if let Some(body) = body {
                 // reqwest takes ownership of the body; the copy it frees is zeroed by the

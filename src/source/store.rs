@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
@@ -34,6 +34,10 @@ const LONG_POLL: Duration = Duration::from_secs(55);
 /// launchers does not reconnect in lockstep after a store restart.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_CAP: Duration = Duration::from_secs(30);
+/// One fetch of the values, connection included.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time one request gets while `--start-timeout` runs out.
+const MIN_REQUEST_TIME: Duration = Duration::from_millis(500);
 
 /// Where the token comes from.
 pub enum TokenSource {
@@ -208,6 +212,10 @@ pub struct StoreSettings {
     pub ca_pem: Option<Vec<u8>>,
     /// `--proxy`: used only when the store is not on loopback.
     pub proxy: Option<reqwest::Url>,
+    /// `--start-timeout`: until the first fetch has succeeded, no request may take longer
+    /// than what is left of it (a store that accepts and never answers must not hold the
+    /// start for a whole request timeout).
+    pub start_timeout: Duration,
 }
 
 pub struct StoreSource {
@@ -225,6 +233,8 @@ struct Shared {
     token: TokenCell,
     ca_pem: Option<Vec<u8>>,
     proxy: Option<reqwest::Url>,
+    /// The end of `--start-timeout`, until the first fetch has succeeded.
+    start_deadline: Mutex<Option<Instant>>,
     /// The revision the child's environment was built from; the watcher waits past it.
     revision: AtomicU64,
     /// The last fetch came from the fallback file: re-fetch as soon as the store answers.
@@ -250,6 +260,7 @@ impl StoreSource {
                 token: TokenCell::new(settings.token),
                 ca_pem: settings.ca_pem,
                 proxy: settings.proxy,
+                start_deadline: Mutex::new(Some(Instant::now() + settings.start_timeout)),
                 revision: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
                 fetch_client: OnceLock::new(),
@@ -325,6 +336,7 @@ impl SecretSource for StoreSource {
     fn fetch(&mut self) -> Result<SecretSet, Error> {
         let error = match self.shared.fetch() {
             Ok(snapshot) => {
+                self.shared.started();
                 self.shared
                     .revision
                     .store(snapshot.revision, Ordering::Relaxed);
@@ -343,6 +355,7 @@ impl SecretSource for StoreSource {
             Ok(snapshot) => {
                 warn!(error = %error, path = %path.display(), revision = snapshot.revision,
                       "store unreachable; using the last good secrets from the fallback file");
+                self.shared.started();
                 self.shared
                     .revision
                     .store(snapshot.revision, Ordering::Relaxed);
@@ -409,8 +422,11 @@ impl Shared {
     fn get(&self, client: &Client, url: &str) -> Result<Response, Error> {
         let mut reload = false;
         loop {
-            let response = client
-                .get(url)
+            let mut request = client.get(url);
+            if let Some(timeout) = self.start_budget() {
+                request = request.timeout(timeout);
+            }
+            let response = request
                 .header(AUTHORIZATION, self.token.header(reload)?)
                 .send()
                 .map_err(|e| self.unreachable(without_url(&e)))?;
@@ -473,11 +489,33 @@ impl Shared {
                 .unwrap_or(true)
     }
 
+    /// What is left of `--start-timeout` while the first fetch has not succeeded (at least
+    /// a moment, so `--start-timeout 0s` still makes one attempt); `None` afterwards.
+    fn start_budget(&self) -> Option<Duration> {
+        let deadline = *self
+            .start_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        deadline.map(|at| {
+            at.saturating_duration_since(Instant::now())
+                .clamp(MIN_REQUEST_TIME, FETCH_TIMEOUT)
+        })
+    }
+
+    /// The first fetch is done (from the store or the fallback): requests get their
+    /// normal timeouts from now on.
+    fn started(&self) {
+        *self
+            .start_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn fetch(&self) -> Result<Snapshot, Error> {
         let client = match self.fetch_client.get() {
             Some(client) => client,
             None => {
-                let client = self.client(false, Duration::from_secs(10))?;
+                let client = self.client(false, FETCH_TIMEOUT)?;
                 self.fetch_client.get_or_init(|| client)
             }
         };
