@@ -35,7 +35,7 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
-    #[error("--{flag} needs an agent-vault store (--store https://HOST:PORT)")]
+    #[error("--{flag} needs a store (--store https://HOST:PORT, or openbao+https://…)")]
     NeedsStore { flag: &'static str },
     #[error("--{flag}: {reason}")]
     OpenBao { flag: &'static str, reason: String },
@@ -86,6 +86,9 @@ impl Config {
     pub fn from_args(args: RunArgs) -> Result<Config, Error> {
         let parsed_store = parse_stores(&args.stores, args.allow_insecure_http)?;
         let proxy = proxy_url(args.proxy.as_deref(), parsed_store.as_ref())?;
+        if parsed_store.is_none() && (args.ca_cert.is_some() || args.store_ca.is_some()) {
+            return Err(Error::NeedsStore { flag: "ca-cert" });
+        }
         let openbao = openbao_settings(&args, parsed_store.as_ref(), proxy.clone())?;
         let store = match parsed_store {
             Some(Store::AgentVault { url }) => Some(store_config(&args, url, proxy)?),
@@ -167,14 +170,7 @@ fn store_config(args: &RunArgs, url: Url, proxy: Option<Url>) -> Result<StoreCon
             return Err(bad(&format!("--agent {agent:?} is not a valid agent name")));
         }
     }
-    let ca_pem = match &args.store_ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| Error::Unreadable {
-            flag: "store-ca",
-            path: path.clone(),
-            reason: e.to_string(),
-        })?),
-        None => None,
-    };
+    let ca_pem = ca_pem(args, false, env_var)?;
     Ok(StoreConfig {
         url: url.as_str().trim_end_matches('/').to_owned(),
         agent: args.agent.clone(),
@@ -185,12 +181,61 @@ fn store_config(args: &RunArgs, url: Url, proxy: Option<Url>) -> Result<StoreCon
     })
 }
 
+/// The variables that name a CA file when `--ca-cert` is not given, in order: what
+/// OpenBao/Vault users (or agent-vault's admin CLI users) already set, then the general one.
+const OPENBAO_CA_VARIABLES: [&str; 3] = ["BAO_CACERT", "VAULT_CACERT", "SSL_CERT_FILE"];
+const AGENT_VAULT_CA_VARIABLES: [&str; 2] = ["AGENT_VAULT_CACERT", "SSL_CERT_FILE"];
+
+fn env_var(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The extra CA bundle (PEM) for the store: `--ca-cert` (or its old name `--store-ca`),
+/// else the first of the store kind's variables that is set (see `*_CA_VARIABLES`).
+fn ca_pem(
+    args: &RunArgs,
+    openbao: bool,
+    lookup: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<Option<Vec<u8>>, Error> {
+    let given = match (&args.ca_cert, &args.store_ca) {
+        (Some(path), _) => Some(("ca-cert", path.clone())),
+        (None, Some(path)) => Some(("store-ca", path.clone())),
+        (None, None) => None,
+    };
+    let variables: &[&'static str] = if openbao {
+        &OPENBAO_CA_VARIABLES
+    } else {
+        &AGENT_VAULT_CA_VARIABLES
+    };
+    let Some((flag, path)) = given.or_else(|| {
+        variables
+            .iter()
+            .find_map(|&name| lookup(name).map(|path| (name, path)))
+    }) else {
+        return Ok(None);
+    };
+    let flag = match flag {
+        "ca-cert" | "store-ca" => flag,
+        "BAO_CACERT" => "ca-cert (from BAO_CACERT)",
+        "VAULT_CACERT" => "ca-cert (from VAULT_CACERT)",
+        "AGENT_VAULT_CACERT" => "ca-cert (from AGENT_VAULT_CACERT)",
+        _ => "ca-cert (from SSL_CERT_FILE)",
+    };
+    let pem = std::fs::read(&path).map_err(|e| Error::Unreadable {
+        flag,
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(pem))
+}
+
 /// Agent-vault-only flags are refused with any other (or no) store.
 fn refuse_agent_vault_flags(args: &RunArgs) -> Result<(), Error> {
     for (flag, given) in [
         ("agent", args.agent.is_some()),
         ("fallback", args.fallback.is_some()),
-        ("store-ca", args.store_ca.is_some()),
     ] {
         if given {
             return Err(Error::NeedsStore { flag });
@@ -488,6 +533,7 @@ fn openbao_settings(
         poll_interval,
         proxy,
         start_timeout: duration("start-timeout", &args.start_timeout)?,
+        ca_pem: ca_pem(args, true, env_var)?,
     }))
 }
 
@@ -801,6 +847,75 @@ mod tests {
         assert!(matches!(
             config(&["--proxy", "http://p:1"]),
             Err(Error::BadProxy { .. })
+        ));
+    }
+
+    #[test]
+    fn one_ca_flag_for_every_store_and_the_usual_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            path
+        };
+        let (flag, bao, vault, ssl) = (file("flag"), file("bao"), file("vault"), file("ssl"));
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["agent-run"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "true"]);
+            RunArgs::try_parse_from(argv).unwrap()
+        };
+        let env = |set: &'static [&'static str]| {
+            let (bao, vault, ssl) = (bao.clone(), vault.clone(), ssl.clone());
+            move |name: &str| match name {
+                "BAO_CACERT" if set.contains(&name) => Some(bao.clone()),
+                "VAULT_CACERT" if set.contains(&name) => Some(vault.clone()),
+                "SSL_CERT_FILE" if set.contains(&name) => Some(ssl.clone()),
+                _ => None,
+            }
+        };
+        let all: &[&str] = &["BAO_CACERT", "VAULT_CACERT", "SSL_CERT_FILE"];
+        let got = |args: &RunArgs, openbao, set| {
+            ca_pem(args, openbao, env(set))
+                .unwrap()
+                .map(|p| String::from_utf8(p).unwrap())
+        };
+        let with_flag = parse(&["--ca-cert", flag.to_str().unwrap()]);
+        let old_name = parse(&["--store-ca", flag.to_str().unwrap()]);
+        let none = parse(&[]);
+        assert_eq!(got(&with_flag, true, all).as_deref(), Some("flag"));
+        assert_eq!(got(&old_name, true, all).as_deref(), Some("flag"));
+        assert_eq!(got(&none, true, all).as_deref(), Some("bao"));
+        assert_eq!(
+            got(&none, true, &["VAULT_CACERT", "SSL_CERT_FILE"]).as_deref(),
+            Some("vault")
+        );
+        assert_eq!(got(&none, true, &["SSL_CERT_FILE"]).as_deref(), Some("ssl"));
+        assert_eq!(
+            got(&none, false, all).as_deref(),
+            Some("ssl"),
+            "agent-vault skips BAO_/VAULT_"
+        );
+        assert_eq!(got(&none, true, &[]), None);
+        let missing = parse(&["--ca-cert", "/nonexistent/ca.pem"]);
+        let e = ca_pem(&missing, true, env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("--ca-cert") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        // Accepted with an OpenBao store now; refused without any store.
+        assert!(config(&[
+            "--store",
+            "openbao+https://b:1",
+            "--path",
+            "s/a",
+            "--ca-cert",
+            flag.to_str().unwrap()
+        ])
+        .is_ok_and(|c| c.openbao.unwrap().ca_pem.is_some()));
+        assert!(matches!(
+            config(&["--ca-cert", flag.to_str().unwrap()]),
+            Err(Error::NeedsStore { flag: "ca-cert" })
         ));
     }
 

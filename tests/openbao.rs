@@ -56,8 +56,14 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
+/// A client that also trusts `ca` (PEM), for a TLS dev server.
+fn http_trusting(ca: Option<&Path>) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
@@ -70,13 +76,31 @@ struct Bao {
     addr: String,
     token: String,
     log: PathBuf,
+    /// The CA of a `-dev-tls` server.
+    ca: Option<PathBuf>,
 }
 
 impl Bao {
     /// `bao server -dev` on a free loopback port, KV v2 at `secret/`, root token `ROOT`.
     fn dev(dir: &Dir) -> Bao {
+        Bao::dev_with(dir, false)
+    }
+
+    /// `bao server -dev -dev-tls`: HTTPS with a CA of its own (`ca`).
+    fn dev_tls(dir: &Dir) -> Bao {
+        Bao::dev_with(dir, true)
+    }
+
+    fn dev_with(dir: &Dir, tls: bool) -> Bao {
         let port = free_port();
         let log = dir.join(&format!("bao-dev-{port}.log"));
+        let cert_dir = dir.join(&format!("bao-tls-{port}"));
+        let mut extra = Vec::new();
+        if tls {
+            std::fs::create_dir_all(&cert_dir).unwrap();
+            extra.push("-dev-tls".to_owned());
+            extra.push(format!("-dev-tls-cert-dir={}", cert_dir.display()));
+        }
         let process = Command::new(bao_bin())
             .args([
                 "server",
@@ -85,6 +109,7 @@ impl Bao {
                 &format!("-dev-listen-address=127.0.0.1:{port}"),
                 "-dev-no-store-token",
             ])
+            .args(&extra)
             .env_clear()
             .env("HOME", dir.path())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -95,18 +120,23 @@ impl Bao {
             ))
             .spawn()
             .expect("start bao server -dev");
+        let scheme = if tls { "https" } else { "http" };
         let bao = Bao {
             process: Some(process),
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             token: ROOT.to_owned(),
             log,
+            ca: tls.then(|| cert_dir.join("vault-ca.pem")),
         };
+        if let Some(ca) = &bao.ca {
+            wait_until(LONG, "the dev server's CA file", || ca.exists());
+        }
         bao.wait_active();
         bao
     }
 
     fn store(&self) -> String {
-        self.addr.replace("http://", "openbao+http://")
+        format!("openbao+{}", self.addr)
     }
 
     fn wait_active(&self) {
@@ -118,7 +148,7 @@ impl Bao {
     }
 
     fn health(&self) -> Option<u16> {
-        http()
+        http_trusting(self.ca.as_deref())
             .get(format!("{}/v1/sys/health", self.addr))
             .send()
             .ok()
@@ -127,7 +157,7 @@ impl Bao {
 
     /// One API call with the root token; panics on a transport error.
     fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = http()
+        let mut request = http_trusting(self.ca.as_deref())
             .request(method, format!("{}/v1/{path}", self.addr))
             .header("X-Vault-Token", &self.token);
         if let Some(body) = body {
@@ -878,6 +908,7 @@ disable_mlock = true
                 addr: format!("http://127.0.0.1:{api}"),
                 token: String::new(),
                 log,
+                ca: None,
             });
         }
         // Uninitialised and sealed nodes answer /sys/health with 501/503.
@@ -1248,4 +1279,59 @@ fn issue_10_start_timeout_bounds_a_server_that_never_answers() {
         "took {took:?}\n{}",
         out.description
     );
+}
+
+/// Issue 11 item 8: no private CA for OpenBao (`--store-ca` was refused, BAO_CACERT and
+/// friends ignored: UnknownIssuer). `--ca-cert` and the usual variables now work for it.
+#[test]
+fn issue_11_openbao_over_tls_with_a_private_ca() {
+    let dir = Dir::new("openbao-tls");
+    let bao = Bao::dev_tls(&dir);
+    assert!(bao.addr.starts_with("https://"), "{}", bao.addr);
+    bao.put("secret", "agents/tls", json!({"API_KEY": "over-tls"}));
+    let ca = bao.ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let base = args(&[
+        "--store",
+        &bao.store(),
+        "--path",
+        "secret/agents/tls",
+        "--start-timeout",
+        "0s",
+    ]);
+    let echo = args(&["--", "sh", "-c", "echo $API_KEY"]);
+    let run = |flags: &[&str], variable: Option<&str>| {
+        let mut a = base.clone();
+        a.extend(args(flags));
+        a.extend(echo.clone());
+        let mut builder = agent_run(Mode::Plain, &a).env("BAO_TOKEN", ROOT);
+        for name in ["BAO_CACERT", "VAULT_CACERT", "SSL_CERT_FILE"] {
+            builder = builder.env(name, "");
+        }
+        if let Some(name) = variable {
+            builder = builder.env(name, ca);
+        }
+        builder.run(&dir)
+    };
+    for (flags, variable) in [
+        (&["--ca-cert", ca][..], None),
+        (&["--store-ca", ca][..], None),
+        (&[][..], Some("BAO_CACERT")),
+        (&[][..], Some("VAULT_CACERT")),
+        (&[][..], Some("SSL_CERT_FILE")),
+        (&[][..], Some("AGENT_RUN_CA_CERT")),
+    ] {
+        let out = run(flags, variable);
+        out.assert_code(0);
+        assert_eq!(
+            out.stdout.trim(),
+            "over-tls",
+            "{flags:?} {variable:?}\n{}",
+            out.description
+        );
+    }
+    // Without the CA: the certificate is refused, with a clear error.
+    let out = run(&[], None);
+    out.assert_code(125);
+    assert!(out.stderr.contains("certificate"), "{}", out.description);
 }

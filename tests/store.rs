@@ -549,6 +549,23 @@ fn https_store_with_a_private_ca() {
     .run(&dir);
     out.assert_code(0);
     assert_eq!(out.stdout.trim(), "value-over-tls-01");
+    // `--ca-cert`, the name for every store: the watcher's own TLS connection trusts it
+    // too, so a rotation arrives.
+    let mut run = launcher(
+        &vault,
+        &dir,
+        &token,
+        &["--ca-cert", ca.to_str().unwrap()],
+        &["API_KEY"],
+    )
+    .start(&dir);
+    assert_eq!(wait_for_starts(&dir, 1)[0]["API_KEY"], "value-over-tls-01");
+    cli(
+        &["secrets", "set", "tls-bot", "API_KEY", "--stdin"],
+        Some(b"value-over-tls-02"),
+    );
+    assert_eq!(wait_for_starts(&dir, 2)[1]["API_KEY"], "value-over-tls-02");
+    run.stop().assert_code(0);
     // Without the CA the certificate is refused: a clear error, nothing started.
     let out = agent_run(
         Mode::Plain,

@@ -101,12 +101,25 @@ pub struct RunArgs {
     #[arg(long, env = "AGENT_RUN_EXIT_ON_AUTH_FAILURE", help_heading = "Store")]
     pub exit_on_auth_failure: bool,
 
-    /// Trust this CA certificate (PEM) for the store's TLS, in addition to the system's.
+    /// Trust the CA certificates (PEM, one or a bundle) in this file for the store's TLS, in
+    /// addition to the public roots; any store (agent-vault, OpenBao, Vault). Without it:
+    /// OpenBao/Vault stores read BAO_CACERT, then VAULT_CACERT; agent-vault reads
+    /// AGENT_VAULT_CACERT; then SSL_CERT_FILE for both.
     #[arg(
-        long,
+        long = "ca-cert",
+        value_name = "PATH",
+        env = "AGENT_RUN_CA_CERT",
+        help_heading = "Store"
+    )]
+    pub ca_cert: Option<PathBuf>,
+
+    /// The former name of --ca-cert, kept so existing setups keep working.
+    #[arg(
+        long = "store-ca",
         value_name = "PATH",
         env = "AGENT_RUN_STORE_CA",
-        help_heading = "Store"
+        hide = true,
+        conflicts_with = "ca_cert"
     )]
     pub store_ca: Option<PathBuf>,
 

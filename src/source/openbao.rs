@@ -73,6 +73,8 @@ pub struct Settings {
     /// `--start-timeout`: until the first fetch has succeeded, no request may take longer
     /// than what is left of it.
     pub start_timeout: Duration,
+    /// Extra trusted CAs (PEM): `--ca-cert`, `BAO_CACERT`, `VAULT_CACERT` or `SSL_CERT_FILE`.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// How agent-run obtains its token. Holds file paths and names only: credentials are read
@@ -156,6 +158,7 @@ impl OpenBaoSource {
                 paths: settings.paths,
                 namespace,
                 proxy: settings.proxy,
+                ca_pem: settings.ca_pem,
                 start_deadline: Mutex::new(Some(Instant::now() + settings.start_timeout)),
                 auth: settings.auth,
                 env_token,
@@ -250,6 +253,7 @@ struct Client {
     paths: Vec<String>,
     namespace: Option<HeaderValue>,
     proxy: Option<Url>,
+    ca_pem: Option<Vec<u8>>,
     /// The end of `--start-timeout`, until the first fetch has succeeded.
     start_deadline: Mutex<Option<Instant>>,
     auth: Auth,
@@ -414,7 +418,7 @@ impl Client {
         };
         // The token goes in a header: never through a proxy picked up from HTTP_PROXY
         // (the builder takes none from the environment), only the user's --proxy.
-        let http = super::http_client_builder(self.proxy.as_ref(), None)
+        let http = super::http_client_builder(self.proxy.as_ref(), self.ca_pem.as_deref())
             .map_err(unreachable)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
