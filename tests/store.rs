@@ -861,3 +861,53 @@ fn issue_10_start_timeout_bounds_a_store_that_never_answers() {
         out.description
     );
 }
+
+/// Issue 11 item 6: after `--token-file` changed, a fetch at the same revision did not
+/// re-seal the fallback file, so the next start (store down, new token) failed with
+/// "written with another token".
+#[test]
+fn issue_11_the_fallback_is_resealed_for_a_new_token_at_the_same_revision() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-reseal-00001");
+    let dir = Dir::new("reseal");
+    let first = read_token(&vault, "support-bot");
+    let token_file = dir.write("token", &first);
+    let env_file = dir.write("local.env", "LOCAL=one\n");
+    let fallback = dir.join("last-good");
+    let flags = [
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--fallback",
+        fallback.to_str().unwrap(),
+        "--env-file",
+        env_file.to_str().unwrap(),
+    ];
+    let mut run = launcher(&vault, &dir, "", &flags, &["API_KEY", "LOCAL"])
+        .env("AGENT_RUN_TOKEN", "")
+        .start(&dir);
+    wait_for_starts(&dir, 1);
+    assert!(fallback.exists());
+    // A new token; the store's revision does not move. A change of the env file makes
+    // agent-run fetch again (with the new token); the watcher may also ask for it.
+    let second = read_token(&vault, "support-bot");
+    dir.replace("token", &second);
+    dir.replace("local.env", "LOCAL=two\n");
+    let all = wait_for_starts(&dir, 2);
+    assert_eq!(all[1]["LOCAL"], "two");
+    run.stop().assert_code(0);
+
+    // The store is down; the next start has only the new token.
+    vault.kill9();
+    std::fs::remove_file(dir.join("child.log")).unwrap();
+    let mut run = launcher(&vault, &dir, "", &flags, &["API_KEY", "LOCAL"])
+        .env("AGENT_RUN_TOKEN", "")
+        .start(&dir);
+    let all = wait_for_starts(&dir, 1);
+    assert_eq!(
+        all[0]["API_KEY"],
+        "value-reseal-00001",
+        "{}",
+        run.describe(None)
+    );
+    run.stop().assert_code(0);
+}

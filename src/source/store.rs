@@ -176,6 +176,11 @@ impl TokenCell {
         f(current.as_ref().expect("token read").1.as_str())
     }
 
+    /// Which token is current (see `generation`).
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// The `Authorization` header for one request, marked sensitive so no HTTP layer
     /// prints it; composed in a buffer sized once and wiped, dropped with the request.
     fn header(&self, reload: bool) -> Result<HeaderValue, Error> {
@@ -226,6 +231,9 @@ pub struct StoreSource {
     stop: Arc<AtomicBool>,
 }
 
+/// `Shared::sealed_generation` when no fallback file is kept.
+const NO_FALLBACK: u64 = u64::MAX;
+
 /// What the supervisor thread and the watcher thread both use.
 struct Shared {
     url: String,
@@ -235,6 +243,10 @@ struct Shared {
     proxy: Option<reqwest::Url>,
     /// The end of `--start-timeout`, until the first fetch has succeeded.
     start_deadline: Mutex<Option<Instant>>,
+    /// The token generation the fallback file was last sealed with (`NO_FALLBACK`
+    /// without one): when the watcher has used a newer token, it asks for a fetch, which
+    /// re-seals the file.
+    sealed_generation: AtomicU64,
     /// The revision the child's environment was built from; the watcher waits past it.
     revision: AtomicU64,
     /// The last fetch came from the fallback file: re-fetch as soon as the store answers.
@@ -261,6 +273,10 @@ impl StoreSource {
                 ca_pem: settings.ca_pem,
                 proxy: settings.proxy,
                 start_deadline: Mutex::new(Some(Instant::now() + settings.start_timeout)),
+                sealed_generation: AtomicU64::new(match settings.fallback {
+                    Some(_) => 0,
+                    None => NO_FALLBACK,
+                }),
                 revision: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
                 fetch_client: OnceLock::new(),
@@ -271,13 +287,17 @@ impl StoreSource {
         }
     }
 
-    fn fallback_file(&self, path: &std::path::Path) -> Result<Fallback, Error> {
+    /// The fallback file sealed with the current token, and that token's generation.
+    fn fallback_file(&self, path: &std::path::Path) -> Result<(Fallback, u64), Error> {
         self.shared.token.with_token(false, |token| {
-            Ok(Fallback::new(
-                path.to_path_buf(),
-                token,
-                &self.shared.url,
-                self.shared.agent.as_deref(),
+            Ok((
+                Fallback::new(
+                    path.to_path_buf(),
+                    token,
+                    &self.shared.url,
+                    self.shared.agent.as_deref(),
+                ),
+                self.shared.token.generation(),
             ))
         })
     }
@@ -288,13 +308,23 @@ impl StoreSource {
         let Some(path) = self.fallback.clone() else {
             return;
         };
-        if self.saved_revision == Some(snapshot.revision) {
+        let (fallback, generation) = match self.fallback_file(&path) {
+            Ok(found) => found,
+            Err(e) => return warn!(error = %e, "cannot update the fallback file"),
+        };
+        // Written again for a new token even at the same revision: the next start, with
+        // the new token, could not open a file sealed with the old one.
+        let sealed = self.shared.sealed_generation.load(Ordering::Relaxed);
+        if self.saved_revision == Some(snapshot.revision) && sealed == generation {
             return;
         }
-        match self.fallback_file(&path).and_then(|f| f.save(snapshot)) {
+        match fallback.save(snapshot) {
             Ok(()) => {
                 debug!(path = %path.display(), revision = snapshot.revision, "fallback file updated");
                 self.saved_revision = Some(snapshot.revision);
+                self.shared
+                    .sealed_generation
+                    .store(generation, Ordering::Relaxed);
             }
             Err(e) => warn!(error = %e, "cannot update the fallback file"),
         }
@@ -351,7 +381,7 @@ impl SecretSource for StoreSource {
         let Some(path) = self.fallback.clone().filter(|_| error.is_transient()) else {
             return Err(error);
         };
-        match self.fallback_file(&path).and_then(|f| f.load()) {
+        match self.fallback_file(&path).and_then(|(f, _)| f.load()) {
             Ok(snapshot) => {
                 warn!(error = %error, path = %path.display(), revision = snapshot.revision,
                       "store unreachable; using the last good secrets from the fallback file");
@@ -615,6 +645,7 @@ impl Shared {
     fn watch(&self, label: &str, notifier: &ChangeNotifier, stop: &AtomicBool) {
         let mut backoff = RECONNECT_FIRST;
         let mut reported_failure = false;
+        let mut resealing_asked = 0;
         let transport = match self.watch_transport() {
             Ok(transport) => transport,
             Err(e) => return notifier.failed(label, &e),
@@ -630,7 +661,20 @@ impl Shared {
                         reported_failure = false;
                     }
                     let newer = revision.is_some_and(|r| r > since);
-                    if newer || self.degraded.load(Ordering::Relaxed) {
+                    // A new token worked and the fallback file is still sealed with the
+                    // old one: one fetch re-seals it (the environment is the same, so the
+                    // supervisor restarts nothing).
+                    let sealed = self.sealed_generation.load(Ordering::Relaxed);
+                    let generation = self.token.generation();
+                    let reseal = sealed != NO_FALLBACK
+                        && sealed != 0
+                        && sealed != generation
+                        && resealing_asked != generation;
+                    if reseal {
+                        debug!(source = %label, "new token in use; re-sealing the fallback file");
+                        resealing_asked = generation;
+                    }
+                    if newer || reseal || self.degraded.load(Ordering::Relaxed) {
                         if let Some(revision) = revision {
                             // Wait past it next time even if the supervisor's fetch is slow.
                             self.revision.fetch_max(revision, Ordering::Relaxed);
