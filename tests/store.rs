@@ -911,3 +911,50 @@ fn issue_11_the_fallback_is_resealed_for_a_new_token_at_the_same_revision() {
     );
     run.stop().assert_code(0);
 }
+
+/// Issue 11 item 9: an old fallback file put back handed out secrets from before a
+/// rotation. agent-run keeps a revision floor (`PATH.floor`) and refuses an older file.
+#[test]
+fn issue_11_an_old_fallback_put_back_is_refused() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-before-rotation");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("floor");
+    let fallback = dir.join("last-good");
+    let flags = ["--fallback", fallback.to_str().unwrap()];
+    let mut run = launcher(&vault, &dir, &token, &flags, &["API_KEY"]).start(&dir);
+    wait_for_starts(&dir, 1);
+    let old = std::fs::read(&fallback).expect("fallback written");
+    vault.set("support-bot", "API_KEY", "value-after-rotation");
+    assert_eq!(
+        wait_for_starts(&dir, 2)[1]["API_KEY"],
+        "value-after-rotation"
+    );
+    run.stop().assert_code(0);
+    assert_ne!(
+        std::fs::read(&fallback).unwrap(),
+        old,
+        "rewritten at the rotation"
+    );
+
+    std::fs::write(&fallback, &old).unwrap();
+    vault.kill9();
+    std::fs::remove_file(dir.join("child.log")).unwrap();
+    let mut args = vec!["--store".to_owned(), vault.addr.clone()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--start-timeout", "1s", "--", "sh", "-c", "echo $API_KEY"].map(String::from));
+    let out = agent_run(Mode::Plain, &args)
+        .env("AGENT_RUN_TOKEN", &token)
+        .run(&dir);
+    out.assert_code(125);
+    assert!(
+        !out.stdout.contains("value-before-rotation"),
+        "{}",
+        out.description
+    );
+    assert!(
+        out.stderr.contains("older than revision") && out.stderr.contains("put back"),
+        "{}",
+        out.description
+    );
+}

@@ -7,6 +7,11 @@
 //! atomically (temp file with mode 0600, fsync, rename, fsync of the directory), so a crash
 //! leaves the old file or the new one, never half of one. A rotated token cannot open the
 //! old file; the next successful fetch rewrites it.
+//!
+//! Next to it, `PATH.floor` holds the highest revision ever saved (a plain number, mode
+//! 0600). A fallback file older than that is refused: an old copy put back (from a backup,
+//! an image layer, another host) would otherwise hand out secrets from before a rotation.
+//! It guards against a file put back, not against someone who can rewrite both files.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -75,6 +80,45 @@ impl Fallback {
         &self.path
     }
 
+    /// `PATH.floor`: the highest revision saved so far.
+    fn floor_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".floor");
+        PathBuf::from(name)
+    }
+
+    /// The revision floor, 0 when there is none yet.
+    fn floor(&self) -> Result<u64, Error> {
+        let path = self.floor_path();
+        let bytes = match secret_file::read(&path, 64) {
+            Ok(bytes) => bytes,
+            Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(0)
+            }
+            Err(e) => return Err(e),
+        };
+        std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| Error::Fallback {
+                path: path.clone(),
+                reason: "not a revision number".into(),
+            })
+    }
+
+    /// Raises the floor to `revision` (never lowers it), atomically.
+    fn raise_floor(&self, revision: u64) -> Result<(), Error> {
+        let floor = self.floor().unwrap_or(0);
+        if revision <= floor && self.floor_path().exists() {
+            return Ok(());
+        }
+        let text = format!("{}\n", revision.max(floor));
+        write_atomically(&self.floor_path(), &[text.as_bytes()]).map_err(|e| Error::Fallback {
+            path: self.floor_path(),
+            reason: e.to_string(),
+        })
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.key.as_ref()))
     }
@@ -102,30 +146,9 @@ impl Fallback {
                 },
             )
             .map_err(|_| self.error("encryption failed"))?;
-        let dir = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = self
-            .path
-            .with_extension(format!("tmp-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(MAGIC)?;
-            file.write_all(&nonce)?;
-            file.write_all(&ciphertext)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            File::open(&dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            self.error(e.to_string())
-        })
+        write_atomically(&self.path, &[MAGIC, &nonce, &ciphertext])
+            .map_err(|e| self.error(e.to_string()))?;
+        self.raise_floor(snapshot.revision)
     }
 
     /// Reads and decrypts the file; fails if it is missing, damaged, or sealed with another
@@ -159,8 +182,48 @@ impl Fallback {
                     )
                 })?,
         );
-        serde_json::from_slice(&plaintext).map_err(|e| self.error(format!("damaged content: {e}")))
+        let snapshot: Snapshot = serde_json::from_slice(&plaintext)
+            .map_err(|e| self.error(format!("damaged content: {e}")))?;
+        let floor = self.floor()?;
+        if snapshot.revision < floor {
+            return Err(self.error(format!(
+                "it holds revision {}, older than revision {floor} already seen: an old copy \
+                 was put back, refused (if the store itself was restored to an older state, \
+                 delete {})",
+                snapshot.revision,
+                self.floor_path().display()
+            )));
+        }
+        Ok(snapshot)
     }
+}
+
+/// Writes `parts` to a temp file (mode 0600) next to `path`, syncs it, renames it over
+/// `path` and syncs the directory: a crash leaves the old file or the new one.
+fn write_atomically(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = path.to_path_buf().into_os_string();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        for part in parts {
+            file.write_all(part)?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -197,6 +260,29 @@ mod tests {
         let loaded = fallback.load().unwrap();
         assert_eq!(loaded.revision, 7);
         assert_eq!(loaded.entries[0].value.expose_secret(), "s3cr3t-value");
+    }
+
+    #[test]
+    fn an_older_file_put_back_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fallback");
+        let fallback = Fallback::new(path.clone(), "avt_token", "http://a", Some("bot"));
+        fallback.save(&snapshot()).unwrap();
+        let old = std::fs::read(&path).unwrap();
+        let mut newer = snapshot();
+        newer.revision = 9;
+        fallback.save(&newer).unwrap();
+        assert_eq!(fallback.load().unwrap().revision, 9);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("fallback.floor")).unwrap(),
+            "9\n"
+        );
+        std::fs::write(&path, old).unwrap();
+        let e = fallback.load().err().unwrap().to_string();
+        assert!(e.contains("revision 7") && e.contains("revision 9"), "{e}");
+        // Saving an older revision never lowers the floor.
+        fallback.save(&snapshot()).unwrap();
+        assert!(fallback.load().is_err());
     }
 
     #[test]

@@ -394,7 +394,15 @@ impl SecretSource for StoreSource {
             }
             Err(fallback_error) => {
                 warn!(error = %fallback_error, "fallback file unusable");
-                Err(error)
+                // Still the store's error (transient: it may come back), saying why the
+                // fallback did not help.
+                Err(match error {
+                    Error::Unreachable { url, reason } => Error::Unreachable {
+                        url,
+                        reason: format!("{reason}; and the {fallback_error}"),
+                    },
+                    other => other,
+                })
             }
         }
     }
