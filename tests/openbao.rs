@@ -1335,3 +1335,45 @@ fn issue_11_openbao_over_tls_with_a_private_ca() {
     out.assert_code(125);
     assert!(out.stderr.contains("certificate"), "{}", out.description);
 }
+
+/// Issue 11 item 11: `bao kv metadata delete` (every version gone) left the old secrets in
+/// the child (HTTP 404, no restart), while soft delete and destroy removed them. A 404 of a
+/// path read before now means "empty".
+#[test]
+fn issue_11_metadata_delete_empties_the_path_and_restarts() {
+    let dir = Dir::new("openbao-metadata-delete");
+    let bao = Bao::dev(&dir);
+    bao.put("secret", "agents/gone", json!({"API_KEY": "before-delete"}));
+    bao.put("secret", "agents/stays", json!({"OTHER": "stays"}));
+    let log = dir.join("child.log");
+    let mut a = args(&[
+        "--store",
+        &bao.store(),
+        "--path",
+        "secret/agents/stays",
+        "--path",
+        "secret/agents/gone",
+        "--poll-interval",
+        "200ms",
+    ]);
+    a.extend(env_log(&log, &["API_KEY", "OTHER"]));
+    let mut launcher = agent_run(Mode::Plain, &a)
+        .env("BAO_TOKEN", ROOT)
+        .start(&dir);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(LONG, "first start", || {
+        starts(&read(), "API_KEY").len() == 1
+    });
+    bao.ok(reqwest::Method::DELETE, "secret/metadata/agents/gone", None);
+    wait_until(LONG, "a restart without API_KEY", || {
+        starts(&read(), "API_KEY")
+            .last()
+            .is_some_and(|(_, v)| v == "<unset>")
+    });
+    assert_eq!(
+        starts(&read(), "OTHER").last().map(|(_, v)| v.as_str()),
+        Some("stays")
+    );
+    let out = launcher.stop();
+    assert_eq!(out.code, Some(0), "{}", out.description);
+}

@@ -273,6 +273,10 @@ struct Session {
     mounts: HashMap<String, KvMount>,
     /// When a 403 last made us log in again (see `Client::authed`).
     forced_login: Option<Instant>,
+    /// KV paths read successfully at least once: a 404 for one of these means its secret
+    /// was deleted with every version (`bao kv metadata delete`, or a KV v1 delete), so it
+    /// now provides nothing; for a path never read, a 404 is a configuration error.
+    known: std::collections::HashSet<String>,
 }
 
 /// The token in use and when to act on it.
@@ -842,6 +846,12 @@ impl Client {
     fn read_kv(&self, session: &mut Session, kv_path: &str) -> Result<SecretSet, Error> {
         let mount = self.mount_of(session, kv_path)?;
         let reply = self.authed(session, Method::GET, &mount.data_path(), kv_path)?;
+        if reply.status == 404 && session.known.contains(kv_path) {
+            // Checked before the KV v2 case below, which needs the metadata of a version:
+            // a secret deleted with all its versions has none.
+            warn!(path = kv_path, "this openbao secret no longer exists (deleted with every version); it provides no secrets");
+            return Ok(SecretSet::default());
+        }
         let map = match mount.version {
             KvVersion::V1 => {
                 check_status(&reply, kv_path)?;
@@ -861,6 +871,7 @@ impl Client {
                     }) = serde_json::from_slice::<Envelope<KvV2>>(&reply.body)
                     {
                         if meta.is_gone() {
+                            session.known.insert(kv_path.to_owned());
                             warn!(path = kv_path, "the current version of this openbao secret is deleted or destroyed; it provides no secrets");
                             return Ok(SecretSet::default());
                         }
@@ -871,6 +882,7 @@ impl Client {
                 read.data.and_then(|d| d.data).unwrap_or_default()
             }
         };
+        session.known.insert(kv_path.to_owned());
         let address = self.addresses[session.active].to_string();
         let mut set = SecretSet::default();
         for (key, value) in map {
