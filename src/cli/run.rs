@@ -330,7 +330,8 @@ pub struct RunArgs {
     pub on_change: String,
 
     /// Quiet time that coalesces a burst of changes into one restart [default: 100ms for
-    /// file changes; none for store revisions, which are already settled].
+    /// file changes; the agent-vault watcher always waits 40ms without a newer revision
+    /// (500ms at most) before it reports one].
     #[arg(
         long,
         value_name = "DURATION",

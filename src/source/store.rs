@@ -38,6 +38,11 @@ const RECONNECT_CAP: Duration = Duration::from_secs(30);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The least time one request gets while `--start-timeout` runs out.
 const MIN_REQUEST_TIME: Duration = Duration::from_millis(500);
+/// Quiet period after a store change before the supervisor is told (see `Shared::settle`):
+/// long enough to gather a script's burst of writes, short enough not to be noticed.
+pub const STORE_QUIET: Duration = Duration::from_millis(40);
+/// A constant stream of changes is acted on at least this often.
+pub const STORE_SETTLE_CAP: Duration = Duration::from_millis(500);
 
 /// Where the token comes from.
 pub enum TokenSource {
@@ -608,10 +613,15 @@ impl Shared {
 
     /// One long-poll: `Some(revision)` when the store answered one, `None` for "not
     /// modified". On a 401 with a token file, the file is re-read and the poll repeated once.
-    fn poll_revision(&self, transport: &WatchTransport, since: u64) -> Result<Option<u64>, Error> {
+    fn poll_revision(
+        &self,
+        transport: &WatchTransport,
+        since: u64,
+        wait: Duration,
+    ) -> Result<Option<u64>, Error> {
         let query = [
             ("since", since.to_string()),
-            ("wait", LONG_POLL.as_secs().to_string()),
+            ("wait", wait.as_secs().to_string()),
         ];
         let path = self.path_and_query("/v1/runtime/revision", &query);
         let (status, body) = match transport {
@@ -630,7 +640,7 @@ impl Shared {
                         .token
                         .with_token(reload, |token| Ok(poller.request(&path, token)))?;
                     let answer = poller
-                        .send(request, LONG_POLL + Duration::from_secs(15))
+                        .send(request, wait + Duration::from_secs(15))
                         .map_err(|reason| self.unreachable(reason))?;
                     if answer.status == 401 && self.token.reloadable() && !reload {
                         reload = true;
@@ -649,6 +659,28 @@ impl Shared {
         }
     }
 
+    /// After a new revision, waits for the store to be quiet: `STORE_QUIET` without a newer
+    /// revision, or `STORE_SETTLE_CAP` after the first, so a steady stream still acts.
+    /// Returns the latest revision seen. A burst of single-key writes (an import script,
+    /// a rotation tool) then restarts the child once, not once per write.
+    fn settle(&self, transport: &WatchTransport, first: u64, stop: &AtomicBool) -> u64 {
+        let cap = Instant::now() + STORE_SETTLE_CAP;
+        let mut latest = first;
+        loop {
+            let left = cap.saturating_duration_since(Instant::now());
+            if left.is_zero() || stop.load(Ordering::Relaxed) {
+                return latest;
+            }
+            std::thread::sleep(STORE_QUIET.min(left));
+            match self.poll_revision(transport, latest, Duration::ZERO) {
+                Ok(Some(revision)) if revision > latest => latest = revision,
+                // Quiet (or the check failed: act on what is known, the long-poll that
+                // follows reports any failure).
+                _ => return latest,
+            }
+        }
+    }
+
     /// Long-polls for revisions past the current one until the source is dropped.
     fn watch(&self, label: &str, notifier: &ChangeNotifier, stop: &AtomicBool) {
         let mut backoff = RECONNECT_FIRST;
@@ -660,7 +692,14 @@ impl Shared {
         };
         while !stop.load(Ordering::Relaxed) {
             let since = self.revision.load(Ordering::Relaxed);
-            let answer = self.poll_revision(&transport, since);
+            let answer = self
+                .poll_revision(&transport, since, LONG_POLL)
+                .map(|revision| match revision {
+                    Some(revision) if revision > since => {
+                        Some(self.settle(&transport, revision, stop))
+                    }
+                    other => other,
+                });
             match answer {
                 Ok(revision) => {
                     backoff = RECONNECT_FIRST;
