@@ -4,11 +4,15 @@
 //! pool**: once the response is parsed the connection and every buffer that saw the body
 //! are freed (and wiped by the allocator), instead of idling in a pool with plaintext in
 //! its read buffer. The watcher long-polls `/v1/runtime/revision`, which carries revision
-//! numbers only, so it may keep its connection. A change is pushed within milliseconds;
+//! numbers only, on a connection of its own per poll (`store_poll`), and reports a change
+//! once the store has been quiet for a moment. A change is pushed within milliseconds;
 //! nothing polls on a timer.
 //!
-//! The token lives in a `SecretString`. From a file (`--token-file`) it is re-read whenever
-//! the file changes (Kubernetes projected tokens rotate that way) and once more on a 401.
+//! The token lives in one [`TokenBuffer`] (page-locked, wiped on drop); each request's
+//! header is built from it and dropped with the request. From a file (`--token-file`) it is
+//! re-read whenever the file changes (Kubernetes projected tokens rotate that way) and once
+//! more on a 401. No proxy comes from the environment; `--proxy` is used off loopback only.
+//! Error messages carry the status and the store's error code, never the server's text.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
