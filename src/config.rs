@@ -332,10 +332,10 @@ fn without_userinfo(value: &str) -> String {
 
 use crate::source::is_loopback;
 
-/// `--proxy`: an `http://` or `https://` proxy URL (no path). A plain-HTTP proxy sees
-/// everything that is not inside a CONNECT tunnel, so it is refused when any non-loopback
-/// store address is plain `http` (the token would reach the proxy in clear). Loopback
-/// addresses never go through the proxy (see `source::http_client_builder`).
+/// `--proxy`: an `http://` or `https://` proxy URL (no path). A proxy sees everything that
+/// is not inside a CONNECT tunnel, so it is refused when any non-loopback store address is
+/// plain `http` (the token would reach the proxy in clear). Loopback addresses never go
+/// through the proxy (see `source::http_client_builder`).
 fn proxy_url(value: Option<&str>, store: Option<&Store>) -> Result<Option<Url>, Error> {
     let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
@@ -363,13 +363,15 @@ fn proxy_url(value: Option<&str>, store: Option<&Store>) -> Result<Option<Url>, 
         Some(Store::AgentVault { url }) => vec![url],
         Some(Store::OpenBao { addresses }) => addresses.iter().collect(),
     };
+    // Whatever the proxy's own scheme, a proxy in front of a plain-http store reads the
+    // request, token included; in front of an https store it only relays a TLS tunnel.
     let clear = addresses
         .iter()
         .find(|a| a.scheme() == "http" && !a.host_str().is_some_and(is_loopback));
-    if let (Some(address), "http") = (clear, url.scheme()) {
+    if let Some(address) = clear {
         return Err(bad(&format!(
-            "a plain-http proxy would see the token sent to {}: use an https store (the \
-             token then crosses the proxy inside a TLS tunnel) or an https:// proxy",
+            "the proxy would read the token sent to the plain-http store {}: a proxy is used \
+             only in front of https stores (the token then crosses it inside a TLS tunnel)",
             address.as_str().trim_end_matches('/')
         )));
     }
@@ -818,14 +820,17 @@ mod tests {
         .to_string();
         assert!(e.contains("--proxy") && e.contains("plain-http"), "{e}");
         assert!(!e.contains("pw"), "{e}");
-        assert!(config(&[
-            "--store",
-            "http://s.example",
-            "--allow-insecure-http",
-            "--proxy",
-            "https://p:3128"
-        ])
-        .is_ok());
+        // An https proxy would read it just the same.
+        assert!(matches!(
+            config(&[
+                "--store",
+                "http://s.example",
+                "--allow-insecure-http",
+                "--proxy",
+                "https://p:3128"
+            ]),
+            Err(Error::BadProxy { .. })
+        ));
         // A loopback store is never proxied, so any proxy is harmless there.
         assert!(config(&["--store", "http://127.0.0.1:1", "--proxy", "http://p:1"]).is_ok());
         let bao = config(&[

@@ -1377,3 +1377,39 @@ fn issue_11_metadata_delete_empties_the_path_and_restarts() {
     let out = launcher.stop();
     assert_eq!(out.code, Some(0), "{}", out.description);
 }
+
+/// `--proxy` is used for a non-loopback OpenBao address: a CONNECT tunnel, whose request
+/// carries no token.
+#[test]
+fn issue_11_proxy_flag_tunnels_to_a_remote_openbao() {
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let dir = Dir::new("openbao-proxy-flag");
+    let token = "s.proxied-token-0000";
+    let out = agent_run(
+        Mode::Plain,
+        args(&[
+            "--store",
+            "openbao+https://bao.invalid:8200",
+            "--path",
+            "secret/agents/a",
+            "--proxy",
+            &format!("http://{}", proxy.addr),
+            "--start-timeout",
+            "0s",
+            "--",
+            "true",
+        ]),
+    )
+    .env("BAO_TOKEN", token)
+    .run(&dir);
+    out.assert_code(125);
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .first()
+            .is_some_and(|r| r.starts_with("CONNECT bao.invalid:8200 ")),
+        "{requests:?}\n{}",
+        out.description
+    );
+    assert!(requests.iter().all(|r| !r.contains(token)), "{requests:?}");
+}

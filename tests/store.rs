@@ -632,8 +632,8 @@ fn issue_11_environment_proxies_never_see_the_token() {
 }
 
 /// `--proxy` is used for a store that is not on loopback: an https store is reached through
-/// a CONNECT tunnel, whose request carries no token; a plain-http proxy in front of a
-/// plain-http remote store is refused before anything is sent.
+/// a CONNECT tunnel, whose request carries no token; a proxy in front of a plain-http
+/// remote store is refused before anything is sent.
 #[test]
 fn issue_11_proxy_flag_tunnels_to_a_remote_https_store() {
     let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
@@ -682,7 +682,7 @@ fn issue_11_proxy_flag_tunnels_to_a_remote_https_store() {
     .run(&dir);
     out.assert_code(125);
     assert!(
-        out.stderr.contains("--proxy") && out.stderr.contains("plain-http proxy"),
+        out.stderr.contains("--proxy") && out.stderr.contains("plain-http store"),
         "{}",
         out.description
     );

@@ -125,8 +125,8 @@ pub struct RunArgs {
 
     /// Send the store's requests (agent-vault and OpenBao/Vault) through this proxy
     /// (http:// or https://). Proxy variables of the environment (HTTP_PROXY, ALL_PROXY, …)
-    /// are never used. Not used for loopback addresses; an http:// proxy only for https
-    /// stores, so the token crosses it inside a TLS tunnel.
+    /// are never used. Not used for loopback addresses; refused in front of a plain-http
+    /// store: the token must cross the proxy inside a TLS tunnel.
     #[arg(
         long,
         value_name = "URL",
