@@ -755,24 +755,26 @@ fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
     let token = read_token(&vault, "support-bot");
     let dir = Dir::new("fifo");
     let token_fifo = fifo(&dir, "token");
-    let out = agent_run(
-        Mode::Plain,
-        [
-            "--store",
-            &vault.addr,
-            "--token-file",
-            token_fifo.to_str().unwrap(),
-            "--",
-            "true",
-        ],
-    )
-    .run(&dir);
-    out.assert_code(125);
-    assert!(
-        out.stderr.contains("named pipe") && out.stderr.contains("token"),
-        "{}",
-        out.description
-    );
+    for mode in common::MODES {
+        let out = agent_run(
+            mode,
+            [
+                "--store",
+                &vault.addr,
+                "--token-file",
+                token_fifo.to_str().unwrap(),
+                "--",
+                "true",
+            ],
+        )
+        .run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("named pipe") && out.stderr.contains("token"),
+            "{mode:?}\n{}",
+            out.description
+        );
+    }
 
     // The store is down, so agent-run turns to the fallback, which is a FIFO.
     vault.kill9();
