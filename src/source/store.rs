@@ -58,31 +58,46 @@ pub enum TokenSource {
 
 /// The one copy of the token agent-run keeps: sized once, page-locked when RLIMIT_MEMLOCK
 /// allows (kept out of swap), wiped and unlocked on drop. Every request's header is built
-/// from it and dropped after the request.
+/// from it and dropped after the request. The token starts on a page boundary and the
+/// allocation runs past its last page, as `EnvBlock` does, so the pages it locks and
+/// unlocks hold nothing else (mlock does not count: unlocking a shared page would unlock
+/// another buffer's too).
 struct TokenBuffer {
-    bytes: Box<[u8]>,
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
     locked: bool,
 }
 
 impl TokenBuffer {
     /// Copies `text` in; the caller wipes its own copy.
     fn new(text: &str) -> TokenBuffer {
-        let bytes: Box<[u8]> = text.as_bytes().into();
-        let locked = !bytes.is_empty() && crate::sys::lock_pages(&bytes);
-        TokenBuffer { bytes, locked }
+        let page = crate::sys::page_size();
+        let len = text.len();
+        let mut buf: Vec<u8> = Vec::with_capacity(len + 2 * page);
+        let start = buf.as_ptr().align_offset(page).min(page);
+        buf.resize(start, 0);
+        buf.extend_from_slice(text.as_bytes());
+        let locked = len > 0 && crate::sys::lock_pages(&buf[start..]);
+        TokenBuffer {
+            buf,
+            start,
+            len,
+            locked,
+        }
     }
 
     fn as_str(&self) -> &str {
-        // Built from a &str in `new` and never changed.
-        std::str::from_utf8(&self.bytes).expect("the token buffer holds UTF-8")
+        // Copied from a &str in `new` and never changed.
+        std::str::from_utf8(&self.buf[self.start..]).expect("the token buffer holds UTF-8")
     }
 }
 
 impl Drop for TokenBuffer {
     fn drop(&mut self) {
-        self.bytes.zeroize();
+        self.buf.zeroize();
         if self.locked {
-            crate::sys::unlock_pages(self.bytes.as_ptr() as usize, self.bytes.len());
+            crate::sys::unlock_pages(self.buf.as_ptr() as usize + self.start, self.len);
         }
     }
 }
@@ -781,4 +796,55 @@ fn jitter(base: Duration) -> Duration {
     let _ = getrandom::fill(&mut byte);
     let factor = 0.75 + f64::from(byte[0]) / 255.0 * 0.5;
     base.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_buffer_owns_its_pages() {
+        let page = crate::sys::page_size();
+        for len in [1, 40, page - 1, page, page + 3] {
+            let text = "t".repeat(len);
+            let token = TokenBuffer::new(&text);
+            assert_eq!(token.as_str(), text);
+            let addr = token.as_str().as_ptr() as usize;
+            assert_eq!(addr % page, 0, "starts on a page boundary");
+            // The allocation covers the whole last page the token touches.
+            let last_page_end = (addr + len).div_ceil(page) * page;
+            let alloc_end = token.buf.as_ptr() as usize + token.buf.capacity();
+            assert!(alloc_end >= last_page_end);
+        }
+    }
+
+    #[test]
+    fn error_codes_carry_nothing_of_the_token() {
+        let shared = Shared {
+            url: "http://127.0.0.1:1".into(),
+            agent: None,
+            token: TokenCell::new(TokenSource::Value(SecretString::from(
+                "avt_abc_forbidden_x",
+            ))),
+            ca_pem: None,
+            proxy: None,
+            start_deadline: Mutex::new(None),
+            sealed_generation: AtomicU64::new(NO_FALLBACK),
+            revision: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
+            fetch_client: OnceLock::new(),
+        };
+        let body = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        let text = |code: &str| shared.status_error(400, body(code).as_bytes()).to_string();
+        assert!(text("bad_request").contains("error code bad_request"));
+        // Part of the token, not a code word, or the echoed request: dropped.
+        for code in ["forbidden", "GET /v1 avt_abc", "avt_abc_forbidden_x"] {
+            let t = text(code);
+            assert!(t.contains("no error code") && !t.contains("avt_"), "{t}");
+        }
+        assert!(
+            !text("bad_request").contains(" m"),
+            "the message is never shown"
+        );
+    }
 }
