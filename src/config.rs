@@ -27,13 +27,15 @@ pub enum Error {
     BadLogLevel { value: String },
     #[error("--store {value:?}: {reason}")]
     BadStore { value: String, reason: String },
+    #[error("--proxy {value:?}: {reason}")]
+    BadProxy { value: String, reason: String },
     #[error("--{flag} {path}: {reason}")]
     Unreadable {
         flag: &'static str,
         path: PathBuf,
         reason: String,
     },
-    #[error("--{flag} needs an agent-vault store (--store https://HOST:PORT)")]
+    #[error("--{flag} needs a store (--store https://HOST:PORT, or openbao+https://…)")]
     NeedsStore { flag: &'static str },
     #[error("--{flag}: {reason}")]
     OpenBao { flag: &'static str, reason: String },
@@ -51,6 +53,8 @@ pub struct StoreConfig {
     pub token_file: Option<PathBuf>,
     pub fallback: Option<PathBuf>,
     pub ca_pem: Option<Vec<u8>>,
+    /// `--proxy`, for a non-loopback store only.
+    pub proxy: Option<Url>,
 }
 
 /// Everything agent-run needs to know, validated.
@@ -83,9 +87,13 @@ pub struct LogSettings {
 impl Config {
     pub fn from_args(args: RunArgs) -> Result<Config, Error> {
         let parsed_store = parse_stores(&args.stores, args.allow_insecure_http)?;
-        let openbao = openbao_settings(&args, parsed_store.as_ref())?;
+        let proxy = proxy_url(args.proxy.as_deref(), parsed_store.as_ref())?;
+        if parsed_store.is_none() && (args.ca_cert.is_some() || args.store_ca.is_some()) {
+            return Err(Error::NeedsStore { flag: "ca-cert" });
+        }
+        let openbao = openbao_settings(&args, parsed_store.as_ref(), proxy.clone())?;
         let store = match parsed_store {
-            Some(Store::AgentVault { url }) => Some(store_config(&args, url)?),
+            Some(Store::AgentVault { url }) => Some(store_config(&args, url, proxy)?),
             _ => {
                 refuse_agent_vault_flags(&args)?;
                 None
@@ -152,7 +160,7 @@ impl Config {
 }
 
 /// The agent-vault store's settings from its URL and the agent-vault flags.
-fn store_config(args: &RunArgs, url: Url) -> Result<StoreConfig, Error> {
+fn store_config(args: &RunArgs, url: Url, proxy: Option<Url>) -> Result<StoreConfig, Error> {
     let bad = |reason: &str| Error::BadStore {
         value: url.to_string(),
         reason: reason.to_owned(),
@@ -166,21 +174,65 @@ fn store_config(args: &RunArgs, url: Url) -> Result<StoreConfig, Error> {
             return Err(bad(&format!("--agent {agent:?} is not a valid agent name")));
         }
     }
-    let ca_pem = match &args.store_ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| Error::Unreadable {
-            flag: "store-ca",
-            path: path.clone(),
-            reason: e.to_string(),
-        })?),
-        None => None,
-    };
+    let ca_pem = ca_pem(args, false, env_var)?;
     Ok(StoreConfig {
         url: url.as_str().trim_end_matches('/').to_owned(),
         agent: args.agent.clone(),
         token_file: args.token_file.clone(),
         fallback: args.fallback.clone(),
         ca_pem,
+        proxy,
     })
+}
+
+/// The variables that name a CA file when `--ca-cert` is not given, in order: what
+/// OpenBao/Vault users (or agent-vault's admin CLI users) already set, then the general one.
+const OPENBAO_CA_VARIABLES: [&str; 3] = ["BAO_CACERT", "VAULT_CACERT", "SSL_CERT_FILE"];
+const AGENT_VAULT_CA_VARIABLES: [&str; 2] = ["AGENT_VAULT_CACERT", "SSL_CERT_FILE"];
+
+fn env_var(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The extra CA bundle (PEM) for the store: `--ca-cert` (or its old name `--store-ca`),
+/// else the first of the store kind's variables that is set (see `*_CA_VARIABLES`).
+fn ca_pem(
+    args: &RunArgs,
+    openbao: bool,
+    lookup: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<Option<Vec<u8>>, Error> {
+    let given = match (&args.ca_cert, &args.store_ca) {
+        (Some(path), _) => Some(("ca-cert", path.clone())),
+        (None, Some(path)) => Some(("store-ca", path.clone())),
+        (None, None) => None,
+    };
+    let variables: &[&'static str] = if openbao {
+        &OPENBAO_CA_VARIABLES
+    } else {
+        &AGENT_VAULT_CA_VARIABLES
+    };
+    let Some((flag, path)) = given.or_else(|| {
+        variables
+            .iter()
+            .find_map(|&name| lookup(name).map(|path| (name, path)))
+    }) else {
+        return Ok(None);
+    };
+    let flag = match flag {
+        "ca-cert" | "store-ca" => flag,
+        "BAO_CACERT" => "ca-cert (from BAO_CACERT)",
+        "VAULT_CACERT" => "ca-cert (from VAULT_CACERT)",
+        "AGENT_VAULT_CACERT" => "ca-cert (from AGENT_VAULT_CACERT)",
+        _ => "ca-cert (from SSL_CERT_FILE)",
+    };
+    let pem = std::fs::read(&path).map_err(|e| Error::Unreadable {
+        flag,
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(pem))
 }
 
 /// Agent-vault-only flags are refused with any other (or no) store.
@@ -188,7 +240,6 @@ fn refuse_agent_vault_flags(args: &RunArgs) -> Result<(), Error> {
     for (flag, given) in [
         ("agent", args.agent.is_some()),
         ("fallback", args.fallback.is_some()),
-        ("store-ca", args.store_ca.is_some()),
     ] {
         if given {
             return Err(Error::NeedsStore { flag });
@@ -283,13 +334,52 @@ fn without_userinfo(value: &str) -> String {
     }
 }
 
-/// `localhost`, 127.0.0.0/8 or `[::1]` (as `Url::host_str` writes hosts).
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
+use crate::source::is_loopback;
+
+/// `--proxy`: an `http://` or `https://` proxy URL (no path). A proxy sees everything that
+/// is not inside a CONNECT tunnel, so it is refused when any non-loopback store address is
+/// plain `http` (the token would reach the proxy in clear). Loopback addresses never go
+/// through the proxy (see `source::http_client_builder`).
+fn proxy_url(value: Option<&str>, store: Option<&Store>) -> Result<Option<Url>, Error> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |reason: &str| Error::BadProxy {
+        value: without_userinfo(value),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(value).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("expected http://HOST:PORT or https://HOST:PORT"));
     }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("give only scheme, host and port"));
+    }
+    let addresses: Vec<&Url> = match store {
+        None => {
+            return Err(bad(
+                "needs a --store (the proxy is used only for the store)",
+            ))
+        }
+        Some(Store::AgentVault { url }) => vec![url],
+        Some(Store::OpenBao { addresses }) => addresses.iter().collect(),
+    };
+    // Whatever the proxy's own scheme, a proxy in front of a plain-http store reads the
+    // request, token included; in front of an https store it only relays a TLS tunnel.
+    let clear = addresses
+        .iter()
+        .find(|a| a.scheme() == "http" && !a.host_str().is_some_and(is_loopback));
+    if let Some(address) = clear {
+        return Err(bad(&format!(
+            "the proxy would read the token sent to the plain-http store {}: a proxy is used \
+             only in front of https stores (the token then crosses it inside a TLS tunnel)",
+            address.as_str().trim_end_matches('/')
+        )));
+    }
+    Ok(Some(url))
 }
 
 /// The OpenBao source's settings, or `None` without an OpenBao `--store`; every flag that
@@ -297,6 +387,7 @@ fn is_loopback(host: &str) -> bool {
 fn openbao_settings(
     args: &RunArgs,
     store: Option<&Store>,
+    proxy: Option<Url>,
 ) -> Result<Option<openbao::Settings>, Error> {
     let Some(Store::OpenBao { addresses }) = store else {
         let stray = [
@@ -446,6 +537,9 @@ fn openbao_settings(
         namespace,
         auth,
         poll_interval,
+        proxy,
+        start_timeout: duration("start-timeout", &args.start_timeout)?,
+        ca_pem: ca_pem(args, true, env_var)?,
     }))
 }
 
@@ -714,6 +808,126 @@ mod tests {
         let c = config(&[]).unwrap();
         assert!(c.openbao.is_none());
         assert_eq!(c.policy.hidden.len(), env::CREDENTIAL_VARIABLES.len());
+    }
+
+    #[test]
+    fn proxy_is_checked_against_the_store() {
+        let c = config(&["--store", "https://s.example", "--proxy", "http://p:3128"]).unwrap();
+        assert_eq!(c.store.unwrap().proxy.unwrap().as_str(), "http://p:3128/");
+        // A plain-http proxy would see the token of a plain-http remote store.
+        let e = config(&[
+            "--store",
+            "http://s.example",
+            "--allow-insecure-http",
+            "--proxy",
+            "http://u:pw@p:3128",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--proxy") && e.contains("plain-http"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+        // An https proxy would read it just the same.
+        assert!(matches!(
+            config(&[
+                "--store",
+                "http://s.example",
+                "--allow-insecure-http",
+                "--proxy",
+                "https://p:3128"
+            ]),
+            Err(Error::BadProxy { .. })
+        ));
+        // A loopback store is never proxied, so any proxy is harmless there.
+        assert!(config(&["--store", "http://127.0.0.1:1", "--proxy", "http://p:1"]).is_ok());
+        let bao = config(&[
+            "--store",
+            "openbao+https://b:1",
+            "--path",
+            "s/a",
+            "--proxy",
+            "http://p:1",
+        ])
+        .unwrap();
+        assert!(bao.openbao.unwrap().proxy.is_some());
+        for bad in ["socks5://p:1", "http://p:1/x", "nope"] {
+            assert!(matches!(
+                config(&["--store", "https://s:1", "--proxy", bad]),
+                Err(Error::BadProxy { .. })
+            ));
+        }
+        assert!(matches!(
+            config(&["--proxy", "http://p:1"]),
+            Err(Error::BadProxy { .. })
+        ));
+    }
+
+    #[test]
+    fn one_ca_flag_for_every_store_and_the_usual_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            path
+        };
+        let (flag, bao, vault, ssl) = (file("flag"), file("bao"), file("vault"), file("ssl"));
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["agent-run"];
+            argv.extend_from_slice(extra);
+            argv.extend_from_slice(&["--", "true"]);
+            RunArgs::try_parse_from(argv).unwrap()
+        };
+        let env = |set: &'static [&'static str]| {
+            let (bao, vault, ssl) = (bao.clone(), vault.clone(), ssl.clone());
+            move |name: &str| match name {
+                "BAO_CACERT" if set.contains(&name) => Some(bao.clone()),
+                "VAULT_CACERT" if set.contains(&name) => Some(vault.clone()),
+                "SSL_CERT_FILE" if set.contains(&name) => Some(ssl.clone()),
+                _ => None,
+            }
+        };
+        let all: &[&str] = &["BAO_CACERT", "VAULT_CACERT", "SSL_CERT_FILE"];
+        let got = |args: &RunArgs, openbao, set| {
+            ca_pem(args, openbao, env(set))
+                .unwrap()
+                .map(|p| String::from_utf8(p).unwrap())
+        };
+        let with_flag = parse(&["--ca-cert", flag.to_str().unwrap()]);
+        let old_name = parse(&["--store-ca", flag.to_str().unwrap()]);
+        let none = parse(&[]);
+        assert_eq!(got(&with_flag, true, all).as_deref(), Some("flag"));
+        assert_eq!(got(&old_name, true, all).as_deref(), Some("flag"));
+        assert_eq!(got(&none, true, all).as_deref(), Some("bao"));
+        assert_eq!(
+            got(&none, true, &["VAULT_CACERT", "SSL_CERT_FILE"]).as_deref(),
+            Some("vault")
+        );
+        assert_eq!(got(&none, true, &["SSL_CERT_FILE"]).as_deref(), Some("ssl"));
+        assert_eq!(
+            got(&none, false, all).as_deref(),
+            Some("ssl"),
+            "agent-vault skips BAO_/VAULT_"
+        );
+        assert_eq!(got(&none, true, &[]), None);
+        let missing = parse(&["--ca-cert", "/nonexistent/ca.pem"]);
+        let e = ca_pem(&missing, true, env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("--ca-cert") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        // Accepted with an OpenBao store now; refused without any store.
+        assert!(config(&[
+            "--store",
+            "openbao+https://b:1",
+            "--path",
+            "s/a",
+            "--ca-cert",
+            flag.to_str().unwrap()
+        ])
+        .is_ok_and(|c| c.openbao.unwrap().ca_pem.is_some()));
+        assert!(matches!(
+            config(&["--ca-cert", flag.to_str().unwrap()]),
+            Err(Error::NeedsStore { flag: "ca-cert" })
+        ));
     }
 
     #[test]

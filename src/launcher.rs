@@ -143,6 +143,8 @@ fn build_sources(
             token,
             fallback: store.fallback.clone(),
             ca_pem: store.ca_pem.clone(),
+            proxy: store.proxy.clone(),
+            start_timeout: config.supervise.start_timeout,
         })));
     }
     Ok(sources)

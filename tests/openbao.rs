@@ -56,8 +56,14 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
+/// A client that also trusts `ca` (PEM), for a TLS dev server.
+fn http_trusting(ca: Option<&Path>) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
@@ -70,13 +76,31 @@ struct Bao {
     addr: String,
     token: String,
     log: PathBuf,
+    /// The CA of a `-dev-tls` server.
+    ca: Option<PathBuf>,
 }
 
 impl Bao {
     /// `bao server -dev` on a free loopback port, KV v2 at `secret/`, root token `ROOT`.
     fn dev(dir: &Dir) -> Bao {
+        Bao::dev_with(dir, false)
+    }
+
+    /// `bao server -dev -dev-tls`: HTTPS with a CA of its own (`ca`).
+    fn dev_tls(dir: &Dir) -> Bao {
+        Bao::dev_with(dir, true)
+    }
+
+    fn dev_with(dir: &Dir, tls: bool) -> Bao {
         let port = free_port();
         let log = dir.join(&format!("bao-dev-{port}.log"));
+        let cert_dir = dir.join(&format!("bao-tls-{port}"));
+        let mut extra = Vec::new();
+        if tls {
+            std::fs::create_dir_all(&cert_dir).unwrap();
+            extra.push("-dev-tls".to_owned());
+            extra.push(format!("-dev-tls-cert-dir={}", cert_dir.display()));
+        }
         let process = Command::new(bao_bin())
             .args([
                 "server",
@@ -85,6 +109,7 @@ impl Bao {
                 &format!("-dev-listen-address=127.0.0.1:{port}"),
                 "-dev-no-store-token",
             ])
+            .args(&extra)
             .env_clear()
             .env("HOME", dir.path())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -95,18 +120,23 @@ impl Bao {
             ))
             .spawn()
             .expect("start bao server -dev");
+        let scheme = if tls { "https" } else { "http" };
         let bao = Bao {
             process: Some(process),
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{scheme}://127.0.0.1:{port}"),
             token: ROOT.to_owned(),
             log,
+            ca: tls.then(|| cert_dir.join("vault-ca.pem")),
         };
+        if let Some(ca) = &bao.ca {
+            wait_until(LONG, "the dev server's CA file", || ca.exists());
+        }
         bao.wait_active();
         bao
     }
 
     fn store(&self) -> String {
-        self.addr.replace("http://", "openbao+http://")
+        format!("openbao+{}", self.addr)
     }
 
     fn wait_active(&self) {
@@ -118,7 +148,7 @@ impl Bao {
     }
 
     fn health(&self) -> Option<u16> {
-        http()
+        http_trusting(self.ca.as_deref())
             .get(format!("{}/v1/sys/health", self.addr))
             .send()
             .ok()
@@ -127,7 +157,7 @@ impl Bao {
 
     /// One API call with the root token; panics on a transport error.
     fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = http()
+        let mut request = http_trusting(self.ca.as_deref())
             .request(method, format!("{}/v1/{path}", self.addr))
             .header("X-Vault-Token", &self.token);
         if let Some(body) = body {
@@ -878,6 +908,7 @@ disable_mlock = true
                 addr: format!("http://127.0.0.1:{api}"),
                 token: String::new(),
                 log,
+                ca: None,
             });
         }
         // Uninitialised and sealed nodes answer /sys/health with 501/503.
@@ -1067,4 +1098,318 @@ fn has_token(text: &str) -> bool {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Issue 11 item 2: the OpenBao client takes no proxy from HTTP_PROXY & co., and `--proxy`
+/// is not used for a loopback address.
+#[test]
+fn issue_11_environment_proxies_are_never_used() {
+    let dir = Dir::new("openbao-proxy");
+    let bao = Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/proxied",
+        json!({"API_KEY": "not-via-proxy"}),
+    );
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let proxy_url = format!("http://{}", proxy.addr);
+    for extra in [&[][..], &["--proxy", proxy_url.as_str()][..]] {
+        let mut a = args(&["--store", &bao.store(), "--path", "secret/agents/proxied"]);
+        a.extend(args(extra));
+        a.extend(args(&["--", "sh", "-c", "echo $API_KEY"]));
+        let mut builder = agent_run(Mode::Plain, &a).env("BAO_TOKEN", ROOT);
+        for name in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            builder = builder.env(name, &proxy_url);
+        }
+        let out = builder.env("NO_PROXY", "").env("no_proxy", "").run(&dir);
+        out.assert_code(0);
+        assert_eq!(out.stdout.trim(), "not-via-proxy", "{}", out.description);
+        assert!(
+            proxy.requests().is_empty(),
+            "the proxy was contacted ({extra:?})"
+        );
+    }
+}
+
+/// Issue 11 item 14: a server that echoes the request in its `errors` put the token,
+/// role_id and secret_id on stderr. What agent-run sent is cut out of every message.
+#[test]
+fn issue_11_an_echoing_server_does_not_get_credentials_onto_stderr() {
+    use common::tcp::{json_string, Behaviour, TcpServer};
+    let dir = Dir::new("openbao-echo");
+    let echo = TcpServer::start(Behaviour::Echo {
+        status: 400,
+        body: |request| format!(r#"{{"errors":[{}]}}"#, json_string(request)),
+    });
+    let store = format!("openbao+http://{}", echo.addr);
+    let (role_id, secret_id, token) = ("role-id-0001-abc", "sid-0002-xyz", "s.tok-0003-q");
+    let role_file = dir.write("role-id", role_id);
+    let secret_file = dir.write("secret-id", secret_id);
+    let approle = args(&[
+        "--store",
+        &store,
+        "--path",
+        "secret/agents/a",
+        "--auth",
+        "approle",
+        "--role-id-file",
+        role_file.to_str().unwrap(),
+        "--secret-id-file",
+        secret_file.to_str().unwrap(),
+        "--start-timeout",
+        "0s",
+        "-vvv",
+        "--",
+        "true",
+    ]);
+    let with_token = args(&[
+        "--store",
+        &store,
+        "--path",
+        "secret/agents/a",
+        "--start-timeout",
+        "0s",
+        "-vvv",
+        "--",
+        "true",
+    ]);
+    for a in [approle, with_token] {
+        let out = agent_run(Mode::Plain, &a).env("BAO_TOKEN", token).run(&dir);
+        out.assert_code(125);
+        for sent in [role_id, secret_id, token] {
+            assert!(
+                !out.stderr.contains(sent),
+                "{sent} reached stderr\n{}",
+                out.description
+            );
+        }
+        assert!(out.stderr.contains("HTTP 400"), "{}", out.description);
+    }
+    let requests = echo.requests().join("\n");
+    assert!(
+        requests.contains(secret_id) && requests.contains(token),
+        "{requests}"
+    );
+}
+
+/// Issue 11 item 3: a FIFO as the token, role-id or secret-id file hung agent-run; it is a
+/// clear error before any request.
+#[test]
+fn issue_11_fifo_credential_files_are_refused() {
+    let dir = Dir::new("openbao-fifo");
+    let fifo = dir.join("credential");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let plain = dir.write("plain", "role-or-secret");
+    let fifo = fifo.to_str().unwrap();
+    let plain = plain.to_str().unwrap();
+    let store = [
+        "--store",
+        "openbao+http://127.0.0.1:1",
+        "--path",
+        "secret/agents/a",
+    ];
+    let cases: [&[&str]; 3] = [
+        &["--token-file", fifo],
+        &[
+            "--auth",
+            "approle",
+            "--role-id-file",
+            fifo,
+            "--secret-id-file",
+            plain,
+        ],
+        &[
+            "--auth",
+            "approle",
+            "--role-id-file",
+            plain,
+            "--secret-id-file",
+            fifo,
+        ],
+    ];
+    for case in cases {
+        let mut a = args(&store);
+        a.extend(args(case));
+        a.extend(args(&["--start-timeout", "0s", "--", "true"]));
+        let out = agent_run(Mode::Plain, &a).run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("named pipe"),
+            "{case:?}\n{}",
+            out.description
+        );
+    }
+}
+
+/// Issue 10 item 11, for OpenBao: a server that accepts and never answers held the start
+/// for a whole request timeout (10 s) past `--start-timeout`.
+#[test]
+fn issue_10_start_timeout_bounds_a_server_that_never_answers() {
+    let silent = common::tcp::TcpServer::start(common::tcp::Behaviour::Silent);
+    let dir = Dir::new("openbao-silent");
+    let store = format!("openbao+http://{}", silent.addr);
+    let started = Instant::now();
+    let out = agent_run(
+        Mode::Plain,
+        args(&[
+            "--store",
+            &store,
+            "--path",
+            "secret/agents/a",
+            "--start-timeout",
+            "3s",
+            "--",
+            "true",
+        ]),
+    )
+    .env("BAO_TOKEN", "s.silent-0000")
+    .run(&dir);
+    let took = started.elapsed();
+    out.assert_code(125);
+    assert!(!silent.requests().is_empty(), "agent-run never connected");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}\n{}",
+        out.description
+    );
+}
+
+/// Issue 11 item 8: no private CA for OpenBao (`--store-ca` was refused, BAO_CACERT and
+/// friends ignored: UnknownIssuer). `--ca-cert` and the usual variables now work for it.
+#[test]
+fn issue_11_openbao_over_tls_with_a_private_ca() {
+    let dir = Dir::new("openbao-tls");
+    let bao = Bao::dev_tls(&dir);
+    assert!(bao.addr.starts_with("https://"), "{}", bao.addr);
+    bao.put("secret", "agents/tls", json!({"API_KEY": "over-tls"}));
+    let ca = bao.ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let base = args(&[
+        "--store",
+        &bao.store(),
+        "--path",
+        "secret/agents/tls",
+        "--start-timeout",
+        "0s",
+    ]);
+    let echo = args(&["--", "sh", "-c", "echo $API_KEY"]);
+    let run = |flags: &[&str], variable: Option<&str>| {
+        let mut a = base.clone();
+        a.extend(args(flags));
+        a.extend(echo.clone());
+        let mut builder = agent_run(Mode::Plain, &a).env("BAO_TOKEN", ROOT);
+        for name in ["BAO_CACERT", "VAULT_CACERT", "SSL_CERT_FILE"] {
+            builder = builder.env(name, "");
+        }
+        if let Some(name) = variable {
+            builder = builder.env(name, ca);
+        }
+        builder.run(&dir)
+    };
+    for (flags, variable) in [
+        (&["--ca-cert", ca][..], None),
+        (&["--store-ca", ca][..], None),
+        (&[][..], Some("BAO_CACERT")),
+        (&[][..], Some("VAULT_CACERT")),
+        (&[][..], Some("SSL_CERT_FILE")),
+        (&[][..], Some("AGENT_RUN_CA_CERT")),
+    ] {
+        let out = run(flags, variable);
+        out.assert_code(0);
+        assert_eq!(
+            out.stdout.trim(),
+            "over-tls",
+            "{flags:?} {variable:?}\n{}",
+            out.description
+        );
+    }
+    // Without the CA: the certificate is refused, with a clear error.
+    let out = run(&[], None);
+    out.assert_code(125);
+    assert!(out.stderr.contains("certificate"), "{}", out.description);
+}
+
+/// Issue 11 item 11: `bao kv metadata delete` (every version gone) left the old secrets in
+/// the child (HTTP 404, no restart), while soft delete and destroy removed them. A 404 of a
+/// path read before now means "empty".
+#[test]
+fn issue_11_metadata_delete_empties_the_path_and_restarts() {
+    let dir = Dir::new("openbao-metadata-delete");
+    let bao = Bao::dev(&dir);
+    bao.put("secret", "agents/gone", json!({"API_KEY": "before-delete"}));
+    bao.put("secret", "agents/stays", json!({"OTHER": "stays"}));
+    let log = dir.join("child.log");
+    let mut a = args(&[
+        "--store",
+        &bao.store(),
+        "--path",
+        "secret/agents/stays",
+        "--path",
+        "secret/agents/gone",
+        "--poll-interval",
+        "200ms",
+    ]);
+    a.extend(env_log(&log, &["API_KEY", "OTHER"]));
+    let mut launcher = agent_run(Mode::Plain, &a)
+        .env("BAO_TOKEN", ROOT)
+        .start(&dir);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(LONG, "first start", || {
+        starts(&read(), "API_KEY").len() == 1
+    });
+    bao.ok(reqwest::Method::DELETE, "secret/metadata/agents/gone", None);
+    wait_until(LONG, "a restart without API_KEY", || {
+        starts(&read(), "API_KEY")
+            .last()
+            .is_some_and(|(_, v)| v == "<unset>")
+    });
+    assert_eq!(
+        starts(&read(), "OTHER").last().map(|(_, v)| v.as_str()),
+        Some("stays")
+    );
+    let out = launcher.stop();
+    assert_eq!(out.code, Some(0), "{}", out.description);
+}
+
+/// `--proxy` is used for a non-loopback OpenBao address: a CONNECT tunnel, whose request
+/// carries no token.
+#[test]
+fn issue_11_proxy_flag_tunnels_to_a_remote_openbao() {
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let dir = Dir::new("openbao-proxy-flag");
+    let token = "s.proxied-token-0000";
+    let out = agent_run(
+        Mode::Plain,
+        args(&[
+            "--store",
+            "openbao+https://bao.invalid:8200",
+            "--path",
+            "secret/agents/a",
+            "--proxy",
+            &format!("http://{}", proxy.addr),
+            "--start-timeout",
+            "0s",
+            "--",
+            "true",
+        ]),
+    )
+    .env("BAO_TOKEN", token)
+    .run(&dir);
+    out.assert_code(125);
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .first()
+            .is_some_and(|r| r.starts_with("CONNECT bao.invalid:8200 ")),
+        "{requests:?}\n{}",
+        out.description
+    );
+    assert!(requests.iter().all(|r| !r.contains(token)), "{requests:?}");
 }

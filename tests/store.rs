@@ -549,6 +549,23 @@ fn https_store_with_a_private_ca() {
     .run(&dir);
     out.assert_code(0);
     assert_eq!(out.stdout.trim(), "value-over-tls-01");
+    // `--ca-cert`, the name for every store: the watcher's own TLS connection trusts it
+    // too, so a rotation arrives.
+    let mut run = launcher(
+        &vault,
+        &dir,
+        &token,
+        &["--ca-cert", ca.to_str().unwrap()],
+        &["API_KEY"],
+    )
+    .start(&dir);
+    assert_eq!(wait_for_starts(&dir, 1)[0]["API_KEY"], "value-over-tls-01");
+    cli(
+        &["secrets", "set", "tls-bot", "API_KEY", "--stdin"],
+        Some(b"value-over-tls-02"),
+    );
+    assert_eq!(wait_for_starts(&dir, 2)[1]["API_KEY"], "value-over-tls-02");
+    run.stop().assert_code(0);
     // Without the CA the certificate is refused: a clear error, nothing started.
     let out = agent_run(
         Mode::Plain,
@@ -568,5 +585,426 @@ fn https_store_with_a_private_ca() {
         out.stderr.contains("cannot reach the store") && out.stderr.contains("certificate"),
         "{}",
         out.description
+    );
+}
+
+/// The proxy variables other programs need, pointing at `proxy`; NO_PROXY removed.
+fn with_env_proxies(mut builder: Builder, proxy: &str) -> Builder {
+    let url = format!("http://{proxy}");
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        builder = builder.env(name, &url);
+    }
+    builder.env("NO_PROXY", "").env("no_proxy", "")
+}
+
+/// Issue 11 item 2: the store client obeyed HTTP_PROXY & co. and sent the scoped token to
+/// the proxy, even for a loopback store. Environment proxies are never used, and `--proxy`
+/// is not used for a loopback store either.
+#[test]
+fn issue_11_environment_proxies_never_see_the_token() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-not-via-proxy-1");
+    let token = read_token(&vault, "support-bot");
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let dir = Dir::new("env-proxy");
+    for extra in [&[][..], &["--proxy", &format!("http://{}", proxy.addr)][..]] {
+        let mut args = vec!["--store", &vault.addr];
+        args.extend_from_slice(extra);
+        args.extend(["--", "sh", "-c", "echo $API_KEY"]);
+        let out = with_env_proxies(agent_run(Mode::Plain, &args), &proxy.addr)
+            .env("AGENT_RUN_TOKEN", &token)
+            .run(&dir);
+        out.assert_code(0);
+        assert_eq!(out.stdout.trim(), "value-not-via-proxy-1");
+        assert!(
+            proxy.requests().is_empty(),
+            "the proxy was contacted ({extra:?}): {:?}",
+            proxy.requests()
+        );
+    }
+}
+
+/// `--proxy` is used for a store that is not on loopback: an https store is reached through
+/// a CONNECT tunnel, whose request carries no token; a proxy in front of a plain-http
+/// remote store is refused before anything is sent.
+#[test]
+fn issue_11_proxy_flag_tunnels_to_a_remote_https_store() {
+    let proxy = common::tcp::TcpServer::start(common::tcp::Behaviour::Record);
+    let dir = Dir::new("proxy-flag");
+    let token = "avt_proxytest_0123456789abcdef";
+    let proxy_url = format!("http://{}", proxy.addr);
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            "https://store.invalid:8443",
+            "--proxy",
+            &proxy_url,
+            "--start-timeout",
+            "0s",
+            "--",
+            "true",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", token)
+    .run(&dir);
+    out.assert_code(125);
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .first()
+            .is_some_and(|r| r.starts_with("CONNECT store.invalid:8443 ")),
+        "{requests:?}\n{}",
+        out.description
+    );
+    assert!(requests.iter().all(|r| !r.contains(token)), "{requests:?}");
+
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            "http://store.invalid:8080",
+            "--allow-insecure-http",
+            "--proxy",
+            &proxy_url,
+            "--",
+            "true",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", token)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("--proxy") && out.stderr.contains("plain-http store"),
+        "{}",
+        out.description
+    );
+    assert_eq!(
+        proxy.requests().len(),
+        requests.len(),
+        "nothing more was sent"
+    );
+}
+
+/// Issue 11 item 14: a server that echoes the request in its error put the token on
+/// stderr. Only the status and a well-formed error code reach a message now.
+#[test]
+fn issue_11_an_echoing_server_does_not_get_the_token_onto_stderr() {
+    use common::tcp::{json_string, Behaviour, TcpServer};
+    let dir = Dir::new("echo");
+    let token = "avt_echoedtoken_0123456789";
+    for status in [400, 403, 500] {
+        let echo = TcpServer::start(Behaviour::Echo {
+            status,
+            body: |request| {
+                format!(
+                    r#"{{"error":{{"code":{},"message":{}}}}}"#,
+                    json_string(request),
+                    json_string(request)
+                )
+            },
+        });
+        let store = format!("http://{}", echo.addr);
+        let out = agent_run(
+            Mode::Plain,
+            [
+                "--store",
+                &store,
+                "--start-timeout",
+                "0s",
+                "-vvv",
+                "--",
+                "true",
+            ],
+        )
+        .env("AGENT_RUN_TOKEN", token)
+        .run(&dir);
+        out.assert_code(125);
+        assert!(
+            echo.requests().iter().any(|r| r.contains(token)),
+            "the fake store never saw the token: {:?}",
+            echo.requests()
+        );
+        assert!(
+            !out.stderr.contains("avt_echoed") && !out.stderr.contains("0123456789"),
+            "HTTP {status}: the echoed token reached stderr\n{}",
+            out.description
+        );
+    }
+}
+
+fn fifo(dir: &Dir, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    path
+}
+
+/// Issue 11 item 3: a FIFO as `--token-file` or `--fallback` hung agent-run for ever
+/// (only SIGKILL ended it). Both are refused with a clear error, and agent-run exits.
+#[test]
+fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-fifo-000001");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("fifo");
+    let token_fifo = fifo(&dir, "token");
+    for mode in common::MODES {
+        let out = agent_run(
+            mode,
+            [
+                "--store",
+                &vault.addr,
+                "--token-file",
+                token_fifo.to_str().unwrap(),
+                "--",
+                "true",
+            ],
+        )
+        .run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("named pipe") && out.stderr.contains("token"),
+            "{mode:?}\n{}",
+            out.description
+        );
+    }
+
+    // The store is down, so agent-run turns to the fallback, which is a FIFO.
+    vault.kill9();
+    let fallback_fifo = fifo(&dir, "fallback");
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &vault.addr,
+            "--fallback",
+            fallback_fifo.to_str().unwrap(),
+            "--start-timeout",
+            "1s",
+            "--",
+            "true",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("named pipe") && out.stderr.contains("fallback"),
+        "{}",
+        out.description
+    );
+}
+
+/// Issue 10 item 14: the scoped token was in agent-run's memory three times. It is kept in
+/// one wiped, page-locked buffer; each request's header is built from it and dropped (with
+/// a connection per request, so no idle connection keeps a header in its write buffer).
+#[test]
+fn issue_10_the_token_is_in_agent_runs_memory_once() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-token-copies-1");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("token-copies");
+    let token_file = dir.write("token", format!("{token}\n"));
+    for source in ["env", "file"] {
+        let _ = std::fs::remove_file(dir.join("child.log"));
+        let flags: Vec<&str> = match source {
+            "env" => vec![],
+            _ => vec!["--token-file", token_file.to_str().unwrap()],
+        };
+        let env_token = if source == "env" { token.as_str() } else { "" };
+        let mut run = launcher(&vault, &dir, env_token, &flags, &["API_KEY"]).start(&dir);
+        wait_for_starts(&dir, 1);
+        // A rotation: one more fetch and one more long-poll with the token.
+        vault.set(
+            "support-bot",
+            "API_KEY",
+            &format!("value-token-copies-{source}"),
+        );
+        wait_for_starts(&dir, 2);
+        let hits = common::memscan::scan(run.pid, &[token.as_bytes().to_vec()]);
+        let regions: Vec<&str> = hits.iter().map(|h| h.region.as_str()).collect();
+        assert!(
+            hits.len() == 1,
+            "token from {source}: {} copies in agent-run's memory:\n{}",
+            hits.len(),
+            regions.join("\n")
+        );
+        run.stop().assert_code(0);
+    }
+}
+
+/// Issue 10 item 11: `--start-timeout 3s` against a store that accepts and never answers
+/// exited after 10 s (one whole request timeout). Each request now gets only what is left.
+#[test]
+fn issue_10_start_timeout_bounds_a_store_that_never_answers() {
+    let silent = common::tcp::TcpServer::start(common::tcp::Behaviour::Silent);
+    let dir = Dir::new("silent-store");
+    let store = format!("http://{}", silent.addr);
+    let started = std::time::Instant::now();
+    let out = agent_run(
+        Mode::Plain,
+        ["--store", &store, "--start-timeout", "3s", "--", "true"],
+    )
+    .env("AGENT_RUN_TOKEN", "avt_silent_0000")
+    .run(&dir);
+    let took = started.elapsed();
+    out.assert_code(125);
+    assert!(!silent.requests().is_empty(), "agent-run never connected");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?} with --start-timeout 3s\n{}",
+        out.description
+    );
+}
+
+/// Issue 11 item 6: after `--token-file` changed, a fetch at the same revision did not
+/// re-seal the fallback file, so the next start (store down, new token) failed with
+/// "written with another token".
+#[test]
+fn issue_11_the_fallback_is_resealed_for_a_new_token_at_the_same_revision() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-reseal-00001");
+    let dir = Dir::new("reseal");
+    let first = read_token(&vault, "support-bot");
+    let token_file = dir.write("token", &first);
+    let env_file = dir.write("local.env", "LOCAL=one\n");
+    let fallback = dir.join("last-good");
+    let flags = [
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--fallback",
+        fallback.to_str().unwrap(),
+        "--env-file",
+        env_file.to_str().unwrap(),
+    ];
+    let mut run = launcher(&vault, &dir, "", &flags, &["API_KEY", "LOCAL"])
+        .env("AGENT_RUN_TOKEN", "")
+        .start(&dir);
+    wait_for_starts(&dir, 1);
+    assert!(fallback.exists());
+    // A new token; the store's revision does not move. A change of the env file makes
+    // agent-run fetch again (with the new token); the watcher may also ask for it.
+    let second = read_token(&vault, "support-bot");
+    dir.replace("token", &second);
+    dir.replace("local.env", "LOCAL=two\n");
+    let all = wait_for_starts(&dir, 2);
+    assert_eq!(all[1]["LOCAL"], "two");
+    run.stop().assert_code(0);
+
+    // The store is down; the next start has only the new token.
+    vault.kill9();
+    std::fs::remove_file(dir.join("child.log")).unwrap();
+    let mut run = launcher(&vault, &dir, "", &flags, &["API_KEY", "LOCAL"])
+        .env("AGENT_RUN_TOKEN", "")
+        .start(&dir);
+    let all = wait_for_starts(&dir, 1);
+    assert_eq!(
+        all[0]["API_KEY"],
+        "value-reseal-00001",
+        "{}",
+        run.describe(None)
+    );
+    run.stop().assert_code(0);
+}
+
+/// Issue 11 item 9: an old fallback file put back handed out secrets from before a
+/// rotation. agent-run keeps a revision floor (`PATH.floor`) and refuses an older file.
+#[test]
+fn issue_11_an_old_fallback_put_back_is_refused() {
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-before-rotation");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("floor");
+    let fallback = dir.join("last-good");
+    let flags = ["--fallback", fallback.to_str().unwrap()];
+    let mut run = launcher(&vault, &dir, &token, &flags, &["API_KEY"]).start(&dir);
+    wait_for_starts(&dir, 1);
+    let old = std::fs::read(&fallback).expect("fallback written");
+    vault.set("support-bot", "API_KEY", "value-after-rotation");
+    assert_eq!(
+        wait_for_starts(&dir, 2)[1]["API_KEY"],
+        "value-after-rotation"
+    );
+    run.stop().assert_code(0);
+    assert_ne!(
+        std::fs::read(&fallback).unwrap(),
+        old,
+        "rewritten at the rotation"
+    );
+
+    std::fs::write(&fallback, &old).unwrap();
+    vault.kill9();
+    std::fs::remove_file(dir.join("child.log")).unwrap();
+    let mut args = vec!["--store".to_owned(), vault.addr.clone()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--start-timeout", "1s", "--", "sh", "-c", "echo $API_KEY"].map(String::from));
+    let out = agent_run(Mode::Plain, &args)
+        .env("AGENT_RUN_TOKEN", &token)
+        .run(&dir);
+    out.assert_code(125);
+    assert!(
+        !out.stdout.contains("value-before-rotation"),
+        "{}",
+        out.description
+    );
+    assert!(
+        out.stderr.contains("older than generation") && out.stderr.contains("put back"),
+        "{}",
+        out.description
+    );
+}
+
+/// Issue 11 item 12: 100 single-key writes in a fraction of a second gave 63 restarts. The
+/// store watcher waits for a short quiet period (capped) before acting, so a burst is a
+/// handful of restarts at most, and the last value reaches the child.
+#[test]
+fn issue_11_a_burst_of_store_writes_is_a_few_restarts() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "burst-start");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("burst");
+    let mut run = launcher(&vault, &dir, &token, &[], &["API_KEY"]).start(&dir);
+    wait_for_starts(&dir, 1);
+    // One keep-alive client, as a script would use: the writes come as fast as the store
+    // takes them.
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = vault.url("/v1/agents/support-bot/secrets/API_KEY");
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        let response = client
+            .put(&url)
+            .bearer_auth(&vault.admin)
+            .json(&json!({ "value": format!("burst-{i:03}") }))
+            .send()
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let writing = started.elapsed();
+    let mut all = Vec::new();
+    wait_until(LONG, "the last value in a child", || {
+        all = starts(&dir.read("child.log"));
+        all.last().is_some_and(|s| s["API_KEY"] == "burst-099")
+    });
+    let restarts = all.len() - 1;
+    eprintln!("{restarts} restarts for 100 writes in {writing:?}");
+    assert!(
+        restarts <= 5,
+        "{restarts} restarts for 100 writes in {writing:?}"
+    );
+    run.stop().assert_code(0);
+    assert_eq!(
+        starts(&dir.read("child.log")).len(),
+        all.len(),
+        "nothing after the last"
     );
 }

@@ -112,14 +112,39 @@ pub struct RunArgs {
     #[arg(long, env = "AGENT_RUN_EXIT_ON_AUTH_FAILURE", help_heading = "Store")]
     pub exit_on_auth_failure: bool,
 
-    /// Trust this CA certificate (PEM) for the store's TLS, in addition to the system's.
+    /// Trust the CA certificates (PEM, one or a bundle) in this file for the store's TLS, in
+    /// addition to the public roots; any store (agent-vault, OpenBao, Vault). Without it:
+    /// OpenBao/Vault stores read BAO_CACERT, then VAULT_CACERT; agent-vault reads
+    /// AGENT_VAULT_CACERT; then SSL_CERT_FILE for both.
     #[arg(
-        long,
+        long = "ca-cert",
         value_name = "PATH",
-        env = "AGENT_RUN_STORE_CA",
+        env = "AGENT_RUN_CA_CERT",
         help_heading = "Store"
     )]
+    pub ca_cert: Option<PathBuf>,
+
+    /// The former name of --ca-cert, kept so existing setups keep working.
+    #[arg(
+        long = "store-ca",
+        value_name = "PATH",
+        env = "AGENT_RUN_STORE_CA",
+        hide = true,
+        conflicts_with = "ca_cert"
+    )]
     pub store_ca: Option<PathBuf>,
+
+    /// Send the store's requests (agent-vault and OpenBao/Vault) through this proxy
+    /// (http:// or https://). Proxy variables of the environment (HTTP_PROXY, ALL_PROXY, …)
+    /// are never used. Not used for loopback addresses; refused in front of a plain-http
+    /// store: the token must cross the proxy inside a TLS tunnel.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AGENT_RUN_PROXY",
+        help_heading = "Store"
+    )]
+    pub proxy: Option<String>,
 
     /// Allow plain http to a store that is not on loopback (tokens and values then cross
     /// the network in clear).
@@ -328,7 +353,8 @@ pub struct RunArgs {
     pub on_change: String,
 
     /// Quiet time that coalesces a burst of changes into one restart [default: 100ms for
-    /// file changes; none for store revisions, which are already settled].
+    /// file changes; the agent-vault watcher always waits 40ms without a newer revision
+    /// (500ms at most) before it reports one].
     #[arg(
         long,
         value_name = "DURATION",

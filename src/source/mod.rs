@@ -11,6 +11,7 @@ pub mod file;
 pub mod openbao;
 pub mod secret_file;
 pub mod store;
+pub mod store_poll;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -372,6 +373,48 @@ impl ChangeQueue {
         while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
         self.events.try_iter().collect()
     }
+}
+
+/// `localhost`, 127.0.0.0/8 or `::1` (bracketed or not, as `Url::host_str` writes hosts).
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The one HTTP client setup of the store and OpenBao sources. No proxy ever comes from
+/// the environment: `HTTP_PROXY`, `http_proxy`, `ALL_PROXY` are set for other programs and
+/// would see the token. The user's `--proxy` (validated by `config`: an `http://` proxy
+/// only when every non-loopback address is https, so the token stays inside a CONNECT
+/// tunnel) is used for non-loopback addresses only. `ca_pem` adds trusted CAs (a bundle).
+pub(crate) fn http_client_builder(
+    proxy: Option<&reqwest::Url>,
+    ca_pem: Option<&[u8]>,
+) -> Result<reqwest::blocking::ClientBuilder, String> {
+    let mut builder = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .no_proxy();
+    if let Some(proxy) = proxy {
+        let proxy = proxy.clone();
+        builder = builder.proxy(reqwest::Proxy::custom(move |url| {
+            url.host_str()
+                .filter(|host| !is_loopback(host))
+                .map(|_| proxy.clone())
+        }));
+    }
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("bad CA certificate (--ca-cert): {e}"))?;
+        if certs.is_empty() {
+            return Err("bad CA certificate (--ca-cert): no PEM certificate in it".to_owned());
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
 }
 
 /// Fetches every source in order and merges the results; later sources win.

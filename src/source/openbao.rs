@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -45,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One whole request, including a slow server. Bounds how long a fetch can block the
 /// supervisor when a server hangs.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time one request gets while `--start-timeout` runs out.
+const MIN_REQUEST_TIME: Duration = Duration::from_millis(500);
 /// A token is renewed once this share of its TTL has passed (the same point Vault's own
 /// agent uses), leaving a third of the TTL for retries and failover.
 const RENEW_AT: f64 = 2.0 / 3.0;
@@ -67,6 +68,13 @@ pub struct Settings {
     pub namespace: Option<String>,
     pub auth: Auth,
     pub poll_interval: Duration,
+    /// `--proxy`, for non-loopback addresses only (never one from the environment).
+    pub proxy: Option<Url>,
+    /// `--start-timeout`: until the first fetch has succeeded, no request may take longer
+    /// than what is left of it.
+    pub start_timeout: Duration,
+    /// Extra trusted CAs (PEM): `--ca-cert`, `BAO_CACERT`, `VAULT_CACERT` or `SSL_CERT_FILE`.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// How agent-run obtains its token. Holds file paths and names only: credentials are read
@@ -149,6 +157,9 @@ impl OpenBaoSource {
                 addresses: settings.addresses,
                 paths: settings.paths,
                 namespace,
+                proxy: settings.proxy,
+                ca_pem: settings.ca_pem,
+                start_deadline: Mutex::new(Some(Instant::now() + settings.start_timeout)),
                 auth: settings.auth,
                 env_token,
                 digest_key: DigestKey::random(),
@@ -181,6 +192,11 @@ impl SecretSource for OpenBaoSource {
         for path in &self.client.paths {
             set.extend(self.client.read_kv(&mut session, path)?);
         }
+        *self
+            .client
+            .start_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         debug!(
             secrets = set.len(),
             paths = self.client.paths.len(),
@@ -236,6 +252,10 @@ struct Client {
     addresses: Vec<Url>,
     paths: Vec<String>,
     namespace: Option<HeaderValue>,
+    proxy: Option<Url>,
+    ca_pem: Option<Vec<u8>>,
+    /// The end of `--start-timeout`, until the first fetch has succeeded.
+    start_deadline: Mutex<Option<Instant>>,
     auth: Auth,
     /// `--auth token` without a file: the token as it was in the environment at start.
     env_token: Option<SecretString>,
@@ -253,6 +273,10 @@ struct Session {
     mounts: HashMap<String, KvMount>,
     /// When a 403 last made us log in again (see `Client::authed`).
     forced_login: Option<Instant>,
+    /// KV paths read successfully at least once: a 404 for one of these means its secret
+    /// was deleted with every version (`bao kv metadata delete`, or a KV v1 delete), so it
+    /// now provides nothing; for a path never read, a 404 is a configuration error.
+    known: std::collections::HashSet<String>,
 }
 
 /// The token in use and when to act on it.
@@ -332,26 +356,24 @@ impl KvMount {
 struct Reply {
     status: u16,
     body: Zeroizing<Vec<u8>>,
+    /// The server's `errors` list, ready for a message (see [`server_errors`]).
+    errors: String,
 }
 
 impl Reply {
-    /// The server's `errors` list, for messages. Vault's error texts describe the request
-    /// ("permission denied", "invalid role or secret ID"), never the values in it.
-    fn errors(&self) -> String {
-        #[derive(Deserialize)]
-        struct Errors {
-            #[serde(default)]
-            errors: Vec<String>,
+    /// `sent`: every credential the request carried (token, role id, secret id, JWT), to be
+    /// removed from the error text.
+    fn new(status: u16, body: Zeroizing<Vec<u8>>, sent: &[&str]) -> Reply {
+        let errors = server_errors(&body, sent);
+        Reply {
+            status,
+            body,
+            errors,
         }
-        match serde_json::from_slice::<Errors>(&self.body) {
-            Ok(e) if !e.errors.is_empty() => e
-                .errors
-                .iter()
-                .map(|e| e.trim().replace("\n\t", " ").replace('\n', " "))
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => "no error message".to_owned(),
-        }
+    }
+
+    fn errors(&self) -> &str {
+        &self.errors
     }
 
     fn parse<'a, T: Deserialize<'a>>(&'a self, path: &str) -> Result<T, Error> {
@@ -377,12 +399,31 @@ impl Client {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What is left of `--start-timeout` while the first fetch has not succeeded (at least
+    /// a moment, so `--start-timeout 0s` still makes one attempt); `None` afterwards.
+    fn start_budget(&self) -> Option<Duration> {
+        let deadline = *self
+            .start_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        deadline.map(|at| {
+            at.saturating_duration_since(Instant::now())
+                .clamp(MIN_REQUEST_TIME, REQUEST_TIMEOUT)
+        })
+    }
+
     fn http(&self) -> Result<&HttpClient, Error> {
         if let Some(http) = self.http.get() {
             return Ok(http);
         }
-        let http = HttpClient::builder()
-            .use_rustls_tls()
+        let unreachable = |reason: String| Error::Unreachable {
+            url: join_addresses(&self.addresses),
+            reason,
+        };
+        // The token goes in a header: never through a proxy picked up from HTTP_PROXY
+        // (the builder takes none from the environment), only the user's --proxy.
+        let http = super::http_client_builder(self.proxy.as_ref(), self.ca_pem.as_deref())
+            .map_err(unreachable)?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             // A standby's redirect to the active node would carry X-Vault-Token (which
@@ -393,12 +434,9 @@ impl Client {
             // in it — alive and unwiped. A fresh connection per request lets every buffer
             // be freed (and zeroed by the wiping allocator) as soon as it is read.
             .pool_max_idle_per_host(0)
-            // The token goes in a header: never through a proxy picked up from HTTP_PROXY.
-            .no_proxy()
             .build()
-            .map_err(|e| Error::Unreachable {
-                url: join_addresses(&self.addresses),
-                reason: format!("cannot build the HTTP client: {}", error_chain(&e)),
+            .map_err(|e| {
+                unreachable(format!("cannot build the HTTP client: {}", error_chain(&e)))
             })?;
         // Only the supervisor thread and the watcher call this, under the session lock.
         Ok(self.http.get_or_init(|| http))
@@ -413,7 +451,10 @@ impl Client {
         api_path: &str,
         body: Option<&[u8]>,
         token: Option<&SecretString>,
+        sent: &[&str],
     ) -> Result<Reply, Error> {
+        let mut credentials: Vec<&str> = sent.to_vec();
+        credentials.extend(token.map(|t| t.expose_secret()));
         let count = self.addresses.len();
         let mut last_failure = String::new();
         for attempt in 0..count {
@@ -421,6 +462,9 @@ impl Client {
             let address = &self.addresses[index];
             let url = format!("{}/v1/{api_path}", address.as_str().trim_end_matches('/'));
             let mut request = self.http()?.request(method.clone(), &url);
+            if let Some(budget) = self.start_budget() {
+                request = request.timeout(budget);
+            }
             request = self.headers(request, token)?;
             if let Some(body) = body {
                 // reqwest takes ownership of the body; the copy it frees is zeroed by the
@@ -431,7 +475,7 @@ impl Client {
             }
             trace!(address = %address, path = api_path, method = %method, "openbao request");
             let reply = match request.send() {
-                Ok(response) => read_reply(response),
+                Ok(response) => read_reply(response, &credentials),
                 Err(e) => Err(error_chain(&e)),
             };
             match reply {
@@ -520,7 +564,7 @@ impl Client {
         // A clone, so the session can be borrowed mutably by `send` (failover); the copy
         // is a SecretString, wiped on drop.
         let token = session.token.as_ref().map(|t| t.value.clone());
-        self.send(session, method, api_path, None, token.as_ref())
+        self.send(session, method, api_path, None, token.as_ref(), &[])
     }
 
     fn ensure_token(&self, session: &mut Session) -> Result<(), Error> {
@@ -558,7 +602,8 @@ impl Client {
                     ("role_id", role_id.expose_secret()),
                     ("secret_id", secret_id.expose_secret()),
                 ]);
-                self.post_login(session, &format!("auth/{mount}/login"), &body)?
+                let sent = [role_id.expose_secret(), secret_id.expose_secret()];
+                self.post_login(session, &format!("auth/{mount}/login"), &body, &sent)?
             }
             Auth::Jwt {
                 role,
@@ -568,7 +613,12 @@ impl Client {
             } => {
                 let jwt = read_credential(jwt_file, method)?;
                 let body = login_body(&[("role", role), ("jwt", jwt.expose_secret())]);
-                self.post_login(session, &format!("auth/{mount}/login"), &body)?
+                self.post_login(
+                    session,
+                    &format!("auth/{mount}/login"),
+                    &body,
+                    &[jwt.expose_secret()],
+                )?
             }
         };
         info!(
@@ -586,9 +636,10 @@ impl Client {
         session: &mut Session,
         api_path: &str,
         body: &[u8],
+        sent: &[&str],
     ) -> Result<Token, Error> {
         let method = self.auth.method();
-        let reply = self.send(session, Method::POST, api_path, Some(body), None)?;
+        let reply = self.send(session, Method::POST, api_path, Some(body), None, sent)?;
         if reply.status != 200 {
             return Err(Error::Auth {
                 method,
@@ -622,7 +673,7 @@ impl Client {
     /// `auth/token/lookup-self`: checks a given token and learns its TTL.
     fn lookup(&self, session: &mut Session, value: SecretString) -> Result<Token, Error> {
         let api_path = "auth/token/lookup-self";
-        let reply = self.send(session, Method::GET, api_path, None, Some(&value))?;
+        let reply = self.send(session, Method::GET, api_path, None, Some(&value), &[])?;
         if reply.status != 200 {
             return Err(Error::Auth {
                 method: "token",
@@ -689,7 +740,14 @@ impl Client {
     fn renew(&self, session: &mut Session) -> Result<(), Error> {
         let api_path = "auth/token/renew-self";
         let token = session.token.as_ref().map(|t| t.value.clone());
-        let reply = self.send(session, Method::POST, api_path, Some(b"{}"), token.as_ref())?;
+        let reply = self.send(
+            session,
+            Method::POST,
+            api_path,
+            Some(b"{}"),
+            token.as_ref(),
+            &[],
+        )?;
         if reply.status != 200 {
             return Err(Error::Auth {
                 method: self.auth.method(),
@@ -788,6 +846,12 @@ impl Client {
     fn read_kv(&self, session: &mut Session, kv_path: &str) -> Result<SecretSet, Error> {
         let mount = self.mount_of(session, kv_path)?;
         let reply = self.authed(session, Method::GET, &mount.data_path(), kv_path)?;
+        if reply.status == 404 && session.known.contains(kv_path) {
+            // Checked before the KV v2 case below, which needs the metadata of a version:
+            // a secret deleted with all its versions has none.
+            warn!(path = kv_path, "this openbao secret no longer exists (deleted with every version); it provides no secrets");
+            return Ok(SecretSet::default());
+        }
         let map = match mount.version {
             KvVersion::V1 => {
                 check_status(&reply, kv_path)?;
@@ -807,6 +871,7 @@ impl Client {
                     }) = serde_json::from_slice::<Envelope<KvV2>>(&reply.body)
                     {
                         if meta.is_gone() {
+                            session.known.insert(kv_path.to_owned());
                             warn!(path = kv_path, "the current version of this openbao secret is deleted or destroyed; it provides no secrets");
                             return Ok(SecretSet::default());
                         }
@@ -817,6 +882,7 @@ impl Client {
                 read.data.and_then(|d| d.data).unwrap_or_default()
             }
         };
+        session.known.insert(kv_path.to_owned());
         let address = self.addresses[session.active].to_string();
         let mut set = SecretSet::default();
         for (key, value) in map {
@@ -881,7 +947,7 @@ fn check_status(reply: &Reply, kv_path: &str) -> Result<(), Error> {
         status => Err(Error::Server {
             path: kv_path.to_owned(),
             status,
-            reason: reply.errors(),
+            reason: reply.errors().to_owned(),
         }),
     }
 }
@@ -899,16 +965,78 @@ fn is_standby(reply: &Reply) -> bool {
     }
 }
 
+/// The `errors` list of a Vault answer, on one line, safe to print. Vault's own texts
+/// describe the request ("permission denied"), but whatever answers may echo it, so:
+/// every credential the request carried is cut out, any long token-like run (a token, a
+/// UUID, a JWT segment) is masked, control characters become spaces (no forged log lines),
+/// and the text is capped.
+fn server_errors(body: &[u8], sent: &[&str]) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let mut parsed = match serde_json::from_slice::<Errors>(body) {
+        Ok(e) if !e.errors.is_empty() => e.errors,
+        _ => return "no error message".to_owned(),
+    };
+    let mut text = Zeroizing::new(parsed.join("; "));
+    parsed.iter_mut().for_each(|e| e.zeroize());
+    for credential in sent.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
+        if text.contains(credential) {
+            *text = text.replace(credential, "[redacted]");
+        }
+    }
+    mask_token_like(&text)
+}
+
+/// Runs of at least this many token characters are masked in server error texts.
+const TOKEN_LIKE_RUN: usize = 20;
+/// Longest server error text carried into a message.
+const MAX_ERROR_TEXT: usize = 300;
+
+fn mask_token_like(text: &str) -> String {
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "._+=-".contains(c);
+    let mut out = String::with_capacity(text.len().min(MAX_ERROR_TEXT + 16));
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= TOKEN_LIKE_RUN {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.zeroize();
+    };
+    for c in text.chars() {
+        if is_token_char(c) {
+            run.push(c);
+            continue;
+        }
+        flush(&mut run, &mut out);
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    flush(&mut run, &mut out);
+    if out.len() > MAX_ERROR_TEXT {
+        let cut = (0..=MAX_ERROR_TEXT)
+            .rev()
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(0);
+        out.truncate(cut);
+        out.push('…');
+    }
+    out.trim().to_owned()
+}
+
 /// Reads a whole response into a buffer sized from Content-Length, so it is not
 /// reallocated (and copied) while it grows.
-fn read_reply(mut response: reqwest::blocking::Response) -> Result<Reply, String> {
+fn read_reply(mut response: reqwest::blocking::Response, sent: &[&str]) -> Result<Reply, String> {
     let status = response.status().as_u16();
     let len = response.content_length().unwrap_or(4096).min(1 << 24) as usize;
     let mut body = Zeroizing::new(Vec::with_capacity(len + 1));
     response
         .read_to_end(&mut body)
         .map_err(|e| format!("reading the response: {e}"))?;
-    Ok(Reply { status, body })
+    Ok(Reply::new(status, body, sent))
 }
 
 /// The error and its causes on one line (reqwest's Display alone says only "error sending
@@ -963,14 +1091,8 @@ fn token_from_env() -> Result<SecretString, Error> {
 /// A token, role id, secret id or JWT from a file: read into a wiped buffer, surrounding
 /// whitespace trimmed (files written by `echo` end in a newline).
 fn read_credential(path: &Path, method: &'static str) -> Result<SecretString, Error> {
-    let read_err = |source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_err)?;
-    let len = file.metadata().map_err(read_err)?.len() as usize;
-    let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
-    file.read_to_end(&mut buf).map_err(read_err)?;
+    // Non-blocking, regular files only, size-capped: a FIFO must not hang the launcher.
+    let buf = super::secret_file::read(path, super::secret_file::MAX_CREDENTIAL_FILE_BYTES)?;
     let text = std::str::from_utf8(&buf).map_err(|_| Error::Auth {
         method,
         reason: format!("{}: not valid UTF-8", path.display()),
@@ -1339,10 +1461,8 @@ mod tests {
 
     #[test]
     fn standby_answers_move_to_the_next_address() {
-        let reply = |status, body: &str| Reply {
-            status,
-            body: Zeroizing::new(body.as_bytes().to_vec()),
-        };
+        let reply =
+            |status, body: &str| Reply::new(status, Zeroizing::new(body.as_bytes().to_vec()), &[]);
         for status in [503, 429, 472, 473, 307] {
             assert!(is_standby(&reply(status, "")));
         }
@@ -1359,15 +1479,28 @@ mod tests {
 
     #[test]
     fn status_errors_name_the_path_and_no_body() {
-        let reply = Reply {
-            status: 403,
-            body: Zeroizing::new(br#"{"errors":["permission denied"]}"#.to_vec()),
-        };
+        let reply = Reply::new(
+            403,
+            Zeroizing::new(br#"{"errors":["permission denied"]}"#.to_vec()),
+            &[],
+        );
         let e = check_status(&reply, "secret/agents/b")
             .unwrap_err()
             .to_string();
         assert!(e.contains("secret/agents/b") && e.contains("403"), "{e}");
         assert!(e.contains("not allowed to read"), "{e}");
+    }
+
+    #[test]
+    fn server_error_texts_lose_what_was_sent() {
+        let body = br#"{"errors":["invalid role_id rid-1 secret_id sid:2\nforged line","hvs.CAESIJ0123456789abcdefghij and a b"]}"#;
+        let text = server_errors(body, &["rid-1", "sid:2"]);
+        assert!(!text.contains("rid-1") && !text.contains("sid:2"), "{text}");
+        assert!(!text.contains("hvs.CAES") && !text.contains('\n'), "{text}");
+        assert!(text.contains("invalid role_id [redacted]"), "{text}");
+        assert_eq!(server_errors(b"not json", &[]), "no error message");
+        let long = format!(r#"{{"errors":["{}"]}}"#, "word ".repeat(200));
+        assert!(server_errors(long.as_bytes(), &[]).len() <= MAX_ERROR_TEXT + 3);
     }
 
     #[test]
@@ -1381,10 +1514,11 @@ mod tests {
 
     #[test]
     fn malformed_bodies_give_position_not_content() {
-        let reply = Reply {
-            status: 200,
-            body: Zeroizing::new(br#"{"data":"s3cr3t-in-the-wrong-place"}"#.to_vec()),
-        };
+        let reply = Reply::new(
+            200,
+            Zeroizing::new(br#"{"data":"s3cr3t-in-the-wrong-place"}"#.to_vec()),
+            &[],
+        );
         let e = reply
             .parse::<Envelope<KvMap>>("secret/a")
             .err()

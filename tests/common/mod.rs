@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod memscan;
+pub mod tcp;
 pub mod vault;
 
 /// Polls `cond` every 10 ms until it holds; panics with `what` at the deadline.
