@@ -1006,3 +1006,209 @@ fn agent_run_dumps_no_core_but_the_child_keeps_its_limits() {
     );
     launcher.stop().assert_code(0);
 }
+
+// ---- a source that hangs never holds up PID 1's duties (issue 11, items 3 and 5) ----------
+
+/// A real agent-vault with `KEY` for agent `bot`, a freezing proxy in front of it, and a
+/// read token for the agent.
+fn frozen_store_setup() -> (
+    common::vault::VaultServer,
+    common::proxy::FreezingProxy,
+    String,
+) {
+    let vault = common::vault::start_vault();
+    vault.set("bot", "KEY", "first-value-0001");
+    let (_, token) = vault.issue(&["secrets:read:bot/*"], Some(serde_json::json!("1h")));
+    let proxy = common::proxy::FreezingProxy::start(&vault.addr, common::proxy::FETCH_PATH);
+    (vault, proxy, token)
+}
+
+/// agent-run on the proxied store, supervising `test_child signals` with `child_flags`.
+fn start_on_store(
+    mode: Mode,
+    dir: &Dir,
+    proxy: &common::proxy::FreezingProxy,
+    token: &str,
+    flags: &[&str],
+    child_flags: &[&str],
+) -> common::Launcher {
+    let log = dir.join("signals.log");
+    let mut args: Vec<String> = vec!["--store".into(), proxy.addr.clone()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend([
+        "--".into(),
+        test_child().display().to_string(),
+        "signals".into(),
+        log.display().to_string(),
+    ]);
+    args.extend(child_flags.iter().map(|f| f.to_string()));
+    agent_run(mode, &args)
+        .env("AGENT_RUN_TOKEN", token)
+        .start(dir)
+}
+
+/// Freezes the store's answers, rotates the secret and waits until agent-run's fetch of the
+/// new values hangs in the proxy.
+fn hang_a_fetch(vault: &common::vault::VaultServer, proxy: &common::proxy::FreezingProxy) {
+    proxy.freeze();
+    vault.set("bot", "KEY", "rotated-value-0002");
+    wait_until(LONG, "agent-run's fetch to hang in the proxy", || {
+        proxy.held() >= 1
+    });
+}
+
+#[test]
+fn signals_are_forwarded_and_zombies_reaped_while_a_fetch_hangs() {
+    for mode in MODES {
+        let (vault, proxy, token) = frozen_store_setup();
+        let dir = Dir::new("frozen");
+        let mut launcher = start_on_store(
+            mode,
+            &dir,
+            &proxy,
+            &token,
+            &["--grace", "60s"],
+            &["--orphan-on-usr2", "--ignore-term"],
+        );
+        wait_until(LONG, "child ready", || {
+            dir.read("signals.log").contains("ready")
+        });
+        hang_a_fetch(&vault, &proxy);
+
+        launcher.signal(Signal::SIGUSR1);
+        wait_until(LONG, "SIGUSR1 to reach the child", || {
+            dir.read("signals.log").contains("got SIGUSR1")
+        });
+        assert!(
+            proxy.held() >= 1,
+            "SIGUSR1 was forwarded only after the fetch ended\n{}",
+            launcher.describe(None)
+        );
+
+        // A grandchild orphaned to agent-run exits: it must be reaped, not left a zombie
+        // until the fetch returns.
+        launcher.signal(Signal::SIGUSR2);
+        wait_until(LONG, "the orphan to be made", || {
+            dir.read("signals.log").contains("orphaned")
+        });
+        wait_until(LONG, "the orphan to exit and be reaped", || {
+            launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
+        });
+        assert!(
+            proxy.held() >= 1,
+            "the orphan was reaped only after the fetch ended\n{}",
+            launcher.describe(None)
+        );
+
+        // The child ignores TERM, so agent-run is still there (with its fetch) to check.
+        let child = launcher.child();
+        launcher.signal(Signal::SIGTERM);
+        wait_until(LONG, "SIGTERM to reach the child", || {
+            dir.read("signals.log").contains("got SIGTERM")
+        });
+        assert!(
+            proxy.held() >= 1,
+            "SIGTERM was forwarded only after the fetch ended\n{}",
+            launcher.describe(None)
+        );
+        kill_by_number(child, libc::SIGKILL);
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(137);
+        assert!(
+            !out.stderr.contains("cannot re-read secrets"),
+            "agent-run waited for the hanging fetch before exiting\n{}",
+            out.description
+        );
+    }
+}
+
+#[test]
+fn sigterm_ends_a_start_that_waits_on_a_frozen_store() {
+    for mode in MODES {
+        let (_vault, proxy, token) = frozen_store_setup();
+        proxy.freeze();
+        let dir = Dir::new("frozen-start");
+        let mut launcher =
+            start_on_store(mode, &dir, &proxy, &token, &["--start-timeout", "60s"], &[]);
+        wait_until(LONG, "the first fetch to hang in the proxy", || {
+            proxy.held() >= 1
+        });
+        launcher.signal(Signal::SIGTERM);
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(143);
+        assert!(
+            !out.stderr.contains("cannot fetch secrets yet"),
+            "agent-run waited for the hanging fetch to fail before acting on SIGTERM\n{}",
+            out.description
+        );
+        assert!(dir.read("signals.log").is_empty(), "a child was started");
+    }
+}
+
+#[test]
+fn start_timeout_is_honoured_while_the_store_hangs() {
+    for mode in MODES {
+        let (_vault, proxy, token) = frozen_store_setup();
+        proxy.freeze();
+        let dir = Dir::new("frozen-timeout");
+        let mut launcher = start_on_store(
+            mode,
+            &dir,
+            &proxy,
+            &token,
+            &["--start-timeout", "500ms"],
+            &[],
+        );
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("--start-timeout"),
+            "the error does not name --start-timeout\n{}",
+            out.description
+        );
+        assert!(
+            !out.stderr.contains("cannot fetch secrets yet"),
+            "agent-run waited for the hanging fetch to fail\n{}",
+            out.description
+        );
+        assert!(dir.read("signals.log").is_empty(), "a child was started");
+    }
+}
+
+#[test]
+fn a_child_exit_during_a_change_decides_first() {
+    for mode in MODES {
+        let (vault, proxy, token) = frozen_store_setup();
+        let dir = Dir::new("exit-during-change");
+        let mut launcher = start_on_store(
+            mode,
+            &dir,
+            &proxy,
+            &token,
+            &["--restart", "no"],
+            &["--exit-on-usr1", "7"],
+        );
+        wait_until(LONG, "child ready", || {
+            dir.read("signals.log").contains("ready")
+        });
+        let child = launcher.child();
+        hang_a_fetch(&vault, &proxy);
+        // The child exits by itself while the change is being read...
+        kill_by_number(child, libc::SIGUSR1);
+        wait_until(LONG, "the child to exit", || !alive(child));
+        // ...and only then does the read finish.
+        proxy.thaw();
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(7);
+        assert_eq!(
+            lines_starting(&dir.read("signals.log"), "ready").len(),
+            1,
+            "the child was restarted despite --restart no\n{}",
+            out.description
+        );
+    }
+}
