@@ -520,7 +520,12 @@ impl Supervisor {
         };
         if signals_ready {
             while let Ok(Some(info)) = self.signals.read_signal() {
-                self.on_signal(info.ssi_signo as i32);
+                let signo = info.ssi_signo as i32;
+                if signals::is_fault(signo, info.ssi_code) {
+                    error!(signal = %signals::name(signo), code = info.ssi_code, "agent-run itself faulted");
+                    sys::die_of(signo);
+                }
+                self.on_signal(signo);
             }
         }
         // An exit decides first: a child that exited while a change was being read is

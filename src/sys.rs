@@ -206,6 +206,23 @@ pub fn send_signal(pid: libc::pid_t, signo: c_int) -> nix::Result<()> {
     Errno::result(rc).map(drop)
 }
 
+/// Ends agent-run with `signo` as if it had not been caught: default action, unblocked,
+/// raised. For a fault of agent-run's own that reached the signalfd instead of killing it.
+pub fn die_of(signo: c_int) -> ! {
+    // SAFETY: `signal`, `sigprocmask` and `raise` take plain values and a local set; after
+    // the default action is restored and the signal unblocked, `raise` ends the process
+    // (core or term action). `_exit` covers a signal whose default is to be ignored.
+    unsafe {
+        libc::signal(signo, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signo);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signo);
+        libc::_exit(128 + signo)
+    }
+}
+
 extern "C" {
     /// The C runtime's environment array (`environ(7)`).
     static environ: *const *mut c_char;

@@ -116,6 +116,34 @@ fn every_forwarded_signal_reaches_the_child() {
     }
 }
 
+/// dumb-init forwards the synchronous signals when a process sends them; only a fault of
+/// agent-run's own (which the kernel forces through with the default action) kills it.
+#[test]
+fn synchronous_signals_sent_with_kill_are_forwarded() {
+    let synchronous = [
+        Signal::SIGILL,
+        Signal::SIGTRAP,
+        Signal::SIGABRT,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGSEGV,
+        Signal::SIGSYS,
+    ];
+    for mode in MODES {
+        let dir = Dir::new("launcher");
+        let mut launcher = start_signals_child(mode, &dir, &[], &[]);
+        for signal in synchronous {
+            launcher.signal(signal);
+            let expected = format!("got {}", signal.as_str());
+            wait_until(LONG, &expected, || {
+                dir.read("signals.log").lines().any(|l| l == expected)
+            });
+        }
+        let out = launcher.stop();
+        out.assert_code(0);
+    }
+}
+
 /// `kill -N` through the shell, for a signal number nix cannot name.
 fn kill_by_number(pid: i32, signo: i32) {
     let status = std::process::Command::new("sh")
