@@ -88,6 +88,7 @@ pub fn run(config: Config) -> Result<u8, Error> {
             what: "creating a signalfd",
             errno,
         })?;
+    crate::sys::take_default_sigchld();
     register_reaper();
 
     let (notifier, queue) = ChangeQueue::new().map_err(|errno| Error::Setup {

@@ -144,6 +144,102 @@ fn synchronous_signals_sent_with_kill_are_forwarded() {
     }
 }
 
+/// What `exec` keeps, agent-run keeps: a caller that ignores INT, TTOU, SEGV and PIPE and
+/// blocks TTIN, ILL and TERM gives the child exactly that, as if agent-run were not there
+/// (Rust's runtime changes SIGPIPE and SIGSEGV/SIGBUS before `main`). Both modes, and
+/// `--once`.
+#[test]
+fn inherited_ignored_and_blocked_signals_reach_the_child_as_exec_leaves_them() {
+    let dir = Dir::new("launcher");
+    let wrapper = dir.write(
+        "sigwrap.py",
+        "import os, signal, sys\n\
+         for s in (signal.SIGINT, signal.SIGTTOU, signal.SIGSEGV, signal.SIGPIPE):\n\
+         \x20   signal.signal(s, signal.SIG_IGN)\n\
+         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTIN, signal.SIGILL, signal.SIGTERM})\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    );
+    let grep = ["/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"];
+    let run = |mode: Mode, agent_run_flags: Option<&[&str]>| -> String {
+        let mut command = match mode {
+            Mode::Plain => std::process::Command::new("python3"),
+            Mode::Pid1 => {
+                let mut c = std::process::Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", "python3"]);
+                c
+            }
+        };
+        command.arg(&wrapper);
+        if let Some(flags) = agent_run_flags {
+            command.arg(common::agent_run_bin()).args(flags).arg("--");
+        }
+        command.args(grep).env_remove("RUST_LOG");
+        common::run_ok(&mut command, None)
+    };
+    for mode in MODES {
+        let without = run(mode, None);
+        assert!(
+            without.contains("SigIgn") && without.contains("SigBlk"),
+            "{without}"
+        );
+        for flags in [&[][..], &["--once"][..]] {
+            let with = run(mode, Some(flags));
+            assert_eq!(
+                with, without,
+                "agent-run {flags:?} ({mode:?}) changed the child's ignored or blocked signals"
+            );
+        }
+    }
+}
+
+/// A caller that ignores SIGCHLD would have the kernel reap agent-run's children before
+/// the supervisor sees their status: agent-run takes the default for itself, the exit code
+/// passes through, and the child still inherits the ignored SIGCHLD.
+#[test]
+fn a_caller_ignoring_sigchld_still_gets_the_exit_code() {
+    let dir = Dir::new("launcher");
+    let wrapper = dir.write(
+        "chldwrap.py",
+        "import os, signal, sys\n\
+         signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    );
+    // `timeout`: without the fix agent-run waits for ever for a status it never gets.
+    let command = |mode: Mode, child: &[&str]| {
+        let mut command = std::process::Command::new("timeout");
+        command.args(["-k", "5", "20"]);
+        if mode == Mode::Pid1 {
+            command.args(["unshare", "--pid", "--fork", "--mount-proc"]);
+        }
+        command
+            .arg("python3")
+            .arg(&wrapper)
+            .arg(common::agent_run_bin())
+            .arg("--")
+            .args(child)
+            .env_remove("RUST_LOG");
+        command
+    };
+    for mode in MODES {
+        common::run_code(&mut command(mode, &["sh", "-c", "exit 3"]), None, 3);
+        let output = common::run_code(
+            &mut command(mode, &["grep", "SigIgn", "/proc/self/status"]),
+            None,
+            0,
+        );
+        let ignored = String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .expect("SigIgn line");
+        assert_ne!(
+            ignored & (1 << (libc::SIGCHLD - 1)),
+            0,
+            "the child lost the inherited SIG_IGN of SIGCHLD"
+        );
+    }
+}
+
 /// `kill -N` through the shell, for a signal number nix cannot name.
 fn kill_by_number(pid: i32, signo: i32) {
     let status = std::process::Command::new("sh")
