@@ -265,9 +265,15 @@ fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
     }
 }
 
-/// Replaces agent-run with the command (`--once`). Returns only on failure, with the errno.
-pub fn exec_in_place(plan: &ExecPlan<'_>) -> Errno {
+/// Replaces agent-run with the command (`--once`), with the dispositions and the core-dump
+/// limit agent-run was given. Returns only on failure, with the errno (the limit stays
+/// restored then: agent-run exits right after).
+pub fn exec_in_place(plan: &ExecPlan<'_>, core_limit: Option<&libc::rlimit>) -> Errno {
     restore_inherited_dispositions();
+    if let Some(limit) = core_limit {
+        // SAFETY: setrlimit reads the caller's live `rlimit`.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, limit) };
+    }
     Errno::from_raw(exec_candidates(plan))
 }
 

@@ -552,6 +552,78 @@ fn once_replaces_agent_run() {
     }
 }
 
+/// `--once` retries a store that is down at start for `--start-timeout`, as supervised
+/// mode does (it used to fail at once).
+#[test]
+fn once_honours_start_timeout() {
+    for mode in MODES {
+        let mut vault = common::vault::start_vault();
+        vault.set("bot", "KEY", "once-value-0001");
+        let (_, token) = vault.issue(&["secrets:read:bot/*"], Some(serde_json::json!("1h")));
+        vault.kill9();
+        let dir = Dir::new("once-timeout");
+        let mut launcher = agent_run(
+            mode,
+            [
+                "--once",
+                "--store",
+                &vault.addr,
+                "--start-timeout",
+                "60s",
+                "--",
+                "sh",
+                "-c",
+                "echo \"KEY=$KEY\"; exit 5",
+            ],
+        )
+        .env("AGENT_RUN_TOKEN", &token)
+        .start(&dir);
+        wait_until(LONG, "agent-run --once to retry the store", || {
+            launcher.stderr().contains("retrying until --start-timeout")
+                || launcher.try_wait().is_some()
+        });
+        vault.start_again();
+        let status = launcher.wait(Duration::from_secs(60));
+        let out = launcher.outcome(status);
+        out.assert_code(5);
+        assert_eq!(
+            out.stdout.trim(),
+            "KEY=once-value-0001",
+            "{}",
+            out.description
+        );
+    }
+}
+
+/// `--once` gives the command the core-dump limit agent-run was given (agent-run sets its
+/// own soft limit to 0).
+#[test]
+fn once_restores_the_core_limit() {
+    let dir = Dir::new("once-core");
+    let limit = 4096 * 1024;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, limit, limit).unwrap();
+    for mode in MODES {
+        let out = agent_run(
+            mode,
+            [
+                "--once",
+                "--",
+                "sh",
+                "-c",
+                "grep 'Max core file size' /proc/$$/limits",
+            ],
+        )
+        .run(&dir);
+        out.assert_code(0);
+        assert_eq!(
+            out.stdout.split_whitespace().nth(4),
+            Some("4194304"),
+            "{}",
+            out.description
+        );
+    }
+}
+
 #[test]
 fn parent_death_signal_kills_the_child() {
     let dir = Dir::new("launcher");
