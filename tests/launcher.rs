@@ -1408,3 +1408,123 @@ fn a_child_exit_during_a_change_decides_first() {
         );
     }
 }
+
+// ---- the peers' own suites, adapted (tini's test/ and dumb-init's tests/) -----------------
+
+/// dumb-init's `test_proxies_signals`, over every signal number: everything a process can
+/// send (except KILL and STOP, CHLD which is the supervisor's own, and glibc's two internal
+/// real-time signals, which the test child cannot block) reaches the child.
+#[test]
+fn peers_every_signal_number_reaches_the_child() {
+    let skip = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGCHLD,
+        libc::SIGTERM,
+        32,
+        33,
+    ];
+    for mode in MODES {
+        let dir = Dir::new("peers");
+        let mut launcher = start_signals_child(mode, &dir, &["--grace", "60s"], &[]);
+        for signo in (1..=64).filter(|s| !skip.contains(s)) {
+            kill_by_number(launcher.pid, signo);
+            let expected = format!("got {}", common_signal_name(signo));
+            wait_until(LONG, &expected, || {
+                dir.read("signals.log").lines().any(|l| l == expected)
+            });
+        }
+        launcher.stop().assert_code(0);
+    }
+}
+
+/// The name test_child logs for `signo`.
+fn common_signal_name(signo: i32) -> String {
+    Signal::try_from(signo)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("SIG{signo}"))
+}
+
+/// dumb-init's `test_exit_status` and tini's exit-code checks: a child that dies of a signal
+/// — one it raised, a fault of its own, or the TERM agent-run forwarded — gives 128+N, and
+/// agent-run itself exits normally with that code.
+#[test]
+fn peers_exit_status_of_a_signal_death_is_128_plus_n() {
+    let dir = Dir::new("peers");
+    for mode in MODES {
+        for (signal, code) in [
+            ("HUP", 129),
+            ("INT", 130),
+            ("QUIT", 131),
+            ("ABRT", 134),
+            ("SEGV", 139),
+            ("PIPE", 141),
+            ("ALRM", 142),
+        ] {
+            let out = agent_run(mode, sh(&format!("kill -{signal} $$"))).run(&dir);
+            out.assert_code(code);
+        }
+        // A real fault of the child (not a signal sent to it).
+        let out = agent_run(
+            mode,
+            ["--", "python3", "-c", "import ctypes; ctypes.string_at(0)"],
+        )
+        .run(&dir);
+        out.assert_code(139);
+        // The TERM agent-run forwards, to a child that keeps TERM's default action.
+        let mut launcher = agent_run(mode, ["--", "sleep", "1000"]).start(&dir);
+        launcher.child();
+        launcher.signal(Signal::SIGTERM);
+        launcher.stop().assert_code(143);
+    }
+}
+
+/// tini exits when its child exits, without waiting for grandchildren that are still
+/// running (as PID 1 the namespace's end kills them; otherwise they are re-parented).
+#[test]
+fn peers_agent_run_exits_with_the_child_while_grandchildren_run() {
+    for mode in MODES {
+        let dir = Dir::new("peers");
+        let release = dir.join("release");
+        let done = dir.join("done");
+        let script = format!(
+            "(while [ ! -e {r} ]; do sleep 0.02; done; touch {d}) >/dev/null 2>&1 & exit 4",
+            r = release.display(),
+            d = done.display()
+        );
+        let out = agent_run(mode, sh(&script)).run(&dir);
+        out.assert_code(4);
+        assert!(!done.exists(), "agent-run waited for its grandchild");
+        std::fs::write(&release, "").unwrap();
+        if mode == Mode::Plain {
+            wait_until(LONG, "the grandchild to finish", || done.exists());
+        }
+    }
+}
+
+/// tini's reaping test at scale: a burst of orphans, all reaped, none left a zombie.
+#[test]
+fn peers_a_burst_of_orphans_is_reaped() {
+    for mode in MODES {
+        let dir = Dir::new("peers");
+        let log = dir.join("orphans.log");
+        let mut launcher = agent_run(
+            mode,
+            [
+                "--",
+                test_child().to_str().unwrap(),
+                "orphans",
+                log.to_str().unwrap(),
+                "40",
+            ],
+        )
+        .start(&dir);
+        wait_until(LONG, "orphans spawned", || {
+            dir.read("orphans.log").contains("spawned")
+        });
+        wait_until(LONG, "every orphan to be reaped", || {
+            launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
+        });
+        launcher.stop().assert_code(0);
+    }
+}
