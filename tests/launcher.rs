@@ -1528,3 +1528,66 @@ fn peers_a_burst_of_orphans_is_reaped() {
         launcher.stop().assert_code(0);
     }
 }
+
+/// dumb-init's process-group behaviour, for a restart: with `--signal-group` the stop signal
+/// of a restart on change reaches a process the child forked; without it only the child's
+/// PID is signalled and the forked process keeps running (README, restart section).
+#[test]
+fn peers_a_restart_stops_the_process_group_only_with_signal_group() {
+    for (mode, group) in [
+        (Mode::Plain, true),
+        (Mode::Pid1, true),
+        (Mode::Plain, false),
+    ] {
+        let dir = Dir::new("restart-group");
+        let env_file = dir.write("app.env", "A=1\n");
+        let (parent_log, grandchild_log) = (dir.join("parent.log"), dir.join("grandchild.log"));
+        let tc = test_child().display().to_string();
+        let script = format!(
+            "{tc} signals {} & exec {tc} signals {}",
+            grandchild_log.display(),
+            parent_log.display()
+        );
+        let mut args: Vec<String> = vec!["--env-file".into(), env_file.display().to_string()];
+        if group {
+            args.push("--signal-group".into());
+        }
+        args.extend(sh(&script));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "child and grandchild ready", || {
+            dir.read("parent.log").contains("ready") && dir.read("grandchild.log").contains("ready")
+        });
+        dir.replace("app.env", "A=2\n");
+        wait_until(LONG, "the restarted child", || {
+            lines_starting(&dir.read("parent.log"), "ready").len() == 2
+        });
+        let first_grandchild: i32 = lines_starting(&dir.read("grandchild.log"), "ready pid=")[0]
+            ["ready pid=".len()..]
+            .trim()
+            .parse()
+            .unwrap();
+        if group {
+            wait_until(LONG, "the forked process to get the stop signal", || {
+                dir.read("grandchild.log").contains("got SIGTERM")
+            });
+        } else {
+            // WINCH sorts after TERM in the signalfd queue: had TERM been sent, the first
+            // grandchild would have read it (and exited) before logging WINCH.
+            kill_by_number(first_grandchild, libc::SIGWINCH);
+            wait_until(LONG, "the forked process to log WINCH", || {
+                dir.read("grandchild.log").contains("got SIGWINCH")
+            });
+            assert!(!dir.read("grandchild.log").contains("got SIGTERM"));
+        }
+        launcher.stop();
+        // Whatever is left of the forked processes (plain mode: re-parented away).
+        for line in lines_starting(&dir.read("grandchild.log"), "ready pid=") {
+            if let Ok(pid) = line["ready pid=".len()..].trim().parse::<i32>() {
+                if mode == Mode::Plain {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
