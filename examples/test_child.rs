@@ -2,7 +2,10 @@
 //! Every mode appends lines to a log file the test polls, so nothing depends on timing.
 //!
 //! ```text
-//! test_child signals LOG [--ignore-term]  log "got SIGNAME" for every signal; exit 0 on TERM
+//! test_child signals LOG [--ignore-term] [--exit-on-usr1 CODE] [--orphan-on-usr2]
+//!                                         log "got SIGNAME" for every signal; exit 0 on TERM;
+//!                                         exit CODE on USR1; on USR2 leave a grandchild
+//!                                         orphan that exits 200 ms later, log "orphaned"
 //! test_child env-log LOG KEY...           log "start pid=P KEY=VALUE..."; on TERM log "stop pid=P SIGTERM", exit 0
 //! test_child orphans LOG N                leave N orphaned grandchildren that exit in 200ms; wait for TERM
 //! test_child exit-after LOG CODE          log "start pid=P", exit CODE
@@ -74,6 +77,12 @@ fn main() {
         }
         "signals" => {
             let ignore_term = args.iter().any(|a| a == "--ignore-term");
+            let orphan_on_usr2 = args.iter().any(|a| a == "--orphan-on-usr2");
+            let exit_on_usr1: Option<i32> = args
+                .iter()
+                .position(|a| a == "--exit-on-usr1")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|code| code.parse().ok());
             let fd = take_signals();
             log(&log_path, &format!("ready pid={pid}"));
             loop {
@@ -82,6 +91,18 @@ fn main() {
                     log(&log_path, &format!("got {}", signal_name(signo)));
                     if signo == libc::SIGTERM && !ignore_term {
                         std::process::exit(0);
+                    }
+                    if let (libc::SIGUSR1, Some(code)) = (signo, exit_on_usr1) {
+                        std::process::exit(code);
+                    }
+                    if signo == libc::SIGUSR2 && orphan_on_usr2 {
+                        // The intermediate has exited (and been waited for) when `status`
+                        // returns, so the sleeper is re-parented by then.
+                        std::process::Command::new("sh")
+                            .args(["-c", "sleep 0.2 >/dev/null 2>&1 & exit 0"])
+                            .status()
+                            .expect("spawn orphan maker");
+                        log(&log_path, "orphaned");
                     }
                 }
             }

@@ -70,11 +70,11 @@ pub fn run(config: Config) -> Result<u8, Error> {
     let program = Program::new(&config.command)?;
 
     if config.once {
-        let secrets = source::fetch_all(&mut sources)?;
+        let secrets = fetch_until(&mut sources, config.supervise.start_timeout)?;
         let (block, summary) = env::compose(&config.policy, std::env::vars_os(), &secrets)?;
         drop(secrets);
         info!(secrets = summary.injected.len(), "exec in place (--once)");
-        let error = spawn::exec_in_place(&program, &block);
+        let error = spawn::exec_in_place(&program, &block, core_limit);
         drop(block);
         return Err(error.into());
     }
@@ -91,6 +91,7 @@ pub fn run(config: Config) -> Result<u8, Error> {
             what: "creating a signalfd",
             errno,
         })?;
+    crate::sys::take_default_sigchld();
     register_reaper();
 
     let (notifier, queue) = ChangeQueue::new().map_err(|errno| Error::Setup {
@@ -114,6 +115,29 @@ pub fn run(config: Config) -> Result<u8, Error> {
         queue,
     );
     Ok(supervisor.run()?)
+}
+
+/// `--once`'s fetch: a transient failure (store unreachable) is retried with backoff until
+/// `timeout`, as the supervisor does for its first start. No signal is blocked yet and no
+/// child exists, so SIGTERM meanwhile simply ends agent-run.
+fn fetch_until(
+    sources: &mut [Box<dyn SecretSource>],
+    timeout: std::time::Duration,
+) -> Result<source::SecretSet, Error> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match source::fetch_all(sources) {
+            Ok(secrets) => return Ok(secrets),
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                warn!(error = %e, retry_in = ?delay, "cannot fetch secrets yet; retrying until --start-timeout");
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                std::thread::sleep(delay.min(left));
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Sources in precedence order: files first, the store last (it wins).

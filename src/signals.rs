@@ -1,14 +1,16 @@
 //! Signal names and the set the supervisor takes over.
 //!
 //! The supervisor blocks every signal it can and reads them from a signalfd (tini's
-//! `sigtimedwait`, without the timeout loop). The synchronous faults stay unblocked: a
-//! SIGSEGV in agent-run must kill agent-run, not be queued behind a read.
+//! `sigtimedwait`, without the timeout loop) — the synchronous faults too. A *real* fault
+//! (SIGSEGV at a bad address, SIGILL, a seccomp SIGSYS, ...) still kills agent-run: Linux
+//! delivers a fault it raises at the faulting instruction with the default action when it
+//! is blocked. What the signalfd sees of them is sent by a process (`kill -SEGV`), and is
+//! forwarded like any other signal, as dumb-init does; see `is_fault`.
 
 use nix::sys::signal::{SigSet, Signal};
 
-/// Faults the kernel raises at the faulting instruction; blocking them would hang or be
-/// ignored, so they keep their default action.
-const SYNCHRONOUS: [Signal; 7] = [
+/// Signals the kernel raises at a faulting instruction, and that a process may also send.
+pub const SYNCHRONOUS: [Signal; 7] = [
     Signal::SIGSEGV,
     Signal::SIGBUS,
     Signal::SIGFPE,
@@ -18,14 +20,18 @@ const SYNCHRONOUS: [Signal; 7] = [
     Signal::SIGABRT,
 ];
 
-/// Every signal the supervisor blocks and handles: all but the synchronous faults
-/// (SIGKILL and SIGSTOP cannot be blocked and the kernel ignores them in the set).
+/// Every signal the supervisor blocks and handles (SIGKILL and SIGSTOP cannot be blocked
+/// and the kernel ignores them in the set).
 pub fn supervisor_mask() -> SigSet {
-    let mut set = SigSet::all();
-    for signal in SYNCHRONOUS {
-        set.remove(signal);
-    }
-    set
+    SigSet::all()
+}
+
+/// Whether a signal read from the signalfd reports a fault of agent-run itself rather
+/// than a signal another process sent. `si_code` tells them apart: `kill`, `sigqueue` and
+/// `tgkill` give `SI_USER` (0), `SI_QUEUE` (-1) and `SI_TKILL` (-6), everything the kernel
+/// generates is positive (`SEGV_MAPERR`, `BUS_MCEERR_AO`, `SI_KERNEL`, ...).
+pub fn is_fault(signo: i32, code: i32) -> bool {
+    code > 0 && SYNCHRONOUS.iter().any(|s| *s as i32 == signo)
 }
 
 /// Parses `TERM`, `SIGTERM`, `term` or `15`.
@@ -73,14 +79,21 @@ mod tests {
     }
 
     #[test]
-    fn mask_leaves_faults_unblocked() {
+    fn mask_takes_every_signal_and_only_kernel_faults_are_faults() {
         let mask = supervisor_mask();
         assert!(
             mask.contains(Signal::SIGTERM)
                 && mask.contains(Signal::SIGCHLD)
                 && mask.contains(Signal::SIGTTOU)
+                && mask.contains(Signal::SIGSEGV)
         );
-        assert!(!mask.contains(Signal::SIGSEGV));
         assert_eq!(name(15), "SIGTERM");
+        // SI_USER, SI_QUEUE, SI_TKILL: sent by a process, forwarded.
+        for code in [0, -1, -6] {
+            assert!(!is_fault(libc::SIGSEGV, code));
+        }
+        assert!(is_fault(libc::SIGSEGV, 1)); // SEGV_MAPERR
+        assert!(is_fault(libc::SIGBUS, 0x80)); // SI_KERNEL
+        assert!(!is_fault(libc::SIGCHLD, 1)); // CLD_EXITED is no fault
     }
 }

@@ -202,9 +202,10 @@ pub fn spawn(
     Ok(Started::Running(pid))
 }
 
-/// `--once`: replaces agent-run with the command. Returns only on failure; the caller still
+/// `--once`: replaces agent-run with the command, with RLIMIT_CORE as agent-run inherited
+/// it (`core_limit`; agent-run lowered its own). Returns only on failure; the caller still
 /// owns `env` and wipes it by dropping it.
-pub fn exec_in_place(program: &Program, env: &EnvBlock) -> Error {
+pub fn exec_in_place(program: &Program, env: &EnvBlock, core_limit: Option<libc::rlimit>) -> Error {
     if let Err(e) = program.check_size(env) {
         return e;
     }
@@ -215,7 +216,7 @@ pub fn exec_in_place(program: &Program, env: &EnvBlock) -> Error {
         argv: program.argv_ptrs.as_ptr(),
         envp: env.envp(),
     };
-    program.exec_error(sys::exec_in_place(&plan))
+    program.exec_error(sys::exec_in_place(&plan, core_limit.as_ref()))
 }
 
 #[cfg(test)]

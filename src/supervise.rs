@@ -7,7 +7,8 @@
 //! change, which keeps the new block, locked and wiped on drop, until the old child has
 //! exited — so the new child gets exactly the environment the change was decided on.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -21,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use crate::env::{self, Digest, DigestKey, EnvBlock};
 use crate::exit::ChildStatus;
 use crate::signals;
-use crate::source::{self, ChangeNotifier, ChangeQueue, SecretSource, SourceEvent};
+use crate::source::{self, ChangeNotifier, ChangeQueue, SecretSet, SecretSource, SourceEvent};
 use crate::spawn::{self, Program, Started};
 use crate::sys;
 
@@ -107,6 +108,10 @@ pub enum Error {
     Spawn(#[from] spawn::Error),
     #[error("supervisor loop failed: {0}")]
     Os(#[from] Errno),
+    #[error("no source answered within --start-timeout ({0:?}); nothing was started")]
+    StartTimeout(Duration),
+    #[error("cannot start the thread that reads the sources: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Why the current child is being stopped, i.e. what happens once it has exited.
@@ -127,12 +132,115 @@ struct Child {
     started: Instant,
 }
 
+/// What the supervisor asks of the fetcher thread.
+enum Request {
+    Fetch,
+    Watch(ChangeNotifier),
+}
+
+/// The thread that owns the sources and does every read of them, so that no source — a
+/// store that accepts and never answers, a slow OpenBao, a file that blocks — can hold up
+/// signal forwarding, reaping or the grace timer. One request at a time, in order; each
+/// `Fetch` is answered with one result on `results` and a byte on the wake pipe, which the
+/// supervisor polls next to its signalfd. Values cross the channel by move (the set's
+/// boxes, never a copy of the bytes) and are composed, then dropped, on the loop.
+///
+/// Created by `Supervisor::run`, i.e. after `launcher` has blocked the signals, so the
+/// thread inherits the mask. A fetch that never returns leaves the thread stuck; agent-run
+/// exits without joining it.
+struct Fetcher {
+    requests: mpsc::Sender<Request>,
+    results: mpsc::Receiver<Result<SecretSet, source::Error>>,
+    wake: OwnedFd,
+    /// A fetch was asked for and its result has not been taken yet.
+    in_flight: bool,
+}
+
+/// `fetch_all` in a frame of its own, so `sys::wipe_stack` called right after covers it.
+#[inline(never)]
+fn fetch_on_stack(sources: &mut [Box<dyn SecretSource>]) -> Result<SecretSet, source::Error> {
+    source::fetch_all(sources)
+}
+
+impl Fetcher {
+    fn spawn(mut sources: Vec<Box<dyn SecretSource>>) -> Result<Fetcher, Error> {
+        use nix::fcntl::OFlag;
+        let (wake, wake_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (requests, request_rx) = mpsc::channel::<Request>();
+        let (result_tx, results) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(move || {
+                for request in request_rx {
+                    match request {
+                        Request::Fetch => {
+                            let result = fetch_on_stack(&mut sources);
+                            // The fetch ran on this thread's stack: wipe what it spilled.
+                            crate::sys::wipe_stack();
+                            if result_tx.send(result).is_err() {
+                                return; // the supervisor is gone
+                            }
+                            let _ = nix::unistd::write(&wake_tx, &[1]);
+                        }
+                        Request::Watch(notifier) => {
+                            for source in &mut sources {
+                                if let Err(e) = source.watch(notifier.clone()) {
+                                    warn!(source = %source.describe(), error = %e, "cannot watch for changes; rotation will not be seen");
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(Error::Thread)?;
+        Ok(Fetcher {
+            requests,
+            results,
+            wake,
+            in_flight: false,
+        })
+    }
+
+    /// Asks for a fetch unless one is already under way (its result will serve).
+    fn fetch(&mut self) {
+        if !self.in_flight {
+            self.in_flight = self.requests.send(Request::Fetch).is_ok();
+        }
+    }
+
+    fn watch(&self, notifier: ChangeNotifier) {
+        let _ = self.requests.send(Request::Watch(notifier));
+    }
+
+    /// The finished fetch's result, if it has arrived.
+    fn take(&mut self) -> Option<Result<SecretSet, source::Error>> {
+        let mut buf = [0u8; 16];
+        while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
+        let result = self.results.try_recv().ok()?;
+        self.in_flight = false;
+        Some(result)
+    }
+}
+
 /// Everything the loop owns. Built by `launcher`, which has already blocked the signals.
 pub struct Supervisor {
     settings: Settings,
     program: Program,
     policy: env::Policy,
+    /// Handed to the fetcher thread when `run` starts it.
     sources: Vec<Box<dyn SecretSource>>,
+    fetcher: Option<Fetcher>,
+    /// The next fetch result starts a child (none is running).
+    want_start: bool,
+    /// A change arrived while a fetch was under way: fetch once more after it.
+    refetch: bool,
+    /// The first child has been started; until then failures end agent-run.
+    started_once: bool,
+    /// `--start-timeout` for the first start, and the last transient error before it.
+    start_deadline: Option<Instant>,
+    start_error: Option<source::Error>,
+    /// A failure that ends agent-run, returned by `run`.
+    fatal: Option<Error>,
     spawn_options: spawn::Options,
     signals: SignalFd,
     queue: ChangeQueue,
@@ -179,6 +287,13 @@ impl Supervisor {
             program,
             policy,
             sources,
+            fetcher: None,
+            want_start: false,
+            refetch: false,
+            started_once: false,
+            start_deadline: None,
+            start_error: None,
+            fatal: None,
             spawn_options,
             signals,
             queue,
@@ -202,17 +317,17 @@ impl Supervisor {
 
     /// Starts the first child and supervises until agent-run should exit; returns the code.
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
+    /// The loop never waits on a source: fetches run on the fetcher thread.
     pub fn run(mut self) -> Result<u8, Error> {
-        let Some(env) = self.first_environment()? else {
-            return Ok(self.finished.unwrap_or(crate::exit::LAUNCHER_ERROR));
-        };
-        match self.start(env)? {
-            Started::Running(_) => {}
-            Started::ExecFailed { error, .. } => return Err(error.into()),
-        }
-        self.watch_due = Some(Instant::now() + WATCH_DELAY);
+        self.fetcher = Some(Fetcher::spawn(std::mem::take(&mut self.sources))?);
+        self.start_deadline = Some(Instant::now() + self.settings.start_timeout);
+        self.want_start = true;
+        self.request_fetch();
         loop {
             self.reap();
+            if let Some(error) = self.fatal.take() {
+                return Err(error);
+            }
             if let Some(code) = self.finished {
                 return Ok(code);
             }
@@ -221,47 +336,27 @@ impl Supervisor {
         }
     }
 
-    /// The first environment. A store that is unreachable (a transient error) is retried
-    /// with backoff for `--start-timeout`; TERM or INT meanwhile ends agent-run (`None`).
-    fn first_environment(&mut self) -> Result<Option<EnvBlock>, Error> {
-        let deadline = Instant::now() + self.settings.start_timeout;
-        let mut delay = BACKOFF_FIRST;
-        loop {
-            let error = match self.compose() {
-                Ok(env) => return Ok(Some(env)),
-                Err(Error::Source(e)) if e.is_transient() && Instant::now() < deadline => e,
-                Err(e) => return Err(e),
-            };
-            warn!(error = %error, retry_in = ?delay, "cannot fetch secrets yet; retrying until --start-timeout");
-            let wait = delay.min(deadline.saturating_duration_since(Instant::now()));
-            let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-            let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-            let _ = nix::poll::poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            );
-            while let Ok(Some(info)) = self.signals.read_signal() {
-                let signo = info.ssi_signo as i32;
-                if signo == libc::SIGTERM || signo == libc::SIGINT {
-                    self.finished = Some(128 + signo as u8);
-                    return Ok(None);
-                }
-            }
-            delay = (delay * 2).min(BACKOFF_CAP);
+    fn request_fetch(&mut self) {
+        if let Some(fetcher) = &mut self.fetcher {
+            fetcher.fetch();
         }
     }
 
-    /// Fetches every source and composes the environment, then wipes the stack those
-    /// calls used (values the optimiser spilled there; see `sys::wipe_stack`).
-    fn compose(&mut self) -> Result<EnvBlock, Error> {
-        let composed = self.fetch_and_compose();
+    fn fetch_in_flight(&self) -> bool {
+        self.fetcher.as_ref().is_some_and(|f| f.in_flight)
+    }
+
+    /// Composes the environment from one fetch's secrets (which are dropped, i.e. wiped,
+    /// right after), then wipes the stack the composing used (values the optimiser spilled
+    /// there; see `sys::wipe_stack`).
+    fn compose(&self, secrets: SecretSet) -> Result<EnvBlock, Error> {
+        let composed = self.compose_on_stack(secrets);
         crate::sys::wipe_stack();
         composed
     }
 
     #[inline(never)]
-    fn fetch_and_compose(&mut self) -> Result<EnvBlock, Error> {
-        let secrets = source::fetch_all(&mut self.sources)?;
+    fn compose_on_stack(&self, secrets: SecretSet) -> Result<EnvBlock, Error> {
         let (block, summary) = env::compose(&self.policy, std::env::vars_os(), &secrets)?;
         drop(secrets);
         debug!(
@@ -273,6 +368,69 @@ impl Supervisor {
             "environment composed"
         );
         Ok(block)
+    }
+
+    /// A fetch has finished: start the child that waits for it, or act on a change.
+    fn on_fetched(&mut self, result: Result<SecretSet, source::Error>) {
+        let refetch = std::mem::take(&mut self.refetch);
+        if self.shutting_down || self.finished.is_some() {
+            return;
+        }
+        if self.want_start {
+            self.want_start = false;
+            let env = result
+                .map_err(Error::from)
+                .and_then(|secrets| self.compose(secrets));
+            self.start_with(env);
+        } else if self.child.is_some() {
+            match result.map_err(Error::from).and_then(|s| self.compose(s)) {
+                Ok(env) => self.on_new_environment(env),
+                Err(e) => {
+                    warn!(error = %e, "cannot re-read secrets after a change; the child keeps running")
+                }
+            }
+        }
+        if refetch && self.child.is_some() && !self.shutting_down {
+            self.request_fetch();
+        }
+    }
+
+    /// Starts a child with a freshly fetched environment (or fails to). Before the first
+    /// child, a transient failure is retried with backoff until `--start-timeout` and any
+    /// other failure ends agent-run; later, a failure retries with backoff.
+    fn start_with(&mut self, env: Result<EnvBlock, Error>) {
+        let result = env.and_then(|env| self.start(env));
+        if self.started_once {
+            match result {
+                Ok(Started::ExecFailed { error, .. }) => {
+                    error!(error = %error, "cannot start the command")
+                }
+                Ok(Started::Running(_)) => {}
+                Err(e) => {
+                    error!(error = %e, retry_in = ?self.backoff, "cannot start the child; retrying");
+                    self.schedule_start();
+                }
+            }
+            return;
+        }
+        match result {
+            Ok(Started::Running(_)) => {
+                self.started_once = true;
+                self.start_deadline = None;
+                self.start_error = None;
+                self.backoff = BACKOFF_FIRST;
+                self.watch_due = Some(Instant::now() + WATCH_DELAY);
+            }
+            Ok(Started::ExecFailed { error, .. }) => self.fatal = Some(error.into()),
+            Err(Error::Source(e))
+                if e.is_transient() && self.start_deadline.is_some_and(|d| Instant::now() < d) =>
+            {
+                warn!(error = %e, retry_in = ?self.backoff, "cannot fetch secrets yet; retrying until --start-timeout");
+                self.start_error = Some(e);
+                self.schedule_start();
+            }
+            Err(e) => self.fatal = Some(e),
+        }
     }
 
     /// Starts a child with `env`, which is wiped as soon as the fork has returned.
@@ -299,27 +457,20 @@ impl Supervisor {
     }
 
     /// Starts a replacement child: the environment decided on at change time if there is
-    /// one, else a fresh fetch. A failure leaves no child and retries with backoff.
+    /// one, else the result of a fresh fetch (started when it arrives).
     fn restart(&mut self) {
-        let env = match self.pending_env.take() {
-            Some(env) => Ok(env),
-            None => self.compose(),
-        };
-        match env.and_then(|env| self.start(env)) {
-            // The child exists and exits 126/127 at once; the reaper applies the policy.
-            Ok(Started::ExecFailed { error, .. }) => {
-                error!(error = %error, "cannot start the command")
-            }
-            Ok(Started::Running(_)) => {}
-            Err(e) => {
-                error!(error = %e, retry_in = ?self.backoff, "cannot start the child; retrying");
-                self.schedule_start();
+        match self.pending_env.take() {
+            Some(env) => self.start_with(Ok(env)),
+            None => {
+                self.want_start = true;
+                self.request_fetch();
             }
         }
     }
 
     fn schedule_start(&mut self) {
-        self.start_due = Some(Instant::now() + self.backoff);
+        let due = Instant::now() + self.backoff;
+        self.start_due = Some(self.start_deadline.map_or(due, |d| due.min(d)));
         self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
     }
 
@@ -350,6 +501,7 @@ impl Supervisor {
             kill_at,
             self.start_due,
             self.watch_due,
+            self.start_deadline,
         ]
         .into_iter()
         .flatten()
@@ -369,26 +521,43 @@ impl Supervisor {
                 PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (signals_ready, queue_ready) = {
+        let fetcher = self.fetcher.as_ref().expect("run starts the fetcher");
+        let (signals_ready, queue_ready, fetch_ready) = {
             let mut fds = [
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.queue.wake_fd(), PollFlags::POLLIN),
+                PollFd::new(fetcher.wake.as_fd(), PollFlags::POLLIN),
             ];
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
             let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
+            (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]))
         };
         if signals_ready {
             while let Ok(Some(info)) = self.signals.read_signal() {
-                self.on_signal(info.ssi_signo as i32);
+                let signo = info.ssi_signo as i32;
+                if signals::is_fault(signo, info.ssi_code) {
+                    error!(signal = %signals::name(signo), code = info.ssi_code, "agent-run itself faulted");
+                    sys::die_of(signo);
+                }
+                self.on_signal(signo);
             }
         }
+        // An exit decides first: a child that exited while a change was being read is
+        // reaped (and `--restart` applied to its real status) before the change is acted on,
+        // so the stop signal of a restart never goes to a zombie.
+        self.reap();
         if queue_ready {
             for event in self.queue.drain() {
                 self.on_source_event(event);
+            }
+        }
+        if fetch_ready {
+            let result = self.fetcher.as_mut().and_then(Fetcher::take);
+            if let Some(result) = result {
+                self.on_fetched(result);
             }
         }
         Ok(())
@@ -509,31 +678,45 @@ impl Supervisor {
             self.start_due = None;
             self.restart();
         }
+        if self.start_deadline.is_some_and(|due| due <= now) && !self.started_once {
+            // The first start is still waiting: on a source that hangs, or on a retry.
+            // `--start-timeout 0` means one attempt and no retry: that attempt (bounded by
+            // the source's own request timeout) is awaited, and its failure is final.
+            self.start_deadline = None;
+            let only_attempt = self.settings.start_timeout.is_zero() && self.start_error.is_none();
+            if !only_attempt {
+                self.fatal = Some(match self.start_error.take() {
+                    Some(error) => error.into(),
+                    None => Error::StartTimeout(self.settings.start_timeout),
+                });
+            }
+        }
     }
 
     /// Starts every source's watcher, then re-checks once: a change made between the first
     /// fetch and now had no watcher to report it.
     fn start_watching(&mut self, now: Instant) {
-        for source in &mut self.sources {
-            if let Err(e) = source.watch(self.notifier.clone()) {
-                warn!(source = %source.describe(), error = %e, "cannot watch for changes; rotation will not be seen");
-            }
+        if let Some(fetcher) = &self.fetcher {
+            fetcher.watch(self.notifier.clone());
         }
         self.change_due = Some((now, now));
     }
 
-    /// A debounced change: re-fetch, and act only if the environment really differs.
+    /// A debounced change: re-fetch (off the loop); `on_new_environment` acts on the
+    /// result. A change during a fetch asks for one more fetch after it.
     fn on_change(&mut self) {
         if self.shutting_down || self.child.is_none() {
             return; // the next start fetches afresh anyway
         }
-        let env = match self.compose() {
-            Ok(env) => env,
-            Err(e) => {
-                warn!(error = %e, "cannot re-read secrets after a change; the child keeps running");
-                return;
-            }
-        };
+        if self.fetch_in_flight() {
+            self.refetch = true;
+        } else {
+            self.request_fetch();
+        }
+    }
+
+    /// The environment after a change: act only if it really differs.
+    fn on_new_environment(&mut self, env: EnvBlock) {
         let digest = env.digest(&self.digest_key);
         let pending = self
             .pending_env

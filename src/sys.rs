@@ -8,6 +8,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{c_char, c_int, c_void};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -67,6 +68,107 @@ pub fn wipe_stack() {
     let mut area = [0u8; STACK_WIPE];
     zeroize::Zeroize::zeroize(&mut area[..]);
     std::hint::black_box(&mut area);
+}
+
+/// Signals 1..=64 that were ignored (`SIG_IGN`) when agent-run was exec'd: bit `signo - 1`.
+/// Recorded by `record_inherited_dispositions` before Rust's runtime sets SIGPIPE to
+/// `SIG_IGN` and installs its SIGSEGV/SIGBUS handlers, so the child can get exactly what
+/// `exec` would have left it. Read with a plain atomic load: async-signal-safe.
+static INHERITED_IGNORED: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's `struct sigaction` for `rt_sigaction(2)` (x86_64 and aarch64 layout). We
+/// call the syscall directly because glibc refuses its two internal real-time signals (32,
+/// 33) with EINVAL, and a caller may have ignored those too.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Sets (`ignore: Some`) and/or returns the disposition of `signo`: whether it is ignored.
+/// Only SIG_IGN or SIG_DFL is ever installed, so no restorer is needed.
+fn raw_disposition(signo: c_int, ignore: Option<bool>) -> Option<bool> {
+    let new = ignore.map(|ignore| KernelSigaction {
+        handler: if ignore { libc::SIG_IGN } else { libc::SIG_DFL },
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    });
+    let mut old = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    let new_ptr = new
+        .as_ref()
+        .map_or(std::ptr::null(), |n| n as *const KernelSigaction);
+    // SAFETY: rt_sigaction reads `new` (or nothing) and writes `old`, both live locals of
+    // the kernel's layout, with the kernel's sigset size (8 bytes); SIG_IGN and SIG_DFL
+    // install no code of ours. A raw syscall is async-signal-safe.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signo,
+            new_ptr,
+            &mut old as *mut KernelSigaction,
+            std::mem::size_of::<u64>(),
+        )
+    };
+    (rc == 0).then_some(old.handler == libc::SIG_IGN)
+}
+
+/// Runs from `.init_array`, i.e. before `main` and before std's runtime init.
+extern "C" fn record_inherited_dispositions() {
+    let mut ignored = 0u64;
+    for signo in 1..=64 {
+        if raw_disposition(signo, None) == Some(true) {
+            ignored |= 1 << (signo - 1);
+        }
+    }
+    INHERITED_IGNORED.store(ignored, Ordering::Relaxed);
+}
+
+// SAFETY: `.init_array` holds pointers to functions the C runtime calls once, in order,
+// before `main` (glibc and musl both run it, for executables and test binaries alike);
+// `record_inherited_dispositions` takes no arguments it reads, only queries dispositions
+// and stores into an atomic, so it is sound to run before Rust's runtime is set up.
+#[used]
+#[link_section = ".init_array"]
+static RECORD_INHERITED_DISPOSITIONS: extern "C" fn() = record_inherited_dispositions;
+
+/// Whether `signo` was ignored when agent-run started.
+pub fn inherited_ignored(signo: c_int) -> bool {
+    (1..=64).contains(&signo) && INHERITED_IGNORED.load(Ordering::Relaxed) & (1 << (signo - 1)) != 0
+}
+
+/// Puts back, in the child before `exec` (or in agent-run before `--once` execs), the
+/// dispositions agent-run was started with: what the caller ignored is ignored again; what
+/// Rust's runtime changed (SIGPIPE ignored, SIGSEGV/SIGBUS handlers that must not run in a
+/// child sharing our memory) goes back to the default. Every other signal already has the
+/// disposition it came with (agent-run installs no handler) or gets it from `exec` (a
+/// handler becomes SIG_DFL). Async-signal-safe: one atomic load and raw syscalls.
+fn restore_inherited_dispositions() {
+    let ignored = INHERITED_IGNORED.load(Ordering::Relaxed);
+    for signo in 1..=64 {
+        let was_ignored = ignored & (1 << (signo - 1)) != 0;
+        let touched = [libc::SIGPIPE, libc::SIGSEGV, libc::SIGBUS, libc::SIGCHLD].contains(&signo);
+        if was_ignored || touched {
+            raw_disposition(signo, Some(was_ignored));
+        }
+    }
+}
+
+/// A caller that ignores SIGCHLD would make the kernel reap our children for us, and the
+/// supervisor would never see the child's status: agent-run takes the default for itself
+/// (the child gets the inherited SIG_IGN back).
+pub fn take_default_sigchld() {
+    if inherited_ignored(libc::SIGCHLD) {
+        // SAFETY: SIG_DFL installs no code of ours; called before any child exists.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    }
 }
 
 pub fn page_size() -> usize {
@@ -168,13 +270,10 @@ fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
                 libc::_exit(crate::exit::LAUNCHER_ERROR as c_int);
             }
         }
-        // Rust's runtime ignores SIGPIPE; programs expect the default (std's Command resets
-        // it the same way). Its stack-overflow handlers for SEGV and BUS must not run here,
-        // in memory shared with the parent, so they go back to the default too (exec would
-        // reset them anyway; glibc's posix_spawn does the same).
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        // The dispositions agent-run was started with, as exec would have left them; this
+        // also takes Rust's SEGV/BUS handlers away before anything can run them here, in
+        // memory shared with the parent (glibc's posix_spawn resets handlers the same way).
+        restore_inherited_dispositions();
         if let Some(limit) = &setup.core_limit {
             libc::setrlimit(libc::RLIMIT_CORE, limit);
         }
@@ -189,10 +288,15 @@ fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
     }
 }
 
-/// Replaces agent-run with the command (`--once`). Returns only on failure, with the errno.
-pub fn exec_in_place(plan: &ExecPlan<'_>) -> Errno {
-    // SAFETY: restoring the default disposition of SIGPIPE, as in `child_after_fork`.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+/// Replaces agent-run with the command (`--once`), with the dispositions and the core-dump
+/// limit agent-run was given. Returns only on failure, with the errno (the limit stays
+/// restored then: agent-run exits right after).
+pub fn exec_in_place(plan: &ExecPlan<'_>, core_limit: Option<&libc::rlimit>) -> Errno {
+    restore_inherited_dispositions();
+    if let Some(limit) = core_limit {
+        // SAFETY: setrlimit reads the caller's live `rlimit`.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, limit) };
+    }
     Errno::from_raw(exec_candidates(plan))
 }
 
@@ -227,6 +331,23 @@ pub fn send_signal(pid: libc::pid_t, signo: c_int) -> nix::Result<()> {
     // SAFETY: kill takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::kill(pid, signo) };
     Errno::result(rc).map(drop)
+}
+
+/// Ends agent-run with `signo` as if it had not been caught: default action, unblocked,
+/// raised. For a fault of agent-run's own that reached the signalfd instead of killing it.
+pub fn die_of(signo: c_int) -> ! {
+    // SAFETY: `signal`, `sigprocmask` and `raise` take plain values and a local set; after
+    // the default action is restored and the signal unblocked, `raise` ends the process
+    // (core or term action). `_exit` covers a signal whose default is to be ignored.
+    unsafe {
+        libc::signal(signo, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signo);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signo);
+        libc::_exit(128 + signo)
+    }
 }
 
 extern "C" {

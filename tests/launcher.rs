@@ -116,6 +116,130 @@ fn every_forwarded_signal_reaches_the_child() {
     }
 }
 
+/// dumb-init forwards the synchronous signals when a process sends them; only a fault of
+/// agent-run's own (which the kernel forces through with the default action) kills it.
+#[test]
+fn synchronous_signals_sent_with_kill_are_forwarded() {
+    let synchronous = [
+        Signal::SIGILL,
+        Signal::SIGTRAP,
+        Signal::SIGABRT,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGSEGV,
+        Signal::SIGSYS,
+    ];
+    for mode in MODES {
+        let dir = Dir::new("launcher");
+        let mut launcher = start_signals_child(mode, &dir, &[], &[]);
+        for signal in synchronous {
+            launcher.signal(signal);
+            let expected = format!("got {}", signal.as_str());
+            wait_until(LONG, &expected, || {
+                dir.read("signals.log").lines().any(|l| l == expected)
+            });
+        }
+        let out = launcher.stop();
+        out.assert_code(0);
+    }
+}
+
+/// What `exec` keeps, agent-run keeps: a caller that ignores INT, TTOU, SEGV and PIPE and
+/// blocks TTIN, ILL and TERM gives the child exactly that, as if agent-run were not there
+/// (Rust's runtime changes SIGPIPE and SIGSEGV/SIGBUS before `main`). Both modes, and
+/// `--once`.
+#[test]
+fn inherited_ignored_and_blocked_signals_reach_the_child_as_exec_leaves_them() {
+    let dir = Dir::new("launcher");
+    let wrapper = dir.write(
+        "sigwrap.py",
+        "import os, signal, sys\n\
+         for s in (signal.SIGINT, signal.SIGTTOU, signal.SIGSEGV, signal.SIGPIPE):\n\
+         \x20   signal.signal(s, signal.SIG_IGN)\n\
+         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTIN, signal.SIGILL, signal.SIGTERM})\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    );
+    let grep = ["/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"];
+    let run = |mode: Mode, agent_run_flags: Option<&[&str]>| -> String {
+        let mut command = match mode {
+            Mode::Plain => std::process::Command::new("python3"),
+            Mode::Pid1 => {
+                let mut c = std::process::Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", "python3"]);
+                c
+            }
+        };
+        command.arg(&wrapper);
+        if let Some(flags) = agent_run_flags {
+            command.arg(common::agent_run_bin()).args(flags).arg("--");
+        }
+        command.args(grep).env_remove("RUST_LOG");
+        common::run_ok(&mut command, None)
+    };
+    for mode in MODES {
+        let without = run(mode, None);
+        assert!(
+            without.contains("SigIgn") && without.contains("SigBlk"),
+            "{without}"
+        );
+        for flags in [&[][..], &["--once"][..]] {
+            let with = run(mode, Some(flags));
+            assert_eq!(
+                with, without,
+                "agent-run {flags:?} ({mode:?}) changed the child's ignored or blocked signals"
+            );
+        }
+    }
+}
+
+/// A caller that ignores SIGCHLD would have the kernel reap agent-run's children before
+/// the supervisor sees their status: agent-run takes the default for itself, the exit code
+/// passes through, and the child still inherits the ignored SIGCHLD.
+#[test]
+fn a_caller_ignoring_sigchld_still_gets_the_exit_code() {
+    let dir = Dir::new("launcher");
+    let wrapper = dir.write(
+        "chldwrap.py",
+        "import os, signal, sys\n\
+         signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    );
+    // `timeout`: without the fix agent-run waits for ever for a status it never gets.
+    let command = |mode: Mode, child: &[&str]| {
+        let mut command = std::process::Command::new("timeout");
+        command.args(["-k", "5", "20"]);
+        if mode == Mode::Pid1 {
+            command.args(["unshare", "--pid", "--fork", "--mount-proc"]);
+        }
+        command
+            .arg("python3")
+            .arg(&wrapper)
+            .arg(common::agent_run_bin())
+            .arg("--")
+            .args(child)
+            .env_remove("RUST_LOG");
+        command
+    };
+    for mode in MODES {
+        common::run_code(&mut command(mode, &["sh", "-c", "exit 3"]), None, 3);
+        let output = common::run_code(
+            &mut command(mode, &["grep", "SigIgn", "/proc/self/status"]),
+            None,
+            0,
+        );
+        let ignored = String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .expect("SigIgn line");
+        assert_ne!(
+            ignored & (1 << (libc::SIGCHLD - 1)),
+            0,
+            "the child lost the inherited SIG_IGN of SIGCHLD"
+        );
+    }
+}
+
 /// `kill -N` through the shell, for a signal number nix cannot name.
 fn kill_by_number(pid: i32, signo: i32) {
     let status = std::process::Command::new("sh")
@@ -425,6 +549,78 @@ fn once_replaces_agent_run() {
         } else {
             assert_eq!(first, "1 yes", "the command itself is PID 1");
         }
+    }
+}
+
+/// `--once` retries a store that is down at start for `--start-timeout`, as supervised
+/// mode does (it used to fail at once).
+#[test]
+fn once_honours_start_timeout() {
+    for mode in MODES {
+        let mut vault = common::vault::start_vault();
+        vault.set("bot", "KEY", "once-value-0001");
+        let (_, token) = vault.issue(&["secrets:read:bot/*"], Some(serde_json::json!("1h")));
+        vault.kill9();
+        let dir = Dir::new("once-timeout");
+        let mut launcher = agent_run(
+            mode,
+            [
+                "--once",
+                "--store",
+                &vault.addr,
+                "--start-timeout",
+                "60s",
+                "--",
+                "sh",
+                "-c",
+                "echo \"KEY=$KEY\"; exit 5",
+            ],
+        )
+        .env("AGENT_RUN_TOKEN", &token)
+        .start(&dir);
+        wait_until(LONG, "agent-run --once to retry the store", || {
+            launcher.stderr().contains("retrying until --start-timeout")
+                || launcher.try_wait().is_some()
+        });
+        vault.start_again();
+        let status = launcher.wait(Duration::from_secs(60));
+        let out = launcher.outcome(status);
+        out.assert_code(5);
+        assert_eq!(
+            out.stdout.trim(),
+            "KEY=once-value-0001",
+            "{}",
+            out.description
+        );
+    }
+}
+
+/// `--once` gives the command the core-dump limit agent-run was given (agent-run sets its
+/// own soft limit to 0).
+#[test]
+fn once_restores_the_core_limit() {
+    let dir = Dir::new("once-core");
+    let limit = 4096 * 1024;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, limit, limit).unwrap();
+    for mode in MODES {
+        let out = agent_run(
+            mode,
+            [
+                "--once",
+                "--",
+                "sh",
+                "-c",
+                "grep 'Max core file size' /proc/$$/limits",
+            ],
+        )
+        .run(&dir);
+        out.assert_code(0);
+        assert_eq!(
+            out.stdout.split_whitespace().nth(4),
+            Some("4194304"),
+            "{}",
+            out.description
+        );
     }
 }
 
@@ -1219,6 +1415,395 @@ fn check_lists_no_credential_variable() {
                 "--check listed {name}\n{}",
                 out.description
             );
+        }
+    }
+}
+
+// ---- a source that hangs never holds up PID 1's duties (issue 11, items 3 and 5) ----------
+
+/// A real agent-vault with `KEY` for agent `bot`, a freezing proxy in front of it, and a
+/// read token for the agent.
+fn frozen_store_setup() -> (
+    common::vault::VaultServer,
+    common::proxy::FreezingProxy,
+    String,
+) {
+    let vault = common::vault::start_vault();
+    vault.set("bot", "KEY", "first-value-0001");
+    let (_, token) = vault.issue(&["secrets:read:bot/*"], Some(serde_json::json!("1h")));
+    let proxy = common::proxy::FreezingProxy::start(&vault.addr, common::proxy::FETCH_PATH);
+    (vault, proxy, token)
+}
+
+/// agent-run on the proxied store, supervising `test_child signals` with `child_flags`.
+fn start_on_store(
+    mode: Mode,
+    dir: &Dir,
+    proxy: &common::proxy::FreezingProxy,
+    token: &str,
+    flags: &[&str],
+    child_flags: &[&str],
+) -> common::Launcher {
+    let log = dir.join("signals.log");
+    let mut args: Vec<String> = vec!["--store".into(), proxy.addr.clone()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend([
+        "--".into(),
+        test_child().display().to_string(),
+        "signals".into(),
+        log.display().to_string(),
+    ]);
+    args.extend(child_flags.iter().map(|f| f.to_string()));
+    agent_run(mode, &args)
+        .env("AGENT_RUN_TOKEN", token)
+        .start(dir)
+}
+
+/// Freezes the store's answers, rotates the secret and waits until agent-run's fetch of the
+/// new values hangs in the proxy.
+fn hang_a_fetch(vault: &common::vault::VaultServer, proxy: &common::proxy::FreezingProxy) {
+    proxy.freeze();
+    vault.set("bot", "KEY", "rotated-value-0002");
+    wait_until(LONG, "agent-run's fetch to hang in the proxy", || {
+        proxy.held() >= 1
+    });
+}
+
+#[test]
+fn signals_are_forwarded_and_zombies_reaped_while_a_fetch_hangs() {
+    for mode in MODES {
+        let (vault, proxy, token) = frozen_store_setup();
+        let dir = Dir::new("frozen");
+        let mut launcher = start_on_store(
+            mode,
+            &dir,
+            &proxy,
+            &token,
+            &["--grace", "60s"],
+            &["--orphan-on-usr2", "--ignore-term"],
+        );
+        wait_until(LONG, "child ready", || {
+            dir.read("signals.log").contains("ready")
+        });
+        hang_a_fetch(&vault, &proxy);
+
+        launcher.signal(Signal::SIGUSR1);
+        wait_until(LONG, "SIGUSR1 to reach the child", || {
+            dir.read("signals.log").contains("got SIGUSR1")
+        });
+        assert!(
+            proxy.held() >= 1,
+            "SIGUSR1 was forwarded only after the fetch ended\n{}",
+            launcher.describe(None)
+        );
+
+        // A grandchild orphaned to agent-run exits: it must be reaped, not left a zombie
+        // until the fetch returns.
+        launcher.signal(Signal::SIGUSR2);
+        wait_until(LONG, "the orphan to be made", || {
+            dir.read("signals.log").contains("orphaned")
+        });
+        wait_until(LONG, "the orphan to exit and be reaped", || {
+            launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
+        });
+        assert!(
+            proxy.held() >= 1,
+            "the orphan was reaped only after the fetch ended\n{}",
+            launcher.describe(None)
+        );
+
+        // The child ignores TERM, so agent-run is still there (with its fetch) to check.
+        let child = launcher.child();
+        launcher.signal(Signal::SIGTERM);
+        wait_until(LONG, "SIGTERM to reach the child", || {
+            dir.read("signals.log").contains("got SIGTERM")
+        });
+        assert!(
+            proxy.held() >= 1,
+            "SIGTERM was forwarded only after the fetch ended\n{}",
+            launcher.describe(None)
+        );
+        kill_by_number(child, libc::SIGKILL);
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(137);
+        assert!(
+            !out.stderr.contains("cannot re-read secrets"),
+            "agent-run waited for the hanging fetch before exiting\n{}",
+            out.description
+        );
+    }
+}
+
+#[test]
+fn sigterm_ends_a_start_that_waits_on_a_frozen_store() {
+    for mode in MODES {
+        let (_vault, proxy, token) = frozen_store_setup();
+        proxy.freeze();
+        let dir = Dir::new("frozen-start");
+        let mut launcher =
+            start_on_store(mode, &dir, &proxy, &token, &["--start-timeout", "60s"], &[]);
+        wait_until(LONG, "the first fetch to hang in the proxy", || {
+            proxy.held() >= 1
+        });
+        launcher.signal(Signal::SIGTERM);
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(143);
+        assert!(
+            !out.stderr.contains("cannot fetch secrets yet"),
+            "agent-run waited for the hanging fetch to fail before acting on SIGTERM\n{}",
+            out.description
+        );
+        assert!(dir.read("signals.log").is_empty(), "a child was started");
+    }
+}
+
+#[test]
+fn start_timeout_is_honoured_while_the_store_hangs() {
+    for mode in MODES {
+        let (_vault, proxy, token) = frozen_store_setup();
+        proxy.freeze();
+        let dir = Dir::new("frozen-timeout");
+        let mut launcher = start_on_store(
+            mode,
+            &dir,
+            &proxy,
+            &token,
+            &["--start-timeout", "500ms"],
+            &[],
+        );
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("--start-timeout"),
+            "the error does not name --start-timeout\n{}",
+            out.description
+        );
+        assert!(
+            !out.stderr.contains("cannot fetch secrets yet"),
+            "agent-run waited for the hanging fetch to fail\n{}",
+            out.description
+        );
+        assert!(dir.read("signals.log").is_empty(), "a child was started");
+    }
+}
+
+#[test]
+fn a_child_exit_during_a_change_decides_first() {
+    for mode in MODES {
+        let (vault, proxy, token) = frozen_store_setup();
+        let dir = Dir::new("exit-during-change");
+        let mut launcher = start_on_store(
+            mode,
+            &dir,
+            &proxy,
+            &token,
+            &["--restart", "no"],
+            &["--exit-on-usr1", "7"],
+        );
+        wait_until(LONG, "child ready", || {
+            dir.read("signals.log").contains("ready")
+        });
+        let child = launcher.child();
+        hang_a_fetch(&vault, &proxy);
+        // The child exits by itself while the change is being read...
+        kill_by_number(child, libc::SIGUSR1);
+        wait_until(LONG, "the child to exit", || !alive(child));
+        // ...and only then does the read finish.
+        proxy.thaw();
+        let status = launcher.wait(LONG);
+        let out = launcher.outcome(status);
+        out.assert_code(7);
+        assert_eq!(
+            lines_starting(&dir.read("signals.log"), "ready").len(),
+            1,
+            "the child was restarted despite --restart no\n{}",
+            out.description
+        );
+    }
+}
+
+// ---- the peers' own suites, adapted (tini's test/ and dumb-init's tests/) -----------------
+
+/// dumb-init's `test_proxies_signals`, over every signal number: everything a process can
+/// send (except KILL and STOP, CHLD which is the supervisor's own, and glibc's two internal
+/// real-time signals, which the test child cannot block) reaches the child.
+#[test]
+fn peers_every_signal_number_reaches_the_child() {
+    let skip = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGCHLD,
+        libc::SIGTERM,
+        32,
+        33,
+    ];
+    for mode in MODES {
+        let dir = Dir::new("peers");
+        let mut launcher = start_signals_child(mode, &dir, &["--grace", "60s"], &[]);
+        for signo in (1..=64).filter(|s| !skip.contains(s)) {
+            kill_by_number(launcher.pid, signo);
+            let expected = format!("got {}", common_signal_name(signo));
+            wait_until(LONG, &expected, || {
+                dir.read("signals.log").lines().any(|l| l == expected)
+            });
+        }
+        launcher.stop().assert_code(0);
+    }
+}
+
+/// The name test_child logs for `signo`.
+fn common_signal_name(signo: i32) -> String {
+    Signal::try_from(signo)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("SIG{signo}"))
+}
+
+/// dumb-init's `test_exit_status` and tini's exit-code checks: a child that dies of a signal
+/// — one it raised, a fault of its own, or the TERM agent-run forwarded — gives 128+N, and
+/// agent-run itself exits normally with that code.
+#[test]
+fn peers_exit_status_of_a_signal_death_is_128_plus_n() {
+    let dir = Dir::new("peers");
+    for mode in MODES {
+        for (signal, code) in [
+            ("HUP", 129),
+            ("INT", 130),
+            ("QUIT", 131),
+            ("ABRT", 134),
+            ("SEGV", 139),
+            ("PIPE", 141),
+            ("ALRM", 142),
+        ] {
+            let out = agent_run(mode, sh(&format!("kill -{signal} $$"))).run(&dir);
+            out.assert_code(code);
+        }
+        // A real fault of the child (not a signal sent to it).
+        let out = agent_run(
+            mode,
+            ["--", "python3", "-c", "import ctypes; ctypes.string_at(0)"],
+        )
+        .run(&dir);
+        out.assert_code(139);
+        // The TERM agent-run forwards, to a child that keeps TERM's default action.
+        let mut launcher = agent_run(mode, ["--", "sleep", "1000"]).start(&dir);
+        launcher.child();
+        launcher.signal(Signal::SIGTERM);
+        launcher.stop().assert_code(143);
+    }
+}
+
+/// tini exits when its child exits, without waiting for grandchildren that are still
+/// running (as PID 1 the namespace's end kills them; otherwise they are re-parented).
+#[test]
+fn peers_agent_run_exits_with_the_child_while_grandchildren_run() {
+    for mode in MODES {
+        let dir = Dir::new("peers");
+        let release = dir.join("release");
+        let done = dir.join("done");
+        let script = format!(
+            "(while [ ! -e {r} ]; do sleep 0.02; done; touch {d}) >/dev/null 2>&1 & exit 4",
+            r = release.display(),
+            d = done.display()
+        );
+        let out = agent_run(mode, sh(&script)).run(&dir);
+        out.assert_code(4);
+        assert!(!done.exists(), "agent-run waited for its grandchild");
+        std::fs::write(&release, "").unwrap();
+        if mode == Mode::Plain {
+            wait_until(LONG, "the grandchild to finish", || done.exists());
+        }
+    }
+}
+
+/// tini's reaping test at scale: a burst of orphans, all reaped, none left a zombie.
+#[test]
+fn peers_a_burst_of_orphans_is_reaped() {
+    for mode in MODES {
+        let dir = Dir::new("peers");
+        let log = dir.join("orphans.log");
+        let mut launcher = agent_run(
+            mode,
+            [
+                "--",
+                test_child().to_str().unwrap(),
+                "orphans",
+                log.to_str().unwrap(),
+                "40",
+            ],
+        )
+        .start(&dir);
+        wait_until(LONG, "orphans spawned", || {
+            dir.read("orphans.log").contains("spawned")
+        });
+        wait_until(LONG, "every orphan to be reaped", || {
+            launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
+        });
+        launcher.stop().assert_code(0);
+    }
+}
+
+/// dumb-init's process-group behaviour, for a restart: with `--signal-group` the stop signal
+/// of a restart on change reaches a process the child forked; without it only the child's
+/// PID is signalled and the forked process keeps running (README, restart section).
+#[test]
+fn peers_a_restart_stops_the_process_group_only_with_signal_group() {
+    for (mode, group) in [
+        (Mode::Plain, true),
+        (Mode::Pid1, true),
+        (Mode::Plain, false),
+    ] {
+        let dir = Dir::new("restart-group");
+        let env_file = dir.write("app.env", "A=1\n");
+        let (parent_log, grandchild_log) = (dir.join("parent.log"), dir.join("grandchild.log"));
+        let tc = test_child().display().to_string();
+        let script = format!(
+            "{tc} signals {} & exec {tc} signals {}",
+            grandchild_log.display(),
+            parent_log.display()
+        );
+        let mut args: Vec<String> = vec!["--env-file".into(), env_file.display().to_string()];
+        if group {
+            args.push("--signal-group".into());
+        }
+        args.extend(sh(&script));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "child and grandchild ready", || {
+            dir.read("parent.log").contains("ready") && dir.read("grandchild.log").contains("ready")
+        });
+        dir.replace("app.env", "A=2\n");
+        wait_until(LONG, "the restarted child", || {
+            lines_starting(&dir.read("parent.log"), "ready").len() == 2
+        });
+        let first_grandchild: i32 = lines_starting(&dir.read("grandchild.log"), "ready pid=")[0]
+            ["ready pid=".len()..]
+            .trim()
+            .parse()
+            .unwrap();
+        if group {
+            wait_until(LONG, "the forked process to get the stop signal", || {
+                dir.read("grandchild.log").contains("got SIGTERM")
+            });
+        } else {
+            // WINCH sorts after TERM in the signalfd queue: had TERM been sent, the first
+            // grandchild would have read it (and exited) before logging WINCH.
+            kill_by_number(first_grandchild, libc::SIGWINCH);
+            wait_until(LONG, "the forked process to log WINCH", || {
+                dir.read("grandchild.log").contains("got SIGWINCH")
+            });
+            assert!(!dir.read("grandchild.log").contains("got SIGTERM"));
+        }
+        launcher.stop();
+        // Whatever is left of the forked processes (plain mode: re-parented away).
+        for line in lines_starting(&dir.read("grandchild.log"), "ready pid=") {
+            if let Ok(pid) = line["ready pid=".len()..].trim().parse::<i32>() {
+                if mode == Mode::Plain {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod memscan;
+pub mod proxy;
 pub mod tcp;
 pub mod vault;
 
@@ -280,6 +281,11 @@ impl Launcher {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// agent-run's (or `unshare`'s) status if it has exited, without waiting.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.process.try_wait().unwrap()
     }
 
     pub fn outcome(&self, status: ExitStatus) -> Outcome {
