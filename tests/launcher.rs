@@ -1677,13 +1677,19 @@ fn peers_exit_status_of_a_signal_death_is_128_plus_n() {
             ("PIPE", 141),
             ("ALRM", 142),
         ] {
-            let out = agent_run(mode, sh(&format!("kill -{signal} $$"))).run(&dir);
+            // `ulimit -c 0`: a signal death with a core action must not leave core files.
+            let out = agent_run(mode, sh(&format!("ulimit -c 0; kill -{signal} $$"))).run(&dir);
             out.assert_code(code);
         }
-        // A real fault of the child (not a signal sent to it).
+        // A real fault of the child (not a signal sent to it), with no core file left.
         let out = agent_run(
             mode,
-            ["--", "python3", "-c", "import ctypes; ctypes.string_at(0)"],
+            [
+                "--",
+                "python3",
+                "-c",
+                "import ctypes, resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); ctypes.string_at(0)",
+            ],
         )
         .run(&dir);
         out.assert_code(139);
