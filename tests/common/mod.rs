@@ -85,7 +85,10 @@ pub fn agent_run_bin() -> &'static str {
     })
 }
 
-/// Path of an example program, built on first use when the test was run alone.
+/// Path of an example program. Next to the debug binary, `cargo build --examples` runs once
+/// per test process (a no-op when they are fresh): a test run alone, or after an example
+/// changed, must never use a stale one. Next to `AGENT_RUN_BIN`, the examples are the ones
+/// scripts/build-release.sh built with it.
 pub fn example(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let dir = Path::new(agent_run_bin())
@@ -94,7 +97,8 @@ pub fn example(name: &str) -> PathBuf {
         .join("examples");
     let path = dir.join(name);
     BUILT.get_or_init(|| {
-        if !path.exists() {
+        let debug_build = agent_run_bin() == env!("CARGO_BIN_EXE_agent-run");
+        if debug_build || !path.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .args(["build", "--examples"])
