@@ -55,6 +55,7 @@ impl Error {
 pub fn run(config: Config) -> Result<u8, Error> {
     // First, while no other thread exists: take the token out of our own environment.
     let env_token = take_env_token();
+    crate::source::secret_file::set_strict_credentials(config.file_options.strict_permissions);
     let original_mask = SigSet::thread_get_mask().map_err(|errno| Error::Setup {
         what: "reading the signal mask",
         errno,

@@ -1008,3 +1008,49 @@ fn issue_11_a_burst_of_store_writes_is_a_few_restarts() {
         "nothing after the last"
     );
 }
+
+/// Issue 11 item 4: a token file anyone may write lets anyone choose agent-run's identity.
+/// 0666 is refused outright; 0620 (group-writable) is a warning, refused with
+/// `--strict-permissions`; 0600 is read without a word.
+#[test]
+fn issue_11_a_world_writable_token_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-perm-000001");
+    let token = read_token(&vault, "support-bot");
+    let dir = Dir::new("token-perms");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let run = |mode: u32, strict: bool| {
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut args = vec!["--store", &vault.addr, "--token-file"];
+        args.push(token_file.to_str().unwrap());
+        if strict {
+            args.push("--strict-permissions");
+        }
+        args.extend(["--", "true"]);
+        agent_run(Mode::Plain, args).run(&dir)
+    };
+    let out = run(0o666, false);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("writable by group or others") && !out.stderr.contains(&token),
+        "{}",
+        out.description
+    );
+    let out = run(0o620, false);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("unsafe permissions"),
+        "no warning for a group-writable token file\n{}",
+        out.description
+    );
+    run(0o620, true).assert_code(125);
+    let out = run(0o600, true);
+    out.assert_code(0);
+    assert!(
+        !out.stderr.contains("unsafe permissions"),
+        "{}",
+        out.description
+    );
+}

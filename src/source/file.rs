@@ -409,8 +409,8 @@ impl WatchPlan {
 
 fn read_env_file(path: &Path, options: &FileOptions) -> Result<SecretSet, Error> {
     let checks = Checks {
-        within: None,
         strict_permissions: options.strict_permissions,
+        ..Checks::default()
     };
     let entries = dotenv::read_file(path, &checks)?;
     let mut set = SecretSet::default();
@@ -445,6 +445,7 @@ fn read_secrets_dir(dir: &Path, options: &FileOptions) -> Result<SecretSet, Erro
     let checks = Checks {
         within: (!options.allow_external_links).then_some(root.as_path()),
         strict_permissions: options.strict_permissions,
+        ..Checks::default()
     };
     let mut set = SecretSet::default();
     for name in names {

@@ -1092,7 +1092,7 @@ fn token_from_env() -> Result<SecretString, Error> {
 /// whitespace trimmed (files written by `echo` end in a newline).
 fn read_credential(path: &Path, method: &'static str) -> Result<SecretString, Error> {
     // Non-blocking, regular files only, size-capped: a FIFO must not hang the launcher.
-    let buf = super::secret_file::read(path, super::secret_file::MAX_CREDENTIAL_FILE_BYTES)?;
+    let buf = super::secret_file::read_credential(path)?;
     let text = std::str::from_utf8(&buf).map_err(|_| Error::Auth {
         method,
         reason: format!("{}: not valid UTF-8", path.display()),

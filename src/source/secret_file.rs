@@ -14,6 +14,7 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use zeroize::Zeroizing;
@@ -35,6 +36,31 @@ pub fn read(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
     read_with(path, limit, &Checks::default())
 }
 
+/// `--strict-permissions` for the credential files (token, role id, secret id, JWT), which
+/// are read deep inside the store clients: set once by the launcher before any source runs.
+static STRICT_CREDENTIALS: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`read_credential`] refuse, instead of warn about, what [`check_permissions`] finds.
+pub fn set_strict_credentials(strict: bool) {
+    STRICT_CREDENTIALS.store(strict, Ordering::Relaxed);
+}
+
+/// Reads a token, role-id, secret-id or JWT file: [`read`]'s checks, the permission rule
+/// (strict with `--strict-permissions`), and one more that is never a mere warning: a
+/// credential file that *anyone* may write (`o+w`, e.g. 0666) is refused, since whoever
+/// rewrites it chooses which identity agent-run uses.
+pub fn read_credential(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
+    read_with(
+        path,
+        MAX_CREDENTIAL_FILE_BYTES,
+        &Checks {
+            strict_permissions: STRICT_CREDENTIALS.load(Ordering::Relaxed),
+            refuse_world_writable: true,
+            ..Checks::default()
+        },
+    )
+}
+
 /// What else to verify about a file before reading it, beyond [`read`]'s own checks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Checks<'a> {
@@ -44,6 +70,8 @@ pub struct Checks<'a> {
     pub within: Option<&'a Path>,
     /// Refuse instead of warn when [`check_permissions`] finds a problem.
     pub strict_permissions: bool,
+    /// Refuse a file any user may write, even without `strict_permissions`.
+    pub refuse_world_writable: bool,
 }
 
 /// [`read`], plus the [`Checks`].
@@ -62,7 +90,12 @@ pub fn read_with(path: &Path, limit: u64, checks: &Checks) -> Result<Zeroizing<V
     if let Some(root) = checks.within {
         check_within(&file, path, root)?;
     }
-    check_permissions(path, &meta, checks.strict_permissions)?;
+    let world_writable = meta.mode() & 0o002 != 0;
+    check_permissions(
+        path,
+        &meta,
+        checks.strict_permissions || (checks.refuse_world_writable && world_writable),
+    )?;
     // +1: a file that grew since fstat shows up as longer than its size and is refused below
     // instead of being cut silently or re-growing the buffer.
     let mut buf = Zeroizing::new(Vec::with_capacity(len as usize + 1));

@@ -177,7 +177,7 @@ impl TokenCell {
                 .is_none_or(|(seen, _)| *seen != Some(stamp))
         {
             // Non-blocking, regular files only: a FIFO here must not hang the launcher.
-            let bytes = secret_file::read(path, secret_file::MAX_CREDENTIAL_FILE_BYTES)?;
+            let bytes = secret_file::read_credential(path)?;
             let text = std::str::from_utf8(&bytes)
                 .map_err(|_| token_error("not UTF-8".into()))?
                 .trim();
