@@ -1015,7 +1015,7 @@ fn issue_11_a_burst_of_store_writes_is_a_few_restarts() {
 #[test]
 fn issue_11_a_world_writable_token_file_is_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let mut vault = start_vault();
+    let vault = start_vault();
     vault.set("support-bot", "API_KEY", "value-perm-000001");
     let token = read_token(&vault, "support-bot");
     let dir = Dir::new("token-perms");
