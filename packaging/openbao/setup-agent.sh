@@ -24,9 +24,12 @@ agent_path=${kv_path#*/}
 case "$agent" in *[!A-Za-z0-9_-]*|'') echo "agent name must be [A-Za-z0-9_-]+" >&2; exit 2 ;; esac
 [ "$mount" != "$kv_path" ] || { echo "MOUNT/PATH needs a mount and a path: $kv_path" >&2; exit 2; }
 
-# AppRole auth, once per cluster.
-if ! "$bao" auth list -format=json | grep -q "\"$approle_mount/\""; then
-    "$bao" auth enable -path="$approle_mount" approle >/dev/null
+# AppRole auth, once per cluster. Two setups running at once may both find it missing: the
+# loser's "already in use" is success, so check again before giving up.
+approle_enabled() { "$bao" auth list -format=json | grep -q "\"$approle_mount/\""; }
+if ! approle_enabled; then
+    "$bao" auth enable -path="$approle_mount" approle >/dev/null 2>&1 || approle_enabled ||
+        "$bao" auth enable -path="$approle_mount" approle >/dev/null
 fi
 
 sed -e "s|@MOUNT@|$mount|g" -e "s|@AGENT_PATH@|$agent_path|g" "$here/agent-policy.hcl.tmpl" |
