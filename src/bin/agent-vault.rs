@@ -28,8 +28,8 @@ use agent_run::cli::vault::{
     AuditArgs, Command, ConnectArgs, InitArgs, SecretsCommand, ServeArgs, TokensCommand, ValueArgs,
     VarsCommand, VaultCli,
 };
-use agent_run::vault::client::Client;
-use agent_run::vault::model::{
+use agent_run::protocol::client::Client;
+use agent_run::protocol::wire::{
     AuditQuery, ImportEntry, ImportRequest, Kind, PutSecretRequest, SecretMeta, TokenRequest, Ttl,
 };
 use agent_run::vault::{self, Vault, VaultConfig};
@@ -259,7 +259,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 
 fn connect(args: &ConnectArgs) -> Result<Client> {
     // Before the token is even read: a refused address gets nothing.
-    vault::client::check_transport(&args.addr, args.allow_insecure_http)
+    agent_run::protocol::transport::check_transport(&args.addr, args.allow_insecure_http)
         .map_err(|e| usage(e.to_string()))?;
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => SecretString::from(token.trim()),
@@ -412,7 +412,7 @@ fn put_request(
 fn report_put(
     json: bool,
     what: &str,
-    response: &agent_run::vault::model::PutResponse,
+    response: &agent_run::protocol::wire::PutResponse,
 ) -> Result<()> {
     if json {
         return print_json(response);
@@ -640,7 +640,7 @@ fn vars(cmd: VarsCommand) -> Result<()> {
 
 /// `tokens issue --offline`: open the data directory as the server would (its lock proves
 /// no server runs on it; the master key must decrypt its values) and write the token there.
-fn issue_offline(dir: &Path, req: TokenRequest) -> Result<vault::model::IssuedToken> {
+fn issue_offline(dir: &Path, req: TokenRequest) -> Result<agent_run::protocol::wire::IssuedToken> {
     runtime()?.block_on(async {
         let vault = Vault::open(VaultConfig::new(dir.to_path_buf()))
             .await

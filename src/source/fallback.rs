@@ -285,7 +285,10 @@ mod tests {
         );
         std::fs::write(&path, &old).unwrap();
         let e = fallback.load().err().unwrap().to_string();
-        assert!(e.contains("generation 1") && e.contains("generation 2"), "{e}");
+        assert!(
+            e.contains("generation 1") && e.contains("generation 2"),
+            "{e}"
+        );
         // A later save opens again, whatever its store revision.
         fallback.save(&mut snapshot()).unwrap();
         assert_eq!(fallback.load().unwrap().revision, 7);

@@ -23,12 +23,12 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, error};
 use zeroize::Zeroize;
 
-use super::model::{
-    AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery, PutSecretRequest,
-    RevisionResponse, RollbackRequest, RuntimeQuery, SecretList, TokenRequest, VarList,
-};
 use super::service::{Ctx, Owner, Vault};
 use super::Error;
+use crate::protocol::wire::{
+    code, AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery, PutSecretRequest,
+    RevisionResponse, RollbackRequest, RuntimeQuery, SecretList, TokenRequest, VarList,
+};
 
 /// Largest request body accepted (an import of many entries fits; one value is capped at
 /// 64 KiB separately by `service`).
@@ -61,20 +61,22 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match self {
             ApiError::Vault(err) => {
                 let (status, code) = match &err {
-                    Error::InvalidName { .. } => (StatusCode::BAD_REQUEST, "invalid_name"),
-                    Error::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "invalid_value"),
+                    Error::InvalidName { .. } => (StatusCode::BAD_REQUEST, code::INVALID_NAME),
+                    Error::InvalidValue { .. } => (StatusCode::BAD_REQUEST, code::INVALID_VALUE),
                     Error::ValueTooLarge { .. } => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+                        (StatusCode::PAYLOAD_TOO_LARGE, code::VALUE_TOO_LARGE)
                     }
-                    Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-                    Error::InvalidScope { .. } => (StatusCode::BAD_REQUEST, "invalid_scope"),
-                    Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-                    Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-                    Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-                    Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-                    Error::TooManyWaiters => (StatusCode::SERVICE_UNAVAILABLE, "too_many_waiters"),
-                    Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                    Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
+                    Error::InvalidScope { .. } => (StatusCode::BAD_REQUEST, code::INVALID_SCOPE),
+                    Error::NotFound(_) => (StatusCode::NOT_FOUND, code::NOT_FOUND),
+                    Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
+                    Error::Forbidden(_) => (StatusCode::FORBIDDEN, code::FORBIDDEN),
+                    Error::Conflict(_) => (StatusCode::CONFLICT, code::CONFLICT),
+                    Error::TooManyWaiters => {
+                        (StatusCode::SERVICE_UNAVAILABLE, code::TOO_MANY_WAITERS)
+                    }
+                    Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, code::SHUTTING_DOWN),
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
                 };
                 let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
                     // The detail (names only) goes to the log; clients get a generic line.
@@ -88,32 +90,32 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadJson(detail) => (
                 StatusCode::BAD_REQUEST,
-                "bad_json",
+                code::BAD_JSON,
                 format!("request body is not valid JSON for this call: {detail}"),
             ),
             ApiError::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                code::BODY_TOO_LARGE,
                 format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             ),
             ApiError::BadBody => (
                 StatusCode::BAD_REQUEST,
-                "bad_body",
+                code::BAD_BODY,
                 "request body could not be read".to_string(),
             ),
             ApiError::BadQuery => (
                 StatusCode::BAD_REQUEST,
-                "invalid_query",
+                code::INVALID_QUERY,
                 "invalid query string for this call".to_string(),
             ),
             ApiError::BadPath => (
                 StatusCode::BAD_REQUEST,
-                "invalid_name",
+                code::INVALID_NAME,
                 "path segments must be valid UTF-8 names".to_string(),
             ),
             ApiError::NoRoute => (
                 StatusCode::NOT_FOUND,
-                "not_found",
+                code::NOT_FOUND,
                 "no such endpoint".to_string(),
             ),
         };
@@ -323,7 +325,7 @@ async fn runtime_secrets(
         .runtime_secrets(&ctx, query.agent, query.since, wait)
         .await?
     {
-        // The one response that carries values (serialized by `model::expose_value`).
+        // The one response that carries values (serialized by `protocol::wire::expose_value`).
         Some(secrets) => Ok(Json(secrets).into_response()),
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
     }

@@ -16,9 +16,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::Semaphore;
 
 use super::crypto::Sealed;
-use super::model::Kind;
 use super::tokens::TokenRecord;
 use super::{Error, Result};
+use crate::protocol::wire::Kind;
 
 /// Owner name of project-wide variables. `@` cannot appear in an agent name, so it never
 /// collides with one.

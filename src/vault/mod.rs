@@ -13,27 +13,23 @@
 //! nothing of HTTP, `api` never touches SQL or keys.
 //!
 //! # Code map
-//! - `model`: serde request/response types shared by server, CLI client and the launcher.
 //! - `api`: axum router and the single `ApiError -> IntoResponse`.
 //! - `tokens`: token format, hashing, scopes, constant-time verification.
 //! - `service`: the rules; the only caller of `db` and `crypto`.
 //! - `db`: schema, migrations, every SQL statement; all calls run on `spawn_blocking`.
 //! - `crypto`: master key loading, envelope encryption with agent/key/version as AAD.
 //! - `audit`: audit record shape and its batched writer for run-time reads.
-//! - `client`: blocking HTTP client used by the admin CLI.
 //!
 //! # Invariants
 //! - `db` never sees a plaintext value; `crypto` never sees SQL.
-//! - The only response that carries values is the run-time read (`model::RuntimeSecret`).
+//! - The only response that carries values is the run-time read (`protocol::wire::RuntimeSecret`).
 //! - Long-poll waiters hold no database connection or lock while they wait.
 //! - `run` never binds a port nor installs signal handlers (mini-redis `server::run` style).
 
 pub mod api;
 pub mod audit;
-pub mod client;
 pub mod crypto;
 pub mod db;
-pub mod model;
 pub mod service;
 pub mod tokens;
 
@@ -100,18 +96,6 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("HTTP request to {url} failed: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{message} (HTTP {status}, {code})")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
     },
     #[error("internal error: {0}")]
     Internal(String),

@@ -25,13 +25,13 @@ use tracing::{debug, info};
 use super::audit::{self, AuditQueue, AuditRecord};
 use super::crypto::{Aad, MasterKey};
 use super::db::{self, Db, EntryRow, VersionRow, PROJECT};
-use super::model::{
+use super::tokens::{self, Caller, TokenTable};
+use super::{Error, Result};
+use crate::protocol::wire::{
     preview, AuditEntry, AuditList, AuditQuery, ImportRequest, ImportSummary, IssuedToken, Kind,
     Origin, PutResponse, PutSecretRequest, RollbackResponse, RuntimeSecret, RuntimeSecrets,
     SecretMeta, TokenList, TokenMeta, TokenRequest, Ttl, VersionList, VersionMeta,
 };
-use super::tokens::{self, Caller, TokenTable};
-use super::{Error, Result};
 
 /// Largest value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -1261,7 +1261,8 @@ impl Vault {
             validate_value(&entry.key, &entry.value)?;
         }
         // A key given twice keeps its last value, as when a shell sources the file.
-        let mut deduped: Vec<super::model::ImportEntry> = Vec::with_capacity(req.entries.len());
+        let mut deduped: Vec<crate::protocol::wire::ImportEntry> =
+            Vec::with_capacity(req.entries.len());
         for entry in std::mem::take(&mut req.entries) {
             match deduped.iter_mut().find(|e| e.key == entry.key) {
                 Some(existing) => *existing = entry,

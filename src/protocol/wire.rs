@@ -1,5 +1,5 @@
-//! Wire types of the HTTP API, shared by the server (`api`), the admin CLI (`client`) and the
-//! launcher's store source.
+//! Wire types of the HTTP API, shared by the server (`vault::api`), the admin CLI and the
+//! launcher's store source (both through `protocol::client`).
 //!
 //! Every field that can carry a value is a `SecretString` with an explicit `serialize_with`
 //! (`expose_value`) and `deserialize_with`: serde never sees a value by accident, and the types
@@ -438,6 +438,27 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+/// The stable error codes of [`ErrorDetail::code`]: clients may branch on them, so they
+/// never change meaning.
+pub mod code {
+    pub const INVALID_NAME: &str = "invalid_name";
+    pub const INVALID_VALUE: &str = "invalid_value";
+    pub const VALUE_TOO_LARGE: &str = "value_too_large";
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const INVALID_SCOPE: &str = "invalid_scope";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const CONFLICT: &str = "conflict";
+    pub const TOO_MANY_WAITERS: &str = "too_many_waiters";
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    pub const INTERNAL: &str = "internal";
+    pub const BAD_JSON: &str = "bad_json";
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    pub const BAD_BODY: &str = "bad_body";
+    pub const INVALID_QUERY: &str = "invalid_query";
 }
 
 #[cfg(test)]
