@@ -61,6 +61,12 @@ pub fn preview(value: &str) -> String {
     format!("****{tail}")
 }
 
+/// RFC 3339 (UTC, milliseconds): every time the API shows. `ms` is unix milliseconds.
+pub fn format_ms(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
 /// Serialize a value in clear. Used only on the fields listed in the module doc; grep for
 /// `expose_value` to audit every place a value leaves the process.
 pub fn expose_value<S: Serializer>(value: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
@@ -464,6 +470,16 @@ pub mod code {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previews() {
+        assert_eq!(preview(""), "****");
+        assert_eq!(preview("abc"), "****");
+        assert_eq!(preview("1234567"), "****");
+        assert_eq!(preview("12345678"), "****78");
+        assert_eq!(preview("12345678901"), "****01");
+        assert_eq!(preview("sk_live_abcd1234"), "****1234");
+    }
 
     #[test]
     fn debug_redacts_values() {

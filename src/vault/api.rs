@@ -23,8 +23,8 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, error};
 use zeroize::Zeroize;
 
+use super::error::Error;
 use super::service::{Ctx, Owner, Vault};
-use super::Error;
 use crate::protocol::wire::{
     code, AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery, PutSecretRequest,
     RevisionResponse, RollbackRequest, RuntimeQuery, SecretList, TokenRequest, VarList,

@@ -16,9 +16,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::Semaphore;
 
 use super::crypto::Sealed;
+use super::error::{Error, Result};
 use super::tokens::TokenRecord;
-use super::{Error, Result};
-use crate::protocol::wire::Kind;
+use crate::protocol::wire::{format_ms, AuditEntry, Kind};
 
 /// Owner name of project-wide variables. `@` cannot appear in an agent name, so it never
 /// collides with one.
@@ -528,25 +528,14 @@ pub fn insert_audit(tx: &Transaction<'_>, row: &AuditRow<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Stored audit record, as read back.
-pub struct AuditStored {
-    pub id: i64,
-    pub at: i64,
-    pub token_id: Option<String>,
-    pub action: String,
-    pub agent: Option<String>,
-    pub keys: Vec<String>,
-    pub remote: Option<String>,
-    pub outcome: String,
-}
-
-/// The newest `limit` records at or after `since_ms` (optionally of one agent), oldest first.
+/// The newest `limit` records at or after `since_ms` (optionally of one agent), oldest first,
+/// as the API shows them: no second record type for the same row.
 pub fn query_audit(
     conn: &Connection,
     agent: Option<&str>,
     since_ms: i64,
     limit: u32,
-) -> Result<Vec<AuditStored>> {
+) -> Result<Vec<AuditEntry>> {
     let mut stmt = conn.prepare_cached(
         "SELECT * FROM (
             SELECT id, at, token_id, action, agent, keys, remote, outcome FROM audit
@@ -556,9 +545,9 @@ pub fn query_audit(
     )?;
     let rows = stmt.query_map(params![since_ms, agent, limit], |row| {
         let keys: String = row.get(5)?;
-        Ok(AuditStored {
+        Ok(AuditEntry {
             id: row.get(0)?,
-            at: row.get(1)?,
+            at: format_ms(row.get(1)?),
             token_id: row.get(2)?,
             action: row.get(3)?,
             agent: row.get(4)?,
