@@ -28,6 +28,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cmd;
 pub mod crypto;
 pub mod db;
 pub mod error;
