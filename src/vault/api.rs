@@ -259,6 +259,30 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Vault> for P<T> {
     }
 }
 
+/// One entry named by the path: `/v1/agents/{agent}/secrets/{key}…` (an agent's) or
+/// `/v1/vars/{key}…` (the project's), so each entry call has one handler for both owners.
+pub struct Entry {
+    owner: Owner,
+    key: String,
+}
+
+impl FromRequestParts<Vault> for Entry {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Vault) -> Result<Entry, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Names {
+            agent: Option<String>,
+            key: String,
+        }
+        let P(names) = P::<Names>::from_request_parts(parts, state).await?;
+        Ok(Entry {
+            owner: names.agent.map_or(Owner::Project, Owner::Agent),
+            key: names.key,
+        })
+    }
+}
+
 type ApiResult = Result<Response, ApiError>;
 
 /// Build the router over a store.
@@ -270,24 +294,24 @@ pub fn router(vault: Vault) -> Router {
         .route("/v1/agents/{agent}/secrets", get(list_secrets))
         .route(
             "/v1/agents/{agent}/secrets/{key}",
-            get(describe_secret).put(put_secret).delete(delete_secret),
+            get(describe_entry).put(put_entry).delete(delete_entry),
         )
         .route(
             "/v1/agents/{agent}/secrets/{key}/versions",
-            get(secret_versions),
+            get(entry_versions),
         )
         .route(
             "/v1/agents/{agent}/secrets/{key}/rollback",
-            post(rollback_secret),
+            post(rollback_entry),
         )
         .route("/v1/agents/{agent}/import", post(import))
         .route("/v1/vars", get(list_vars))
         .route(
             "/v1/vars/{key}",
-            get(describe_var).put(put_var).delete(delete_var),
+            get(describe_entry).put(put_entry).delete(delete_entry),
         )
-        .route("/v1/vars/{key}/versions", get(var_versions))
-        .route("/v1/vars/{key}/rollback", post(rollback_var))
+        .route("/v1/vars/{key}/versions", get(entry_versions))
+        .route("/v1/vars/{key}/rollback", post(rollback_entry))
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/audit", get(audit))
@@ -362,31 +386,17 @@ async fn list_secrets(
     Ok(Json(SecretList { agent, secrets }).into_response())
 }
 
-async fn describe_secret(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
-) -> ApiResult {
-    Ok(Json(vault.describe(&ctx, Owner::Agent(agent), key).await?).into_response())
+async fn describe_entry(State(vault): State<Vault>, Auth(ctx): Auth, entry: Entry) -> ApiResult {
+    Ok(Json(vault.describe(&ctx, entry.owner, entry.key).await?).into_response())
 }
 
-async fn put_secret(
+async fn put_entry(
     State(vault): State<Vault>,
     Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
+    entry: Entry,
     JsonBody(req): JsonBody<PutSecretRequest>,
 ) -> ApiResult {
-    put(vault, ctx, Owner::Agent(agent), key, req).await
-}
-
-async fn put(
-    vault: Vault,
-    ctx: Ctx,
-    owner: Owner,
-    key: String,
-    req: PutSecretRequest,
-) -> ApiResult {
-    let response = vault.put(&ctx, owner, key, req).await?;
+    let response = vault.put(&ctx, entry.owner, entry.key, req).await?;
     let status = if response.created {
         StatusCode::CREATED
     } else {
@@ -395,35 +405,22 @@ async fn put(
     Ok((status, Json(response)).into_response())
 }
 
-async fn delete_secret(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
-) -> ApiResult {
-    vault.delete(&ctx, Owner::Agent(agent), key).await?;
+async fn delete_entry(State(vault): State<Vault>, Auth(ctx): Auth, entry: Entry) -> ApiResult {
+    vault.delete(&ctx, entry.owner, entry.key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn secret_versions(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
-) -> ApiResult {
-    Ok(Json(vault.versions(&ctx, Owner::Agent(agent), key).await?).into_response())
+async fn entry_versions(State(vault): State<Vault>, Auth(ctx): Auth, entry: Entry) -> ApiResult {
+    Ok(Json(vault.versions(&ctx, entry.owner, entry.key).await?).into_response())
 }
 
-async fn rollback_secret(
+async fn rollback_entry(
     State(vault): State<Vault>,
     Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
+    entry: Entry,
     OptionalJsonBody(req): OptionalJsonBody<RollbackRequest>,
 ) -> ApiResult {
-    Ok(Json(
-        vault
-            .rollback(&ctx, Owner::Agent(agent), key, req.to)
-            .await?,
-    )
-    .into_response())
+    Ok(Json(vault.rollback(&ctx, entry.owner, entry.key, req.to).await?).into_response())
 }
 
 async fn import(
@@ -444,37 +441,6 @@ async fn list_vars(
         .list(&ctx, Owner::Project, query.values.unwrap_or(false))
         .await?;
     Ok(Json(VarList { vars }).into_response())
-}
-
-async fn describe_var(State(vault): State<Vault>, Auth(ctx): Auth, P(key): P<String>) -> ApiResult {
-    Ok(Json(vault.describe(&ctx, Owner::Project, key).await?).into_response())
-}
-
-async fn put_var(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P(key): P<String>,
-    JsonBody(req): JsonBody<PutSecretRequest>,
-) -> ApiResult {
-    put(vault, ctx, Owner::Project, key, req).await
-}
-
-async fn delete_var(State(vault): State<Vault>, Auth(ctx): Auth, P(key): P<String>) -> ApiResult {
-    vault.delete(&ctx, Owner::Project, key).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn var_versions(State(vault): State<Vault>, Auth(ctx): Auth, P(key): P<String>) -> ApiResult {
-    Ok(Json(vault.versions(&ctx, Owner::Project, key).await?).into_response())
-}
-
-async fn rollback_var(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P(key): P<String>,
-    OptionalJsonBody(req): OptionalJsonBody<RollbackRequest>,
-) -> ApiResult {
-    Ok(Json(vault.rollback(&ctx, Owner::Project, key, req.to).await?).into_response())
 }
 
 async fn issue_token(

@@ -158,6 +158,21 @@ pub struct ValueArgs {
     pub stdin: bool,
 }
 
+/// What `secrets set` and `vars set` write.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[command(flatten)]
+    pub value: ValueArgs,
+    /// What the entry is for (shown in list and describe).
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Store as a plain (readable) variable instead of a write-only secret.
+    #[arg(long)]
+    pub plain: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
     /// Create or replace a secret (or, with --plain, a plain variable).
@@ -165,15 +180,7 @@ pub enum SecretsCommand {
         agent: String,
         key: String,
         #[command(flatten)]
-        value: ValueArgs,
-        /// What the entry is for (shown in list and describe).
-        #[arg(long, value_name = "TEXT")]
-        description: Option<String>,
-        /// Store as a plain (readable) variable instead of a write-only secret.
-        #[arg(long)]
-        plain: bool,
-        #[command(flatten)]
-        connect: ConnectArgs,
+        set: SetArgs,
     },
     /// List an agent's entries: metadata and masked previews.
     List {
@@ -254,15 +261,7 @@ pub enum VarsCommand {
     Set {
         key: String,
         #[command(flatten)]
-        value: ValueArgs,
-        /// What the variable is for.
-        #[arg(long, value_name = "TEXT")]
-        description: Option<String>,
-        /// Store as a plain (readable) variable.
-        #[arg(long)]
-        plain: bool,
-        #[command(flatten)]
-        connect: ConnectArgs,
+        set: SetArgs,
     },
     /// List project-wide variables.
     List {

@@ -5,10 +5,27 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-use super::flags::SecretsCommand;
+use super::flags::{SecretsCommand, SetArgs};
 use super::output::{print_entries, print_entry, print_json, print_table, report_put};
 use super::{connect, read_value, Result};
-use crate::protocol::wire::{ImportEntry, ImportRequest, Kind, PutSecretRequest};
+use crate::protocol::wire::{ImportEntry, ImportRequest, Kind, PutResponse, PutSecretRequest};
+use crate::protocol::{self, Client};
+
+/// `secrets set` and `vars set`: read the value, send it with `put`, report the outcome.
+pub(super) fn set(
+    set: SetArgs,
+    key: &str,
+    what: &str,
+    put: impl FnOnce(&Client, &PutSecretRequest) -> Result<PutResponse, protocol::Error>,
+) -> Result<()> {
+    let client = connect(&set.connect)?;
+    let value = read_value(&set.value, key)?;
+    let response = put(
+        &client,
+        &put_request(Some(value), set.description, Some(set.plain)),
+    )?;
+    report_put(set.connect.json, what, &response)
+}
 
 /// The request of `set` and `update` (`plain`: `None` keeps the kind).
 pub(super) fn put_request(
@@ -41,22 +58,11 @@ fn read_env_file(path: &Path) -> Result<Vec<ImportEntry>> {
 
 pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
     match cmd {
-        SecretsCommand::Set {
-            agent,
-            key,
-            value,
-            description,
-            plain,
-            connect: c,
-        } => {
-            let client = connect(&c)?;
-            let value = read_value(&value, &key)?;
-            let response = client.put_secret(
-                &agent,
-                &key,
-                &put_request(Some(value), description, Some(plain)),
-            )?;
-            report_put(c.json, &format!("{agent}/{key}"), &response)
+        SecretsCommand::Set { agent, key, set } => {
+            let what = format!("{agent}/{key}");
+            self::set(set, &key, &what, |client, req| {
+                client.put_secret(&agent, &key, req)
+            })
         }
         SecretsCommand::Update {
             agent,

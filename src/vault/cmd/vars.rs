@@ -1,24 +1,14 @@
 //! `agent-vault vars …`: project-wide variables, shared by every agent.
 
 use super::flags::VarsCommand;
-use super::output::{print_entries, print_json, report_put};
-use super::secrets::put_request;
-use super::{connect, read_value, Result};
+use super::output::{print_entries, print_json};
+use super::{connect, Result};
 
 pub(super) fn run(cmd: VarsCommand) -> Result<()> {
     match cmd {
-        VarsCommand::Set {
-            key,
-            value,
-            description,
-            plain,
-            connect: c,
-        } => {
-            let client = connect(&c)?;
-            let value = read_value(&value, &key)?;
-            let response =
-                client.put_var(&key, &put_request(Some(value), description, Some(plain)))?;
-            report_put(c.json, &format!("project variable {key}"), &response)
+        VarsCommand::Set { key, set } => {
+            let what = format!("project variable {key}");
+            super::secrets::set(set, &key, &what, |client, req| client.put_var(&key, req))
         }
         VarsCommand::List { values, connect: c } => {
             let list = connect(&c)?.list_vars(values)?;

@@ -400,23 +400,23 @@ impl Vault {
                             })?,
                     };
                     let value = open_version(&master, &owner_name, key, &target)?;
-                    entry.version += 1;
                     // A rollback never turns a secret into a plain (readable) entry.
-                    if entry.kind != Kind::Secret {
-                        entry.kind = target.kind;
-                    }
-                    entry.updated_at = now;
-                    store_version(
+                    let kind = match entry.kind {
+                        Kind::Secret => Kind::Secret,
+                        Kind::Plain => target.kind,
+                    };
+                    Self::new_version(
                         tx,
                         &master,
                         keep,
                         &owner_name,
                         key,
-                        entry.version,
-                        entry.kind,
+                        &mut entry,
+                        kind,
                         &value,
                         now,
                     )?;
+                    entry.updated_at = now;
                     db::upsert_entry(tx, &entry)?;
                     let seq = bump(tx, &owner_name)?;
                     audit_log::write(
@@ -524,20 +524,18 @@ impl Vault {
                         Some(_) if !req.overwrite => summary.skipped.push(key.clone()),
                         Some(mut entry) => {
                             // Overwriting is always a new version, whatever the value (see put).
-                            entry.version += 1;
-                            entry.kind = kind;
-                            entry.updated_at = now;
-                            store_version(
+                            Self::new_version(
                                 tx,
                                 &master,
                                 keep,
                                 &owner_name,
                                 key,
-                                entry.version,
+                                &mut entry,
                                 kind,
                                 &item.value,
                                 now,
                             )?;
+                            entry.updated_at = now;
                             db::upsert_entry(tx, &entry)?;
                             summary.overwritten.push(key.clone());
                         }
