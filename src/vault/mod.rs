@@ -12,13 +12,10 @@
 //! (AES-256-GCM envelope). `service` writes `audit` records. Arrows point one way: `db` knows
 //! nothing of HTTP, `api` never touches SQL or keys.
 //!
-//! # Code map
-//! - `api`: axum router and the single `ApiError -> IntoResponse`.
-//! - `tokens`: token format, hashing, scopes, constant-time verification.
-//! - `service`: the rules; the only caller of `db` and `crypto`.
-//! - `db`: schema, migrations, every SQL statement; all calls run on `spawn_blocking`.
-//! - `crypto`: master key loading, envelope encryption with agent/key/version as AAD.
-//! - `audit`: audit record shape and its batched writer for run-time reads.
+//! The code map (`api`, `tokens`, `service/`, `db`, `crypto`, `audit`, `error`, `cmd/`) is
+//! in ARCHITECTURE.md, the one copy. The wire types and the HTTP client are not here but in
+//! `protocol`, which the launcher shares; `vault` imports neither the launcher nor its
+//! sources, except `cmd::secrets` reading an import file with `source::dotenv`.
 //!
 //! # Invariants
 //! - `db` never sees a plaintext value; `crypto` never sees SQL.
