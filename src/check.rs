@@ -20,12 +20,12 @@ pub struct Row {
     pub preview: String,
 }
 
-/// The store's masked preview (one rule everywhere: `vault::model::preview`); plain
+/// The store's masked preview (one rule everywhere: `protocol::preview`); plain
 /// configuration is shown as it is.
 pub fn preview(value: &str, kind: Kind) -> String {
     match kind {
         Kind::Plain => value.to_owned(),
-        Kind::Secret => crate::vault::model::preview(value),
+        Kind::Secret => crate::protocol::preview(value),
     }
 }
 

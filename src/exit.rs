@@ -1,4 +1,4 @@
-//! Every exit code `agent-run` can return, in one place.
+//! Every exit code `agent-run` and `agent-vault` can return, in one place.
 //!
 //! The child's own code passes through untouched; a child killed by signal N gives 128+N, as in
 //! every shell. agent-run's own failures use the codes of `env`, `timeout`, `chroot` and
@@ -12,6 +12,13 @@ pub const LAUNCHER_ERROR: u8 = 125;
 pub const NOT_EXECUTABLE: u8 = 126;
 /// The command was not found on the child's PATH.
 pub const NOT_FOUND: u8 = 127;
+
+/// agent-vault: the server or the request failed (API error, unreachable server, I/O), with
+/// the cause on stderr.
+pub const VAULT_FAILURE: u8 = 1;
+/// agent-vault: usage (bad flags, no value source, no token, plain HTTP off loopback without
+/// `--allow-insecure-http`). clap's own usage errors exit 2 as well.
+pub const VAULT_USAGE: u8 = 2;
 
 /// How a child ended, as waitpid reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

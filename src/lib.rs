@@ -20,6 +20,9 @@
 //!
 //! **The store**: [`vault`] (`api → tokens → service → db / crypto`, `service → audit`).
 //!
+//! **Between them**: [`protocol`], agent-vault's wire types, `Kind`, the preview rule and the
+//! one HTTP client of its API (used by the admin CLI and [`source::store`]).
+//!
 //! Cross-cutting: [`exit`] is the one table of exit codes; [`sys`] is the only module with
 //! `unsafe` (syscalls between fork and exec, page locking, the wiping allocator).
 
@@ -29,6 +32,7 @@ pub mod config;
 pub mod env;
 pub mod exit;
 pub mod launcher;
+pub mod protocol;
 pub mod signals;
 pub mod source;
 pub mod spawn;

@@ -116,7 +116,7 @@ impl Error {
 }
 
 /// A store's two kinds of entry: write-only secrets and readable configuration.
-pub use crate::vault::model::Kind;
+pub use crate::protocol::Kind;
 
 /// Where a secret came from, for error messages and `check` output. Never holds a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,47 +375,8 @@ impl ChangeQueue {
     }
 }
 
-/// `localhost`, 127.0.0.0/8 or `::1` (bracketed or not, as `Url::host_str` writes hosts).
-pub fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => bare.eq_ignore_ascii_case("localhost"),
-    }
-}
-
-/// The one HTTP client setup of the store and OpenBao sources. No proxy ever comes from
-/// the environment: `HTTP_PROXY`, `http_proxy`, `ALL_PROXY` are set for other programs and
-/// would see the token. The user's `--proxy` (validated by `config`: an `http://` proxy
-/// only when every non-loopback address is https, so the token stays inside a CONNECT
-/// tunnel) is used for non-loopback addresses only. `ca_pem` adds trusted CAs (a bundle).
-pub(crate) fn http_client_builder(
-    proxy: Option<&reqwest::Url>,
-    ca_pem: Option<&[u8]>,
-) -> Result<reqwest::blocking::ClientBuilder, String> {
-    let mut builder = reqwest::blocking::Client::builder()
-        .use_rustls_tls()
-        .no_proxy();
-    if let Some(proxy) = proxy {
-        let proxy = proxy.clone();
-        builder = builder.proxy(reqwest::Proxy::custom(move |url| {
-            url.host_str()
-                .filter(|host| !is_loopback(host))
-                .map(|_| proxy.clone())
-        }));
-    }
-    if let Some(pem) = ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| format!("bad CA certificate (--ca-cert): {e}"))?;
-        if certs.is_empty() {
-            return Err("bad CA certificate (--ca-cert): no PEM certificate in it".to_owned());
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    Ok(builder)
-}
+/// The transport rules and client setup are the store protocol's, shared with the admin CLI.
+pub use crate::protocol::transport::{http_client_builder, is_loopback};
 
 /// Fetches every source in order and merges the results; later sources win.
 pub fn fetch_all(sources: &mut [Box<dyn SecretSource>]) -> Result<SecretSet, Error> {

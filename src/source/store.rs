@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::blocking::Response;
+use reqwest::header::HeaderValue;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -30,7 +30,8 @@ use zeroize::{Zeroize, Zeroizing};
 use super::fallback::{Fallback, Snapshot, StoredEntry};
 use super::{secret_file, store_poll};
 use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource};
-use crate::vault::model::{ErrorBody, Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
+use crate::protocol::client::{self as protocol_client, Client, Transport};
+use crate::protocol::wire::{Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
 
 /// How long one long-poll waits for a change before the store answers "not modified".
 const LONG_POLL: Duration = Duration::from_secs(55);
@@ -209,18 +210,13 @@ impl TokenCell {
     /// prints it; composed in a buffer sized once and wiped, dropped with the request.
     fn header(&self, reload: bool) -> Result<HeaderValue, Error> {
         self.with_token(reload, |token| {
-            let mut text = Zeroizing::new(Vec::with_capacity(7 + token.len()));
-            text.extend_from_slice(b"Bearer ");
-            text.extend_from_slice(token.as_bytes());
-            let mut value = HeaderValue::from_bytes(&text).map_err(|_| Error::Token {
+            protocol_client::bearer(token).ok_or_else(|| Error::Token {
                 path: self
                     .file
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("AGENT_RUN_TOKEN")),
                 reason: "the token contains characters a header cannot carry".into(),
-            })?;
-            value.set_sensitive(true);
-            Ok(value)
+            })
         })
     }
 
@@ -449,14 +445,18 @@ impl SecretSource for StoreSource {
 impl Shared {
     fn client(&self, pooled: bool, timeout: Duration) -> Result<Client, Error> {
         // No proxy from the environment (it would see the token); --proxy only off loopback.
-        let mut builder = super::http_client_builder(self.proxy.as_ref(), self.ca_pem.as_deref())
-            .map_err(|reason| self.unreachable(reason))?
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(3));
-        if !pooled {
-            builder = builder.pool_max_idle_per_host(0);
-        }
-        builder.build().map_err(|e| self.unreachable(e.to_string()))
+        let transport = Transport {
+            proxy: self.proxy.as_ref(),
+            ca_pem: self.ca_pem.as_deref(),
+            timeout,
+            connect_timeout: Some(Duration::from_secs(3)),
+            pooled,
+        };
+        Client::with_transport(&self.url, &transport).map_err(|e| match e {
+            protocol_client::Error::Setup(reason) => self.unreachable(reason),
+            protocol_client::Error::Http { source, .. } => self.unreachable(source.to_string()),
+            other => self.unreachable(other.to_string()),
+        })
     }
 
     fn unreachable(&self, reason: String) -> Error {
@@ -464,10 +464,6 @@ impl Shared {
             url: self.url.clone(),
             reason,
         }
-    }
-
-    fn endpoint(&self, path: &str, query: &[(&str, String)]) -> String {
-        format!("{}{}", self.url, self.path_and_query(path, query))
     }
 
     fn path_and_query(&self, path: &str, query: &[(&str, String)]) -> String {
@@ -481,17 +477,21 @@ impl Shared {
     }
 
     /// GET with the token; on a 401 with a token file, re-reads the file and tries once more.
-    fn get(&self, client: &Client, url: &str) -> Result<Response, Error> {
+    fn get(&self, client: &Client, path_and_query: &str) -> Result<Response, Error> {
         let mut reload = false;
         loop {
-            let mut request = client.get(url);
-            if let Some(timeout) = self.start_budget() {
-                request = request.timeout(timeout);
-            }
-            let response = request
-                .header(AUTHORIZATION, self.token.header(reload)?)
-                .send()
-                .map_err(|e| self.unreachable(without_url(&e)))?;
+            let response = client
+                .get(
+                    path_and_query,
+                    self.token.header(reload)?,
+                    self.start_budget(),
+                )
+                .map_err(|e| match e {
+                    protocol_client::Error::Http { source, .. } => {
+                        self.unreachable(without_url(&source))
+                    }
+                    other => self.unreachable(other.to_string()),
+                })?;
             if response.status() == StatusCode::UNAUTHORIZED && self.token.reloadable() && !reload {
                 reload = true;
                 continue;
@@ -513,10 +513,7 @@ impl Shared {
     /// the server's message: whatever answers may echo the request, and the request
     /// carried the token.
     fn status_error(&self, status: u16, body: &[u8]) -> Error {
-        let code = serde_json::from_slice::<ErrorBody>(body)
-            .ok()
-            .map(|b| b.error.code)
-            .filter(|code| self.is_safe_code(code));
+        let code = protocol_client::error_code(body).filter(|code| self.is_safe_code(code));
         let message = match code {
             Some(code) => format!("error code {code}"),
             None => "no error code".to_owned(),
@@ -540,15 +537,13 @@ impl Shared {
         }
     }
 
-    /// An agent-vault error code (`forbidden`, `not_found`): short lowercase words, and
-    /// nothing of the token in it.
+    /// A well-formed error code (see `protocol::client::error_code`) with nothing of the
+    /// token in it.
     fn is_safe_code(&self, code: &str) -> bool {
-        (1..=40).contains(&code.len())
-            && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            && !self
-                .token
-                .with_token(false, |t| Ok(t.contains(code)))
-                .unwrap_or(true)
+        !self
+            .token
+            .with_token(false, |t| Ok(t.contains(code)))
+            .unwrap_or(true)
     }
 
     /// What is left of `--start-timeout` while the first fetch has not succeeded (at least
@@ -581,7 +576,8 @@ impl Shared {
                 self.fetch_client.get_or_init(|| client)
             }
         };
-        let response = self.check(self.get(client, &self.endpoint("/v1/runtime/secrets", &[]))?)?;
+        let response =
+            self.check(self.get(client, &self.path_and_query("/v1/runtime/secrets", &[]))?)?;
         let body = Zeroizing::new(
             response
                 .bytes()
@@ -646,7 +642,7 @@ impl Shared {
         let path = self.path_and_query("/v1/runtime/revision", &query);
         let (status, body) = match transport {
             WatchTransport::Proxied(client) => {
-                let response = self.get(client, &format!("{}{path}", self.url))?;
+                let response = self.get(client, &path)?;
                 let status = response.status().as_u16();
                 let body = response
                     .bytes()

@@ -23,12 +23,12 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, error};
 use zeroize::Zeroize;
 
-use super::model::{
-    AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery, PutSecretRequest,
+use super::error::Error;
+use super::service::{Ctx, Owner, Vault};
+use crate::protocol::wire::{
+    code, AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery, PutSecretRequest,
     RevisionResponse, RollbackRequest, RuntimeQuery, SecretList, TokenRequest, VarList,
 };
-use super::service::{Ctx, Owner, Vault};
-use super::Error;
 
 /// Largest request body accepted (an import of many entries fits; one value is capped at
 /// 64 KiB separately by `service`).
@@ -61,20 +61,22 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match self {
             ApiError::Vault(err) => {
                 let (status, code) = match &err {
-                    Error::InvalidName { .. } => (StatusCode::BAD_REQUEST, "invalid_name"),
-                    Error::InvalidValue { .. } => (StatusCode::BAD_REQUEST, "invalid_value"),
+                    Error::InvalidName { .. } => (StatusCode::BAD_REQUEST, code::INVALID_NAME),
+                    Error::InvalidValue { .. } => (StatusCode::BAD_REQUEST, code::INVALID_VALUE),
                     Error::ValueTooLarge { .. } => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+                        (StatusCode::PAYLOAD_TOO_LARGE, code::VALUE_TOO_LARGE)
                     }
-                    Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-                    Error::InvalidScope { .. } => (StatusCode::BAD_REQUEST, "invalid_scope"),
-                    Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-                    Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-                    Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-                    Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-                    Error::TooManyWaiters => (StatusCode::SERVICE_UNAVAILABLE, "too_many_waiters"),
-                    Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                    Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
+                    Error::InvalidScope { .. } => (StatusCode::BAD_REQUEST, code::INVALID_SCOPE),
+                    Error::NotFound(_) => (StatusCode::NOT_FOUND, code::NOT_FOUND),
+                    Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
+                    Error::Forbidden(_) => (StatusCode::FORBIDDEN, code::FORBIDDEN),
+                    Error::Conflict(_) => (StatusCode::CONFLICT, code::CONFLICT),
+                    Error::TooManyWaiters => {
+                        (StatusCode::SERVICE_UNAVAILABLE, code::TOO_MANY_WAITERS)
+                    }
+                    Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, code::SHUTTING_DOWN),
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
                 };
                 let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
                     // The detail (names only) goes to the log; clients get a generic line.
@@ -88,32 +90,32 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadJson(detail) => (
                 StatusCode::BAD_REQUEST,
-                "bad_json",
+                code::BAD_JSON,
                 format!("request body is not valid JSON for this call: {detail}"),
             ),
             ApiError::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                code::BODY_TOO_LARGE,
                 format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             ),
             ApiError::BadBody => (
                 StatusCode::BAD_REQUEST,
-                "bad_body",
+                code::BAD_BODY,
                 "request body could not be read".to_string(),
             ),
             ApiError::BadQuery => (
                 StatusCode::BAD_REQUEST,
-                "invalid_query",
+                code::INVALID_QUERY,
                 "invalid query string for this call".to_string(),
             ),
             ApiError::BadPath => (
                 StatusCode::BAD_REQUEST,
-                "invalid_name",
+                code::INVALID_NAME,
                 "path segments must be valid UTF-8 names".to_string(),
             ),
             ApiError::NoRoute => (
                 StatusCode::NOT_FOUND,
-                "not_found",
+                code::NOT_FOUND,
                 "no such endpoint".to_string(),
             ),
         };
@@ -257,6 +259,30 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Vault> for P<T> {
     }
 }
 
+/// One entry named by the path: `/v1/agents/{agent}/secrets/{key}…` (an agent's) or
+/// `/v1/vars/{key}…` (the project's), so each entry call has one handler for both owners.
+pub struct Entry {
+    owner: Owner,
+    key: String,
+}
+
+impl FromRequestParts<Vault> for Entry {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Vault) -> Result<Entry, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Names {
+            agent: Option<String>,
+            key: String,
+        }
+        let P(names) = P::<Names>::from_request_parts(parts, state).await?;
+        Ok(Entry {
+            owner: names.agent.map_or(Owner::Project, Owner::Agent),
+            key: names.key,
+        })
+    }
+}
+
 type ApiResult = Result<Response, ApiError>;
 
 /// Build the router over a store.
@@ -268,24 +294,24 @@ pub fn router(vault: Vault) -> Router {
         .route("/v1/agents/{agent}/secrets", get(list_secrets))
         .route(
             "/v1/agents/{agent}/secrets/{key}",
-            get(describe_secret).put(put_secret).delete(delete_secret),
+            get(describe_entry).put(put_entry).delete(delete_entry),
         )
         .route(
             "/v1/agents/{agent}/secrets/{key}/versions",
-            get(secret_versions),
+            get(entry_versions),
         )
         .route(
             "/v1/agents/{agent}/secrets/{key}/rollback",
-            post(rollback_secret),
+            post(rollback_entry),
         )
         .route("/v1/agents/{agent}/import", post(import))
         .route("/v1/vars", get(list_vars))
         .route(
             "/v1/vars/{key}",
-            get(describe_var).put(put_var).delete(delete_var),
+            get(describe_entry).put(put_entry).delete(delete_entry),
         )
-        .route("/v1/vars/{key}/versions", get(var_versions))
-        .route("/v1/vars/{key}/rollback", post(rollback_var))
+        .route("/v1/vars/{key}/versions", get(entry_versions))
+        .route("/v1/vars/{key}/rollback", post(rollback_entry))
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/audit", get(audit))
@@ -323,7 +349,7 @@ async fn runtime_secrets(
         .runtime_secrets(&ctx, query.agent, query.since, wait)
         .await?
     {
-        // The one response that carries values (serialized by `model::expose_value`).
+        // The one response that carries values (serialized by `protocol::wire::expose_value`).
         Some(secrets) => Ok(Json(secrets).into_response()),
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
     }
@@ -360,31 +386,17 @@ async fn list_secrets(
     Ok(Json(SecretList { agent, secrets }).into_response())
 }
 
-async fn describe_secret(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
-) -> ApiResult {
-    Ok(Json(vault.describe(&ctx, Owner::Agent(agent), key).await?).into_response())
+async fn describe_entry(State(vault): State<Vault>, Auth(ctx): Auth, entry: Entry) -> ApiResult {
+    Ok(Json(vault.describe(&ctx, entry.owner, entry.key).await?).into_response())
 }
 
-async fn put_secret(
+async fn put_entry(
     State(vault): State<Vault>,
     Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
+    entry: Entry,
     JsonBody(req): JsonBody<PutSecretRequest>,
 ) -> ApiResult {
-    put(vault, ctx, Owner::Agent(agent), key, req).await
-}
-
-async fn put(
-    vault: Vault,
-    ctx: Ctx,
-    owner: Owner,
-    key: String,
-    req: PutSecretRequest,
-) -> ApiResult {
-    let response = vault.put(&ctx, owner, key, req).await?;
+    let response = vault.put(&ctx, entry.owner, entry.key, req).await?;
     let status = if response.created {
         StatusCode::CREATED
     } else {
@@ -393,35 +405,22 @@ async fn put(
     Ok((status, Json(response)).into_response())
 }
 
-async fn delete_secret(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
-) -> ApiResult {
-    vault.delete(&ctx, Owner::Agent(agent), key).await?;
+async fn delete_entry(State(vault): State<Vault>, Auth(ctx): Auth, entry: Entry) -> ApiResult {
+    vault.delete(&ctx, entry.owner, entry.key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn secret_versions(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
-) -> ApiResult {
-    Ok(Json(vault.versions(&ctx, Owner::Agent(agent), key).await?).into_response())
+async fn entry_versions(State(vault): State<Vault>, Auth(ctx): Auth, entry: Entry) -> ApiResult {
+    Ok(Json(vault.versions(&ctx, entry.owner, entry.key).await?).into_response())
 }
 
-async fn rollback_secret(
+async fn rollback_entry(
     State(vault): State<Vault>,
     Auth(ctx): Auth,
-    P((agent, key)): P<(String, String)>,
+    entry: Entry,
     OptionalJsonBody(req): OptionalJsonBody<RollbackRequest>,
 ) -> ApiResult {
-    Ok(Json(
-        vault
-            .rollback(&ctx, Owner::Agent(agent), key, req.to)
-            .await?,
-    )
-    .into_response())
+    Ok(Json(vault.rollback(&ctx, entry.owner, entry.key, req.to).await?).into_response())
 }
 
 async fn import(
@@ -442,37 +441,6 @@ async fn list_vars(
         .list(&ctx, Owner::Project, query.values.unwrap_or(false))
         .await?;
     Ok(Json(VarList { vars }).into_response())
-}
-
-async fn describe_var(State(vault): State<Vault>, Auth(ctx): Auth, P(key): P<String>) -> ApiResult {
-    Ok(Json(vault.describe(&ctx, Owner::Project, key).await?).into_response())
-}
-
-async fn put_var(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P(key): P<String>,
-    JsonBody(req): JsonBody<PutSecretRequest>,
-) -> ApiResult {
-    put(vault, ctx, Owner::Project, key, req).await
-}
-
-async fn delete_var(State(vault): State<Vault>, Auth(ctx): Auth, P(key): P<String>) -> ApiResult {
-    vault.delete(&ctx, Owner::Project, key).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn var_versions(State(vault): State<Vault>, Auth(ctx): Auth, P(key): P<String>) -> ApiResult {
-    Ok(Json(vault.versions(&ctx, Owner::Project, key).await?).into_response())
-}
-
-async fn rollback_var(
-    State(vault): State<Vault>,
-    Auth(ctx): Auth,
-    P(key): P<String>,
-    OptionalJsonBody(req): OptionalJsonBody<RollbackRequest>,
-) -> ApiResult {
-    Ok(Json(vault.rollback(&ctx, Owner::Project, key, req.to).await?).into_response())
 }
 
 async fn issue_token(

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::db::{self, Db};
-use super::Result;
+use super::error::Result;
 
 /// One audit record before it is stored.
 #[derive(Debug, Clone)]

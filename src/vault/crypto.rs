@@ -20,7 +20,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// Length of the master key and of every data key: AES-256.
 pub const KEY_LEN: usize = 32;

@@ -16,9 +16,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::Semaphore;
 
 use super::crypto::Sealed;
-use super::model::Kind;
+use super::error::{Error, Result};
 use super::tokens::TokenRecord;
-use super::{Error, Result};
+use crate::protocol::wire::{format_ms, AuditEntry, Kind};
 
 /// Owner name of project-wide variables. `@` cannot appear in an agent name, so it never
 /// collides with one.
@@ -318,16 +318,18 @@ pub fn delete_entry(tx: &Transaction<'_>, owner: &str, key: &str) -> Result<bool
     )? > 0)
 }
 
-fn version_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+/// A version row from the seven columns `version, kind, created_at, nonce, ciphertext,
+/// key_nonce, wrapped_key` starting at column `first`.
+fn version_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<VersionRow> {
     Ok(VersionRow {
-        version: row.get(0)?,
-        kind: kind_of(row.get(1)?),
-        created_at: row.get(2)?,
+        version: row.get(first)?,
+        kind: kind_of(row.get(first + 1)?),
+        created_at: row.get(first + 2)?,
         sealed: Sealed {
-            nonce: row.get(3)?,
-            ciphertext: row.get(4)?,
-            key_nonce: row.get(5)?,
-            wrapped_key: row.get(6)?,
+            nonce: row.get(first + 3)?,
+            ciphertext: row.get(first + 4)?,
+            key_nonce: row.get(first + 5)?,
+            wrapped_key: row.get(first + 6)?,
         },
     })
 }
@@ -343,7 +345,7 @@ pub fn get_version(
             "SELECT version, kind, created_at, nonce, ciphertext, key_nonce, wrapped_key
              FROM versions WHERE owner = ?1 AND key = ?2 AND version = ?3",
             params![owner, key, version],
-            version_from,
+            |row| version_at(row, 0),
         )
         .optional()?)
 }
@@ -354,7 +356,7 @@ pub fn list_versions(conn: &Connection, owner: &str, key: &str) -> Result<Vec<Ve
         "SELECT version, kind, created_at, nonce, ciphertext, key_nonce, wrapped_key
          FROM versions WHERE owner = ?1 AND key = ?2 ORDER BY version DESC",
     )?;
-    let rows = stmt.query_map(params![owner, key], version_from)?;
+    let rows = stmt.query_map(params![owner, key], |row| version_at(row, 0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -403,21 +405,7 @@ pub fn runtime_rows(conn: &Connection, agent: &str) -> Result<Vec<(String, Strin
          WHERE e.owner IN (?1, ?2) ORDER BY e.key",
     )?;
     let rows = stmt.query_map(params![agent, PROJECT], |row| {
-        Ok((
-            row.get(0)?,
-            row.get(1)?,
-            VersionRow {
-                version: row.get(2)?,
-                kind: kind_of(row.get(3)?),
-                created_at: row.get(4)?,
-                sealed: Sealed {
-                    nonce: row.get(5)?,
-                    ciphertext: row.get(6)?,
-                    key_nonce: row.get(7)?,
-                    wrapped_key: row.get(8)?,
-                },
-            },
-        ))
+        Ok((row.get(0)?, row.get(1)?, version_at(row, 2)?))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -528,25 +516,14 @@ pub fn insert_audit(tx: &Transaction<'_>, row: &AuditRow<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Stored audit record, as read back.
-pub struct AuditStored {
-    pub id: i64,
-    pub at: i64,
-    pub token_id: Option<String>,
-    pub action: String,
-    pub agent: Option<String>,
-    pub keys: Vec<String>,
-    pub remote: Option<String>,
-    pub outcome: String,
-}
-
-/// The newest `limit` records at or after `since_ms` (optionally of one agent), oldest first.
+/// The newest `limit` records at or after `since_ms` (optionally of one agent), oldest first,
+/// as the API shows them: no second record type for the same row.
 pub fn query_audit(
     conn: &Connection,
     agent: Option<&str>,
     since_ms: i64,
     limit: u32,
-) -> Result<Vec<AuditStored>> {
+) -> Result<Vec<AuditEntry>> {
     let mut stmt = conn.prepare_cached(
         "SELECT * FROM (
             SELECT id, at, token_id, action, agent, keys, remote, outcome FROM audit
@@ -556,9 +533,9 @@ pub fn query_audit(
     )?;
     let rows = stmt.query_map(params![since_ms, agent, limit], |row| {
         let keys: String = row.get(5)?;
-        Ok(AuditStored {
+        Ok(AuditEntry {
             id: row.get(0)?,
-            at: row.get(1)?,
+            at: format_ms(row.get(1)?),
             token_id: row.get(2)?,
             action: row.get(3)?,
             agent: row.get(4)?,

@@ -12,35 +12,29 @@
 //! (AES-256-GCM envelope). `service` writes `audit` records. Arrows point one way: `db` knows
 //! nothing of HTTP, `api` never touches SQL or keys.
 //!
-//! # Code map
-//! - `model`: serde request/response types shared by server, CLI client and the launcher.
-//! - `api`: axum router and the single `ApiError -> IntoResponse`.
-//! - `tokens`: token format, hashing, scopes, constant-time verification.
-//! - `service`: the rules; the only caller of `db` and `crypto`.
-//! - `db`: schema, migrations, every SQL statement; all calls run on `spawn_blocking`.
-//! - `crypto`: master key loading, envelope encryption with agent/key/version as AAD.
-//! - `audit`: audit record shape and its batched writer for run-time reads.
-//! - `client`: blocking HTTP client used by the admin CLI.
+//! The code map (`api`, `tokens`, `service/`, `db`, `crypto`, `audit`, `error`, `cmd/`) is
+//! in ARCHITECTURE.md, the one copy. The wire types and the HTTP client are not here but in
+//! `protocol`, which the launcher shares; `vault` imports neither the launcher nor its
+//! sources, except `cmd::secrets` reading an import file with `source::dotenv`.
 //!
 //! # Invariants
 //! - `db` never sees a plaintext value; `crypto` never sees SQL.
-//! - The only response that carries values is the run-time read (`model::RuntimeSecret`).
+//! - The only response that carries values is the run-time read (`protocol::wire::RuntimeSecret`).
 //! - Long-poll waiters hold no database connection or lock while they wait.
 //! - `run` never binds a port nor installs signal handlers (mini-redis `server::run` style).
 
 pub mod api;
 pub mod audit;
-pub mod client;
+pub mod cmd;
 pub mod crypto;
 pub mod db;
-pub mod model;
+pub mod error;
 pub mod service;
 pub mod tokens;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,75 +43,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, trace, warn};
 
+pub use error::{Error, Result};
 pub use service::{Vault, VaultConfig};
-
-/// Everything that can go wrong inside the store. Variants carry names (agent, key, path,
-/// token id), never a value or a token.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("invalid {what} name {name:?}: {rule}")]
-    InvalidName {
-        what: &'static str,
-        name: String,
-        rule: &'static str,
-    },
-    #[error("invalid value for {key}: {reason}")]
-    InvalidValue { key: String, reason: &'static str },
-    #[error("value for {key} is {len} bytes, the limit is {max}")]
-    ValueTooLarge { key: String, len: usize, max: usize },
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("invalid scope {scope:?}: {reason}")]
-    InvalidScope { scope: String, reason: &'static str },
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("authentication required: {0}")]
-    Unauthorized(&'static str),
-    #[error("{0}")]
-    Forbidden(String),
-    /// The request is valid but would leave the store in a state it must not be in.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("too many long-poll waiters; retry later")]
-    TooManyWaiters,
-    #[error("server is shutting down")]
-    ShuttingDown,
-    #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("cannot decrypt {owner}/{key} version {version}: wrong master key or tampered row")]
-    Decrypt {
-        owner: String,
-        key: String,
-        version: i64,
-    },
-    #[error("encryption failed")]
-    Encrypt,
-    #[error("master key {source_name}: {reason}")]
-    MasterKey { source_name: String, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("HTTP request to {url} failed: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{message} (HTTP {status}, {code})")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Default bound on concurrently open connections. Each connection is a task plus buffers; the
 /// bound keeps a flood of clients from exhausting memory or file descriptors. It must stay

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::crypto::random_array;
-use super::{Error, Result};
+use super::error::{Error, Result};
 
 /// Visible prefix of every token.
 pub const TOKEN_PREFIX: &str = "avt_";

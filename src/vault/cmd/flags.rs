@@ -1,4 +1,7 @@
-//! Flags of `agent-vault`: clap derive structs only, no logic and no I/O.
+//! Flags of `agent-vault`: clap derive structs only, no logic and no I/O (ripgrep's
+//! LowArgs; `serve::ServeSettings` is the validated HiArgs step). Credentials (`--token`,
+//! `--value`) are read straight into a `SecretString`, whose `Debug` is redacted, so the
+//! `Debug` these structs derive never shows one.
 //!
 //! Every flag documents itself; the order of fields is the order in `--help`. Connection flags
 //! are global so they can come before or after the subcommand, and each reads its
@@ -8,6 +11,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+/// A credential flag, straight into a `SecretString` (redacted `Debug`, wiped on drop).
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text))
+}
 
 /// The embedded per-agent secret store: HTTP server and admin command line.
 ///
@@ -112,9 +121,10 @@ pub struct ConnectArgs {
         long,
         env = "AGENT_VAULT_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        value_parser = secret
     )]
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
     /// Read the token from this file (first line).
     #[arg(
         long,
@@ -141,11 +151,26 @@ pub struct ConnectArgs {
 pub struct ValueArgs {
     /// The value itself. WARNING: visible in `ps` and shell history; prefer --stdin or the
     /// masked prompt.
-    #[arg(long, conflicts_with = "stdin", value_name = "VALUE")]
-    pub value: Option<String>,
+    #[arg(long, conflicts_with = "stdin", value_name = "VALUE", value_parser = secret)]
+    pub value: Option<SecretString>,
     /// Read the value from standard input (one trailing newline is removed).
     #[arg(long)]
     pub stdin: bool,
+}
+
+/// What `secrets set` and `vars set` write.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[command(flatten)]
+    pub value: ValueArgs,
+    /// What the entry is for (shown in list and describe).
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Store as a plain (readable) variable instead of a write-only secret.
+    #[arg(long)]
+    pub plain: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,15 +180,7 @@ pub enum SecretsCommand {
         agent: String,
         key: String,
         #[command(flatten)]
-        value: ValueArgs,
-        /// What the entry is for (shown in list and describe).
-        #[arg(long, value_name = "TEXT")]
-        description: Option<String>,
-        /// Store as a plain (readable) variable instead of a write-only secret.
-        #[arg(long)]
-        plain: bool,
-        #[command(flatten)]
-        connect: ConnectArgs,
+        set: SetArgs,
     },
     /// List an agent's entries: metadata and masked previews.
     List {
@@ -244,15 +261,7 @@ pub enum VarsCommand {
     Set {
         key: String,
         #[command(flatten)]
-        value: ValueArgs,
-        /// What the variable is for.
-        #[arg(long, value_name = "TEXT")]
-        description: Option<String>,
-        /// Store as a plain (readable) variable.
-        #[arg(long)]
-        plain: bool,
-        #[command(flatten)]
-        connect: ConnectArgs,
+        set: SetArgs,
     },
     /// List project-wide variables.
     List {
@@ -337,5 +346,23 @@ mod tests {
     #[test]
     fn verify_cli() {
         VaultCli::command().debug_assert();
+    }
+
+    #[test]
+    fn credentials_are_redacted_in_debug() {
+        let cli = VaultCli::try_parse_from([
+            "agent-vault",
+            "secrets",
+            "set",
+            "a",
+            "K",
+            "--value",
+            "hunter2-value",
+            "--token",
+            "avt_hunter2_token",
+        ])
+        .expect("valid flags");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

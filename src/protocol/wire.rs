@@ -1,5 +1,5 @@
-//! Wire types of the HTTP API, shared by the server (`api`), the admin CLI (`client`) and the
-//! launcher's store source.
+//! Wire types of the HTTP API, shared by the server (`vault::api`), the admin CLI and the
+//! launcher's store source (both through `protocol::client`).
 //!
 //! Every field that can carry a value is a `SecretString` with an explicit `serialize_with`
 //! (`expose_value`) and `deserialize_with`: serde never sees a value by accident, and the types
@@ -59,6 +59,12 @@ pub fn preview(value: &str) -> String {
     };
     let tail: String = value.chars().skip(count - shown).collect();
     format!("****{tail}")
+}
+
+/// RFC 3339 (UTC, milliseconds): every time the API shows. `ms` is unix milliseconds.
+pub fn format_ms(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 /// Serialize a value in clear. Used only on the fields listed in the module doc; grep for
@@ -440,9 +446,40 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The stable error codes of [`ErrorDetail::code`]: clients may branch on them, so they
+/// never change meaning.
+pub mod code {
+    pub const INVALID_NAME: &str = "invalid_name";
+    pub const INVALID_VALUE: &str = "invalid_value";
+    pub const VALUE_TOO_LARGE: &str = "value_too_large";
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const INVALID_SCOPE: &str = "invalid_scope";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const CONFLICT: &str = "conflict";
+    pub const TOO_MANY_WAITERS: &str = "too_many_waiters";
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    pub const INTERNAL: &str = "internal";
+    pub const BAD_JSON: &str = "bad_json";
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+    pub const BAD_BODY: &str = "bad_body";
+    pub const INVALID_QUERY: &str = "invalid_query";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previews() {
+        assert_eq!(preview(""), "****");
+        assert_eq!(preview("abc"), "****");
+        assert_eq!(preview("1234567"), "****");
+        assert_eq!(preview("12345678"), "****78");
+        assert_eq!(preview("12345678901"), "****01");
+        assert_eq!(preview("sk_live_abcd1234"), "****1234");
+    }
 
     #[test]
     fn debug_redacts_values() {

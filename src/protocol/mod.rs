@@ -1,0 +1,19 @@
+//! agent-vault's wire protocol, shared by both programs: the server (`vault`) answers it,
+//! the admin CLI and agent-run's store source speak it. Nothing here knows the server's
+//! rules or the launcher's.
+//!
+//! - `wire`: the serde request/response types, [`Kind`], the one masked-preview rule
+//!   ([`preview`]) and the stable error codes.
+//! - `transport`: which addresses may be spoken to in plain http; the one reqwest setup
+//!   (no proxy from the environment, `--proxy` off loopback only, extra CAs).
+//! - `client`: the one HTTP client of the store API, with its own error type.
+//!
+//! Architecture invariant: `protocol` imports neither `vault` nor `source` nor the
+//! launcher; arrows point into it.
+
+pub mod client;
+pub mod transport;
+pub mod wire;
+
+pub use client::{Client, Error};
+pub use wire::{preview, Kind};

@@ -1,0 +1,209 @@
+//! `agent-vault secrets …`: one agent's secrets and plain variables (set, update, list,
+//! describe, delete, versions, rollback, import).
+
+use std::path::Path;
+
+use secrecy::SecretString;
+
+use super::flags::{SecretsCommand, SetArgs};
+use super::output::{print_entries, print_entry, print_json, print_table, report_put};
+use super::{connect, read_value, Result};
+use crate::protocol::wire::{ImportEntry, ImportRequest, Kind, PutResponse, PutSecretRequest};
+use crate::protocol::{self, Client};
+
+/// `secrets set` and `vars set`: read the value, send it with `put`, report the outcome.
+pub(super) fn set(
+    set: SetArgs,
+    key: &str,
+    what: &str,
+    put: impl FnOnce(&Client, &PutSecretRequest) -> Result<PutResponse, protocol::Error>,
+) -> Result<()> {
+    let client = connect(&set.connect)?;
+    let value = read_value(&set.value, key)?;
+    let response = put(
+        &client,
+        &put_request(Some(value), set.description, Some(set.plain)),
+    )?;
+    report_put(set.connect.json, what, &response)
+}
+
+/// The request of `set` and `update` (`plain`: `None` keeps the kind).
+pub(super) fn put_request(
+    value: Option<SecretString>,
+    description: Option<String>,
+    plain: Option<bool>,
+) -> PutSecretRequest {
+    PutSecretRequest {
+        value,
+        description,
+        kind: plain.map(|plain| if plain { Kind::Plain } else { Kind::Secret }),
+    }
+}
+
+/// Parse a .env file with agent-run's own literal reader (no `$` substitution), through the
+/// same safe file read. Errors name the file, line, column and reason, never the line's
+/// text (it may hold a value). A key given twice keeps its last value, as a shell would.
+fn read_env_file(path: &Path) -> Result<Vec<ImportEntry>> {
+    // The launcher's one dotenv reader, so both read a file the same way.
+    use crate::source::{dotenv, secret_file::Checks};
+    let entries = dotenv::read_file(path, &Checks::default())?;
+    Ok(entries
+        .into_iter()
+        .map(|entry| ImportEntry {
+            key: entry.name,
+            value: entry.value,
+        })
+        .collect())
+}
+
+pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
+    match cmd {
+        SecretsCommand::Set { agent, key, set } => {
+            let what = format!("{agent}/{key}");
+            self::set(set, &key, &what, |client, req| {
+                client.put_secret(&agent, &key, req)
+            })
+        }
+        SecretsCommand::Update {
+            agent,
+            key,
+            value,
+            description,
+            connect: c,
+        } => {
+            let client = connect(&c)?;
+            // Update means "it exists": fail clearly instead of creating a new entry.
+            client.describe_secret(&agent, &key)?;
+            let new_value = if value.value.is_none() && !value.stdin && description.is_some() {
+                None
+            } else {
+                Some(read_value(&value, &key)?)
+            };
+            let response =
+                client.put_secret(&agent, &key, &put_request(new_value, description, None))?;
+            report_put(c.json, &format!("{agent}/{key}"), &response)
+        }
+        SecretsCommand::List {
+            agent,
+            values,
+            connect: c,
+        } => {
+            let list = connect(&c)?.list_secrets(&agent, values)?;
+            if c.json {
+                return print_json(&list);
+            }
+            print_entries(&list.secrets);
+            Ok(())
+        }
+        SecretsCommand::Describe {
+            agent,
+            key,
+            connect: c,
+        } => {
+            let entry = connect(&c)?.describe_secret(&agent, &key)?;
+            if c.json {
+                return print_json(&entry);
+            }
+            print_entry(&entry);
+            Ok(())
+        }
+        SecretsCommand::Delete {
+            agent,
+            key,
+            connect: c,
+        } => {
+            connect(&c)?.delete_secret(&agent, &key)?;
+            if c.json {
+                return print_json(&serde_json::json!({"deleted": key}));
+            }
+            println!("deleted {agent}/{key}");
+            Ok(())
+        }
+        SecretsCommand::Versions {
+            agent,
+            key,
+            connect: c,
+        } => {
+            let list = connect(&c)?.secret_versions(&agent, &key)?;
+            if c.json {
+                return print_json(&list);
+            }
+            let rows = list
+                .versions
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.version.to_string(),
+                        v.kind.as_str().to_string(),
+                        v.created_at.clone(),
+                        if v.current { "*".into() } else { String::new() },
+                    ]
+                })
+                .collect();
+            print_table(&["VERSION", "KIND", "CREATED", "CURRENT"], rows);
+            Ok(())
+        }
+        SecretsCommand::Rollback {
+            agent,
+            key,
+            to,
+            connect: c,
+        } => {
+            let response = connect(&c)?.rollback_secret(&agent, &key, to)?;
+            if c.json {
+                return print_json(&response);
+            }
+            println!(
+                "rolled back {agent}/{key} to the value of version {} (now version {})",
+                response.rolled_back_to, response.secret.version
+            );
+            Ok(())
+        }
+        SecretsCommand::Import {
+            agent,
+            file,
+            plain,
+            plain_keys,
+            overwrite,
+            connect: c,
+        } => {
+            let client = connect(&c)?;
+            let entries = read_env_file(&file)?;
+            let summary = client.import(
+                &agent,
+                &ImportRequest {
+                    entries,
+                    plain,
+                    plain_keys,
+                    overwrite,
+                },
+            )?;
+            if c.json {
+                return print_json(&summary);
+            }
+            let names = |list: &[String]| {
+                if list.is_empty() {
+                    "-".to_string()
+                } else {
+                    list.join(", ")
+                }
+            };
+            println!(
+                "created ({}): {}",
+                summary.created.len(),
+                names(&summary.created)
+            );
+            println!(
+                "skipped ({}): {}",
+                summary.skipped.len(),
+                names(&summary.skipped)
+            );
+            println!(
+                "overwritten ({}): {}",
+                summary.overwritten.len(),
+                names(&summary.overwritten)
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! `agent-vault vars …`: project-wide variables, shared by every agent.
+
+use super::flags::VarsCommand;
+use super::output::{print_entries, print_json};
+use super::{connect, Result};
+
+pub(super) fn run(cmd: VarsCommand) -> Result<()> {
+    match cmd {
+        VarsCommand::Set { key, set } => {
+            let what = format!("project variable {key}");
+            super::secrets::set(set, &key, &what, |client, req| client.put_var(&key, req))
+        }
+        VarsCommand::List { values, connect: c } => {
+            let list = connect(&c)?.list_vars(values)?;
+            if c.json {
+                return print_json(&list);
+            }
+            print_entries(&list.vars);
+            Ok(())
+        }
+        VarsCommand::Delete { key, connect: c } => {
+            connect(&c)?.delete_var(&key)?;
+            if c.json {
+                return print_json(&serde_json::json!({"deleted": key}));
+            }
+            println!("deleted project variable {key}");
+            Ok(())
+        }
+    }
+}

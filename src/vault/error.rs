@@ -1,0 +1,61 @@
+//! The store's one error type, apart from `run()` so the modules that need it do not
+//! import the server's entry point. `api::ApiError` is the only thing that turns it into
+//! an HTTP status.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the store. Variants carry names (agent, key, path,
+/// token id), never a value or a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid {what} name {name:?}: {rule}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        rule: &'static str,
+    },
+    #[error("invalid value for {key}: {reason}")]
+    InvalidValue { key: String, reason: &'static str },
+    #[error("value for {key} is {len} bytes, the limit is {max}")]
+    ValueTooLarge { key: String, len: usize, max: usize },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("invalid scope {scope:?}: {reason}")]
+    InvalidScope { scope: String, reason: &'static str },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("authentication required: {0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is valid but would leave the store in a state it must not be in.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many long-poll waiters; retry later")]
+    TooManyWaiters,
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot decrypt {owner}/{key} version {version}: wrong master key or tampered row")]
+    Decrypt {
+        owner: String,
+        key: String,
+        version: i64,
+    },
+    #[error("encryption failed")]
+    Encrypt,
+    #[error("master key {source_name}: {reason}")]
+    MasterKey { source_name: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,217 @@
+//! Init and open: the data directory, its master key, database and first admin token, and
+//! the exclusive lock that makes one data directory one server; shutdown hooks.
+
+use super::{
+    now_ms, open_version, OwnerState, Shared, Vault, VaultConfig, DB_FILE, MASTER_KEY_FILE,
+};
+use crate::vault::audit as audit_log;
+use crate::vault::audit::{AuditQueue, AuditRecord};
+use crate::vault::crypto::MasterKey;
+use crate::vault::db;
+use crate::vault::db::Db;
+use crate::vault::error::{Error, Result};
+use crate::vault::tokens as vault_tokens;
+use crate::vault::tokens::TokenTable;
+use secrecy::SecretString;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Semaphore};
+use tracing::info;
+
+/// Create the data directory, master key, database and first admin token. Returns the token
+/// (the only time it exists in clear).
+pub async fn init(data_dir: &Path) -> Result<SecretString> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    use std::os::unix::fs::DirBuilderExt;
+    let key_path = data_dir.join(MASTER_KEY_FILE);
+    let db_path = data_dir.join(DB_FILE);
+    // Every check before the first change: a refused init leaves the directory as it was.
+    if key_path.exists() || db_path.exists() {
+        return Err(Error::InvalidRequest(format!(
+            "{} is already initialized ({} or {} exists); refusing to overwrite the master key",
+            data_dir.display(),
+            MASTER_KEY_FILE,
+            DB_FILE
+        )));
+    }
+    match std::fs::metadata(data_dir) {
+        // Someone else's directory keeps its mode (it may be shared); one that others can
+        // write to is no place for a master key and a database, so it is refused instead.
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(Error::InvalidRequest(format!(
+                    "{} exists and is not a directory",
+                    data_dir.display()
+                )));
+            }
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(Error::InvalidRequest(format!(
+                    "{} (mode {:o}) is writable by group or others; use a private directory \
+                     (mode 0700) for the store",
+                    data_dir.display(),
+                    mode & 0o7777
+                )));
+            }
+        }
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(io(data_dir))?;
+            // Ours: private whatever the umask.
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(data_dir))?;
+        }
+    }
+    let master = match MasterKey::from_env() {
+        Some(key) => key?,
+        None => MasterKey::create_file(&key_path)?,
+    };
+    drop(master);
+    let db = Db::open(&db_path)?;
+    // The file (and the WAL, which SQLite creates with the database file's mode) is private
+    // whatever the directory's mode (an existing one keeps its own).
+    std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(&db_path))?;
+    let now = now_ms();
+    let new = vault_tokens::issue(
+        vec!["admin".into()],
+        "initial admin token".into(),
+        now,
+        None,
+    )?;
+    let record = new.record.clone();
+    db.write(move |tx| {
+        db::insert_token(tx, &record)?;
+        audit_log::write(
+            tx,
+            &AuditRecord {
+                at: now,
+                token_id: None,
+                action: "token.issue",
+                agent: None,
+                keys: vec![record.id.clone()],
+                remote: None,
+                outcome: "ok",
+                reads: Vec::new(),
+            },
+        )
+    })
+    .await?;
+    info!(token_id = %new.record.id, "store initialized");
+    Ok(new.token)
+}
+
+/// Takes `DATA_DIR/serve.lock` exclusively, or says which directory is already served.
+pub(super) fn lock_data_dir(
+    data_dir: &std::path::Path,
+) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = data_dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        Error::InvalidRequest(format!(
+            "{} is already served by another agent-vault process (its lock {} is held)",
+            data_dir.display(),
+            path.display()
+        ))
+    })
+}
+
+impl Vault {
+    /// Open an initialized data directory: load the master key (env var or file), check it
+    /// against the stored data, load tokens and revisions, start the audit writer.
+    pub async fn open(config: VaultConfig) -> Result<Vault> {
+        let db_path = config.data_dir.join(DB_FILE);
+        if !db_path.exists() {
+            return Err(Error::InvalidRequest(format!(
+                "{} does not exist; run `agent-vault init --data-dir {}` first",
+                db_path.display(),
+                config.data_dir.display()
+            )));
+        }
+        let lock = lock_data_dir(&config.data_dir)?;
+        let master = Arc::new(MasterKey::load(&config.data_dir.join(MASTER_KEY_FILE))?);
+        let db = Db::open(&db_path)?;
+        let check = master.clone();
+        let (token_records, seqs) = db
+            .read(move |tx| {
+                // Fail early with a clear message if the key does not match the data, rather
+                // than on the first read of a launcher.
+                let sample = tx
+                    .query_row(
+                        "SELECT owner, key, version FROM versions LIMIT 1",
+                        [],
+                        |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get(2)?,
+                            ))
+                        },
+                    )
+                    .ok();
+                if let Some((owner, key, version)) = sample {
+                    if let Some(row) = db::get_version(tx, &owner, &key, version)? {
+                        open_version(&check, &owner, &key, &row).map_err(|_| Error::MasterKey {
+                            source_name: "master key".into(),
+                            reason: "does not decrypt the values in vault.db (wrong key?)".into(),
+                        })?;
+                    }
+                }
+                let mut states = Vec::new();
+                for (owner, seq) in db::all_owner_seqs(tx)? {
+                    let state = OwnerState::read(tx, &owner, seq)?;
+                    states.push((owner, state));
+                }
+                Ok((db::list_tokens(tx)?, states))
+            })
+            .await?;
+        let table = TokenTable::default();
+        for record in token_records {
+            table.insert(record)?;
+        }
+        let revisions = seqs
+            .into_iter()
+            .map(|(owner, state)| (owner, watch::channel(Arc::new(state)).0))
+            .collect();
+        let audit = AuditQueue::start(db.clone());
+        Ok(Vault {
+            inner: Arc::new(Shared {
+                _lock: lock,
+                db,
+                master,
+                tokens: table,
+                revisions: Mutex::new(revisions),
+                token_events: watch::channel(0).0,
+                waiters: Arc::new(Semaphore::new(config.max_waiters)),
+                keep_versions: config.keep_versions.max(1),
+                audit,
+                shutdown: watch::channel(false).0,
+            }),
+        })
+    }
+
+    /// Make waiters answer at once; called by `run` when shutdown begins.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Commit every queued audit record.
+    pub async fn flush_audit(&self) {
+        self.inner.audit.flush().await;
+    }
+}

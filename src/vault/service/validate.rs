@@ -1,0 +1,147 @@
+//! Validation of what requests name and carry: agent and key names, values, descriptions,
+//! token lifetimes and the audit query's `since`. Pure functions; errors name the item,
+//! never a value.
+
+use super::{Owner, MAX_DESCRIPTION_CHARS, MAX_VALUE_BYTES};
+use crate::vault::error::{Error, Result};
+use crate::vault::tokens as vault_tokens;
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+
+pub(super) fn validate_owner_name(owner: &Owner) -> Result<()> {
+    match owner {
+        Owner::Agent(agent) => validate_agent(agent),
+        Owner::Project => Ok(()),
+    }
+}
+
+pub fn validate_agent(agent: &str) -> Result<()> {
+    if vault_tokens::valid_agent(agent) {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what: "agent",
+            name: agent.chars().take(100).collect(),
+            rule: "agent names match [a-z0-9][a-z0-9_-]{0,62}",
+        })
+    }
+}
+
+pub fn validate_key(key: &str) -> Result<()> {
+    if vault_tokens::valid_key(key) {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what: "key",
+            name: key.chars().take(100).collect(),
+            rule: "keys are environment variable names: [A-Za-z_][A-Za-z0-9_]{0,255}",
+        })
+    }
+}
+
+pub(super) fn validate_value(key: &str, value: &SecretString) -> Result<()> {
+    let bytes = value.expose_secret().as_bytes();
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(Error::ValueTooLarge {
+            key: key.to_string(),
+            len: bytes.len(),
+            max: MAX_VALUE_BYTES,
+        });
+    }
+    if bytes.contains(&0) {
+        return Err(Error::InvalidValue {
+            key: key.to_string(),
+            reason: "values may not contain NUL bytes (they cannot be environment variables)",
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn validate_description(description: &str) -> Result<()> {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Error::InvalidRequest(format!(
+            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    if description.contains('\0') {
+        return Err(Error::InvalidRequest(
+            "description may not contain NUL bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A token lifetime as text: 1 to 4 digits (no leading zero) and a unit, `s`, `m`, `h` or
+/// `d`, e.g. `90s`, `1h`, `30d`. Deliberately narrow so the OpenAPI pattern states it exactly.
+pub(super) fn parse_ttl(text: &str) -> Result<Duration> {
+    let bad = || {
+        Error::InvalidRequest(
+            "ttl must be seconds or a duration such as \"1h\", \"90s\" or \"30d\"".into(),
+        )
+    };
+    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+    if digits.is_empty()
+        || digits.len() > 4
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(n * unit))
+}
+
+/// `since` of the audit query: unix seconds or an RFC 3339 date-time (any offset).
+pub(super) fn parse_since(text: &str) -> Result<i64> {
+    let bad =
+        || Error::InvalidRequest("since must be unix seconds or an RFC 3339 date-time".into());
+    if !text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: i64 = text.parse().map_err(|_| bad())?;
+        return Ok(secs * 1000);
+    }
+    parse_rfc3339_ms(text).ok_or_else(bad)
+}
+
+/// RFC 3339 with any offset to unix milliseconds (negative before 1970), by the `time`
+/// crate: humantime accepts only UTC (`Z`).
+pub(super) fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_parses() {
+        assert_eq!(parse_since("10").ok(), Some(10_000));
+        assert_eq!(parse_since("1970-01-01T00:00:01Z").ok(), Some(1000));
+        assert_eq!(
+            parse_since("2024-01-01T00:00:00Z").ok(),
+            Some(1_704_067_200_000)
+        );
+        assert_eq!(
+            parse_since("2024-01-01T01:00:00.5+01:00").ok(),
+            Some(1_704_067_200_500)
+        );
+        assert!(parse_since("2024-02-30T00:00:00Z").is_err());
+        assert!(parse_ttl("1h").is_ok());
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_since("yesterday").is_err());
+        assert_eq!(
+            parse_since("1969-12-31T23:59:59.999Z").ok(),
+            Some(-1),
+            "before 1970 is negative"
+        );
+    }
+}
