@@ -1,5 +1,4 @@
-//! Command-line definitions for both binaries: clap derive structs only, no logic, no I/O.
-//! `config` turns these into validated values (ripgrep's LowArgs/HiArgs split).
+//! Command-line definitions of `agent-vault`: clap derive structs only, no logic, no I/O.
+//! (agent-run's flags live in its wing, `launcher::flags`.)
 
-pub mod run;
 pub mod vault;

@@ -33,7 +33,10 @@ use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource};
 
 /// The variables a `--auth token` source reads its token from, in order of preference
 /// (OpenBao's own name first). `config` hides them from the child.
-pub const TOKEN_VARIABLES: [&str; 2] = [crate::env::BAO_TOKEN, crate::env::VAULT_TOKEN];
+pub const TOKEN_VARIABLES: [&str; 2] = [
+    crate::launcher::env::BAO_TOKEN,
+    crate::launcher::env::VAULT_TOKEN,
+];
 
 /// The service-account token a pod gets, the Kubernetes login's default `--jwt-file`.
 pub const KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";

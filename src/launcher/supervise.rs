@@ -19,11 +19,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
-use crate::env::{self, Digest, DigestKey, EnvBlock};
 use crate::exit::ChildStatus;
-use crate::signals;
+use crate::launcher::env::{self, Digest, DigestKey, EnvBlock};
+use crate::launcher::signals;
+use crate::launcher::spawn::{self, Program, Started};
 use crate::source::{self, ChangeNotifier, ChangeQueue, SecretSet, SecretSource, SourceEvent};
-use crate::spawn::{self, Program, Started};
 use crate::sys;
 
 /// Backoff between restarts of a failing child: doubles from the first value up to the

@@ -8,18 +8,18 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use secrecy::SecretString;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
-use crate::env;
 use crate::exit;
-use crate::signals;
+use crate::launcher::config::Config;
+use crate::launcher::env;
+use crate::launcher::signals;
 use crate::source::openbao::OpenBaoSource;
 use crate::source::store::{StoreSettings, StoreSource, TokenSource};
 use crate::source::{self, file::FileSource, ChangeQueue, SecretSource};
 
 /// The variable the store token may come in; never passed on, scrubbed once read.
 pub const TOKEN_VARIABLE: &str = env::AGENT_RUN_TOKEN;
-use crate::spawn::{self, Program};
-use crate::supervise::{self, Supervisor};
+use crate::launcher::spawn::{self, Program};
+use crate::launcher::supervise::{self, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -202,11 +202,11 @@ fn scrub_credentials(names: &[String]) {
 /// `--check`: fetch, print what the child would get (masked), start nothing.
 fn check(config: &Config, sources: &mut [Box<dyn SecretSource>], json: bool) -> Result<u8, Error> {
     let secrets = source::fetch_all(sources)?;
-    let rows = crate::check::rows(&config.policy, &secrets);
+    let rows = crate::launcher::check::rows(&config.policy, &secrets);
     let output = if json {
-        crate::check::render_json(&rows, secrets.revisions())
+        crate::launcher::check::render_json(&rows, secrets.revisions())
     } else {
-        crate::check::render_table(&rows, secrets.revisions())
+        crate::launcher::check::render_table(&rows, secrets.revisions())
     };
     println!("{output}");
     Ok(0)

@@ -16,7 +16,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 
-use crate::env::EnvBlock;
+use crate::launcher::env::EnvBlock;
 use crate::sys::{self, ChildSetup, ExecPlan};
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::env::{MappingValue, Policy, RESERVED_PREFIX};
+use crate::launcher::env::{MappingValue, Policy, RESERVED_PREFIX};
 use crate::source::{Kind, SecretSet};
 
 /// One variable the child would receive from a secret or a mapping.
