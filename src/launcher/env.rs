@@ -20,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
+use crate::source::digest::{Digest, DigestKey};
 use crate::source::{Origin, SecretSet};
 use crate::sys;
 
@@ -459,11 +460,9 @@ impl EnvBlock {
 
     #[inline(never)]
     fn hash(&self, key: &DigestKey) -> Digest {
-        let mut hasher = blake3::Hasher::new_keyed(&key.0);
-        hasher.update(self.data());
-        let digest = Digest(*hasher.finalize().as_bytes());
-        hasher.zeroize();
-        digest
+        key.digest(|hasher| {
+            hasher.update(self.data());
+        })
     }
 }
 
@@ -486,45 +485,6 @@ impl fmt::Debug for EnvBlock {
             .field("bytes", &self.bytes)
             .field("locked", &self.locked)
             .finish()
-    }
-}
-
-/// A random per-process key for [`EnvBlock::digest`].
-pub struct DigestKey([u8; 32]);
-
-impl DigestKey {
-    pub fn random() -> DigestKey {
-        let mut key = [0u8; 32];
-        // Without kernel randomness nothing else in a secret store is safe either.
-        getrandom::fill(&mut key).expect("the kernel's random source is unavailable");
-        DigestKey(key)
-    }
-}
-
-impl Drop for DigestKey {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-/// A keyed digest of one composed environment.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Digest([u8; 32]);
-
-impl Digest {
-    /// A short label for logs: enough to tell environments apart, nothing about values.
-    pub fn fingerprint(&self) -> String {
-        hex_prefix(&self.0[..4])
-    }
-}
-
-fn hex_prefix(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({})", self.fingerprint())
     }
 }
 

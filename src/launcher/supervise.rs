@@ -20,9 +20,10 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::exit::ChildStatus;
-use crate::launcher::env::{self, Digest, DigestKey, EnvBlock};
+use crate::launcher::env::{self, EnvBlock};
 use crate::launcher::signals;
 use crate::launcher::spawn::{self, Program, Started};
+use crate::source::digest::{Digest, DigestKey};
 use crate::source::{self, ChangeNotifier, ChangeQueue, SecretSet, SecretSource, SourceEvent};
 use crate::sys;
 
