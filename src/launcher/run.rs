@@ -175,7 +175,10 @@ fn scrub_credentials(names: &[String]) {
 /// `--check`: fetch, print what the child would get (masked), start nothing.
 fn check(config: &Config, sources: &mut [Box<dyn SecretSource>], json: bool) -> Result<u8, Error> {
     let secrets = source::fetch_all(sources)?;
-    let rows = crate::launcher::check::rows(&config.policy, &secrets);
+    // The same composition a run does, so `--check` refuses exactly what a run refuses.
+    let (block, summary) = env::compose(&config.policy, std::env::vars_os(), &secrets)?;
+    drop(block);
+    let rows = crate::launcher::check::rows(&summary, &secrets);
     let output = if json {
         crate::launcher::check::render_json(&rows, secrets.revisions())
     } else {
