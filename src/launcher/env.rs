@@ -30,8 +30,7 @@ pub const RESERVED_PREFIX: &str = "AGENT_RUN_";
 /// The store token agent-run reads (`--store`); consumed and scrubbed by `launcher`.
 pub const AGENT_RUN_TOKEN: &str = "AGENT_RUN_TOKEN";
 /// The `--auth token` variables of the OpenBao source, OpenBao's own name first.
-pub const BAO_TOKEN: &str = "BAO_TOKEN";
-pub const VAULT_TOKEN: &str = "VAULT_TOKEN";
+pub use crate::source::openbao::{BAO_TOKEN, VAULT_TOKEN};
 
 /// The one table of credential variables, this project's and OpenBao's/Vault's: an
 /// operator's shell exports them for the admin CLI or `bao`, and agent-run inherits that

@@ -37,10 +37,11 @@ use kv::*;
 use watch::*;
 /// The variables a `--auth token` source reads its token from, in order of preference
 /// (OpenBao's own name first). `config` hides them from the child.
-pub const TOKEN_VARIABLES: [&str; 2] = [
-    crate::launcher::env::BAO_TOKEN,
-    crate::launcher::env::VAULT_TOKEN,
-];
+pub const TOKEN_VARIABLES: [&str; 2] = [BAO_TOKEN, VAULT_TOKEN];
+/// OpenBao's name for the client token (the launcher's credential table lists both).
+pub const BAO_TOKEN: &str = "BAO_TOKEN";
+/// Vault's name for the client token.
+pub const VAULT_TOKEN: &str = "VAULT_TOKEN";
 
 /// The service-account token a pod gets, the Kubernetes login's default `--jwt-file`.
 pub const KUBERNETES_JWT: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
