@@ -31,10 +31,11 @@ use tracing::debug;
 
 use crate::source::digest::DigestKey;
 use crate::source::{ChangeNotifier, Error, SecretSet, SecretSource};
-use auth::*;
-use client::*;
-use kv::*;
-use watch::*;
+use auth::token_from_env;
+use client::{join_addresses, Client, Session};
+use kv::PathState;
+use watch::{StopFlag, Watcher};
+
 /// The variables a `--auth token` source reads its token from, in order of preference
 /// (OpenBao's own name first). `config` hides them from the child.
 pub const TOKEN_VARIABLES: [&str; 2] = [BAO_TOKEN, VAULT_TOKEN];
