@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
@@ -21,15 +20,17 @@ use tracing::{debug, error, info, warn};
 use crate::exit::ChildStatus;
 use crate::launcher::env::{self, EnvBlock};
 use crate::launcher::signals;
-use crate::launcher::spawn::{self, Program, Started};
+use crate::launcher::spawn::{self, Started};
 use crate::launcher::Error;
 use crate::source::digest::{Digest, DigestKey};
-use crate::source::{self, ChangeNotifier, ChangeQueue, SecretSet, SecretSource, SourceEvent};
+use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
 
 mod fetcher;
+mod settings;
 
 use fetcher::Fetcher;
+pub use settings::{Inputs, Job, OnChange, RestartPolicy, Settings};
 
 /// Backoff between restarts of a failing child: doubles from the first value up to the
 /// cap, and starts over once a child has run for `BACKOFF_RESET` (systemd-like behaviour
@@ -52,56 +53,6 @@ const FILE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// but never longer than this many debounce periods after the first change.
 const DEBOUNCE_MAX_PERIODS: u32 = 10;
 
-/// What to do when a secret changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnChange {
-    Restart,
-    Signal(Signal),
-    Exit,
-    None,
-}
-
-/// When a child that exited by itself is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    No,
-    OnFailure,
-    Always,
-}
-
-impl RestartPolicy {
-    /// systemd's rule: death by HUP, INT, TERM or PIPE is a clean stop, not a failure.
-    fn restarts(self, status: ChildStatus) -> bool {
-        match self {
-            RestartPolicy::No => false,
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => match status {
-                ChildStatus::Exited(code) => code != 0,
-                ChildStatus::Signaled(signo) => {
-                    ![libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE].contains(&signo)
-                }
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub signal_group: bool,
-    pub grace: Duration,
-    pub stop_signal: Signal,
-    pub on_change: OnChange,
-    /// `--debounce`; `None`: `FILE_DEBOUNCE` for raw changes, none for settled revisions
-    /// (a burst of revisions still coalesces: changes during a restart replace its
-    /// pending environment).
-    pub debounce: Option<Duration>,
-    pub restart: RestartPolicy,
-    /// How long a transient failure of the first fetch (store unreachable) is retried.
-    pub start_timeout: Duration,
-    /// Stop the child and exit 125 when a source's credentials are rejected while running.
-    pub exit_on_auth_failure: bool,
-}
-
 /// Why the current child is being stopped, i.e. what happens once it has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterStop {
@@ -118,25 +69,6 @@ struct Stopping {
 struct Child {
     pid: Pid,
     started: Instant,
-}
-
-/// What to run and how: fixed for the life of the loop.
-pub struct Job {
-    pub settings: Settings,
-    pub program: Program,
-    pub policy: env::Policy,
-    pub spawn_options: spawn::Options,
-}
-
-/// Where the loop's events come from. Built by `launcher`, which has already blocked the
-/// signals the signalfd reads.
-pub struct Inputs {
-    /// Handed to the fetcher thread when `run` starts it.
-    pub sources: Vec<Box<dyn SecretSource>>,
-    pub signals: SignalFd,
-    pub queue: ChangeQueue,
-    /// Handed to the sources' watchers when `watch_due` fires.
-    pub notifier: ChangeNotifier,
 }
 
 /// The fetcher thread and what its next result is for.
@@ -802,21 +734,5 @@ impl Supervisor {
             let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), child.pid);
         }
         let _ = sys::send_signal(-child.pid.as_raw(), libc::SIGCONT);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn on_failure_treats_clean_signals_as_clean() {
-        let p = RestartPolicy::OnFailure;
-        assert!(!p.restarts(ChildStatus::Exited(0)));
-        assert!(p.restarts(ChildStatus::Exited(1)));
-        assert!(!p.restarts(ChildStatus::Signaled(libc::SIGTERM)));
-        assert!(p.restarts(ChildStatus::Signaled(libc::SIGKILL)));
-        assert!(RestartPolicy::Always.restarts(ChildStatus::Exited(0)));
-        assert!(!RestartPolicy::No.restarts(ChildStatus::Exited(1)));
     }
 }
