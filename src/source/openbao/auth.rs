@@ -12,9 +12,9 @@ use serde::Deserialize;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use super::client::*;
-use super::value::*;
-use super::*;
+use super::client::{Client, Session};
+use super::value::KvValue;
+use super::{Auth, TOKEN_VARIABLES};
 use crate::source::Error;
 
 /// A token is renewed once this share of its TTL has passed (the same point Vault's own

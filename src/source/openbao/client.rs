@@ -15,9 +15,9 @@ use serde::Deserialize;
 use tracing::{debug, info, trace, warn};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::auth::*;
-use super::kv::*;
-use super::*;
+use super::auth::Token;
+use super::kv::KvMount;
+use super::Auth;
 use crate::source::digest::DigestKey;
 use crate::source::Error;
 

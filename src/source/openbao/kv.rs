@@ -7,8 +7,8 @@ use reqwest::Method;
 use serde::Deserialize;
 use tracing::{debug, warn};
 
-use super::client::*;
-use super::value::*;
+use super::client::{Client, Reply, Session};
+use super::value::KvValue;
 use crate::source::digest::Digest;
 use crate::source::{Error, Origin, Secret, SecretSet};
 

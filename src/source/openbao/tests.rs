@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::auth::*;
-use super::client::*;
-use super::kv::*;
-use super::watch::*;
+use super::auth::{login_body, Token};
+use super::client::{is_standby, server_errors, Reply, MAX_ERROR_TEXT};
+use super::kv::{check_status, Envelope, KvMap};
+use super::watch::jittered;
 
 fn values(json: &str) -> BTreeMap<String, String> {
     let map: KvMap = serde_json::from_str(json).unwrap();

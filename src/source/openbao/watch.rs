@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::client::*;
-use super::kv::*;
+use super::client::Client;
+use super::kv::PathState;
 use crate::source::{ChangeNotifier, Error};
 
 /// The flag the watcher thread sleeps on; `set` wakes it at once.
