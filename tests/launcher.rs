@@ -1813,3 +1813,82 @@ fn peers_a_restart_stops_the_process_group_only_with_signal_group() {
         }
     }
 }
+
+// ---- `--check` refuses exactly what a run refuses (issue 12, item 4) ----------------------
+
+/// The one error line agent-run printed (`agent-run: …`), without the log lines around it.
+fn error_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("agent-run: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn check_refuses_every_input_a_run_refuses() {
+    let dir = Dir::new("check-equals-run");
+    let env_file = dir.write("app.env", "API_KEY=sk-live-abcdefgh\n");
+    dir.write("nul/TOKEN_WITH_NUL", b"ab\0cd");
+    dir.write("bad/not-a-name", "value");
+    let env_file = env_file.to_str().unwrap().to_owned();
+    let nul_dir = dir.join("nul").to_str().unwrap().to_owned();
+    let bad_dir = dir.join("bad").to_str().unwrap().to_owned();
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("a NUL byte in a value", vec!["--secrets-dir", &nul_dir]),
+        ("an invalid secret name", vec!["--secrets-dir", &bad_dir]),
+        (
+            "a missing @REF",
+            vec!["--env-file", &env_file, "--env", "X=@NO_SUCH_SECRET"],
+        ),
+        (
+            "an invalid --env name",
+            vec!["--env-file", &env_file, "--env", "1BAD=value"],
+        ),
+        (
+            "a reserved AGENT_RUN_* name",
+            vec!["--env-file", &env_file, "--env", "AGENT_RUN_X=value"],
+        ),
+        (
+            "a credential name let through as reserved",
+            vec!["--env-file", &env_file, "--allow-env", "AGENT_RUN_TOKEN"],
+        ),
+    ];
+    for mode in MODES {
+        for (what, flags) in &cases {
+            let mut run_args = flags.clone();
+            run_args.extend(["--", "true"]);
+            let run = agent_run(mode, &run_args).run(&dir);
+            let mut check_args = vec!["--check"];
+            check_args.extend(flags.iter().copied());
+            check_args.extend(["--", "true"]);
+            let check = agent_run(mode, &check_args).run(&dir);
+            assert_ne!(
+                run.code,
+                Some(0),
+                "a run accepted {what}\n{}",
+                run.description
+            );
+            assert_eq!(
+                check.code, run.code,
+                "--check and a run end differently on {what}\nrun: {}\ncheck: {}",
+                run.description, check.description
+            );
+            assert!(
+                !error_line(&run.stderr).is_empty(),
+                "no error line for {what}\n{}",
+                run.description
+            );
+            assert_eq!(
+                error_line(&check.stderr),
+                error_line(&run.stderr),
+                "--check and a run say different things on {what}"
+            );
+            assert!(
+                !check.stdout.contains("sk-live") && !check.stdout.contains("API_KEY"),
+                "--check printed rows for refused input ({what})\n{}",
+                check.description
+            );
+        }
+    }
+}

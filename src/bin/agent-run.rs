@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use agent_run::cli::run::{LogFormat, RunArgs};
-use agent_run::config::{Config, LogSettings};
 use agent_run::exit::LAUNCHER_ERROR;
+use agent_run::launcher::config::{Config, LogSettings};
+use agent_run::launcher::flags::{LogFormat, RunArgs};
 
 /// Wipes every heap block before it is freed: see `agent_run::sys::WipeOnFree`.
 #[global_allocator]

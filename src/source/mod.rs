@@ -5,6 +5,7 @@
 //! values over in wiped-on-drop types, so nothing outlives the environment built from them.
 //! Watchers only say "something changed"; they never carry values.
 
+pub mod digest;
 pub mod dotenv;
 pub mod fallback;
 pub mod file;

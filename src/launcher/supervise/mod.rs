@@ -7,24 +7,30 @@
 //! change, which keeps the new block, locked and wiped on drop, until the old child has
 //! exited — so the new child gets exactly the environment the change was decided on.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
-use crate::env::{self, Digest, DigestKey, EnvBlock};
 use crate::exit::ChildStatus;
-use crate::signals;
-use crate::source::{self, ChangeNotifier, ChangeQueue, SecretSet, SecretSource, SourceEvent};
-use crate::spawn::{self, Program, Started};
+use crate::launcher::env::{self, EnvBlock};
+use crate::launcher::signals;
+use crate::launcher::spawn::{self, Started};
+use crate::launcher::Error;
+use crate::source::digest::{Digest, DigestKey};
+use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
+
+mod fetcher;
+mod settings;
+
+use fetcher::Fetcher;
+pub use settings::{Inputs, Job, OnChange, RestartPolicy, Settings};
 
 /// Backoff between restarts of a failing child: doubles from the first value up to the
 /// cap, and starts over once a child has run for `BACKOFF_RESET` (systemd-like behaviour
@@ -47,73 +53,6 @@ const FILE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// but never longer than this many debounce periods after the first change.
 const DEBOUNCE_MAX_PERIODS: u32 = 10;
 
-/// What to do when a secret changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnChange {
-    Restart,
-    Signal(Signal),
-    Exit,
-    None,
-}
-
-/// When a child that exited by itself is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    No,
-    OnFailure,
-    Always,
-}
-
-impl RestartPolicy {
-    /// systemd's rule: death by HUP, INT, TERM or PIPE is a clean stop, not a failure.
-    fn restarts(self, status: ChildStatus) -> bool {
-        match self {
-            RestartPolicy::No => false,
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => match status {
-                ChildStatus::Exited(code) => code != 0,
-                ChildStatus::Signaled(signo) => {
-                    ![libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE].contains(&signo)
-                }
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub signal_group: bool,
-    pub grace: Duration,
-    pub stop_signal: Signal,
-    pub on_change: OnChange,
-    /// `--debounce`; `None`: `FILE_DEBOUNCE` for raw changes, none for settled revisions
-    /// (a burst of revisions still coalesces: changes during a restart replace its
-    /// pending environment).
-    pub debounce: Option<Duration>,
-    pub restart: RestartPolicy,
-    /// How long a transient failure of the first fetch (store unreachable) is retried.
-    pub start_timeout: Duration,
-    /// Stop the child and exit 125 when a source's credentials are rejected while running.
-    pub exit_on_auth_failure: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error(transparent)]
-    Source(#[from] source::Error),
-    #[error(transparent)]
-    Env(#[from] env::Error),
-    #[error(transparent)]
-    Spawn(#[from] spawn::Error),
-    #[error("supervisor loop failed: {0}")]
-    Os(#[from] Errno),
-    #[error("no source answered within --start-timeout ({0:?}); nothing was started")]
-    StartTimeout(Duration),
-    #[error("cannot start the thread that reads the sources: {0}")]
-    Thread(std::io::Error),
-}
-
 /// Why the current child is being stopped, i.e. what happens once it has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterStop {
@@ -132,186 +71,106 @@ struct Child {
     started: Instant,
 }
 
-/// What the supervisor asks of the fetcher thread.
-enum Request {
-    Fetch,
-    Watch(ChangeNotifier),
-}
-
-/// The thread that owns the sources and does every read of them, so that no source — a
-/// store that accepts and never answers, a slow OpenBao, a file that blocks — can hold up
-/// signal forwarding, reaping or the grace timer. One request at a time, in order; each
-/// `Fetch` is answered with one result on `results` and a byte on the wake pipe, which the
-/// supervisor polls next to its signalfd. Values cross the channel by move (the set's
-/// boxes, never a copy of the bytes) and are composed, then dropped, on the loop.
-///
-/// Created by `Supervisor::run`, i.e. after `launcher` has blocked the signals, so the
-/// thread inherits the mask. A fetch that never returns leaves the thread stuck; agent-run
-/// exits without joining it.
-struct Fetcher {
-    requests: mpsc::Sender<Request>,
-    results: mpsc::Receiver<Result<SecretSet, source::Error>>,
-    wake: OwnedFd,
-    /// A fetch was asked for and its result has not been taken yet.
-    in_flight: bool,
-}
-
-/// `fetch_all` in a frame of its own, so `sys::wipe_stack` called right after covers it.
-#[inline(never)]
-fn fetch_on_stack(sources: &mut [Box<dyn SecretSource>]) -> Result<SecretSet, source::Error> {
-    source::fetch_all(sources)
-}
-
-impl Fetcher {
-    fn spawn(mut sources: Vec<Box<dyn SecretSource>>) -> Result<Fetcher, Error> {
-        use nix::fcntl::OFlag;
-        let (wake, wake_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        let (requests, request_rx) = mpsc::channel::<Request>();
-        let (result_tx, results) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("fetch".into())
-            .spawn(move || {
-                for request in request_rx {
-                    match request {
-                        Request::Fetch => {
-                            let result = fetch_on_stack(&mut sources);
-                            // The fetch ran on this thread's stack: wipe what it spilled.
-                            crate::sys::wipe_stack();
-                            if result_tx.send(result).is_err() {
-                                return; // the supervisor is gone
-                            }
-                            let _ = nix::unistd::write(&wake_tx, &[1]);
-                        }
-                        Request::Watch(notifier) => {
-                            for source in &mut sources {
-                                if let Err(e) = source.watch(notifier.clone()) {
-                                    warn!(source = %source.describe(), error = %e, "cannot watch for changes; rotation will not be seen");
-                                }
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(Error::Thread)?;
-        Ok(Fetcher {
-            requests,
-            results,
-            wake,
-            in_flight: false,
-        })
-    }
-
-    /// Asks for a fetch unless one is already under way (its result will serve).
-    fn fetch(&mut self) {
-        if !self.in_flight {
-            self.in_flight = self.requests.send(Request::Fetch).is_ok();
-        }
-    }
-
-    fn watch(&self, notifier: ChangeNotifier) {
-        let _ = self.requests.send(Request::Watch(notifier));
-    }
-
-    /// The finished fetch's result, if it has arrived.
-    fn take(&mut self) -> Option<Result<SecretSet, source::Error>> {
-        let mut buf = [0u8; 16];
-        while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
-        let result = self.results.try_recv().ok()?;
-        self.in_flight = false;
-        Some(result)
-    }
-}
-
-/// Everything the loop owns. Built by `launcher`, which has already blocked the signals.
-pub struct Supervisor {
-    settings: Settings,
-    program: Program,
-    policy: env::Policy,
-    /// Handed to the fetcher thread when `run` starts it.
-    sources: Vec<Box<dyn SecretSource>>,
+/// The fetcher thread and what its next result is for.
+struct FetchState {
     fetcher: Option<Fetcher>,
     /// The next fetch result starts a child (none is running).
     want_start: bool,
     /// A change arrived while a fetch was under way: fetch once more after it.
     refetch: bool,
-    /// The first child has been started; until then failures end agent-run.
+    watch_due: Option<Instant>,
+}
+
+/// The first start: until it succeeds, failures end agent-run.
+struct Startup {
+    /// The first child has been started.
     started_once: bool,
     /// `--start-timeout` for the first start, and the last transient error before it.
     start_deadline: Option<Instant>,
     start_error: Option<source::Error>,
-    /// A failure that ends agent-run, returned by `run`.
-    fatal: Option<Error>,
-    spawn_options: spawn::Options,
-    signals: SignalFd,
-    queue: ChangeQueue,
-    /// Handed to the sources' watchers when `watch_due` fires.
-    notifier: ChangeNotifier,
-    watch_due: Option<Instant>,
-    digest_key: DigestKey,
+}
 
-    child: Option<Child>,
+/// The child and the environment it was, or will be, started with.
+struct ChildState {
+    running: Option<Child>,
     /// Digest of the environment the current child was started with.
-    current: Option<Digest>,
+    env_digest: Option<Digest>,
     /// The environment for the next child, while the current one is being stopped.
     pending_env: Option<EnvBlock>,
     stopping: Option<Stopping>,
+    last_status: Option<ChildStatus>,
+}
+
+/// When the next child starts: the change debounce and the restart-policy backoff.
+struct RestartState {
     /// Debounce: (first change seen, act at).
     change_due: Option<(Instant, Instant)>,
     /// Restart-policy backoff: when to start again, and the next delay.
     start_due: Option<Instant>,
     backoff: Duration,
+}
+
+/// How agent-run ends.
+struct Outcome {
     /// agent-run was asked to stop (TERM/INT): no more restarts.
     shutting_down: bool,
     /// We stopped ourselves because the child was stopped from the terminal.
     suspended: bool,
-    last_status: Option<ChildStatus>,
+    /// A failure that ends agent-run, returned by `run`.
+    fatal: Option<Error>,
     finished: Option<u8>,
     /// agent-run's own failure code, used instead of the child's status when set.
     exit_override: Option<u8>,
 }
 
+/// Everything the loop owns, grouped by concern.
+pub struct Supervisor {
+    job: Job,
+    inputs: Inputs,
+    fetch: FetchState,
+    startup: Startup,
+    child: ChildState,
+    restart_state: RestartState,
+    outcome: Outcome,
+    digest_key: DigestKey,
+}
+
 impl Supervisor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        settings: Settings,
-        program: Program,
-        policy: env::Policy,
-        sources: Vec<Box<dyn SecretSource>>,
-        spawn_options: spawn::Options,
-        signals: SignalFd,
-        notifier: ChangeNotifier,
-        queue: ChangeQueue,
-    ) -> Supervisor {
+    pub fn new(job: Job, inputs: Inputs) -> Supervisor {
         Supervisor {
-            settings,
-            program,
-            policy,
-            sources,
-            fetcher: None,
-            want_start: false,
-            refetch: false,
-            started_once: false,
-            start_deadline: None,
-            start_error: None,
-            fatal: None,
-            spawn_options,
-            signals,
-            queue,
-            notifier,
-            watch_due: None,
+            job,
+            inputs,
+            fetch: FetchState {
+                fetcher: None,
+                want_start: false,
+                refetch: false,
+                watch_due: None,
+            },
+            startup: Startup {
+                started_once: false,
+                start_deadline: None,
+                start_error: None,
+            },
+            child: ChildState {
+                running: None,
+                env_digest: None,
+                pending_env: None,
+                stopping: None,
+                last_status: None,
+            },
+            restart_state: RestartState {
+                change_due: None,
+                start_due: None,
+                backoff: BACKOFF_FIRST,
+            },
+            outcome: Outcome {
+                shutting_down: false,
+                suspended: false,
+                fatal: None,
+                finished: None,
+                exit_override: None,
+            },
             digest_key: DigestKey::random(),
-            child: None,
-            current: None,
-            pending_env: None,
-            stopping: None,
-            change_due: None,
-            start_due: None,
-            backoff: BACKOFF_FIRST,
-            shutting_down: false,
-            suspended: false,
-            last_status: None,
-            finished: None,
-            exit_override: None,
         }
     }
 
@@ -319,16 +178,16 @@ impl Supervisor {
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
     /// The loop never waits on a source: fetches run on the fetcher thread.
     pub fn run(mut self) -> Result<u8, Error> {
-        self.fetcher = Some(Fetcher::spawn(std::mem::take(&mut self.sources))?);
-        self.start_deadline = Some(Instant::now() + self.settings.start_timeout);
-        self.want_start = true;
+        self.fetch.fetcher = Some(Fetcher::spawn(std::mem::take(&mut self.inputs.sources))?);
+        self.startup.start_deadline = Some(Instant::now() + self.job.settings.start_timeout);
+        self.fetch.want_start = true;
         self.request_fetch();
         loop {
             self.reap();
-            if let Some(error) = self.fatal.take() {
+            if let Some(error) = self.outcome.fatal.take() {
                 return Err(error);
             }
-            if let Some(code) = self.finished {
+            if let Some(code) = self.outcome.finished {
                 return Ok(code);
             }
             self.wait_for_events()?;
@@ -337,13 +196,13 @@ impl Supervisor {
     }
 
     fn request_fetch(&mut self) {
-        if let Some(fetcher) = &mut self.fetcher {
+        if let Some(fetcher) = &mut self.fetch.fetcher {
             fetcher.fetch();
         }
     }
 
     fn fetch_in_flight(&self) -> bool {
-        self.fetcher.as_ref().is_some_and(|f| f.in_flight)
+        self.fetch.fetcher.as_ref().is_some_and(|f| f.in_flight)
     }
 
     /// Composes the environment from one fetch's secrets (which are dropped, i.e. wiped,
@@ -357,7 +216,7 @@ impl Supervisor {
 
     #[inline(never)]
     fn compose_on_stack(&self, secrets: SecretSet) -> Result<EnvBlock, Error> {
-        let (block, summary) = env::compose(&self.policy, std::env::vars_os(), &secrets)?;
+        let (block, summary) = env::compose(&self.job.policy, std::env::vars_os(), &secrets)?;
         drop(secrets);
         debug!(
             secrets = summary.injected.len(),
@@ -372,17 +231,17 @@ impl Supervisor {
 
     /// A fetch has finished: start the child that waits for it, or act on a change.
     fn on_fetched(&mut self, result: Result<SecretSet, source::Error>) {
-        let refetch = std::mem::take(&mut self.refetch);
-        if self.shutting_down || self.finished.is_some() {
+        let refetch = std::mem::take(&mut self.fetch.refetch);
+        if self.outcome.shutting_down || self.outcome.finished.is_some() {
             return;
         }
-        if self.want_start {
-            self.want_start = false;
+        if self.fetch.want_start {
+            self.fetch.want_start = false;
             let env = result
                 .map_err(Error::from)
                 .and_then(|secrets| self.compose(secrets));
             self.start_with(env);
-        } else if self.child.is_some() {
+        } else if self.child.running.is_some() {
             match result.map_err(Error::from).and_then(|s| self.compose(s)) {
                 Ok(env) => self.on_new_environment(env),
                 Err(e) => {
@@ -390,7 +249,7 @@ impl Supervisor {
                 }
             }
         }
-        if refetch && self.child.is_some() && !self.shutting_down {
+        if refetch && self.child.running.is_some() && !self.outcome.shutting_down {
             self.request_fetch();
         }
     }
@@ -400,14 +259,14 @@ impl Supervisor {
     /// other failure ends agent-run; later, a failure retries with backoff.
     fn start_with(&mut self, env: Result<EnvBlock, Error>) {
         let result = env.and_then(|env| self.start(env));
-        if self.started_once {
+        if self.startup.started_once {
             match result {
                 Ok(Started::ExecFailed { error, .. }) => {
                     error!(error = %error, "cannot start the command")
                 }
                 Ok(Started::Running(_)) => {}
                 Err(e) => {
-                    error!(error = %e, retry_in = ?self.backoff, "cannot start the child; retrying");
+                    error!(error = %e, retry_in = ?self.restart_state.backoff, "cannot start the child; retrying");
                     self.schedule_start();
                 }
             }
@@ -415,21 +274,25 @@ impl Supervisor {
         }
         match result {
             Ok(Started::Running(_)) => {
-                self.started_once = true;
-                self.start_deadline = None;
-                self.start_error = None;
-                self.backoff = BACKOFF_FIRST;
-                self.watch_due = Some(Instant::now() + WATCH_DELAY);
+                self.startup.started_once = true;
+                self.startup.start_deadline = None;
+                self.startup.start_error = None;
+                self.restart_state.backoff = BACKOFF_FIRST;
+                self.fetch.watch_due = Some(Instant::now() + WATCH_DELAY);
             }
-            Ok(Started::ExecFailed { error, .. }) => self.fatal = Some(error.into()),
+            Ok(Started::ExecFailed { error, .. }) => self.outcome.fatal = Some(error.into()),
             Err(Error::Source(e))
-                if e.is_transient() && self.start_deadline.is_some_and(|d| Instant::now() < d) =>
+                if e.is_transient()
+                    && self
+                        .startup
+                        .start_deadline
+                        .is_some_and(|d| Instant::now() < d) =>
             {
-                warn!(error = %e, retry_in = ?self.backoff, "cannot fetch secrets yet; retrying until --start-timeout");
-                self.start_error = Some(e);
+                warn!(error = %e, retry_in = ?self.restart_state.backoff, "cannot fetch secrets yet; retrying until --start-timeout");
+                self.startup.start_error = Some(e);
                 self.schedule_start();
             }
-            Err(e) => self.fatal = Some(e),
+            Err(e) => self.outcome.fatal = Some(e),
         }
     }
 
@@ -438,9 +301,9 @@ impl Supervisor {
         let digest = env.digest(&self.digest_key);
         let vars = env.len();
         let started = spawn::spawn(
-            &self.program,
+            &self.job.program,
             &env,
-            &self.spawn_options,
+            &self.job.spawn_options,
             self.may_take_terminal(),
         );
         drop(env);
@@ -448,30 +311,31 @@ impl Supervisor {
         let started = started?;
         let (Started::Running(pid) | Started::ExecFailed { pid, .. }) = started;
         info!(pid = pid.as_raw(), vars, fingerprint = %digest.fingerprint(), "child started");
-        self.child = Some(Child {
+        self.child.running = Some(Child {
             pid,
             started: Instant::now(),
         });
-        self.current = Some(digest);
+        self.child.env_digest = Some(digest);
         Ok(started)
     }
 
     /// Starts a replacement child: the environment decided on at change time if there is
     /// one, else the result of a fresh fetch (started when it arrives).
     fn restart(&mut self) {
-        match self.pending_env.take() {
+        match self.child.pending_env.take() {
             Some(env) => self.start_with(Ok(env)),
             None => {
-                self.want_start = true;
+                self.fetch.want_start = true;
                 self.request_fetch();
             }
         }
     }
 
     fn schedule_start(&mut self) {
-        let due = Instant::now() + self.backoff;
-        self.start_due = Some(self.start_deadline.map_or(due, |d| due.min(d)));
-        self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
+        let due = Instant::now() + self.restart_state.backoff;
+        self.restart_state.start_due =
+            Some(self.startup.start_deadline.map_or(due, |d| due.min(d)));
+        self.restart_state.backoff = (self.restart_state.backoff * 2).min(BACKOFF_CAP);
     }
 
     /// The terminal goes to the child when agent-run holds it (or the previous child did):
@@ -484,7 +348,11 @@ impl Supervisor {
         match nix::unistd::tcgetpgrp(stdin.as_fd()) {
             Ok(foreground) => {
                 foreground == nix::unistd::getpgrp()
-                    || self.child.as_ref().is_some_and(|c| c.pid == foreground)
+                    || self
+                        .child
+                        .running
+                        .as_ref()
+                        .is_some_and(|c| c.pid == foreground)
             }
             Err(_) => false,
         }
@@ -492,16 +360,17 @@ impl Supervisor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let kill_at = self
+            .child
             .stopping
             .as_ref()
             .filter(|s| !s.killed)
             .map(|s| s.kill_at);
         [
-            self.change_due.map(|(_, due)| due),
+            self.restart_state.change_due.map(|(_, due)| due),
             kill_at,
-            self.start_due,
-            self.watch_due,
-            self.start_deadline,
+            self.restart_state.start_due,
+            self.fetch.watch_due,
+            self.startup.start_deadline,
         ]
         .into_iter()
         .flatten()
@@ -521,11 +390,11 @@ impl Supervisor {
                 PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let fetcher = self.fetcher.as_ref().expect("run starts the fetcher");
+        let fetcher = self.fetch.fetcher.as_ref().expect("run starts the fetcher");
         let (signals_ready, queue_ready, fetch_ready) = {
             let mut fds = [
-                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.queue.wake_fd(), PollFlags::POLLIN),
+                PollFd::new(self.inputs.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.inputs.queue.wake_fd(), PollFlags::POLLIN),
                 PollFd::new(fetcher.wake.as_fd(), PollFlags::POLLIN),
             ];
             match nix::poll::poll(&mut fds, timeout) {
@@ -536,7 +405,7 @@ impl Supervisor {
             (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]))
         };
         if signals_ready {
-            while let Ok(Some(info)) = self.signals.read_signal() {
+            while let Ok(Some(info)) = self.inputs.signals.read_signal() {
                 let signo = info.ssi_signo as i32;
                 if signals::is_fault(signo, info.ssi_code) {
                     error!(signal = %signals::name(signo), code = info.ssi_code, "agent-run itself faulted");
@@ -550,12 +419,12 @@ impl Supervisor {
         // so the stop signal of a restart never goes to a zombie.
         self.reap();
         if queue_ready {
-            for event in self.queue.drain() {
+            for event in self.inputs.queue.drain() {
                 self.on_source_event(event);
             }
         }
         if fetch_ready {
-            let result = self.fetcher.as_mut().and_then(Fetcher::take);
+            let result = self.fetch.fetcher.as_mut().and_then(Fetcher::take);
             if let Some(result) = result {
                 self.on_fetched(result);
             }
@@ -567,15 +436,16 @@ impl Supervisor {
         if signo == libc::SIGCHLD {
             return; // reaped at the top of every iteration
         }
-        if signo == libc::SIGCONT && self.suspended {
+        if signo == libc::SIGCONT && self.outcome.suspended {
             self.resume_after_suspend();
             return;
         }
-        let Some(child) = &self.child else {
+        let Some(child) = &self.child.running else {
             if signo == libc::SIGTERM || signo == libc::SIGINT {
                 // Between restarts there is nothing to stop: exit now.
-                self.finished = Some(
-                    self.last_status
+                self.outcome.finished = Some(
+                    self.child
+                        .last_status
                         .map_or(128 + signo as u8, ChildStatus::code),
                 );
             }
@@ -584,14 +454,14 @@ impl Supervisor {
         debug!(pid = child.pid.as_raw(), signal = %signals::name(signo), "forwarding signal");
         self.send(signo);
         if signo == libc::SIGTERM || signo == libc::SIGINT {
-            self.shutting_down = true;
-            self.pending_env = None;
-            match &mut self.stopping {
+            self.outcome.shutting_down = true;
+            self.child.pending_env = None;
+            match &mut self.child.stopping {
                 Some(stopping) => stopping.after = AfterStop::Exit,
                 None => {
-                    self.stopping = Some(Stopping {
+                    self.child.stopping = Some(Stopping {
                         after: AfterStop::Exit,
-                        kill_at: Instant::now() + self.settings.grace,
+                        kill_at: Instant::now() + self.job.settings.grace,
                         killed: false,
                     })
                 }
@@ -601,8 +471,10 @@ impl Supervisor {
 
     /// Sends `signo` to the child, or to its process group with `--signal-group`.
     fn send(&self, signo: i32) {
-        let Some(child) = &self.child else { return };
-        let target = if self.settings.signal_group {
+        let Some(child) = &self.child.running else {
+            return;
+        };
+        let target = if self.job.settings.signal_group {
             -child.pid.as_raw()
         } else {
             child.pid.as_raw()
@@ -618,36 +490,42 @@ impl Supervisor {
         match event {
             SourceEvent::Changed { source, settled } => {
                 debug!(source = %source, settled, "source reported a change");
-                let debounce = match self.settings.debounce {
+                let debounce = match self.job.settings.debounce {
                     Some(explicit) => explicit,
                     None if settled => Duration::ZERO,
                     None => FILE_DEBOUNCE,
                 };
                 let now = Instant::now();
-                let first = self.change_due.map_or(now, |(first, _)| first);
+                let first = self
+                    .restart_state
+                    .change_due
+                    .map_or(now, |(first, _)| first);
                 let latest = first + debounce * DEBOUNCE_MAX_PERIODS;
                 let due = (now + debounce).min(latest);
                 // A settled change never waits behind an earlier raw one.
-                let due = self.change_due.map_or(
-                    due,
-                    |(_, earlier)| if settled { earlier.min(due) } else { due },
-                );
-                self.change_due = Some((first, due));
+                let due = self.restart_state.change_due.map_or(due, |(_, earlier)| {
+                    if settled {
+                        earlier.min(due)
+                    } else {
+                        due
+                    }
+                });
+                self.restart_state.change_due = Some((first, due));
             }
             SourceEvent::Failed {
                 source,
                 reason,
                 auth,
             } => {
-                if auth && self.settings.exit_on_auth_failure && !self.shutting_down {
+                if auth && self.job.settings.exit_on_auth_failure && !self.outcome.shutting_down {
                     error!(source = %source, reason = %reason, "credentials rejected; stopping the child (--exit-on-auth-failure)");
-                    self.exit_override = Some(crate::exit::LAUNCHER_ERROR);
-                    self.shutting_down = true;
-                    self.pending_env = None;
-                    if self.child.is_some() {
+                    self.outcome.exit_override = Some(crate::exit::LAUNCHER_ERROR);
+                    self.outcome.shutting_down = true;
+                    self.child.pending_env = None;
+                    if self.child.running.is_some() {
                         self.stop_child(AfterStop::Exit);
                     } else {
-                        self.finished = self.exit_override;
+                        self.outcome.finished = self.outcome.exit_override;
                     }
                 } else if auth {
                     error!(source = %source, reason = %reason, "credentials rejected; the child keeps running on its current secrets");
@@ -659,35 +537,40 @@ impl Supervisor {
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
-        if self.watch_due.is_some_and(|due| due <= now) {
-            self.watch_due = None;
+        if self.fetch.watch_due.is_some_and(|due| due <= now) {
+            self.fetch.watch_due = None;
             self.start_watching(now);
         }
-        if self.change_due.is_some_and(|(_, due)| due <= now) {
-            self.change_due = None;
+        if self
+            .restart_state
+            .change_due
+            .is_some_and(|(_, due)| due <= now)
+        {
+            self.restart_state.change_due = None;
             self.on_change();
         }
-        if let Some(stopping) = &mut self.stopping {
+        if let Some(stopping) = &mut self.child.stopping {
             if !stopping.killed && stopping.kill_at <= now {
                 stopping.killed = true;
-                warn!(grace = ?self.settings.grace, "child did not exit within the grace period; sending SIGKILL");
+                warn!(grace = ?self.job.settings.grace, "child did not exit within the grace period; sending SIGKILL");
                 self.send(libc::SIGKILL);
             }
         }
-        if self.start_due.is_some_and(|due| due <= now) {
-            self.start_due = None;
+        if self.restart_state.start_due.is_some_and(|due| due <= now) {
+            self.restart_state.start_due = None;
             self.restart();
         }
-        if self.start_deadline.is_some_and(|due| due <= now) && !self.started_once {
+        if self.startup.start_deadline.is_some_and(|due| due <= now) && !self.startup.started_once {
             // The first start is still waiting: on a source that hangs, or on a retry.
             // `--start-timeout 0` means one attempt and no retry: that attempt (bounded by
             // the source's own request timeout) is awaited, and its failure is final.
-            self.start_deadline = None;
-            let only_attempt = self.settings.start_timeout.is_zero() && self.start_error.is_none();
+            self.startup.start_deadline = None;
+            let only_attempt =
+                self.job.settings.start_timeout.is_zero() && self.startup.start_error.is_none();
             if !only_attempt {
-                self.fatal = Some(match self.start_error.take() {
+                self.outcome.fatal = Some(match self.startup.start_error.take() {
                     Some(error) => error.into(),
-                    None => Error::StartTimeout(self.settings.start_timeout),
+                    None => Error::StartTimeout(self.job.settings.start_timeout),
                 });
             }
         }
@@ -696,20 +579,20 @@ impl Supervisor {
     /// Starts every source's watcher, then re-checks once: a change made between the first
     /// fetch and now had no watcher to report it.
     fn start_watching(&mut self, now: Instant) {
-        if let Some(fetcher) = &self.fetcher {
-            fetcher.watch(self.notifier.clone());
+        if let Some(fetcher) = &self.fetch.fetcher {
+            fetcher.watch(self.inputs.notifier.clone());
         }
-        self.change_due = Some((now, now));
+        self.restart_state.change_due = Some((now, now));
     }
 
     /// A debounced change: re-fetch (off the loop); `on_new_environment` acts on the
     /// result. A change during a fetch asks for one more fetch after it.
     fn on_change(&mut self) {
-        if self.shutting_down || self.child.is_none() {
+        if self.outcome.shutting_down || self.child.running.is_none() {
             return; // the next start fetches afresh anyway
         }
         if self.fetch_in_flight() {
-            self.refetch = true;
+            self.fetch.refetch = true;
         } else {
             self.request_fetch();
         }
@@ -719,41 +602,42 @@ impl Supervisor {
     fn on_new_environment(&mut self, env: EnvBlock) {
         let digest = env.digest(&self.digest_key);
         let pending = self
+            .child
             .pending_env
             .as_ref()
             .map(|p| p.digest(&self.digest_key));
-        if Some(digest) == pending || (pending.is_none() && Some(digest) == self.current) {
+        if Some(digest) == pending || (pending.is_none() && Some(digest) == self.child.env_digest) {
             debug!(fingerprint = %digest.fingerprint(), "environment unchanged; nothing to do");
             return;
         }
-        info!(fingerprint = %digest.fingerprint(), action = ?self.settings.on_change, "secrets changed");
-        match self.settings.on_change {
+        info!(fingerprint = %digest.fingerprint(), action = ?self.job.settings.on_change, "secrets changed");
+        match self.job.settings.on_change {
             OnChange::Restart => {
-                self.pending_env = Some(env);
+                self.child.pending_env = Some(env);
                 self.stop_child(AfterStop::Restart);
             }
             OnChange::Exit => self.stop_child(AfterStop::Exit),
             OnChange::Signal(signal) => {
                 self.send(signal as i32);
-                self.current = Some(digest);
+                self.child.env_digest = Some(digest);
             }
-            OnChange::None => self.current = Some(digest),
+            OnChange::None => self.child.env_digest = Some(digest),
         }
     }
 
     /// Sends the stop signal once and arms the SIGKILL deadline; a second call while
     /// stopping only updates what happens afterwards (that is how bursts coalesce).
     fn stop_child(&mut self, after: AfterStop) {
-        if let Some(stopping) = &mut self.stopping {
+        if let Some(stopping) = &mut self.child.stopping {
             if stopping.after != AfterStop::Exit {
                 stopping.after = after;
             }
             return;
         }
-        self.send(self.settings.stop_signal as i32);
-        self.stopping = Some(Stopping {
+        self.send(self.job.settings.stop_signal as i32);
+        self.child.stopping = Some(Stopping {
             after,
-            kill_at: Instant::now() + self.settings.grace,
+            kill_at: Instant::now() + self.job.settings.grace,
             killed: false,
         });
     }
@@ -774,7 +658,7 @@ impl Supervisor {
                 }
                 Ok(status) => status,
             };
-            let is_child = |pid: Pid| self.child.as_ref().is_some_and(|c| c.pid == pid);
+            let is_child = |pid: Pid| self.child.running.as_ref().is_some_and(|c| c.pid == pid);
             match status {
                 WaitStatus::Exited(pid, code) if is_child(pid) => {
                     self.on_child_exit(ChildStatus::Exited(code))
@@ -792,7 +676,7 @@ impl Supervisor {
     }
 
     fn on_child_exit(&mut self, status: ChildStatus) {
-        let Some(child) = self.child.take() else {
+        let Some(child) = self.child.running.take() else {
             return;
         };
         info!(
@@ -800,22 +684,25 @@ impl Supervisor {
             code = status.code(),
             "child exited"
         );
-        self.last_status = Some(status);
-        if let Some(stopping) = self.stopping.take() {
+        self.child.last_status = Some(status);
+        if let Some(stopping) = self.child.stopping.take() {
             match stopping.after {
-                AfterStop::Restart if !self.shutting_down => self.restart(),
-                _ => self.finished = Some(self.exit_override.unwrap_or(status.code())),
+                AfterStop::Restart if !self.outcome.shutting_down => self.restart(),
+                _ => {
+                    self.outcome.finished =
+                        Some(self.outcome.exit_override.unwrap_or(status.code()))
+                }
             }
             return;
         }
-        if self.shutting_down || !self.settings.restart.restarts(status) {
-            self.finished = Some(self.exit_override.unwrap_or(status.code()));
+        if self.outcome.shutting_down || !self.job.settings.restart.restarts(status) {
+            self.outcome.finished = Some(self.outcome.exit_override.unwrap_or(status.code()));
             return;
         }
         if child.started.elapsed() >= BACKOFF_RESET {
-            self.backoff = BACKOFF_FIRST;
+            self.restart_state.backoff = BACKOFF_FIRST;
         }
-        info!(code = status.code(), retry_in = ?self.backoff, "child exited; restarting per --restart");
+        info!(code = status.code(), retry_in = ?self.restart_state.backoff, "child exited; restarting per --restart");
         self.schedule_start();
     }
 
@@ -831,35 +718,21 @@ impl Supervisor {
             return;
         }
         let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), nix::unistd::getpgrp());
-        self.suspended = true;
+        self.outcome.suspended = true;
         debug!(signal = %signal, "child stopped from the terminal; suspending");
         let _ = nix::sys::signal::raise(Signal::SIGSTOP);
     }
 
     fn resume_after_suspend(&mut self) {
-        self.suspended = false;
+        self.outcome.suspended = false;
         let stdin = std::io::stdin();
-        let Some(child) = &self.child else { return };
+        let Some(child) = &self.child.running else {
+            return;
+        };
         // `fg` hands the terminal back to us; pass it on. `bg` does not: leave it.
         if nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(nix::unistd::getpgrp()) {
             let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), child.pid);
         }
         let _ = sys::send_signal(-child.pid.as_raw(), libc::SIGCONT);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn on_failure_treats_clean_signals_as_clean() {
-        let p = RestartPolicy::OnFailure;
-        assert!(!p.restarts(ChildStatus::Exited(0)));
-        assert!(p.restarts(ChildStatus::Exited(1)));
-        assert!(!p.restarts(ChildStatus::Signaled(libc::SIGTERM)));
-        assert!(p.restarts(ChildStatus::Signaled(libc::SIGKILL)));
-        assert!(RestartPolicy::Always.restarts(ChildStatus::Exited(0)));
-        assert!(!RestartPolicy::No.restarts(ChildStatus::Exited(1)));
     }
 }

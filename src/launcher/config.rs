@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::cli::run::{AuthArg, LogFormat, RestartArg, RunArgs};
-use crate::env::{self, Mapping, Policy};
-use crate::signals;
+use crate::launcher::env::{self, Mapping, Policy};
+use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
+use crate::launcher::signals;
+use crate::launcher::supervise::{OnChange, RestartPolicy, Settings};
 use crate::source::openbao::{self, JwtKind};
-use crate::supervise::{OnChange, RestartPolicy, Settings};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

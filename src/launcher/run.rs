@@ -8,48 +8,17 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use secrecy::SecretString;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
-use crate::env;
-use crate::exit;
-use crate::signals;
+use crate::launcher::config::Config;
+use crate::launcher::env;
+use crate::launcher::signals;
 use crate::source::openbao::OpenBaoSource;
 use crate::source::store::{StoreSettings, StoreSource, TokenSource};
 use crate::source::{self, file::FileSource, ChangeQueue, SecretSource};
 
-/// The variable the store token may come in; never passed on, scrubbed once read.
-pub const TOKEN_VARIABLE: &str = env::AGENT_RUN_TOKEN;
-use crate::spawn::{self, Program};
-use crate::supervise::{self, Supervisor};
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error(transparent)]
-    Source(#[from] source::Error),
-    #[error(transparent)]
-    Env(#[from] env::Error),
-    #[error(transparent)]
-    Spawn(#[from] spawn::Error),
-    #[error(transparent)]
-    Supervise(#[from] supervise::Error),
-    #[error("--store needs a token: set {TOKEN_VARIABLE} or --token-file")]
-    NoToken,
-    #[error("{what}: {errno}")]
-    Setup {
-        what: &'static str,
-        errno: nix::errno::Errno,
-    },
-}
-
-impl Error {
-    /// The code agent-run exits with for this failure (see `exit`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Spawn(e) | Error::Supervise(supervise::Error::Spawn(e)) => e.exit_code(),
-            _ => exit::LAUNCHER_ERROR,
-        }
-    }
-}
+use crate::launcher::spawn::{self, Program};
+use crate::launcher::supervise::{Inputs, Job, Supervisor};
+use crate::launcher::Error;
+use crate::launcher::TOKEN_VARIABLE;
 
 /// Runs the command as configured; returns the code agent-run should exit with.
 pub fn run(config: Config) -> Result<u8, Error> {
@@ -106,16 +75,20 @@ pub fn run(config: Config) -> Result<u8, Error> {
         pdeathsig: config.pdeathsig.then_some(Signal::SIGKILL),
     };
     let supervisor = Supervisor::new(
-        config.supervise,
-        program,
-        config.policy,
-        sources,
-        spawn_options,
-        signal_fd,
-        notifier,
-        queue,
+        Job {
+            settings: config.supervise,
+            program,
+            policy: config.policy,
+            spawn_options,
+        },
+        Inputs {
+            sources,
+            signals: signal_fd,
+            queue,
+            notifier,
+        },
     );
-    Ok(supervisor.run()?)
+    supervisor.run()
 }
 
 /// `--once`'s fetch: a transient failure (store unreachable) is retried with backoff until
@@ -203,11 +176,14 @@ fn scrub_credentials(names: &[String]) {
 /// `--check`: fetch, print what the child would get (masked), start nothing.
 fn check(config: &Config, sources: &mut [Box<dyn SecretSource>], json: bool) -> Result<u8, Error> {
     let secrets = source::fetch_all(sources)?;
-    let rows = crate::check::rows(&config.policy, &secrets);
+    // The same composition a run does, so `--check` refuses exactly what a run refuses.
+    let (block, summary) = env::compose(&config.policy, std::env::vars_os(), &secrets)?;
+    drop(block);
+    let rows = crate::launcher::check::rows(&summary, &secrets);
     let output = if json {
-        crate::check::render_json(&rows, secrets.revisions())
+        crate::launcher::check::render_json(&rows, secrets.revisions())
     } else {
-        crate::check::render_table(&rows, secrets.revisions())
+        crate::launcher::check::render_table(&rows, secrets.revisions())
     };
     println!("{output}");
     Ok(0)

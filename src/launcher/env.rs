@@ -20,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
+use crate::source::digest::{Digest, DigestKey};
 use crate::source::{Origin, SecretSet};
 use crate::sys;
 
@@ -29,8 +30,7 @@ pub const RESERVED_PREFIX: &str = "AGENT_RUN_";
 /// The store token agent-run reads (`--store`); consumed and scrubbed by `launcher`.
 pub const AGENT_RUN_TOKEN: &str = "AGENT_RUN_TOKEN";
 /// The `--auth token` variables of the OpenBao source, OpenBao's own name first.
-pub const BAO_TOKEN: &str = "BAO_TOKEN";
-pub const VAULT_TOKEN: &str = "VAULT_TOKEN";
+pub use crate::source::openbao::{BAO_TOKEN, VAULT_TOKEN};
 
 /// The one table of credential variables, this project's and OpenBao's/Vault's: an
 /// operator's shell exports them for the admin CLI or `bao`, and agent-run inherits that
@@ -215,6 +215,27 @@ pub struct Summary {
     pub literals: usize,
     /// `--env` references skipped under `--allow-missing`.
     pub missing: Vec<String>,
+    /// Every variable the child gets from a secret or a `--env` mapping, and every
+    /// reference skipped under `--allow-missing`, sorted by name, without values: what
+    /// `--check` lists, so it shows exactly what a run composes.
+    pub variables: Vec<Injected>,
+}
+
+/// One variable of [`Summary::variables`]: its name and where its value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    pub name: String,
+    pub from: InjectedFrom,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InjectedFrom {
+    /// The secret of this name (the variable's own name, or `@SECRET` of a mapping).
+    Secret(String),
+    /// A `--env KEY=value` literal.
+    Literal,
+    /// A `--env KEY=@SECRET` whose secret no source has, skipped under `--allow-missing`.
+    Missing(String),
 }
 
 enum Value<'a> {
@@ -222,6 +243,8 @@ enum Value<'a> {
     Secret {
         value: &'a SecretString,
         origin: String,
+        /// The secret's name (differs from the variable's for `--env KEY=@SECRET`).
+        secret: &'a str,
     },
     Literal(&'a str),
 }
@@ -297,6 +320,7 @@ fn compose_block(
             Value::Secret {
                 value: &secret.value,
                 origin: secret_origin(&secret.origin),
+                secret: name,
             },
         );
     }
@@ -311,6 +335,7 @@ fn compose_block(
                 Some(secret) => Value::Secret {
                     value: &secret.value,
                     origin: format!("--env {}=@{secret_name}", mapping.key),
+                    secret: secret_name,
                 },
                 None if policy.allow_missing => {
                     tracing::warn!(key = %mapping.key, secret = %secret_name, "referenced secret is missing; skipped");
@@ -340,6 +365,7 @@ fn compose_block(
         .filter(|(_, value)| matches!(value, Value::Secret { .. }))
         .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
         .collect();
+    summary.variables = injected_variables(&vars, policy, &summary.missing);
 
     for (name, value) in &vars {
         let bytes = value.bytes();
@@ -365,6 +391,42 @@ fn compose_block(
             .map(|(name, value)| (name.as_slice(), value.bytes())),
     );
     Ok((block, summary))
+}
+
+/// `Summary::variables`: the secret and literal entries of `vars`, and the references
+/// skipped as missing that nothing set afterwards, by name.
+fn injected_variables(
+    vars: &BTreeMap<Vec<u8>, Value<'_>>,
+    policy: &Policy,
+    missing: &[String],
+) -> Vec<Injected> {
+    let mut variables: BTreeMap<String, InjectedFrom> = vars
+        .iter()
+        .filter_map(|(name, value)| {
+            let from = match value {
+                Value::Inherited(_) => return None,
+                Value::Secret { secret, .. } => InjectedFrom::Secret((*secret).to_owned()),
+                Value::Literal(_) => InjectedFrom::Literal,
+            };
+            Some((String::from_utf8_lossy(name).into_owned(), from))
+        })
+        .collect();
+    for key in missing {
+        if vars.contains_key(key.as_bytes()) {
+            continue;
+        }
+        let secret = policy.mappings.iter().rev().find_map(|m| match &m.value {
+            MappingValue::Secret(secret) if m.key == *key => Some(secret.clone()),
+            _ => None,
+        });
+        if let Some(secret) = secret {
+            variables.insert(key.clone(), InjectedFrom::Missing(secret));
+        }
+    }
+    variables
+        .into_iter()
+        .map(|(name, from)| Injected { name, from })
+        .collect()
 }
 
 /// The child's environment as the kernel wants it: `NAME=value\0` strings and a
@@ -459,11 +521,9 @@ impl EnvBlock {
 
     #[inline(never)]
     fn hash(&self, key: &DigestKey) -> Digest {
-        let mut hasher = blake3::Hasher::new_keyed(&key.0);
-        hasher.update(self.data());
-        let digest = Digest(*hasher.finalize().as_bytes());
-        hasher.zeroize();
-        digest
+        key.digest(|hasher| {
+            hasher.update(self.data());
+        })
     }
 }
 
@@ -486,45 +546,6 @@ impl fmt::Debug for EnvBlock {
             .field("bytes", &self.bytes)
             .field("locked", &self.locked)
             .finish()
-    }
-}
-
-/// A random per-process key for [`EnvBlock::digest`].
-pub struct DigestKey([u8; 32]);
-
-impl DigestKey {
-    pub fn random() -> DigestKey {
-        let mut key = [0u8; 32];
-        // Without kernel randomness nothing else in a secret store is safe either.
-        getrandom::fill(&mut key).expect("the kernel's random source is unavailable");
-        DigestKey(key)
-    }
-}
-
-impl Drop for DigestKey {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-/// A keyed digest of one composed environment.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Digest([u8; 32]);
-
-impl Digest {
-    /// A short label for logs: enough to tell environments apart, nothing about values.
-    pub fn fingerprint(&self) -> String {
-        hex_prefix(&self.0[..4])
-    }
-}
-
-fn hex_prefix(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({})", self.fingerprint())
     }
 }
 
@@ -633,6 +654,30 @@ mod tests {
         assert_eq!(summary.injected, ["A", "C", "S"]);
         assert_eq!(summary.literals, 1);
         assert_eq!(block.var("HOME").unwrap(), "/root");
+    }
+
+    #[test]
+    fn summary_lists_each_injected_variable_and_its_origin_without_values() {
+        let inh = inherited(&[("HOME", "/root"), ("B", "inherited")]);
+        let set = secrets(&[("A", "secret-a"), ("S", "secret-s")]);
+        let mut p = policy(&["B=literal", "C=@S", "M=@NOPE"]);
+        p.allow_missing = true;
+        let (_, summary) = compose(&p, inh, &set).unwrap();
+        let from = |name: &str, from: InjectedFrom| Injected {
+            name: name.into(),
+            from,
+        };
+        assert_eq!(
+            summary.variables,
+            [
+                from("A", InjectedFrom::Secret("A".into())),
+                from("B", InjectedFrom::Literal),
+                from("C", InjectedFrom::Secret("S".into())),
+                from("M", InjectedFrom::Missing("NOPE".into())),
+                from("S", InjectedFrom::Secret("S".into())),
+            ]
+        );
+        assert!(!format!("{summary:?}").contains("secret-"));
     }
 
     #[test]

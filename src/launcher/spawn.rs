@@ -16,7 +16,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 
-use crate::env::EnvBlock;
+use crate::launcher::env::EnvBlock;
 use crate::sys::{self, ChildSetup, ExecPlan};
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +151,34 @@ pub enum Started {
     ExecFailed { pid: Pid, error: Error },
 }
 
+/// The paths `execve` will try for `env`'s `PATH`, after the ARG_MAX check, and the
+/// pointer array an [`ExecPlan`] borrows: built before `fork`, where the child may not
+/// allocate. The pointers stay valid while `owned` lives (moving a `Vec` moves no string).
+struct Candidates {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl Candidates {
+    fn new(program: &Program, env: &EnvBlock) -> Result<Candidates, Error> {
+        program.check_size(env)?;
+        let owned = program.candidates(env.var("PATH"));
+        let ptrs = owned.iter().map(|c| c.as_ptr()).collect();
+        Ok(Candidates {
+            _owned: owned,
+            ptrs,
+        })
+    }
+
+    fn plan<'a>(&'a self, program: &'a Program, env: &'a EnvBlock) -> ExecPlan<'a> {
+        ExecPlan {
+            candidates: &self.ptrs,
+            argv: program.argv_ptrs.as_ptr(),
+            envp: env.envp(),
+        }
+    }
+}
+
 /// Forks and execs `program` with `env`. The caller drops `env` right after this returns:
 /// the child has its own copy from the fork, and the parent's is wiped.
 pub fn spawn(
@@ -159,14 +187,8 @@ pub fn spawn(
     options: &Options,
     hand_terminal: bool,
 ) -> Result<Started, Error> {
-    program.check_size(env)?;
-    let candidates = program.candidates(env.var("PATH"));
-    let candidate_ptrs: Vec<*const c_char> = candidates.iter().map(|c| c.as_ptr()).collect();
-    let plan = ExecPlan {
-        candidates: &candidate_ptrs,
-        argv: program.argv_ptrs.as_ptr(),
-        envp: env.envp(),
-    };
+    let candidates = Candidates::new(program, env)?;
+    let plan = candidates.plan(program, env);
     let (read_end, write_end): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::Fork)?;
     let setup = ChildSetup {
@@ -206,16 +228,11 @@ pub fn spawn(
 /// it (`core_limit`; agent-run lowered its own). Returns only on failure; the caller still
 /// owns `env` and wipes it by dropping it.
 pub fn exec_in_place(program: &Program, env: &EnvBlock, core_limit: Option<libc::rlimit>) -> Error {
-    if let Err(e) = program.check_size(env) {
-        return e;
-    }
-    let candidates = program.candidates(env.var("PATH"));
-    let candidate_ptrs: Vec<*const c_char> = candidates.iter().map(|c| c.as_ptr()).collect();
-    let plan = ExecPlan {
-        candidates: &candidate_ptrs,
-        argv: program.argv_ptrs.as_ptr(),
-        envp: env.envp(),
+    let candidates = match Candidates::new(program, env) {
+        Ok(candidates) => candidates,
+        Err(e) => return e,
     };
+    let plan = candidates.plan(program, env);
     program.exec_error(sys::exec_in_place(&plan, core_limit.as_ref()))
 }
 

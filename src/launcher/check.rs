@@ -6,7 +6,7 @@ use std::fmt::Write;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::env::{MappingValue, Policy, RESERVED_PREFIX};
+use crate::launcher::env::{InjectedFrom, Summary};
 use crate::source::{Kind, SecretSet};
 
 /// One variable the child would receive from a secret or a mapping.
@@ -36,55 +36,45 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
-/// The rows for `secrets` under `policy`, in the order the environment would have them.
-pub fn rows(policy: &Policy, secrets: &SecretSet) -> Vec<Row> {
-    let mut rows: std::collections::BTreeMap<String, Row> = std::collections::BTreeMap::new();
-    for (name, secret) in secrets.iter() {
-        let narrowed = !policy.only.is_empty() && !policy.only.iter().any(|p| p.matches(name));
-        if narrowed || name.starts_with(RESERVED_PREFIX) {
-            continue;
-        }
-        let kind = secret.origin.kind();
-        rows.insert(
-            name.to_owned(),
-            Row {
-                name: name.to_owned(),
-                secret: Some(name.to_owned()),
-                kind: kind_name(kind),
-                source: secret.origin.to_string(),
-                preview: preview(secret.value.expose_secret(), kind),
-            },
-        );
-    }
-    for mapping in &policy.mappings {
-        let row = match &mapping.value {
-            MappingValue::Literal(_) => Row {
-                name: mapping.key.clone(),
+/// The rows of what `env::compose` injected (its [`Summary`], so `--check` lists, and
+/// refuses, exactly what a run would), with each value's masked preview from `secrets`.
+pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
+    summary
+        .variables
+        .iter()
+        .map(|variable| match &variable.from {
+            InjectedFrom::Literal => Row {
+                name: variable.name.clone(),
                 secret: None,
                 kind: "literal",
                 source: "--env".into(),
                 preview: "(literal)".into(),
             },
-            MappingValue::Secret(secret_name) => match secrets.get(secret_name) {
+            InjectedFrom::Secret(secret_name) => match secrets.get(secret_name) {
                 Some(secret) => Row {
-                    name: mapping.key.clone(),
+                    name: variable.name.clone(),
                     secret: Some(secret_name.clone()),
                     kind: kind_name(secret.origin.kind()),
                     source: secret.origin.to_string(),
                     preview: preview(secret.value.expose_secret(), secret.origin.kind()),
                 },
-                None => Row {
-                    name: mapping.key.clone(),
-                    secret: Some(secret_name.clone()),
-                    kind: "missing",
-                    source: "-".into(),
-                    preview: "-".into(),
-                },
+                // compose injected it from `secrets`, so it is there; shown as missing
+                // rather than trusted blindly.
+                None => missing_row(&variable.name, secret_name),
             },
-        };
-        rows.insert(mapping.key.clone(), row);
+            InjectedFrom::Missing(secret_name) => missing_row(&variable.name, secret_name),
+        })
+        .collect()
+}
+
+fn missing_row(name: &str, secret_name: &str) -> Row {
+    Row {
+        name: name.to_owned(),
+        secret: Some(secret_name.to_owned()),
+        kind: "missing",
+        source: "-".into(),
+        preview: "-".into(),
     }
-    rows.into_values().collect()
 }
 
 /// A table for people.

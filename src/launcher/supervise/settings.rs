@@ -1,0 +1,97 @@
+//! What the supervisor is built from: its settings (from `config`), the job it runs and
+//! the inputs its events come from, and the restart policy's rule.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+
+use crate::exit::ChildStatus;
+use crate::launcher::env;
+use crate::launcher::spawn::{self, Program};
+use crate::source::{ChangeNotifier, ChangeQueue, SecretSource};
+
+/// What to do when a secret changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnChange {
+    Restart,
+    Signal(Signal),
+    Exit,
+    None,
+}
+
+/// When a child that exited by itself is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    Always,
+}
+
+impl RestartPolicy {
+    /// systemd's rule: death by HUP, INT, TERM or PIPE is a clean stop, not a failure.
+    pub(super) fn restarts(self, status: ChildStatus) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => match status {
+                ChildStatus::Exited(code) => code != 0,
+                ChildStatus::Signaled(signo) => {
+                    ![libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGPIPE].contains(&signo)
+                }
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub signal_group: bool,
+    pub grace: Duration,
+    pub stop_signal: Signal,
+    pub on_change: OnChange,
+    /// `--debounce`; `None`: `FILE_DEBOUNCE` for raw changes, none for settled revisions
+    /// (a burst of revisions still coalesces: changes during a restart replace its
+    /// pending environment).
+    pub debounce: Option<Duration>,
+    pub restart: RestartPolicy,
+    /// How long a transient failure of the first fetch (store unreachable) is retried.
+    pub start_timeout: Duration,
+    /// Stop the child and exit 125 when a source's credentials are rejected while running.
+    pub exit_on_auth_failure: bool,
+}
+
+/// What to run and how: fixed for the life of the loop.
+pub struct Job {
+    pub settings: Settings,
+    pub program: Program,
+    pub policy: env::Policy,
+    pub spawn_options: spawn::Options,
+}
+
+/// Where the loop's events come from. Built by `launcher`, which has already blocked the
+/// signals the signalfd reads.
+pub struct Inputs {
+    /// Handed to the fetcher thread when `run` starts it.
+    pub sources: Vec<Box<dyn SecretSource>>,
+    pub signals: SignalFd,
+    pub queue: ChangeQueue,
+    /// Handed to the sources' watchers when `watch_due` fires.
+    pub notifier: ChangeNotifier,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_failure_treats_clean_signals_as_clean() {
+        let p = RestartPolicy::OnFailure;
+        assert!(!p.restarts(ChildStatus::Exited(0)));
+        assert!(p.restarts(ChildStatus::Exited(1)));
+        assert!(!p.restarts(ChildStatus::Signaled(libc::SIGTERM)));
+        assert!(p.restarts(ChildStatus::Signaled(libc::SIGKILL)));
+        assert!(RestartPolicy::Always.restarts(ChildStatus::Exited(0)));
+        assert!(!RestartPolicy::No.restarts(ChildStatus::Exited(1)));
+    }
+}
