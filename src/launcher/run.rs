@@ -24,7 +24,7 @@ use crate::launcher::TOKEN_VARIABLE;
 pub fn run(config: Config) -> Result<u8, Error> {
     // First, while no other thread exists: take the token out of our own environment.
     let env_token = take_env_token();
-    crate::source::secret_file::set_strict_credentials(config.file_options.strict_permissions);
+    crate::secret_file::set_strict_credentials(config.file_options.strict_permissions);
     let original_mask = SigSet::thread_get_mask().map_err(|errno| Error::Setup {
         what: "reading the signal mask",
         errno,

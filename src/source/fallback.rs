@@ -27,7 +27,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{secret_file, Error, Kind};
+use super::{Error, Kind};
+use crate::secret_file;
 
 const MAGIC: &[u8; 8] = b"ARFALL1\n";
 /// Far above any real set (the store caps values and keys per agent), far below a size
@@ -98,10 +99,12 @@ impl Fallback {
         let path = self.floor_path();
         let bytes = match secret_file::read(&path, 64) {
             Ok(bytes) => bytes,
-            Err(Error::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(secret_file::Error::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Ok(0)
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         std::str::from_utf8(&bytes)
             .ok()
@@ -162,8 +165,8 @@ impl Fallback {
         // Non-blocking, regular files only, size-capped: a FIFO put in its place is refused
         // at once instead of hanging the launcher.
         let bytes = secret_file::read(&self.path, MAX_FALLBACK_BYTES).map_err(|e| match e {
-            Error::Read { source, .. } => self.error(source.to_string()),
-            other => other,
+            secret_file::Error::Read { source, .. } => self.error(source.to_string()),
+            other => other.into(),
         })?;
         let body = bytes
             .strip_prefix(MAGIC.as_slice())

@@ -26,8 +26,9 @@ use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
-use super::secret_file::{self, Checks, MAX_VALUE_FILE_BYTES};
-use super::{dotenv, ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource, Shown};
+use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource, Shown};
+use crate::dotenv;
+use crate::secret_file::{self, Checks, MAX_VALUE_FILE_BYTES};
 
 /// How far a chain of symlinks is followed when planning watches (loops end here).
 const MAX_LINK_DEPTH: usize = 8;
@@ -565,7 +566,10 @@ mod tests {
         let path = dir.path().join("pipe.env");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let err = read_env_file(&path, &DEFAULTS).unwrap_err();
-        assert!(matches!(err, Error::NotRegularFile { .. }), "{err}");
+        assert!(
+            matches!(err, Error::File(secret_file::Error::NotRegularFile { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -598,7 +602,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path().join("loot"), dir.path().join("LOOT")).unwrap();
         let err = read_secrets_dir(dir.path(), &DEFAULTS).unwrap_err();
-        assert!(matches!(err, Error::ExternalLink { .. }), "{err}");
+        assert!(
+            matches!(err, Error::File(secret_file::Error::ExternalLink { .. })),
+            "{err}"
+        );
         let allowed = FileOptions {
             allow_external_links: true,
             ..DEFAULTS

@@ -6,11 +6,9 @@
 //! Watchers only say "something changed"; they never carry values.
 
 pub mod digest;
-pub mod dotenv;
 pub mod fallback;
 pub mod file;
 pub mod openbao;
-pub mod secret_file;
 pub mod store;
 pub mod store_poll;
 
@@ -31,29 +29,15 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A FIFO, device, socket or `/proc` file where a secret file was expected: reading it
-    /// could block the launcher for ever.
-    #[error("{} is {what}: only regular files are read for secrets and credentials", Shown(.path))]
-    NotRegularFile { path: PathBuf, what: &'static str },
-    #[error("{} is larger than {limit} bytes: refused before reading it", Shown(.path))]
-    FileTooLarge { path: PathBuf, limit: u64 },
-    /// Where and why, never the line's text (it may hold a value).
-    #[error("{}:{line}:{column}: not valid dotenv: {problem}", Shown(.path))]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        problem: dotenv::Problem,
-    },
+    /// A file refused or unreadable (`secret_file`'s rules: regular files only, size cap,
+    /// permissions, links out of a secrets directory).
+    #[error(transparent)]
+    File(#[from] crate::secret_file::Error),
+    /// An env file that is not valid dotenv, or that could not be read.
+    #[error(transparent)]
+    EnvFile(#[from] crate::dotenv::FileError),
     #[error("{}: the value of {key} is not valid UTF-8", Shown(.path))]
     NotUtf8 { path: PathBuf, key: String },
-    /// A secrets-dir entry whose real file lies outside the directory (`LOOT -> /etc/shadow`):
-    /// agent-run often runs as root and must not read files for whoever can write the dir.
-    #[error("{} leads outside the secrets directory {}: refused (pass --allow-external-links to allow links out of secrets directories)", Shown(.path), Shown(.dir))]
-    ExternalLink { path: PathBuf, dir: PathBuf },
-    /// `--strict-permissions`: a file others could have written (or swapped) is not trusted.
-    #[error("{} is {why}: refused (--strict-permissions)", Shown(.path))]
-    InsecurePermissions { path: PathBuf, why: String },
     #[error("cannot watch {}: {reason}", Shown(.path))]
     Watch { path: PathBuf, reason: String },
     /// The store (agent-vault, or every address of an OpenBao/Vault cluster) did not
@@ -168,22 +152,7 @@ impl fmt::Display for Origin {
     }
 }
 
-/// A path or name as it may be logged: control characters (a newline in a file name could
-/// forge a log line) are escaped as `\n`, `\u{1b}`…, everything else is shown as is.
-pub struct Shown<'a, T: ?Sized>(pub &'a T);
-
-impl<T: AsRef<std::ffi::OsStr> + ?Sized> fmt::Display for Shown<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.as_ref().to_string_lossy().chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                fmt::Write::write_char(f, c)?;
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::secret_file::Shown;
 
 /// One secret: the value in a wiped-on-drop box, and where it came from.
 pub struct Secret {

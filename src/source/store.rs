@@ -28,10 +28,11 @@ use tracing::{debug, info, warn};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::fallback::{Fallback, Snapshot, StoredEntry};
-use super::{secret_file, store_poll};
+use super::store_poll;
 use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource};
 use crate::protocol::client::{self as protocol_client, Client, Transport};
 use crate::protocol::wire::{Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
+use crate::secret_file;
 
 /// How long one long-poll waits for a change before the store answers "not modified".
 const LONG_POLL: Duration = Duration::from_secs(55);

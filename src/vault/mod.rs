@@ -15,7 +15,7 @@
 //! The code map (`api`, `tokens`, `service/`, `db`, `crypto`, `audit`, `error`, `cmd/`) is
 //! in ARCHITECTURE.md, the one copy. The wire types and the HTTP client are not here but in
 //! `protocol`, which the launcher shares; `vault` imports neither the launcher nor its
-//! sources, except `cmd::secrets` reading an import file with `source::dotenv`.
+//! sources; `cmd::secrets` reads an import file with the shared `dotenv` reader.
 //!
 //! # Invariants
 //! - `db` never sees a plaintext value; `crypto` never sees SQL.

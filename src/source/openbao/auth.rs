@@ -322,7 +322,7 @@ pub(super) fn token_from_env() -> Result<SecretString, Error> {
 pub(super) fn read_credential(path: &Path, method: &'static str) -> Result<SecretString, Error> {
     // Non-blocking, regular files only, size-capped (a FIFO must not hang the launcher),
     // and never a file anyone may write.
-    let buf = crate::source::secret_file::read_credential(path)?;
+    let buf = crate::secret_file::read_credential(path)?;
     let text = std::str::from_utf8(&buf).map_err(|_| Error::Auth {
         method,
         reason: format!("{}: not valid UTF-8", path.display()),

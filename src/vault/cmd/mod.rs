@@ -55,7 +55,7 @@ pub enum Error {
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
-    EnvFile(#[from] crate::source::Error),
+    EnvFile(#[from] crate::dotenv::FileError),
     #[error("writing JSON output")]
     Json(#[from] serde_json::Error),
 }

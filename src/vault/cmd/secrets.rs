@@ -45,7 +45,7 @@ pub(super) fn put_request(
 /// text (it may hold a value). A key given twice keeps its last value, as a shell would.
 fn read_env_file(path: &Path) -> Result<Vec<ImportEntry>> {
     // The launcher's one dotenv reader, so both read a file the same way.
-    use crate::source::{dotenv, secret_file::Checks};
+    use crate::{dotenv, secret_file::Checks};
     let entries = dotenv::read_file(path, &Checks::default())?;
     Ok(entries
         .into_iter()

@@ -24,11 +24,11 @@
 //! hold a value). Each value is built in a buffer allocated once at its exact decoded length,
 //! so the only copy of a value is the one in the returned `SecretString`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-use super::{secret_file, Error};
+use crate::secret_file::{self, Shown};
 
 /// One `NAME=value` of a file, with the line its assignment starts on.
 pub struct Entry {
@@ -76,12 +76,28 @@ pub enum Problem {
     NotUtf8,
 }
 
+/// Why an env file gave no entries: it could not be read, or it is not valid dotenv.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    #[error(transparent)]
+    File(#[from] secret_file::Error),
+    /// Where and why, never the line's text (it may hold a value).
+    #[error("{}:{line}:{column}: not valid dotenv: {problem}", Shown(.path))]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        problem: Problem,
+    },
+}
+
 /// Reads `path` through [`secret_file`] (regular files only, at most
 /// [`MAX_ENV_FILE_BYTES`](secret_file::MAX_ENV_FILE_BYTES), wiped buffer) and parses it.
 /// The one entry point of both programs.
-pub fn read_file(path: &Path, checks: &secret_file::Checks) -> Result<Vec<Entry>, Error> {
+pub fn read_file(path: &Path, checks: &secret_file::Checks) -> Result<Vec<Entry>, FileError> {
     let content = secret_file::read_with(path, secret_file::MAX_ENV_FILE_BYTES, checks)?;
-    parse(&content).map_err(|e| Error::Parse {
+    parse(&content).map_err(|e| FileError::Parse {
         path: path.to_path_buf(),
         line: e.line,
         column: e.column,

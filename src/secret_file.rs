@@ -1,5 +1,6 @@
-//! The one way agent-run reads a file that holds secrets or credentials: env files, files of
-//! a secrets directory, token / role-id / secret-id files and the fallback.
+//! The one way either program reads a file that holds secrets or credentials: agent-run's
+//! env files, secrets-directory files, token / role-id / secret-id files and fallback, and
+//! the `.env` file `agent-vault secrets import` reads. Shared, so it sits at the root.
 //!
 //! Why not `std::fs::read`: a FIFO, a device or a `/proc` file can block a read for ever
 //! (and the supervisor must never wait on a source), a huge or sparse file would be read
@@ -9,17 +10,57 @@
 //! ([`Checks`]) it must also lie inside a given directory after every symlink, and pass
 //! ssh's ownership and mode rule ([`check_permissions`]).
 
+use std::fmt;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use zeroize::Zeroizing;
 
-use super::{Error, Shown};
+/// Why a secret file was not read. Carries paths, never content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("cannot read {}: {source}", Shown(.path))]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A FIFO, device, socket or `/proc` file where a secret file was expected: reading it
+    /// could block the launcher for ever.
+    #[error("{} is {what}: only regular files are read for secrets and credentials", Shown(.path))]
+    NotRegularFile { path: PathBuf, what: &'static str },
+    #[error("{} is larger than {limit} bytes: refused before reading it", Shown(.path))]
+    FileTooLarge { path: PathBuf, limit: u64 },
+    /// A secrets-dir entry whose real file lies outside the directory (`LOOT -> /etc/shadow`):
+    /// agent-run often runs as root and must not read files for whoever can write the dir.
+    #[error("{} leads outside the secrets directory {}: refused (pass --allow-external-links to allow links out of secrets directories)", Shown(.path), Shown(.dir))]
+    ExternalLink { path: PathBuf, dir: PathBuf },
+    /// `--strict-permissions`: a file others could have written (or swapped) is not trusted.
+    #[error("{} is {why}: refused (--strict-permissions)", Shown(.path))]
+    InsecurePermissions { path: PathBuf, why: String },
+}
+
+/// A path or name as it may be printed in a log line or an error: control characters
+/// escaped, so a file name with a newline cannot forge a line.
+pub struct Shown<'a, T: ?Sized>(pub &'a T);
+
+impl<T: AsRef<std::ffi::OsStr> + ?Sized> fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.as_ref().to_string_lossy().chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One value from a secrets directory: the largest string `execve` accepts
 /// (`MAX_ARG_STRLEN`, 32 pages), so a larger file could never reach the child anyway.
