@@ -241,6 +241,35 @@ impl Builder {
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// `-- sh -c script`: the command part of agent-run's arguments.
+pub fn sh(script: &str) -> Vec<String> {
+    vec!["--".into(), "sh".into(), "-c".into(), script.into()]
+}
+
+/// Starts agent-run (with `flags`) supervising `test_child signals` (with `child_flags`),
+/// which logs to `signals.log`; returns once the child is ready.
+pub fn start_signals_child(
+    mode: Mode,
+    dir: &Dir,
+    flags: &[&str],
+    child_flags: &[&str],
+) -> Launcher {
+    let log = dir.join("signals.log");
+    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    args.extend([
+        "--".into(),
+        test_child().display().to_string(),
+        "signals".into(),
+        log.display().to_string(),
+    ]);
+    args.extend(child_flags.iter().map(|f| f.to_string()));
+    let launcher = agent_run(mode, &args).start(dir);
+    wait_until(Duration::from_secs(15), "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
+    launcher
+}
+
 /// What a finished agent-run left behind.
 pub struct Outcome {
     /// agent-run's pid (-1 for a PID-1 `run`, see `Launcher::pid`).

