@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod memscan;
+pub mod openbao;
 pub mod proxy;
 pub mod tcp;
 pub mod vault;
@@ -241,9 +242,45 @@ impl Builder {
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// `-- test_child env-log LOG KEYS…`: the command part of agent-run's arguments; the child
+/// logs each start, its pid and the values of `keys`, and each stop.
+pub fn env_log_child(log: &Path, keys: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--".to_owned(),
+        test_child().display().to_string(),
+        "env-log".into(),
+        log.display().to_string(),
+    ];
+    args.extend(keys.iter().map(|k| k.to_string()));
+    args
+}
+
+/// Whether `haystack` holds the bytes of `needle` (false for an empty needle).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// `-- sh -c script`: the command part of agent-run's arguments.
 pub fn sh(script: &str) -> Vec<String> {
     vec!["--".into(), "sh".into(), "-c".into(), script.into()]
+}
+
+/// `-- test_child signals LOG`: the command part of agent-run's arguments; the child logs
+/// `ready`, then every signal it receives, to `log`.
+pub fn signals_child(log: &Path) -> Vec<String> {
+    vec![
+        "--".into(),
+        test_child().display().to_string(),
+        "signals".into(),
+        log.display().to_string(),
+    ]
+}
+
+/// Waits until `test_child signals` in `dir` (logging to `signals.log`) is ready.
+pub fn wait_child_ready(dir: &Dir) {
+    wait_until(Duration::from_secs(20), "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
 }
 
 /// Starts agent-run (with `flags`) supervising `test_child signals` (with `child_flags`),
@@ -254,19 +291,11 @@ pub fn start_signals_child(
     flags: &[&str],
     child_flags: &[&str],
 ) -> Launcher {
-    let log = dir.join("signals.log");
     let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    args.extend([
-        "--".into(),
-        test_child().display().to_string(),
-        "signals".into(),
-        log.display().to_string(),
-    ]);
+    args.extend(signals_child(&dir.join("signals.log")));
     args.extend(child_flags.iter().map(|f| f.to_string()));
     let launcher = agent_run(mode, &args).start(dir);
-    wait_until(Duration::from_secs(15), "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
+    wait_child_ready(dir);
     launcher
 }
 

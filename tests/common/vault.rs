@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{run, run_ok, Dir};
+use super::{contains, run, run_ok, Dir};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-vault");
 
@@ -307,10 +307,6 @@ impl Drop for VaultServer {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Assert none of `values` appears in `text`.

@@ -1,12 +1,8 @@
 //! Credential variables of the operator's shell (store and OpenBao tokens, AppRole ids)
 //! reach neither the child nor agent-run's environ, unless `--allow-env` names them.
 
-use std::time::Duration;
-
 use crate::common;
-use crate::common::{agent_run, sh, test_child, wait_until, Dir, Mode, MODES};
-
-const LONG: Duration = Duration::from_secs(15);
+use crate::common::{agent_run, sh, signals_child, wait_child_ready, Dir, Mode, MODES};
 
 /// Credential variables an operator's shell may export, each with a value to look for.
 const CREDENTIALS: [(&str, &str); 8] = [
@@ -23,14 +19,8 @@ const CREDENTIALS: [(&str, &str); 8] = [
 /// agent-run started with every credential variable set, the signal-logging child, and
 /// `flags`; returns once the child is ready.
 fn start_with_credentials(mode: Mode, dir: &Dir, flags: &[&str]) -> common::Launcher {
-    let log = dir.join("signals.log");
     let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    args.extend([
-        "--".into(),
-        test_child().display().to_string(),
-        "signals".into(),
-        log.display().to_string(),
-    ]);
+    args.extend(signals_child(&dir.join("signals.log")));
     let mut builder = agent_run(mode, &args)
         .env("NOT_A_CREDENTIAL", "passes-through-0009")
         .env("AGENT_VAULT_AGENT_TOKEN", "sdk-token-for-the-child-0010");
@@ -38,9 +28,7 @@ fn start_with_credentials(mode: Mode, dir: &Dir, flags: &[&str]) -> common::Laun
         builder = builder.env(name, value);
     }
     let launcher = builder.start(dir);
-    wait_until(LONG, "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
+    wait_child_ready(dir);
     launcher
 }
 

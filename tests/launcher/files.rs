@@ -9,21 +9,9 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::vault::start_vault;
-use crate::common::{agent_run, test_child, wait_until, Dir, Mode, MODES};
+use crate::common::{agent_run, env_log_child, wait_until, Dir, Mode, MODES};
 
 const LONG: Duration = Duration::from_secs(15);
-
-/// `test_child env-log LOG KEYS…` as the command.
-fn env_log_child(log: &Path, keys: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--".to_owned(),
-        test_child().display().to_string(),
-        "env-log".into(),
-        log.display().to_string(),
-    ];
-    args.extend(keys.iter().map(|k| k.to_string()));
-    args
-}
 
 /// A command that writes its whole environment, NUL-separated, to `out`.
 fn dump_env(out: &Path) -> Vec<String> {

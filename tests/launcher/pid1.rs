@@ -10,8 +10,8 @@ use nix::sys::signal::Signal;
 
 use crate::common;
 use crate::common::{
-    agent_run, alive, lines_starting, sh, start_signals_child, starts, test_child, wait_until,
-    zombies_of, Dir, Mode, MODES,
+    agent_run, alive, env_log_child, lines_starting, sh, signals_child, start_signals_child,
+    starts, test_child, wait_until, zombies_of, Dir, Mode, MODES,
 };
 
 const LONG: Duration = Duration::from_secs(15);
@@ -653,17 +653,6 @@ fn restart_policy_restarts_a_failing_child_with_backoff() {
     assert_eq!(lines_starting(&dir.read("ok.log"), "start").len(), 1);
 }
 
-fn env_log_child(log: &std::path::Path, keys: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--".to_owned(),
-        test_child().display().to_string(),
-        "env-log".into(),
-        log.display().to_string(),
-    ];
-    args.extend(keys.iter().map(|k| k.to_string()));
-    args
-}
-
 /// Starts agent-run (with `flags`) on `app.env` holding `env`, running `test_child env-log`
 /// for `keys` into `child.log`; returns once the first child has logged its start.
 fn start_on_env_file(
@@ -1120,15 +1109,9 @@ fn start_on_store(
     flags: &[&str],
     child_flags: &[&str],
 ) -> common::Launcher {
-    let log = dir.join("signals.log");
     let mut args: Vec<String> = vec!["--store".into(), proxy.addr.clone()];
     args.extend(flags.iter().map(|f| f.to_string()));
-    args.extend([
-        "--".into(),
-        test_child().display().to_string(),
-        "signals".into(),
-        log.display().to_string(),
-    ]);
+    args.extend(signals_child(&dir.join("signals.log")));
     args.extend(child_flags.iter().map(|f| f.to_string()));
     agent_run(mode, &args)
         .env("AGENT_RUN_TOKEN", token)

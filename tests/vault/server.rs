@@ -284,7 +284,7 @@ fn issue_10_agent_vault_scrubs_its_master_key_and_is_undumpable() {
         assert!(listening, "the server started");
         let environ = std::fs::read(proc("environ")).unwrap_or_default();
         assert!(
-            !common::vault::contains(&environ, key.as_bytes()),
+            !common::contains(&environ, key.as_bytes()),
             "/proc/PID/environ still holds the master key"
         );
         let owner = std::fs::metadata(proc("environ")).expect("stat").uid();
