@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::vault::{file_mode, private_ca, start_vault, start_vault_with, vault_cmd};
+use crate::common::vault::{
+    file_mode, init_cmd, private_ca, serve_cmd, start_vault, start_vault_with,
+};
 use crate::common::{run, run_code, run_ok, Dir};
 use serde_json::json;
 
@@ -62,11 +64,8 @@ fn init_and_serve_refuse_unsafe_setups() {
     let dir = Dir::new("init");
     let data = dir.join("data");
     let token_file = dir.join("admin.token");
-    let mut init = vault_cmd();
-    init.args(["init", "--data-dir"])
-        .arg(&data)
-        .arg("--admin-token-file")
-        .arg(&token_file);
+    let mut init = init_cmd(&data);
+    init.arg("--admin-token-file").arg(&token_file);
     let stdout = run_ok(&mut init, None);
     assert!(
         !stdout.contains("avt_"),
@@ -78,8 +77,7 @@ fn init_and_serve_refuse_unsafe_setups() {
         .starts_with("avt_"));
     let key_before = std::fs::read(data.join("master.key")).expect("key");
     // A second init refuses to overwrite the key.
-    let mut again = vault_cmd();
-    again.args(["init", "--data-dir"]).arg(&data);
+    let mut again = init_cmd(&data);
     let out = run_code(&mut again, None, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already initialized"));
     assert_eq!(
@@ -88,10 +86,7 @@ fn init_and_serve_refuse_unsafe_setups() {
     );
 
     // Plain HTTP off loopback is refused without --allow-insecure-http.
-    let mut serve = vault_cmd();
-    serve
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(&data);
+    let mut serve = serve_cmd(&data, "0.0.0.0:0");
     let out = run_code(&mut serve, None, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-insecure-http"));
 
@@ -102,10 +97,7 @@ fn init_and_serve_refuse_unsafe_setups() {
         std::fs::Permissions::from_mode(0o644),
     )
     .expect("chmod");
-    let mut serve = vault_cmd();
-    serve
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data);
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
     let out = run_code(&mut serve, None, 1);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
@@ -113,14 +105,12 @@ fn init_and_serve_refuse_unsafe_setups() {
     );
 
     // The key can come from the environment instead; a wrong key is refused at start.
-    let mut serve = vault_cmd();
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
     serve
         .env(
             "AGENT_VAULT_MASTER_KEY",
             String::from_utf8_lossy(&key_before).trim(),
         )
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
         .stderr(std::process::Stdio::piped());
     let mut child = serve.spawn().expect("spawn serve");
     let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
@@ -139,11 +129,8 @@ fn wrong_master_key_is_refused_once_values_exist() {
     let mut vault = start_vault();
     vault.set("bot", "K", "value-under-key-one");
     vault.kill9();
-    let mut serve = vault_cmd();
-    serve
-        .env("AGENT_VAULT_MASTER_KEY", "00".repeat(32))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&vault.data_dir);
+    let mut serve = serve_cmd(&vault.data_dir, "127.0.0.1:0");
+    serve.env("AGENT_VAULT_MASTER_KEY", "00".repeat(32));
     let out = run_code(&mut serve, None, 1);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("wrong key"),
@@ -218,12 +205,7 @@ fn sigterm_stops_the_server_cleanly() {
 #[test]
 fn a_second_server_on_the_same_data_dir_is_refused() {
     let vault = start_vault();
-    let mut second = vault_cmd();
-    second
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&vault.data_dir)
-        .args(["--listen", "127.0.0.1:0"]);
+    let mut second = serve_cmd(&vault.data_dir, "127.0.0.1:0");
     let out = run_code(&mut second, None, 1);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -259,17 +241,12 @@ fn issue_10_agent_vault_scrubs_its_master_key_and_is_undumpable() {
     let as_user = |cmd: &mut std::process::Command| {
         cmd.env("AGENT_VAULT_MASTER_KEY", &key).uid(uid).gid(gid);
     };
-    let mut init = vault_cmd();
-    init.arg("init").arg("--data-dir").arg(&data);
+    let mut init = init_cmd(&data);
     as_user(&mut init);
     let out = run(&mut init, None);
     assert!(out.status.success(), "{out:?}");
-    let mut serve = vault_cmd();
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
     serve
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -322,8 +299,7 @@ fn issue_10_init_never_changes_a_directory_it_did_not_create() {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
     };
     let init = |path: &std::path::Path| {
-        let mut cmd = vault_cmd();
-        cmd.arg("init").arg("--data-dir").arg(path);
+        let mut cmd = init_cmd(path);
         run(&mut cmd, None)
     };
     let dir = Dir::new("init-mode");
