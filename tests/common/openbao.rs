@@ -70,6 +70,34 @@ pub fn http_trusting(ca: Option<&Path>) -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// agent-run's flags for `store` with AppRole login from two files, reading `path`, then
+/// `rest` (more flags, `--` and the command).
+pub fn approle_args(
+    store: &str,
+    path: &str,
+    role_id: &Path,
+    secret_id: &Path,
+    rest: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--store",
+        store,
+        "--path",
+        path,
+        "--auth",
+        "approle",
+        "--role-id-file",
+        role_id.to_str().unwrap(),
+        "--secret-id-file",
+        secret_id.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(rest.iter().map(|s| s.to_string()));
+    args
+}
+
 /// One OpenBao process; killed on drop.
 pub struct Bao {
     process: Option<Child>,

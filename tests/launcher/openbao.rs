@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common;
-use crate::common::openbao::{Bao, RaftCluster, ROOT};
+use crate::common::openbao::{approle_args, Bao, RaftCluster, ROOT};
 use crate::common::{
     agent_run, contains, env_log_child, memscan, random_values, starts, test_child, wait_until,
     Dir, Mode, MODES,
@@ -159,21 +159,8 @@ fn approle_per_agent_scope() {
     let (alpha_role, alpha_secret) =
         bao.setup_agent(&dir, "alpha", "secret/agents/alpha", "1h", "24h");
     bao.setup_agent(&dir, "beta", "secret/agents/beta", "1h", "24h");
-    let approle = |path: &str| {
-        args(&[
-            "--store",
-            &bao.store(),
-            "--path",
-            path,
-            "--auth",
-            "approle",
-            "--role-id-file",
-            alpha_role.to_str().unwrap(),
-            "--secret-id-file",
-            alpha_secret.to_str().unwrap(),
-            "-vvv",
-        ])
-    };
+    let approle =
+        |path: &str| approle_args(&bao.store(), path, &alpha_role, &alpha_secret, &["-vvv"]);
     let credentials = [read_file(&alpha_role), read_file(&alpha_secret)];
 
     let mut own = approle("secret/agents/alpha");
@@ -478,21 +465,13 @@ fn token_renewal_and_relogin_across_a_short_ttl() {
     bao.put("secret", "agents/short", json!({"API_KEY": "before"}));
     let (role_id, secret_id) = bao.setup_agent(&dir, "short", "secret/agents/short", "3s", "8s");
     let log = dir.join("child.log");
-    let mut a = args(&[
-        "--store",
+    let mut a = approle_args(
         &bao.store(),
-        "--path",
         "secret/agents/short",
-        "--auth",
-        "approle",
-        "--role-id-file",
-        role_id.to_str().unwrap(),
-        "--secret-id-file",
-        secret_id.to_str().unwrap(),
-        "--poll-interval",
-        "200ms",
-        "-vv",
-    ]);
+        &role_id,
+        &secret_id,
+        &["--poll-interval", "200ms", "-vv"],
+    );
     a.extend(env_log_child(&log, &["API_KEY"]));
     let started = Instant::now();
     let mut launcher = agent_run(Mode::Plain, &a).start(&dir);
@@ -544,21 +523,13 @@ fn raft_cluster_leader_loss_keeps_the_child_and_rotation() {
     order.extend((0..3).filter(|&i| i != leader));
     let stores: Vec<String> = order.iter().map(|&i| nodes.nodes[i].store()).collect();
     let log = dir.join("child.log");
-    let mut a = args(&[
-        "--store",
+    let mut a = approle_args(
         &stores.join(","),
-        "--path",
         "secret/agents/ha",
-        "--auth",
-        "approle",
-        "--role-id-file",
-        role_id.to_str().unwrap(),
-        "--secret-id-file",
-        secret_id.to_str().unwrap(),
-        "--poll-interval",
-        "200ms",
-        "-v",
-    ]);
+        &role_id,
+        &secret_id,
+        &["--poll-interval", "200ms", "-v"],
+    );
     a.extend(env_log_child(&log, &["API_KEY"]));
     let mut launcher = agent_run(Mode::Plain, &a).start(&dir);
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -620,25 +591,21 @@ fn no_secret_stays_in_agent_runs_memory() {
         let log = dir.join(&format!("signals-{mode:?}.log"));
         let mut launcher = agent_run(
             mode,
-            [
-                "--store",
+            approle_args(
                 &bao.store(),
-                "--path",
                 kv_path,
-                "--auth",
-                "approle",
-                "--role-id-file",
-                role_id.to_str().unwrap(),
-                "--secret-id-file",
-                secret_id.to_str().unwrap(),
-                "--poll-interval",
-                "200ms",
-                "-vvv",
-                "--",
-                test_child().to_str().unwrap(),
-                "signals",
-                log.to_str().unwrap(),
-            ],
+                &role_id,
+                &secret_id,
+                &[
+                    "--poll-interval",
+                    "200ms",
+                    "-vvv",
+                    "--",
+                    test_child().to_str().unwrap(),
+                    "signals",
+                    log.to_str().unwrap(),
+                ],
+            ),
         )
         .start(&dir);
         let read = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -752,23 +719,13 @@ fn issue_11_an_echoing_server_does_not_get_credentials_onto_stderr() {
     let (role_id, secret_id, token) = ("role-id-0001-abc", "sid-0002-xyz", "s.tok-0003-q");
     let role_file = dir.write("role-id", role_id);
     let secret_file = dir.write("secret-id", secret_id);
-    let approle = args(&[
-        "--store",
+    let approle = approle_args(
         &store,
-        "--path",
         "secret/agents/a",
-        "--auth",
-        "approle",
-        "--role-id-file",
-        role_file.to_str().unwrap(),
-        "--secret-id-file",
-        secret_file.to_str().unwrap(),
-        "--start-timeout",
-        "0s",
-        "-vvv",
-        "--",
-        "true",
-    ]);
+        &role_file,
+        &secret_file,
+        &["--start-timeout", "0s", "-vvv", "--", "true"],
+    );
     let with_token = args(&[
         "--store",
         &store,

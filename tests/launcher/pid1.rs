@@ -240,25 +240,32 @@ fn child_ignoring_term_is_killed_after_grace() {
     }
 }
 
+/// agent-run supervising `test_child orphans`, which leaves `count` orphaned grandchildren
+/// (re-parented to agent-run, exiting after 200 ms); returns once they are spawned.
+fn start_orphans(mode: Mode, dir: &Dir, count: usize) -> common::Launcher {
+    let log = dir.join("orphans.log");
+    let launcher = agent_run(
+        mode,
+        [
+            "--",
+            test_child().to_str().unwrap(),
+            "orphans",
+            log.to_str().unwrap(),
+            &count.to_string(),
+        ],
+    )
+    .start(dir);
+    wait_until(LONG, "orphans spawned", || {
+        dir.read("orphans.log").contains("spawned")
+    });
+    launcher
+}
+
 #[test]
 fn orphaned_grandchildren_are_reaped() {
     for mode in MODES {
         let dir = Dir::new("launcher");
-        let log = dir.join("orphans.log");
-        let mut launcher = agent_run(
-            mode,
-            [
-                "--",
-                test_child().to_str().unwrap(),
-                "orphans",
-                log.to_str().unwrap(),
-                "5",
-            ],
-        )
-        .start(&dir);
-        wait_until(LONG, "orphans spawned", || {
-            dir.read("orphans.log").contains("spawned")
-        });
+        let mut launcher = start_orphans(mode, &dir, 5);
         // The orphans (re-parented to agent-run) exit after 200 ms; none may stay a zombie.
         wait_until(LONG, "orphans to be re-parented and reaped", || {
             launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
@@ -1388,21 +1395,7 @@ fn peers_agent_run_exits_with_the_child_while_grandchildren_run() {
 fn peers_a_burst_of_orphans_is_reaped() {
     for mode in MODES {
         let dir = Dir::new("peers");
-        let log = dir.join("orphans.log");
-        let mut launcher = agent_run(
-            mode,
-            [
-                "--",
-                test_child().to_str().unwrap(),
-                "orphans",
-                log.to_str().unwrap(),
-                "40",
-            ],
-        )
-        .start(&dir);
-        wait_until(LONG, "orphans spawned", || {
-            dir.read("orphans.log").contains("spawned")
-        });
+        let mut launcher = start_orphans(mode, &dir, 40);
         wait_until(LONG, "every orphan to be reaped", || {
             launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
         });
