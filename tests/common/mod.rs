@@ -66,6 +66,13 @@ impl Dir {
         fs::rename(tmp, self.join(name)).unwrap();
     }
 
+    /// Makes a named pipe `name`: a file that blocks whoever opens it for reading.
+    pub fn fifo(&self, name: &str) -> PathBuf {
+        let path = self.join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        path
+    }
+
     /// The file's content, or "" while it does not exist.
     pub fn read(&self, name: &str) -> String {
         fs::read_to_string(self.join(name)).unwrap_or_default()

@@ -164,8 +164,7 @@ fn issue10_parse_errors_give_the_real_line_without_the_text() {
 fn issue11_env_file_fifo_is_refused_at_start() {
     for mode in MODES {
         let dir = Dir::new("files-fifo");
-        let fifo = dir.join("pipe.env");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let fifo = dir.fifo("pipe.env");
         let out = agent_run(mode, ["--env-file", fifo.to_str().unwrap(), "--", "true"]).run(&dir);
         out.assert_code(125);
         assert!(out.stderr.contains("named pipe"), "{}", out.description);
@@ -179,7 +178,7 @@ fn issue11_secrets_dir_fifo_is_skipped_and_a_reference_says_why() {
     let dir = Dir::new("files-dir-fifo");
     let secrets = dir.join("secrets");
     dir.write("secrets/TOKEN", "abc\n");
-    nix::unistd::mkfifo(&secrets.join("PIPE"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    dir.fifo("secrets/PIPE");
     let out = dir.join("env.out");
     let mut args = vec!["--secrets-dir".to_owned(), secrets.display().to_string()];
     args.extend(dump_env(&out));

@@ -761,8 +761,7 @@ fn issue_11_an_echoing_server_does_not_get_credentials_onto_stderr() {
 #[test]
 fn issue_11_fifo_credential_files_are_refused() {
     let dir = Dir::new("openbao-fifo");
-    let fifo = dir.join("credential");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo = dir.fifo("credential");
     let plain = dir.write("plain", "role-or-secret");
     let fifo = fifo.to_str().unwrap();
     let plain = plain.to_str().unwrap();

@@ -731,12 +731,6 @@ fn issue_11_an_echoing_server_does_not_get_the_token_onto_stderr() {
     }
 }
 
-fn fifo(dir: &Dir, name: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
-    path
-}
-
 /// Issue 11 item 3: a FIFO as `--token-file` or `--fallback` hung agent-run for ever
 /// (only SIGKILL ended it). Both are refused with a clear error, and agent-run exits.
 #[test]
@@ -745,7 +739,7 @@ fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
     vault.set("support-bot", "API_KEY", "value-fifo-000001");
     let token = read_token(&vault, "support-bot");
     let dir = Dir::new("fifo");
-    let token_fifo = fifo(&dir, "token");
+    let token_fifo = dir.fifo("token");
     for mode in common::MODES {
         let out = agent_run(
             mode,
@@ -769,7 +763,7 @@ fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
 
     // The store is down, so agent-run turns to the fallback, which is a FIFO.
     vault.kill9();
-    let fallback_fifo = fifo(&dir, "fallback");
+    let fallback_fifo = dir.fifo("fallback");
     let out = agent_run(
         Mode::Plain,
         [
