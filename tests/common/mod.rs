@@ -1,6 +1,10 @@
-//! Helpers shared by the integration tests: a private directory per test, the real
-//! binaries, a launcher handle that can run agent-run as PID 1 of a new PID namespace, and
-//! deadline polling (never a bare sleep to synchronise).
+//! The one harness of both integration targets (`tests/launcher/`, `tests/vault/`; each
+//! includes it with `#[path]`): a private directory per test, the real binaries, a launcher
+//! handle that can run agent-run as PID 1 of a new PID namespace, the test child's command
+//! lines, the servers a test starts (`vault`, `openbao`, `tcp`, `proxy`), memory scans, and
+//! deadline polling (never a bare sleep to synchronise). Setup that two tests share lives
+//! here, not in a test module.
+// Each target uses only part of the harness.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
