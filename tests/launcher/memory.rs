@@ -1,5 +1,7 @@
-//! agent-run's own memory after values passed through it: a scan of its whole address
-//! space (heap, stack, environ) finds no secret, plainly and as PID 1.
+//! agent-run's own memory after values from env files and a secrets directory passed
+//! through it: a scan of its whole readable address space finds none of them, plainly and
+//! as PID 1. (The store's and OpenBao's scans are in `store` and `openbao`; all match
+//! `no_secret_stays`, which scripts/test-all.sh runs again against the release build.)
 
 use std::time::Duration;
 
