@@ -98,6 +98,21 @@ pub fn approle_args(
     args
 }
 
+/// `bao server` with an empty environment but `HOME` (no BAO_*/VAULT_* from the caller),
+/// stdout and stderr into `log`.
+fn bao_server(dir: &Dir, log: &Path) -> Command {
+    let mut cmd = Command::new(bao_bin());
+    cmd.arg("server")
+        .env_clear()
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new().append(true).open(log).unwrap(),
+        ));
+    cmd
+}
+
 /// One OpenBao process; killed on drop.
 pub struct Bao {
     process: Option<Child>,
@@ -129,23 +144,15 @@ impl Bao {
             extra.push("-dev-tls".to_owned());
             extra.push(format!("-dev-tls-cert-dir={}", cert_dir.display()));
         }
-        let process = Command::new(bao_bin())
+        let process = bao_server(dir, &log)
             .args([
-                "server",
                 "-dev",
                 &format!("-dev-root-token-id={ROOT}"),
                 &format!("-dev-listen-address=127.0.0.1:{port}"),
                 "-dev-no-store-token",
             ])
             .args(&extra)
-            .env_clear()
-            .env("HOME", dir.path())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            ))
             .spawn()
             .expect("start bao server -dev");
         let scheme = if tls { "https" } else { "http" };
@@ -331,16 +338,8 @@ disable_mlock = true
                 ),
             );
             let log = dir.join(&format!("raft-{i}.log"));
-            let process = Command::new(bao_bin())
-                .arg("server")
+            let process = bao_server(dir, &log)
                 .arg(format!("-config={}", config.display()))
-                .env_clear()
-                .env("HOME", dir.path())
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log).unwrap())
-                .stderr(Stdio::from(
-                    std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-                ))
                 .spawn()
                 .expect("start bao server");
             nodes.push(Bao {
