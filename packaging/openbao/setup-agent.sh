@@ -26,7 +26,7 @@ case "$agent" in *[!A-Za-z0-9_-]*|'') echo "agent name must be [A-Za-z0-9_-]+" >
 
 # AppRole auth, once per cluster. Two setups running at once may both find it missing: the
 # loser's "already in use" is success, so check again before giving up.
-approle_enabled() { "$bao" auth list -format=json | grep -q "\"$approle_mount/\""; }
+approle_enabled() { "$bao" auth list -format=json | grep "\"$approle_mount/\"" >/dev/null; }
 if ! approle_enabled; then
     "$bao" auth enable -path="$approle_mount" approle >/dev/null 2>&1 || approle_enabled ||
         "$bao" auth enable -path="$approle_mount" approle >/dev/null

@@ -1,6 +1,10 @@
-//! Helpers shared by the integration tests: a private directory per test, the real
-//! binaries, a launcher handle that can run agent-run as PID 1 of a new PID namespace, and
-//! deadline polling (never a bare sleep to synchronise).
+//! The one harness of both integration targets (`tests/launcher/`, `tests/vault/`; each
+//! includes it with `#[path]`): a private directory per test, the real binaries, a launcher
+//! handle that can run agent-run as PID 1 of a new PID namespace, the test child's command
+//! lines, the servers a test starts (`vault`, `openbao`, `tcp`, `proxy`), memory scans, and
+//! deadline polling (never a bare sleep to synchronise). Setup that two tests share lives
+//! here, not in a test module.
+// Each target uses only part of the harness.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -11,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod memscan;
+pub mod openbao;
 pub mod proxy;
 pub mod tcp;
 pub mod vault;
@@ -63,6 +68,13 @@ impl Dir {
     pub fn replace(&self, name: &str, content: impl AsRef<[u8]>) {
         let tmp = self.write(&format!("{name}.tmp-save"), content);
         fs::rename(tmp, self.join(name)).unwrap();
+    }
+
+    /// Makes a named pipe `name`: a file that blocks whoever opens it for reading.
+    pub fn fifo(&self, name: &str) -> PathBuf {
+        let path = self.join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        path
     }
 
     /// The file's content, or "" while it does not exist.
@@ -244,6 +256,63 @@ impl Builder {
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `-- test_child env-log LOG KEYS…`: the command part of agent-run's arguments; the child
+/// logs each start, its pid and the values of `keys`, and each stop.
+pub fn env_log_child(log: &Path, keys: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--".to_owned(),
+        test_child().display().to_string(),
+        "env-log".into(),
+        log.display().to_string(),
+    ];
+    args.extend(keys.iter().map(|k| k.to_string()));
+    args
+}
+
+/// Whether `haystack` holds the bytes of `needle` (false for an empty needle).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `-- sh -c script`: the command part of agent-run's arguments.
+pub fn sh(script: &str) -> Vec<String> {
+    vec!["--".into(), "sh".into(), "-c".into(), script.into()]
+}
+
+/// `-- test_child signals LOG`: the command part of agent-run's arguments; the child logs
+/// `ready`, then every signal it receives, to `log`.
+pub fn signals_child(log: &Path) -> Vec<String> {
+    vec![
+        "--".into(),
+        test_child().display().to_string(),
+        "signals".into(),
+        log.display().to_string(),
+    ]
+}
+
+/// Waits until `test_child signals` in `dir` (logging to `signals.log`) is ready.
+pub fn wait_child_ready(dir: &Dir) {
+    wait_until(Duration::from_secs(20), "child ready", || {
+        dir.read("signals.log").contains("ready")
+    });
+}
+
+/// Starts agent-run (with `flags`) supervising `test_child signals` (with `child_flags`),
+/// which logs to `signals.log`; returns once the child is ready.
+pub fn start_signals_child(
+    mode: Mode,
+    dir: &Dir,
+    flags: &[&str],
+    child_flags: &[&str],
+) -> Launcher {
+    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    args.extend(signals_child(&dir.join("signals.log")));
+    args.extend(child_flags.iter().map(|f| f.to_string()));
+    let launcher = agent_run(mode, &args).start(dir);
+    wait_child_ready(dir);
+    launcher
+}
 
 /// What a finished agent-run left behind.
 pub struct Outcome {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{run, run_ok, Dir};
+use super::{contains, run, run_ok, Dir};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-vault");
 
@@ -36,6 +36,22 @@ pub fn vault_cmd() -> Command {
     cmd
 }
 
+/// `agent-vault init --data-dir DATA_DIR` (clean environment, see `vault_cmd`).
+pub fn init_cmd(data_dir: &Path) -> Command {
+    let mut cmd = vault_cmd();
+    cmd.args(["init", "--data-dir"]).arg(data_dir);
+    cmd
+}
+
+/// `agent-vault serve --listen LISTEN --data-dir DATA_DIR` (clean environment, see
+/// `vault_cmd`); the one way the tests start a server, also when they expect it to refuse.
+pub fn serve_cmd(data_dir: &Path, listen: &str) -> Command {
+    let mut cmd = vault_cmd();
+    cmd.args(["serve", "--listen", listen, "--data-dir"])
+        .arg(data_dir);
+    cmd
+}
+
 /// A running server; killed (SIGKILL) on drop.
 pub struct VaultServer {
     pub dir: Dir,
@@ -59,8 +75,7 @@ pub fn start_vault() -> VaultServer {
 pub fn start_vault_with(extra: &[&str]) -> VaultServer {
     let dir = Dir::new("vault");
     let data_dir = dir.join("data");
-    let mut init = vault_cmd();
-    init.arg("init").arg("--data-dir").arg(&data_dir);
+    let mut init = init_cmd(&data_dir);
     let output = run(&mut init, None);
     assert!(
         output.status.success(),
@@ -88,11 +103,8 @@ pub fn start_vault_with(extra: &[&str]) -> VaultServer {
 
 impl VaultServer {
     fn spawn(&mut self) {
-        let mut cmd = vault_cmd();
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--listen", &self.listen, "-vvv"])
+        let mut cmd = serve_cmd(&self.data_dir, &self.listen);
+        cmd.arg("-vvv")
             .args(&self.serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -307,10 +319,6 @@ impl Drop for VaultServer {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Assert none of `values` appears in `text`.

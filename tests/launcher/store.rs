@@ -1,15 +1,16 @@
 //! agent-run with the agent-vault source, end to end: real `agent-vault` and `agent-run`
 //! processes on loopback, real children, real rotations through the admin API and CLI.
 
-mod common;
-
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use common::vault::{start_vault, VaultServer};
-use common::{agent_run, lines_starting, test_child, wait_until, Builder, Dir, Launcher, Mode};
+use crate::common;
+use crate::common::vault::{start_vault, VaultServer};
+use crate::common::{
+    agent_run, env_log_child, lines_starting, test_child, wait_until, Builder, Dir, Launcher, Mode,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -29,16 +30,9 @@ fn starts(log: &str) -> Vec<std::collections::BTreeMap<String, String>> {
 
 /// agent-run on `vault` with `token` in AGENT_RUN_TOKEN, running `test_child env-log`.
 fn launcher(vault: &VaultServer, dir: &Dir, token: &str, flags: &[&str], keys: &[&str]) -> Builder {
-    let log = dir.join("child.log");
     let mut args: Vec<String> = vec!["--store".into(), vault.addr.clone()];
     args.extend(flags.iter().map(|f| f.to_string()));
-    args.extend([
-        "--".into(),
-        test_child().display().to_string(),
-        "env-log".into(),
-        log.display().to_string(),
-    ]);
-    args.extend(keys.iter().map(|k| k.to_string()));
+    args.extend(env_log_child(&dir.join("child.log"), keys));
     agent_run(Mode::Plain, args).env("AGENT_RUN_TOKEN", token)
 }
 
@@ -85,11 +79,11 @@ fn injects_exactly_the_scoped_keys_and_hides_the_token() {
     // The token is in neither the child's environment nor agent-run's own.
     let child = run.child();
     let child_env = std::fs::read(format!("/proc/{child}/environ")).unwrap();
-    assert!(!common::vault::contains(&child_env, token.as_bytes()));
-    assert!(!common::vault::contains(&child_env, b"AGENT_RUN_"));
+    assert!(!common::contains(&child_env, token.as_bytes()));
+    assert!(!common::contains(&child_env, b"AGENT_RUN_"));
     let own_env = std::fs::read(format!("/proc/{}/environ", run.pid)).unwrap();
     assert!(
-        !common::vault::contains(&own_env, token.as_bytes()),
+        !common::contains(&own_env, token.as_bytes()),
         "token still in agent-run's /proc/PID/environ"
     );
 
@@ -261,7 +255,7 @@ fn store_down_at_start_uses_the_fallback_or_fails_with_125() {
     assert_eq!(common::vault::file_mode(&fallback), 0o600);
     let bytes = std::fs::read(&fallback).unwrap();
     assert!(
-        !common::vault::contains(&bytes, b"value-one-000001"),
+        !common::contains(&bytes, b"value-one-000001"),
         "plaintext in the fallback file"
     );
 
@@ -474,7 +468,7 @@ fn no_secret_stays_in_memory_with_the_store_source() {
     };
     let environ = std::fs::read(format!("/proc/{first}/environ")).unwrap();
     for value in &values {
-        assert!(common::vault::contains(&environ, value.as_bytes()));
+        assert!(common::contains(&environ, value.as_bytes()));
     }
     scan_values(&run, &values, "after start");
 
@@ -484,11 +478,8 @@ fn no_secret_stays_in_memory_with_the_store_source() {
     }
     wait_until(LONG, "a child with every rotated value", || {
         run.children().first().is_some_and(|&c| {
-            std::fs::read(format!("/proc/{c}/environ")).is_ok_and(|e| {
-                rotated
-                    .iter()
-                    .all(|v| common::vault::contains(&e, v.as_bytes()))
-            })
+            std::fs::read(format!("/proc/{c}/environ"))
+                .is_ok_and(|e| rotated.iter().all(|v| common::contains(&e, v.as_bytes())))
         })
     });
     let mut everything = values.clone();
@@ -740,12 +731,6 @@ fn issue_11_an_echoing_server_does_not_get_the_token_onto_stderr() {
     }
 }
 
-fn fifo(dir: &Dir, name: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
-    path
-}
-
 /// Issue 11 item 3: a FIFO as `--token-file` or `--fallback` hung agent-run for ever
 /// (only SIGKILL ended it). Both are refused with a clear error, and agent-run exits.
 #[test]
@@ -754,7 +739,7 @@ fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
     vault.set("support-bot", "API_KEY", "value-fifo-000001");
     let token = read_token(&vault, "support-bot");
     let dir = Dir::new("fifo");
-    let token_fifo = fifo(&dir, "token");
+    let token_fifo = dir.fifo("token");
     for mode in common::MODES {
         let out = agent_run(
             mode,
@@ -778,7 +763,7 @@ fn issue_11_a_fifo_token_file_or_fallback_is_an_error_not_a_hang() {
 
     // The store is down, so agent-run turns to the fallback, which is a FIFO.
     vault.kill9();
-    let fallback_fifo = fifo(&dir, "fallback");
+    let fallback_fifo = dir.fifo("fallback");
     let out = agent_run(
         Mode::Plain,
         [

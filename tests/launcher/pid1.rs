@@ -1,7 +1,6 @@
-//! agent-run as a launcher and PID 1, with real processes and real signals. Every
-//! process-level behaviour runs twice: plainly, and as PID 1 of a new PID namespace.
-
-mod common;
+//! agent-run as a launcher and PID 1, with real processes and real signals: exit codes,
+//! forwarding, reaping, restarts, the terminal, and the peers' (tini, dumb-init) cases.
+//! Every process-level behaviour runs twice: plainly, and as PID 1 of a new PID namespace.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -9,16 +8,13 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use common::{
-    agent_run, alive, lines_starting, memscan, random_values, starts, test_child, wait_until,
-    zombies_of, Dir, Mode, MODES,
+use crate::common;
+use crate::common::{
+    agent_run, alive, env_log_child, lines_starting, sh, signals_child, start_signals_child,
+    starts, test_child, wait_until, zombies_of, Dir, Mode, MODES,
 };
 
 const LONG: Duration = Duration::from_secs(15);
-
-fn sh(script: &str) -> Vec<String> {
-    vec!["--".into(), "sh".into(), "-c".into(), script.into()]
-}
 
 #[test]
 fn exit_codes_pass_through() {
@@ -51,30 +47,6 @@ fn exit_codes_pass_through() {
         out.assert_code(126);
         assert!(out.stderr.contains("cannot execute"), "{}", out.description);
     }
-}
-
-/// Starts agent-run (with `flags`) supervising `test_child signals` (with `child_flags`),
-/// which logs to `signals.log`; returns once the child is ready.
-fn start_signals_child(
-    mode: Mode,
-    dir: &Dir,
-    flags: &[&str],
-    child_flags: &[&str],
-) -> common::Launcher {
-    let log = dir.join("signals.log");
-    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    args.extend([
-        "--".into(),
-        test_child().display().to_string(),
-        "signals".into(),
-        log.display().to_string(),
-    ]);
-    args.extend(child_flags.iter().map(|f| f.to_string()));
-    let launcher = agent_run(mode, &args).start(dir);
-    wait_until(LONG, "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
-    launcher
 }
 
 #[test]
@@ -268,25 +240,32 @@ fn child_ignoring_term_is_killed_after_grace() {
     }
 }
 
+/// agent-run supervising `test_child orphans`, which leaves `count` orphaned grandchildren
+/// (re-parented to agent-run, exiting after 200 ms); returns once they are spawned.
+fn start_orphans(mode: Mode, dir: &Dir, count: usize) -> common::Launcher {
+    let log = dir.join("orphans.log");
+    let launcher = agent_run(
+        mode,
+        [
+            "--",
+            test_child().to_str().unwrap(),
+            "orphans",
+            log.to_str().unwrap(),
+            &count.to_string(),
+        ],
+    )
+    .start(dir);
+    wait_until(LONG, "orphans spawned", || {
+        dir.read("orphans.log").contains("spawned")
+    });
+    launcher
+}
+
 #[test]
 fn orphaned_grandchildren_are_reaped() {
     for mode in MODES {
         let dir = Dir::new("launcher");
-        let log = dir.join("orphans.log");
-        let mut launcher = agent_run(
-            mode,
-            [
-                "--",
-                test_child().to_str().unwrap(),
-                "orphans",
-                log.to_str().unwrap(),
-                "5",
-            ],
-        )
-        .start(&dir);
-        wait_until(LONG, "orphans spawned", || {
-            dir.read("orphans.log").contains("spawned")
-        });
+        let mut launcher = start_orphans(mode, &dir, 5);
         // The orphans (re-parented to agent-run) exit after 200 ms; none may stay a zombie.
         wait_until(LONG, "orphans to be re-parented and reaped", || {
             launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
@@ -681,17 +660,6 @@ fn restart_policy_restarts_a_failing_child_with_backoff() {
     assert_eq!(lines_starting(&dir.read("ok.log"), "start").len(), 1);
 }
 
-fn env_log_child(log: &std::path::Path, keys: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--".to_owned(),
-        test_child().display().to_string(),
-        "env-log".into(),
-        log.display().to_string(),
-    ];
-    args.extend(keys.iter().map(|k| k.to_string()));
-    args
-}
-
 /// Starts agent-run (with `flags`) on `app.env` holding `env`, running `test_child env-log`
 /// for `keys` into `child.log`; returns once the first child has logged its start.
 fn start_on_env_file(
@@ -824,92 +792,6 @@ fn on_change_signal_keeps_the_child_and_signals_it() {
     assert_eq!(launcher.child(), child, "the child was not restarted");
     assert_eq!(lines_starting(&dir.read("signals.log"), "ready").len(), 1);
     launcher.stop().assert_code(0);
-}
-
-fn write_secrets(dir: &Dir, env_values: &[String], dir_values: &[String]) {
-    let env: String = env_values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("SECRET_{i}={v}\n"))
-        .collect();
-    for (i, v) in dir_values.iter().enumerate() {
-        dir.write(&format!("secrets/FILE_SECRET_{i}.new"), v);
-        std::fs::rename(
-            dir.join(&format!("secrets/FILE_SECRET_{i}.new")),
-            dir.join(&format!("secrets/FILE_SECRET_{i}")),
-        )
-        .unwrap();
-    }
-    dir.replace("app.env", env);
-}
-
-#[test]
-fn no_secret_stays_in_agent_runs_memory() {
-    for mode in MODES {
-        let dir = Dir::new("launcher");
-        let (env_values, dir_values) = (random_values(42, 1), random_values(14, 2));
-        std::fs::create_dir_all(dir.join("secrets")).unwrap();
-        write_secrets(&dir, &env_values, &dir_values);
-        let mut launcher = start_signals_child(
-            mode,
-            &dir,
-            &[
-                "--env-file",
-                dir.join("app.env").to_str().unwrap(),
-                "--secrets-dir",
-                dir.join("secrets").to_str().unwrap(),
-                "-e",
-                "MAPPED=@SECRET_3",
-                "-vvv",
-            ],
-            &[],
-        );
-        let first_child = launcher.child();
-        let all_first: Vec<String> = env_values.iter().chain(&dir_values).cloned().collect();
-        memscan::assert_child_has_all(first_child, &all_first);
-        let control = dir.join("app.env").display().to_string();
-        memscan::assert_no_secret_in_memory(launcher.pid, &all_first, &control, "after start");
-
-        // Rotate every value; the restarted child has the new ones, and neither the old
-        // nor the new values stay in agent-run.
-        let (env_new, dir_new) = (random_values(42, 3), random_values(14, 4));
-        write_secrets(&dir, &env_new, &dir_new);
-        let all_new: Vec<String> = env_new.iter().chain(&dir_new).cloned().collect();
-        let mut second_child = 0;
-        wait_until(LONG, "restart with the rotated values", || {
-            let children = launcher.children();
-            if let [child] = children[..] {
-                if child != first_child
-                    && std::fs::read(format!("/proc/{child}/environ")).is_ok_and(|e| {
-                        e.windows(all_new[0].len())
-                            .any(|w| w == all_new[0].as_bytes())
-                    })
-                    && dir.read("signals.log").matches("ready").count() >= 2
-                {
-                    second_child = child;
-                    return true;
-                }
-            }
-            false
-        });
-        memscan::assert_child_has_all(second_child, &all_new);
-        let mut everything = all_first.clone();
-        everything.extend(all_new);
-        memscan::assert_no_secret_in_memory(
-            launcher.pid,
-            &everything,
-            &control,
-            "after a restart on change",
-        );
-        let out = launcher.stop();
-        out.assert_code(0);
-        for value in &everything {
-            assert!(
-                !out.stderr.contains(value.as_str()),
-                "a value reached the log at -vvv"
-            );
-        }
-    }
 }
 
 #[test]
@@ -1209,216 +1091,6 @@ fn agent_run_dumps_no_core_but_the_child_keeps_its_limits() {
     launcher.stop().assert_code(0);
 }
 
-/// Issue 10 item 13: the release build left two copies of a 15-byte value in `[stack]`
-/// (40 secrets of 8 to 197 bytes from an env file); the debug build did not. Run it against
-/// the release build with `AGENT_RUN_BIN` (scripts/test-all.sh does).
-#[test]
-fn no_secret_stays_on_agent_runs_stack_with_many_short_values() {
-    // Every length from 8 to 197 bytes appears across the two sets, 15 among the first.
-    let lengths = |offset: usize| -> Vec<usize> {
-        (0..40)
-            .map(|i| 8 + (i * 5 + offset) % 190)
-            .chain([15, 197])
-            .collect()
-    };
-    for mode in MODES {
-        let dir = Dir::new("stack-scan");
-        let first = common::random_values_of(&lengths(0), 11);
-        let env_file = |values: &[String]| -> String {
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| format!("STACK_SECRET_{i}={v}\n"))
-                .collect()
-        };
-        dir.write("app.env", env_file(&first));
-        let control = dir.join("app.env").display().to_string();
-        let mut launcher = start_signals_child(mode, &dir, &["--env-file", &control], &[]);
-        let first_child = launcher.child();
-        memscan::assert_child_has_all(first_child, &first);
-        memscan::assert_no_secret_in_memory(launcher.pid, &first, &control, "after start");
-
-        // A restart's re-fetch and re-compose run on the same stack.
-        let rotated = common::random_values_of(&lengths(3), 12);
-        dir.replace("app.env", env_file(&rotated));
-        let mut second_child = 0;
-        wait_until(LONG, "restart with the rotated values", || {
-            match launcher.children()[..] {
-                [child] if child != first_child => {
-                    second_child = child;
-                    dir.read("signals.log").matches("ready").count() >= 2
-                }
-                _ => false,
-            }
-        });
-        memscan::assert_child_has_all(second_child, &rotated);
-        let everything: Vec<String> = first.iter().chain(&rotated).cloned().collect();
-        memscan::assert_no_secret_in_memory(
-            launcher.pid,
-            &everything,
-            &control,
-            "after a restart on change",
-        );
-        launcher.stop().assert_code(0);
-    }
-}
-
-/// Credential variables an operator's shell may export, each with a value to look for.
-const CREDENTIALS: [(&str, &str); 8] = [
-    ("AGENT_VAULT_TOKEN", "avt_admin-credential-0001"),
-    ("AGENT_VAULT_MASTER_KEY", "master-key-credential-0002"),
-    ("BAO_TOKEN", "s.bao-credential-0003"),
-    ("VAULT_TOKEN", "hvs.vault-credential-0004"),
-    ("BAO_ROLE_ID", "role-id-credential-0005"),
-    ("BAO_SECRET_ID", "secret-id-credential-0006"),
-    ("VAULT_ROLE_ID", "role-id-credential-0007"),
-    ("VAULT_SECRET_ID", "secret-id-credential-0008"),
-];
-
-/// agent-run started with every credential variable set, the signal-logging child, and
-/// `flags`; returns once the child is ready.
-fn start_with_credentials(mode: Mode, dir: &Dir, flags: &[&str]) -> common::Launcher {
-    let log = dir.join("signals.log");
-    let mut args: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    args.extend([
-        "--".into(),
-        test_child().display().to_string(),
-        "signals".into(),
-        log.display().to_string(),
-    ]);
-    let mut builder = agent_run(mode, &args)
-        .env("NOT_A_CREDENTIAL", "passes-through-0009")
-        .env("AGENT_VAULT_AGENT_TOKEN", "sdk-token-for-the-child-0010");
-    for (name, value) in CREDENTIALS {
-        builder = builder.env(name, value);
-    }
-    let launcher = builder.start(dir);
-    wait_until(LONG, "child ready", || {
-        dir.read("signals.log").contains("ready")
-    });
-    launcher
-}
-
-fn environ_of(pid: i32) -> Vec<u8> {
-    std::fs::read(format!("/proc/{pid}/environ")).expect("read /proc/PID/environ")
-}
-
-fn holds(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-/// Issue 10 item 4: the admin token (and every other credential variable of this project
-/// and of OpenBao/Vault) passed through agent-run into the child's environment.
-#[test]
-fn credential_variables_reach_neither_the_child_nor_agent_runs_environ() {
-    for mode in MODES {
-        let dir = Dir::new("credentials");
-        // --pristine --keep '*' would let every inherited name through: not these.
-        for flags in [&[][..], &["--pristine", "--keep", "*"][..]] {
-            let mut launcher = start_with_credentials(mode, &dir, flags);
-            let child_env = environ_of(launcher.child());
-            let own_env = environ_of(launcher.pid);
-            for (name, value) in CREDENTIALS {
-                assert!(
-                    !holds(&child_env, &format!("{name}=")),
-                    "{mode:?} {flags:?}: {name} reached the child"
-                );
-                assert!(
-                    !holds(&child_env, value) && !holds(&own_env, value),
-                    "{mode:?} {flags:?}: the value of {name} is still visible"
-                );
-            }
-            assert!(holds(&child_env, "NOT_A_CREDENTIAL=passes-through-0009"));
-            assert!(holds(
-                &child_env,
-                "AGENT_VAULT_AGENT_TOKEN=sdk-token-for-the-child-0010"
-            ));
-            launcher.stop().assert_code(0);
-            std::fs::remove_file(dir.join("signals.log")).unwrap();
-        }
-    }
-}
-
-#[test]
-fn allow_env_lets_exactly_the_named_credential_through() {
-    for mode in MODES {
-        let dir = Dir::new("allow-env");
-        let mut launcher = start_with_credentials(mode, &dir, &["--allow-env", "BAO_TOKEN"]);
-        let child_env = environ_of(launcher.child());
-        let own_env = environ_of(launcher.pid);
-        for (name, value) in CREDENTIALS {
-            let entry = format!("{name}={value}");
-            if name == "BAO_TOKEN" {
-                assert!(
-                    holds(&child_env, &entry),
-                    "{mode:?}: {name} was not let through"
-                );
-            } else {
-                assert!(
-                    !holds(&child_env, &entry) && !holds(&own_env, value),
-                    "{mode:?}: {name} passed without --allow-env"
-                );
-            }
-        }
-        launcher.stop().assert_code(0);
-    }
-    // The variable form takes a comma-separated list.
-    let dir = Dir::new("allow-env-var");
-    let out = agent_run(
-        Mode::Plain,
-        sh("echo \"$VAULT_TOKEN|$BAO_TOKEN|$AGENT_VAULT_TOKEN\""),
-    )
-    .env("AGENT_RUN_ALLOW_ENV", "VAULT_TOKEN,BAO_TOKEN")
-    .env("VAULT_TOKEN", "v-0011")
-    .env("BAO_TOKEN", "b-0012")
-    .env("AGENT_VAULT_TOKEN", "avt_0013")
-    .run(&dir);
-    out.assert_code(0);
-    assert_eq!(out.stdout.trim(), "v-0011|b-0012|", "{}", out.description);
-    // agent-run's own variables never pass, and a malformed name is refused by name.
-    for (name, shown) in [
-        ("AGENT_RUN_TOKEN", "AGENT_RUN_TOKEN"),
-        ("BAO-TOKEN", "BAO-TOKEN"),
-    ] {
-        let out = agent_run(Mode::Plain, ["--allow-env", name, "--", "true"]).run(&dir);
-        out.assert_code(125);
-        assert!(
-            out.stderr.contains("--allow-env") && out.stderr.contains(shown),
-            "{}",
-            out.description
-        );
-    }
-}
-
-#[test]
-fn check_lists_no_credential_variable() {
-    let dir = Dir::new("check-credentials");
-    let env_file = dir.write("app.env", "API_KEY=sk-live-abcdefgh\n");
-    for json in [false, true] {
-        let mut args = vec!["--check", "--env-file", env_file.to_str().unwrap()];
-        if json {
-            args.push("--json");
-        }
-        args.extend(["--", "true"]);
-        let mut builder = agent_run(Mode::Plain, &args);
-        for (name, value) in CREDENTIALS {
-            builder = builder.env(name, value);
-        }
-        let out = builder.run(&dir);
-        out.assert_code(0);
-        assert!(out.stdout.contains("API_KEY"), "{}", out.description);
-        for (name, value) in CREDENTIALS {
-            assert!(
-                !out.stdout.contains(name) && !out.stdout.contains(value),
-                "--check listed {name}\n{}",
-                out.description
-            );
-        }
-    }
-}
-
 // ---- a source that hangs never holds up PID 1's duties (issue 11, items 3 and 5) ----------
 
 /// A real agent-vault with `KEY` for agent `bot`, a freezing proxy in front of it, and a
@@ -1444,15 +1116,9 @@ fn start_on_store(
     flags: &[&str],
     child_flags: &[&str],
 ) -> common::Launcher {
-    let log = dir.join("signals.log");
     let mut args: Vec<String> = vec!["--store".into(), proxy.addr.clone()];
     args.extend(flags.iter().map(|f| f.to_string()));
-    args.extend([
-        "--".into(),
-        test_child().display().to_string(),
-        "signals".into(),
-        log.display().to_string(),
-    ]);
+    args.extend(signals_child(&dir.join("signals.log")));
     args.extend(child_flags.iter().map(|f| f.to_string()));
     agent_run(mode, &args)
         .env("AGENT_RUN_TOKEN", token)
@@ -1729,21 +1395,7 @@ fn peers_agent_run_exits_with_the_child_while_grandchildren_run() {
 fn peers_a_burst_of_orphans_is_reaped() {
     for mode in MODES {
         let dir = Dir::new("peers");
-        let log = dir.join("orphans.log");
-        let mut launcher = agent_run(
-            mode,
-            [
-                "--",
-                test_child().to_str().unwrap(),
-                "orphans",
-                log.to_str().unwrap(),
-                "40",
-            ],
-        )
-        .start(&dir);
-        wait_until(LONG, "orphans spawned", || {
-            dir.read("orphans.log").contains("spawned")
-        });
+        let mut launcher = start_orphans(mode, &dir, 40);
         wait_until(LONG, "every orphan to be reaped", || {
             launcher.children().len() == 1 && zombies_of(launcher.pid).is_empty()
         });

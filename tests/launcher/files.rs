@@ -3,28 +3,15 @@
 //! permissions), relative paths, watches that must survive replaced directories, swapped
 //! links and a queue overflow, and file names that try to forge log lines.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::vault::start_vault;
-use common::{agent_run, test_child, wait_until, Dir, Mode, MODES};
+use crate::common;
+use crate::common::vault::start_vault;
+use crate::common::{agent_run, env_log_child, wait_until, Dir, Mode, MODES};
 
 const LONG: Duration = Duration::from_secs(15);
-
-/// `test_child env-log LOG KEYS…` as the command.
-fn env_log_child(log: &Path, keys: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--".to_owned(),
-        test_child().display().to_string(),
-        "env-log".into(),
-        log.display().to_string(),
-    ];
-    args.extend(keys.iter().map(|k| k.to_string()));
-    args
-}
 
 /// A command that writes its whole environment, NUL-separated, to `out`.
 fn dump_env(out: &Path) -> Vec<String> {
@@ -177,8 +164,7 @@ fn issue10_parse_errors_give_the_real_line_without_the_text() {
 fn issue11_env_file_fifo_is_refused_at_start() {
     for mode in MODES {
         let dir = Dir::new("files-fifo");
-        let fifo = dir.join("pipe.env");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let fifo = dir.fifo("pipe.env");
         let out = agent_run(mode, ["--env-file", fifo.to_str().unwrap(), "--", "true"]).run(&dir);
         out.assert_code(125);
         assert!(out.stderr.contains("named pipe"), "{}", out.description);
@@ -192,7 +178,7 @@ fn issue11_secrets_dir_fifo_is_skipped_and_a_reference_says_why() {
     let dir = Dir::new("files-dir-fifo");
     let secrets = dir.join("secrets");
     dir.write("secrets/TOKEN", "abc\n");
-    nix::unistd::mkfifo(&secrets.join("PIPE"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    dir.fifo("secrets/PIPE");
     let out = dir.join("env.out");
     let mut args = vec!["--secrets-dir".to_owned(), secrets.display().to_string()];
     args.extend(dump_env(&out));

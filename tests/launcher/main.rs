@@ -1,0 +1,14 @@
+//! agent-run, end to end: the real binary with real children, real signals and real
+//! sources (env files, secrets directories, a real agent-vault, a real OpenBao), each
+//! process-level behaviour also as PID 1 of a new PID namespace. One test target with a
+//! module per concern; the harness in `tests/common/` is shared with `tests/vault/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod credentials;
+mod files;
+mod memory;
+mod openbao;
+mod pid1;
+mod store;

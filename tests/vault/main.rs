@@ -1,0 +1,13 @@
+//! Integration tests of agent-vault: every rule of issue 5, against the real binary on
+//! loopback. Each test owns its server and data directory; synchronisation is by polling
+//! with deadlines, never by sleeping. One test target with a module per concern; the
+//! harness in `tests/common/` is shared with `tests/launcher/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod cli;
+mod runtime;
+mod server;
+mod tokens;
