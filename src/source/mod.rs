@@ -154,6 +154,46 @@ impl fmt::Display for Origin {
 
 pub use crate::secret_file::Shown;
 
+/// `--start-timeout` as the network sources apply it: until the first fetch succeeds, each
+/// request may take only what is left of it (a store that accepts and never answers must not
+/// hold the start past the deadline); afterwards requests get their normal timeouts.
+pub struct StartBudget {
+    deadline: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl StartBudget {
+    /// The least time one request gets while the deadline runs out, so `--start-timeout 0s`
+    /// still makes one attempt.
+    const MIN_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
+
+    pub fn new(start_timeout: std::time::Duration) -> StartBudget {
+        StartBudget {
+            deadline: std::sync::Mutex::new(Some(std::time::Instant::now() + start_timeout)),
+        }
+    }
+
+    /// Already started: no budget applies.
+    pub fn spent() -> StartBudget {
+        StartBudget {
+            deadline: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// What one request may take now, at most `max`; `None` once the first fetch is done.
+    pub fn remaining(&self, max: std::time::Duration) -> Option<std::time::Duration> {
+        let deadline = *self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        deadline.map(|at| {
+            at.saturating_duration_since(std::time::Instant::now())
+                .clamp(Self::MIN_REQUEST, max)
+        })
+    }
+
+    /// The first fetch is done: requests get their normal timeouts from now on.
+    pub fn started(&self) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// One secret: the value in a wiped-on-drop box, and where it came from.
 pub struct Secret {
     pub value: SecretString,

@@ -29,7 +29,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::fallback::{Fallback, Snapshot, StoredEntry};
 use super::store_poll;
-use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource};
+use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource, StartBudget};
 use crate::protocol::client::{self as protocol_client, Client, Transport};
 use crate::protocol::wire::{Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
 use crate::secret_file;
@@ -42,8 +42,6 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_CAP: Duration = Duration::from_secs(30);
 /// One fetch of the values, connection included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// The least time one request gets while `--start-timeout` runs out.
-const MIN_REQUEST_TIME: Duration = Duration::from_millis(500);
 /// Quiet period after a store change before the supervisor is told (see `Shared::settle`):
 /// long enough to gather a script's burst of writes, short enough not to be noticed.
 pub const STORE_QUIET: Duration = Duration::from_millis(40);
@@ -263,7 +261,7 @@ struct Shared {
     ca_pem: Option<Vec<u8>>,
     proxy: Option<reqwest::Url>,
     /// The end of `--start-timeout`, until the first fetch has succeeded.
-    start_deadline: Mutex<Option<Instant>>,
+    start: StartBudget,
     /// The token generation the fallback file was last sealed with (`NO_FALLBACK`
     /// without one): when the watcher has used a newer token, it asks for a fetch, which
     /// re-seals the file.
@@ -293,7 +291,7 @@ impl StoreSource {
                 token: TokenCell::new(settings.token),
                 ca_pem: settings.ca_pem,
                 proxy: settings.proxy,
-                start_deadline: Mutex::new(Some(Instant::now() + settings.start_timeout)),
+                start: StartBudget::new(settings.start_timeout),
                 sealed_generation: AtomicU64::new(match settings.fallback {
                     Some(_) => 0,
                     None => NO_FALLBACK,
@@ -547,26 +545,14 @@ impl Shared {
             .unwrap_or(true)
     }
 
-    /// What is left of `--start-timeout` while the first fetch has not succeeded (at least
-    /// a moment, so `--start-timeout 0s` still makes one attempt); `None` afterwards.
+    /// What is left of `--start-timeout` while the first fetch has not succeeded.
     fn start_budget(&self) -> Option<Duration> {
-        let deadline = *self
-            .start_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        deadline.map(|at| {
-            at.saturating_duration_since(Instant::now())
-                .clamp(MIN_REQUEST_TIME, FETCH_TIMEOUT)
-        })
+        self.start.remaining(FETCH_TIMEOUT)
     }
 
-    /// The first fetch is done (from the store or the fallback): requests get their
-    /// normal timeouts from now on.
+    /// The first fetch is done (from the store or the fallback).
     fn started(&self) {
-        *self
-            .start_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.start.started();
     }
 
     fn fetch(&self) -> Result<Snapshot, Error> {
@@ -828,7 +814,7 @@ mod tests {
             ))),
             ca_pem: None,
             proxy: None,
-            start_deadline: Mutex::new(None),
+            start: StartBudget::spent(),
             sealed_generation: AtomicU64::new(NO_FALLBACK),
             revision: AtomicU64::new(0),
             degraded: AtomicBool::new(false),

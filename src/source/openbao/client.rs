@@ -19,7 +19,7 @@ use super::auth::Token;
 use super::kv::KvMount;
 use super::Auth;
 use crate::source::digest::DigestKey;
-use crate::source::Error;
+use crate::source::{Error, StartBudget};
 
 /// A TCP connect to a live server on a LAN takes milliseconds; a dead address should not
 /// hold up failover to the next one for long.
@@ -27,8 +27,6 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One whole request, including a slow server. Bounds how long a fetch can block the
 /// supervisor when a server hangs.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The least time one request gets while `--start-timeout` runs out.
-pub(super) const MIN_REQUEST_TIME: Duration = Duration::from_millis(500);
 /// A 403 makes agent-run log in again (the token may have been revoked) at most this often.
 pub(super) const FORCED_LOGIN_EVERY: Duration = Duration::from_secs(30);
 
@@ -47,7 +45,7 @@ pub(super) struct Client {
     pub(super) proxy: Option<Url>,
     pub(super) ca_pem: Option<Vec<u8>>,
     /// The end of `--start-timeout`, until the first fetch has succeeded.
-    pub(super) start_deadline: Mutex<Option<Instant>>,
+    pub(super) start: StartBudget,
     pub(super) auth: Auth,
     /// `--auth token` without a file: the token as it was in the environment at start.
     pub(super) env_token: Option<SecretString>,
@@ -118,17 +116,9 @@ impl Client {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What is left of `--start-timeout` while the first fetch has not succeeded (at least
-    /// a moment, so `--start-timeout 0s` still makes one attempt); `None` afterwards.
+    /// What is left of `--start-timeout` while the first fetch has not succeeded.
     pub(super) fn start_budget(&self) -> Option<Duration> {
-        let deadline = *self
-            .start_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        deadline.map(|at| {
-            at.saturating_duration_since(Instant::now())
-                .clamp(MIN_REQUEST_TIME, REQUEST_TIMEOUT)
-        })
+        self.start.remaining(REQUEST_TIMEOUT)
     }
 
     pub(super) fn http(&self) -> Result<&HttpClient, Error> {

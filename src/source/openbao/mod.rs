@@ -23,14 +23,14 @@ mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 use reqwest::Url;
 use tracing::debug;
 
 use crate::source::digest::DigestKey;
-use crate::source::{ChangeNotifier, Error, SecretSet, SecretSource};
+use crate::source::{ChangeNotifier, Error, SecretSet, SecretSource, StartBudget};
 use auth::token_from_env;
 use client::{join_addresses, Client, Session};
 use kv::PathState;
@@ -149,7 +149,7 @@ impl OpenBaoSource {
                 namespace,
                 proxy: settings.proxy,
                 ca_pem: settings.ca_pem,
-                start_deadline: Mutex::new(Some(Instant::now() + settings.start_timeout)),
+                start: StartBudget::new(settings.start_timeout),
                 auth: settings.auth,
                 env_token,
                 digest_key: DigestKey::random(),
@@ -182,11 +182,7 @@ impl SecretSource for OpenBaoSource {
         for path in &self.client.paths {
             set.extend(self.client.read_kv(&mut session, path)?);
         }
-        *self
-            .client
-            .start_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.client.start.started();
         debug!(
             secrets = set.len(),
             paths = self.client.paths.len(),
