@@ -567,7 +567,12 @@ mod tests {
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let err = read_env_file(&path, &DEFAULTS).unwrap_err();
         assert!(
-            matches!(err, Error::File(secret_file::Error::NotRegularFile { .. })),
+            matches!(
+                err,
+                Error::EnvFile(dotenv::FileError::File(
+                    secret_file::Error::NotRegularFile { .. }
+                ))
+            ),
             "{err}"
         );
     }
