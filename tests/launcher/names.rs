@@ -143,3 +143,52 @@ fn ld_preload_from_the_store_is_refused_and_path_never_resolves_the_command() {
     );
     out.assert_code(0);
 }
+
+/// The same rule for an OpenBao source (a real `bao server -dev`).
+#[test]
+fn node_options_from_openbao_is_refused_unless_allowed() {
+    let dir = Dir::new("names-openbao");
+    let bao = crate::common::openbao::Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/names",
+        json!({"NODE_OPTIONS": "--require /nonexistent/evil.js", "FINE": "1"}),
+    );
+    let base = [
+        "--store".to_string(),
+        bao.store(),
+        "--path".to_string(),
+        "secret/agents/names".to_string(),
+    ];
+    let script = format!(
+        "printf '%s' \"$NODE_OPTIONS\" > '{}'",
+        dir.join("started").display()
+    );
+    let cmd = ["--", "sh", "-c", script.as_str()];
+    let root = crate::common::openbao::ROOT;
+
+    let args: Vec<String> = base.iter().cloned().chain(cmd.map(String::from)).collect();
+    let out = agent_run(Mode::Plain, &args)
+        .env("BAO_TOKEN", root)
+        .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("NODE_OPTIONS") && out.stderr.contains("--allow-env NODE_OPTIONS"),
+        "{}",
+        out.description
+    );
+    assert!(!out.stderr.contains("evil.js"), "{}", out.description);
+    assert!(!dir.join("started").exists(), "the child was started");
+
+    let args: Vec<String> = base
+        .iter()
+        .cloned()
+        .chain(["--allow-env", "NODE_OPTIONS"].map(String::from))
+        .chain(cmd.map(String::from))
+        .collect();
+    let out = agent_run(Mode::Plain, &args)
+        .env("BAO_TOKEN", root)
+        .run(&dir);
+    out.assert_code(0);
+    assert_eq!(dir.read("started"), "--require /nonexistent/evil.js");
+}
