@@ -611,7 +611,8 @@ fn dangerous_names_are_refused_unless_allowed() {
         let out = vault.cli_run(&["secrets", "set", "bot", key, "--value", "x1"], None);
         assert!(!out.status.success(), "{out:?}");
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains(key),
+            String::from_utf8_lossy(&out.stderr).contains(key)
+                && String::from_utf8_lossy(&out.stderr).contains("--allow-dangerous-name"),
             "{out:?}"
         );
         let out = vault.cli_run(&["vars", "set", key, "--value", "x1"], None);
