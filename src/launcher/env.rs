@@ -518,7 +518,8 @@ impl EnvBlock {
         &self.buf[self.start..self.start + self.bytes]
     }
 
-    /// A variable's value, for the few non-secret lookups the launcher needs (PATH).
+    /// A variable's value, for non-secret lookups (the command is resolved with
+    /// agent-run's own `PATH`, never this block's: see `spawn`).
     pub fn var(&self, name: &str) -> Option<&OsStr> {
         self.data().split(|&b| b == 0).find_map(|entry| {
             let rest = entry.strip_prefix(name.as_bytes())?;
