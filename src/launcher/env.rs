@@ -8,6 +8,10 @@
 //! 2. every secret of every source under its own name (narrowed by `--only`);
 //! 3. the `--env` mappings, in order (later wins).
 //!
+//! A variable of 2. or 3. whose final name is on `protocol::names::DANGEROUS_NAMES`
+//! (`PATH`, `LD_*`, `NODE_OPTIONS`, …) is refused unless `--allow-env` names it: whoever can
+//! write a source would otherwise run code in the child. Inherited ones pass as before.
+//!
 //! The [`EnvBlock`] is the only place the composed values live: one buffer sized before
 //! the first write, page-locked where the limit allows, and wiped in `Drop` — which the
 //! supervisor runs as soon as the child has been started.
@@ -94,6 +98,9 @@ pub enum Error {
     Reserved { key: String },
     #[error("--allow-env {name}: variables starting with {RESERVED_PREFIX} configure agent-run and never reach the child")]
     ReservedAllowed { name: String },
+    /// A name on `protocol::names::DANGEROUS_NAMES` from a source or `--env`.
+    #[error("{name} ({origin}) changes how the loader, a shell or a runtime starts the child, so agent-run does not inject it; pass --allow-env {name} if it is meant to")]
+    DangerousName { name: String, origin: String },
     #[error("invalid glob {pattern:?}: {reason}")]
     BadGlob { pattern: String, reason: String },
 }
@@ -370,6 +377,15 @@ fn compose_block(
     for (name, value) in &vars {
         let bytes = value.bytes();
         let name_text = String::from_utf8_lossy(name).into_owned();
+        if !matches!(value, Value::Inherited(_))
+            && crate::protocol::names::is_dangerous(&name_text)
+            && !policy.allowed.contains(&name_text)
+        {
+            return Err(Error::DangerousName {
+                name: name_text,
+                origin: value.origin(),
+            });
+        }
         if bytes.contains(&0) {
             return Err(Error::NulInValue {
                 name: name_text,
@@ -502,7 +518,8 @@ impl EnvBlock {
         &self.buf[self.start..self.start + self.bytes]
     }
 
-    /// A variable's value, for the few non-secret lookups the launcher needs (PATH).
+    /// A variable's value, for non-secret lookups (the command is resolved with
+    /// agent-run's own `PATH`, never this block's: see `spawn`).
     pub fn var(&self, name: &str) -> Option<&OsStr> {
         self.data().split(|&b| b == 0).find_map(|entry| {
             let rest = entry.strip_prefix(name.as_bytes())?;

@@ -81,19 +81,17 @@ impl Program {
     }
 
     /// The paths `execvp` would try, in order: the name itself if it has a slash, else each
-    /// PATH directory. PATH is the child's own (what `env` does), or agent-run's when the
-    /// child has none.
-    fn candidates(&self, child_path: Option<&OsStr>) -> Vec<CString> {
+    /// directory of `path`, which is always agent-run's own `PATH` (as `execvpe` does),
+    /// never the child's: a `PATH` from a source or `--env` (let in by `--allow-env PATH`)
+    /// must not choose which program runs with the secrets.
+    fn candidates(&self, path: Option<&OsStr>) -> Vec<CString> {
         let Some(name) = self.argv.first() else {
             return Vec::new();
         };
         if name.as_bytes().contains(&b'/') {
             return vec![name.clone()];
         }
-        let inherited = std::env::var_os("PATH");
-        let path = child_path
-            .or(inherited.as_deref())
-            .unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+        let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
         std::env::split_paths(path)
             .map(|dir| {
                 let dir = if dir.as_os_str().is_empty() {
@@ -151,7 +149,7 @@ pub enum Started {
     ExecFailed { pid: Pid, error: Error },
 }
 
-/// The paths `execve` will try for `env`'s `PATH`, after the ARG_MAX check, and the
+/// The paths `execve` will try for agent-run's own `PATH`, after the ARG_MAX check, and the
 /// pointer array an [`ExecPlan`] borrows: built before `fork`, where the child may not
 /// allocate. The pointers stay valid while `owned` lives (moving a `Vec` moves no string).
 struct Candidates {
@@ -162,7 +160,8 @@ struct Candidates {
 impl Candidates {
     fn new(program: &Program, env: &EnvBlock) -> Result<Candidates, Error> {
         program.check_size(env)?;
-        let owned = program.candidates(env.var("PATH"));
+        let own_path = std::env::var_os("PATH");
+        let owned = program.candidates(own_path.as_deref());
         let ptrs = owned.iter().map(|c| c.as_ptr()).collect();
         Ok(Candidates {
             _owned: owned,

@@ -6,12 +6,15 @@
 //!   ([`preview`]) and the stable error codes.
 //! - `transport`: which addresses may be spoken to in plain http; the one reqwest setup
 //!   (no proxy from the environment, `--proxy` off loopback only, extra CAs).
+//! - `names`: the one deny list of environment names that change how a child starts
+//!   (refused by the store and by agent-run's injection).
 //! - `client`: the one HTTP client of the store API, with its own error type.
 //!
 //! Architecture invariant: `protocol` imports neither `vault` nor `source` nor the
 //! launcher; arrows point into it.
 
 pub mod client;
+pub mod names;
 pub mod transport;
 pub mod wire;
 

@@ -193,6 +193,9 @@ pub struct PutSecretRequest {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Kind>,
+    /// Create the entry even though its name is on `protocol::names::DANGEROUS_NAMES`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_dangerous_name: bool,
 }
 
 impl fmt::Debug for PutSecretRequest {
@@ -324,6 +327,9 @@ pub struct ImportRequest {
     /// Replace existing keys instead of skipping them.
     #[serde(default)]
     pub overwrite: bool,
+    /// Import names on `protocol::names::DANGEROUS_NAMES` too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_dangerous_name: bool,
 }
 
 /// What an import did, by key name. Blank values, existing keys (without `overwrite`) and
@@ -450,6 +456,8 @@ pub struct ErrorDetail {
 /// never change meaning.
 pub mod code {
     pub const INVALID_NAME: &str = "invalid_name";
+    /// The name changes how the child starts (`protocol::names`); `allow_dangerous_name`.
+    pub const DANGEROUS_NAME: &str = "dangerous_name";
     pub const INVALID_VALUE: &str = "invalid_value";
     pub const VALUE_TOO_LARGE: &str = "value_too_large";
     pub const INVALID_REQUEST: &str = "invalid_request";

@@ -62,6 +62,7 @@ impl IntoResponse for ApiError {
             ApiError::Vault(err) => {
                 let (status, code) = match &err {
                     Error::InvalidName { .. } => (StatusCode::BAD_REQUEST, code::INVALID_NAME),
+                    Error::DangerousName { .. } => (StatusCode::BAD_REQUEST, code::DANGEROUS_NAME),
                     Error::InvalidValue { .. } => (StatusCode::BAD_REQUEST, code::INVALID_VALUE),
                     Error::ValueTooLarge { .. } => {
                         (StatusCode::PAYLOAD_TOO_LARGE, code::VALUE_TOO_LARGE)

@@ -15,6 +15,8 @@ pub enum Error {
         name: String,
         rule: &'static str,
     },
+    #[error("{key} changes how the loader, a shell or a runtime starts a program (a code-execution lever); it is refused unless the request allows a dangerous name (agent-vault: --allow-dangerous-name)")]
+    DangerousName { key: String },
     #[error("invalid value for {key}: {reason}")]
     InvalidValue { key: String, reason: &'static str },
     #[error("value for {key} is {len} bytes, the limit is {max}")]

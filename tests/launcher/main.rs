@@ -9,6 +9,7 @@ mod common;
 mod credentials;
 mod files;
 mod memory;
+mod names;
 mod openbao;
 mod pid1;
 mod store;

@@ -585,3 +585,109 @@ fn openapi_document_matches_the_server() {
     );
     vault.assert_not_stored_or_logged(&["openapi-existing-value", "openapi-var-value"]);
 }
+
+/// Issue 13 item 4: names that change how the child starts are refused by the server
+/// (API and CLI, secrets and project variables, set and import) unless the request says
+/// `allow_dangerous_name`; an import with one such name changes nothing.
+#[test]
+fn dangerous_names_are_refused_unless_allowed() {
+    let vault = start_vault();
+    let admin = vault.admin.as_str();
+    for key in ["PATH", "LD_PRELOAD", "NODE_OPTIONS"] {
+        for path in [
+            format!("/v1/agents/bot/secrets/{key}"),
+            format!("/v1/vars/{key}"),
+        ] {
+            let (status, body) = vault.put(&path, admin, json!({"value": "/tmp/evil"}));
+            assert_eq!(
+                (status, error_code(&body).as_str()),
+                (400, "dangerous_name"),
+                "{path}: {body}"
+            );
+            assert!(body.contains(key), "the error names the key: {body}");
+            assert_eq!(vault.get(&path, admin).0, 404, "{path} was not created");
+        }
+        // The CLI: refused without the flag (non-zero, the key named), accepted with it.
+        let out = vault.cli_run(&["secrets", "set", "bot", key, "--value", "x1"], None);
+        assert!(!out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(key)
+                && String::from_utf8_lossy(&out.stderr).contains("--allow-dangerous-name"),
+            "{out:?}"
+        );
+        let out = vault.cli_run(&["vars", "set", key, "--value", "x1"], None);
+        assert!(!out.status.success(), "{out:?}");
+        let out = vault.cli_run(
+            &[
+                "secrets",
+                "set",
+                "bot",
+                key,
+                "--value",
+                "x1",
+                "--allow-dangerous-name",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let out = vault.cli_run(
+            &[
+                "vars",
+                "set",
+                key,
+                "--value",
+                "x1",
+                "--allow-dangerous-name",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let (status, body) = vault.put(
+        "/v1/agents/bot2/secrets/LD_AUDIT",
+        admin,
+        json!({"value": "x", "kind": "plain", "allow_dangerous_name": true}),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    // Import: one such name and nothing is imported, by the API or the CLI.
+    let (status, body) = vault.post(
+        "/v1/agents/imp/import",
+        admin,
+        json!({"entries": [{"key": "FINE_ONE", "value": "fine"}, {"key": "LD_PRELOAD", "value": "/tmp/x.so"}]}),
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "dangerous_name")
+    );
+    assert_eq!(vault.get("/v1/agents/imp/secrets/FINE_ONE", admin).0, 404);
+    let dir = Dir::new("dangerous-import");
+    let env = dir.write(
+        "app.env",
+        "FINE_ONE=fine\nNODE_OPTIONS=--require /tmp/x.js\n",
+    );
+    let file = env.to_str().expect("utf-8");
+    let out = vault.cli_run(&["secrets", "import", "imp", "--file", file], None);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NODE_OPTIONS"),
+        "{out:?}"
+    );
+    assert_eq!(vault.get("/v1/agents/imp/secrets/FINE_ONE", admin).0, 404);
+    let out = vault.cli_run(
+        &[
+            "secrets",
+            "import",
+            "imp",
+            "--file",
+            file,
+            "--allow-dangerous-name",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        vault.get("/v1/agents/imp/secrets/NODE_OPTIONS", admin).0,
+        200
+    );
+}

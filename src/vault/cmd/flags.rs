@@ -169,6 +169,9 @@ pub struct SetArgs {
     /// Store as a plain (readable) variable instead of a write-only secret.
     #[arg(long)]
     pub plain: bool,
+    /// Create it even though the name changes how the child starts (PATH, LD_*, NODE_OPTIONS…).
+    #[arg(long)]
+    pub allow_dangerous_name: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -250,6 +253,9 @@ pub enum SecretsCommand {
         /// Replace keys that already exist instead of skipping them.
         #[arg(long)]
         overwrite: bool,
+        /// Import names that change how the child starts (PATH, LD_*, NODE_OPTIONS…) too.
+        #[arg(long)]
+        allow_dangerous_name: bool,
         #[command(flatten)]
         connect: ConnectArgs,
     },

@@ -22,7 +22,10 @@ pub(super) fn set(
     let value = read_value(&set.value, key)?;
     let response = put(
         &client,
-        &put_request(Some(value), set.description, Some(set.plain)),
+        &PutSecretRequest {
+            allow_dangerous_name: set.allow_dangerous_name,
+            ..put_request(Some(value), set.description, Some(set.plain))
+        },
     )?;
     report_put(set.connect.json, what, &response)
 }
@@ -37,6 +40,7 @@ pub(super) fn put_request(
         value,
         description,
         kind: plain.map(|plain| if plain { Kind::Plain } else { Kind::Secret }),
+        allow_dangerous_name: false,
     }
 }
 
@@ -165,6 +169,7 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
             plain,
             plain_keys,
             overwrite,
+            allow_dangerous_name,
             connect: c,
         } => {
             let client = connect(&c)?;
@@ -176,6 +181,7 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
                     plain,
                     plain_keys,
                     overwrite,
+                    allow_dangerous_name,
                 },
             )?;
             if c.json {

@@ -24,7 +24,10 @@ pub use lifecycle::init;
 use runtime::bump;
 pub use runtime::OwnerState;
 use secrets::open_version;
-use validate::{parse_since, parse_ttl, validate_description, validate_owner_name, validate_value};
+use validate::{
+    parse_since, parse_ttl, validate_description, validate_not_dangerous, validate_owner_name,
+    validate_value,
+};
 pub use validate::{validate_agent, validate_key};
 
 use std::collections::HashMap;

@@ -3,8 +3,8 @@
 //! and appends its audit record; values are decrypted only inside `spawn_blocking`.
 
 use super::{
-    bump, format_ms, now_ms, record, validate_description, validate_key, validate_owner_name,
-    validate_value, Ctx, Owner, Vault,
+    bump, format_ms, now_ms, record, validate_description, validate_key, validate_not_dangerous,
+    validate_owner_name, validate_value, Ctx, Owner, Vault,
 };
 use crate::protocol::wire::{
     preview, ImportRequest, ImportSummary, Kind, PutResponse, PutSecretRequest, RollbackResponse,
@@ -134,6 +134,7 @@ impl Vault {
                 let existing = db::get_entry(tx, owner, key)?;
                 let (entry, value, created, changed) = match existing {
                     None => {
+                        validate_not_dangerous(key, req.allow_dangerous_name)?;
                         // Without a value this is an update of something that does not exist.
                         let value = req.value.ok_or_else(|| {
                             Error::NotFound(format!(
@@ -450,6 +451,7 @@ impl Vault {
         let mut req = req;
         for entry in &req.entries {
             validate_key(&entry.key)?;
+            validate_not_dangerous(&entry.key, req.allow_dangerous_name)?;
             validate_value(&entry.key, &entry.value)?;
         }
         // A key given twice keeps its last value, as when a shell sources the file.

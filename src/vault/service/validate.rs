@@ -39,6 +39,18 @@ pub fn validate_key(key: &str) -> Result<()> {
     }
 }
 
+/// Creating an entry on the deny list of `protocol::names` needs the request's explicit
+/// `allow_dangerous_name`: whoever can write the store would otherwise run code in the child.
+pub(super) fn validate_not_dangerous(key: &str, allowed: bool) -> Result<()> {
+    if allowed || !crate::protocol::names::is_dangerous(key) {
+        Ok(())
+    } else {
+        Err(Error::DangerousName {
+            key: key.to_string(),
+        })
+    }
+}
+
 pub(super) fn validate_value(key: &str, value: &SecretString) -> Result<()> {
     let bytes = value.expose_secret().as_bytes();
     if bytes.len() > MAX_VALUE_BYTES {
