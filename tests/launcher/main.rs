@@ -12,3 +12,4 @@ mod memory;
 mod openbao;
 mod pid1;
 mod store;
+mod usage;
