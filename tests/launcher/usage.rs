@@ -63,3 +63,78 @@ fn flags_after_the_command_belong_to_the_command() {
     out.assert_code(0);
     assert!(out.stdout.contains("a-file"), "{}", out.description);
 }
+
+/// Issue 13: `cannot read nope.env: No such file … (os error 2): No such file … (os error 2)`.
+/// Every error whose message shows its cause and also returns it as its source is printed
+/// with the cause once.
+#[test]
+fn a_missing_file_names_its_cause_once() {
+    let dir = Dir::new("usage-missing-files");
+    let cause = "No such file or directory";
+    let out = agent_run(Mode::Plain, ["--env-file", "nope.env", "--", "true"])
+        .current_dir(dir.path())
+        .run(&dir);
+    out.assert_code(125);
+    assert!(out.stderr.contains("nope.env"), "{}", out.description);
+    assert_eq!(out.stderr.matches(cause).count(), 1, "{}", out.description);
+
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--token-file",
+            "nope.token",
+            "--store",
+            "http://127.0.0.1:9",
+            "--",
+            "true",
+        ],
+    )
+    .current_dir(dir.path())
+    .run(&dir);
+    out.assert_code(125);
+    assert!(out.stderr.contains("nope.token"), "{}", out.description);
+    assert_eq!(out.stderr.matches(cause).count(), 1, "{}", out.description);
+}
+
+/// Issue 13: `--store 127.0.0.1:44967` listed only the OpenBao forms. Every accepted form,
+/// and the value with the scheme it lacks.
+#[test]
+fn a_store_without_scheme_lists_every_form_and_suggests_one() {
+    let dir = Dir::new("usage-store-scheme");
+    let out = agent_run(Mode::Plain, ["--store", "127.0.0.1:44967", "--", "true"]).run(&dir);
+    out.assert_code(125);
+    for form in [
+        "https://HOST:PORT",
+        "openbao+https://",
+        "vault+https://",
+        "did you mean http://127.0.0.1:44967",
+    ] {
+        assert!(out.stderr.contains(form), "{form}\n{}", out.description);
+    }
+    let out = agent_run(Mode::Plain, ["--store", "vault.example:8200", "--", "true"]).run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr
+            .contains("did you mean https://vault.example:8200"),
+        "{}",
+        out.description
+    );
+}
+
+/// Issue 13: a dotenv name that starts with a digit says that the name is invalid and why.
+#[test]
+fn a_dotenv_name_starting_with_a_digit_says_why() {
+    let dir = Dir::new("usage-dotenv-name");
+    dir.write("bad.env", "1KEY=2\n");
+    let out = agent_run(Mode::Plain, ["--env-file", "bad.env", "--", "true"])
+        .current_dir(dir.path())
+        .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("bad.env:1:")
+            && out.stderr.contains("invalid name")
+            && out.stderr.contains("must start with a letter or '_'"),
+        "{}",
+        out.description
+    );
+}
