@@ -138,3 +138,32 @@ fn a_dotenv_name_starting_with_a_digit_says_why() {
         out.description
     );
 }
+
+/// Issue 13: an admin token given to agent-run got "may not runtime.read project variables".
+/// The server answers with its own code for a token that reads no agent, and agent-run says
+/// which token to issue (its own words, never the server's message).
+#[test]
+fn an_admin_token_says_to_issue_a_read_token() {
+    let vault = crate::common::vault::start_vault();
+    let dir = Dir::new("usage-admin-token");
+    for agent in [None, Some("support-bot")] {
+        let mut args = vec!["--store".to_owned(), vault.addr.clone()];
+        if let Some(agent) = agent {
+            args.extend(["--agent".to_owned(), agent.to_owned()]);
+        }
+        args.extend(["--".to_owned(), "true".to_owned()]);
+        let out = agent_run(Mode::Plain, &args)
+            .env("AGENT_RUN_TOKEN", &vault.admin)
+            .run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("this is an admin token")
+                && out
+                    .stderr
+                    .contains("agent-vault tokens issue --scope secrets:read:AGENT/*"),
+            "{agent:?}\n{}",
+            out.description
+        );
+        assert!(!out.stderr.contains("may not"), "{}", out.description);
+    }
+}
