@@ -24,21 +24,38 @@ fn main() -> ExitCode {
     };
     let config = match Config::from_args(args) {
         Ok(config) => config,
-        Err(e) => return fail(&anyhow::Error::new(e), LAUNCHER_ERROR),
+        Err(e) => return fail(&e, LAUNCHER_ERROR),
     };
     init_logging(config.log);
     match agent_run::run(config) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e.exit_code();
-            fail(&anyhow::Error::new(e), code)
+            fail(&e, code)
         }
     }
 }
 
-fn fail(error: &anyhow::Error, code: u8) -> ExitCode {
-    eprintln!("agent-run: {error:#}");
+fn fail(error: &(dyn std::error::Error + 'static), code: u8) -> ExitCode {
+    eprintln!("agent-run: {}", chain(error));
     ExitCode::from(code)
+}
+
+/// The error and its causes, `: `-separated, each cause once. Many errors show their cause in
+/// their own message (so a log line with `%error` is complete) and also return it as
+/// `source()`; printing the plain chain then said "No such file or directory" twice.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 fn init_logging(settings: LogSettings) {

@@ -36,8 +36,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = err.exit_code();
-            eprintln!("agent-vault: {:#}", anyhow::Error::new(err));
+            eprintln!("agent-vault: {}", chain(&err));
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each cause once. Many errors show their cause in
+/// their own message (so a log line with `%error` is complete) and also return it as
+/// `source()`; printing the plain chain then said "No such file or directory" twice.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
 }

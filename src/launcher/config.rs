@@ -267,9 +267,9 @@ pub fn parse_stores(values: &[String], allow_insecure_http: bool) -> Result<Opti
             value: without_userinfo(value),
             reason: reason.to_owned(),
         };
-        let (kind, rest) = value
-            .split_once("://")
-            .ok_or_else(|| bad("expected openbao+https://HOST:PORT or vault+https://HOST:PORT"))?;
+        let Some((kind, rest)) = value.split_once("://") else {
+            return Err(bad(&no_scheme(value)));
+        };
         let (scheme, is_openbao) = match kind {
             "openbao+https" | "vault+https" => ("https", true),
             "openbao+http" | "vault+http" => ("http", true),
@@ -320,6 +320,24 @@ pub fn parse_stores(values: &[String], allow_insecure_http: bool) -> Result<Opti
             reason: "mixes an agent-vault store with OpenBao/Vault addresses".to_owned(),
         }),
     }
+}
+
+/// The message for a `--store` without a scheme: every accepted form, and the value with the
+/// scheme it most likely lacks (`http` for loopback, where plain http is allowed).
+fn no_scheme(value: &str) -> String {
+    let authority = value.split('/').next().unwrap_or(value);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    let scheme = if is_loopback(host) { "http" } else { "https" };
+    format!(
+        "no scheme; expected https://HOST:PORT (agent-vault; http:// on loopback), \
+         openbao+https://HOST:PORT or vault+https://HOST:PORT (OpenBao/Vault; openbao+http://, \
+         vault+http:// on loopback); did you mean {scheme}://{}?",
+        without_userinfo(&format!("x://{value}")).trim_start_matches("x://")
+    )
 }
 
 /// `value` with any `user:password@` replaced, so an error never repeats a credential.

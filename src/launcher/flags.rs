@@ -404,11 +404,14 @@ pub struct RunArgs {
 
     // ---- the command ---------------------------------------------------------------
     /// The command to run, and its arguments (after `--`).
+    // No `allow_hyphen_values`: with it a mistyped flag (`--stor`) became the command and the
+    // failure looked like "command not found". A `-` word before the command is a flag; a
+    // command that really starts with `-` goes after `--`. Once the command has begun,
+    // `trailing_var_arg` hands it every later word, flags included.
     #[arg(
         value_name = "CMD",
         required_unless_present = "check",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
+        trailing_var_arg = true
     )]
     pub command: Vec<OsString>,
 }
@@ -458,6 +461,27 @@ mod tests {
         assert!(args.once);
         assert_eq!(args.command, ["ls", "-l", "--env", "x"]);
         assert!(args.env.is_empty());
+    }
+
+    #[test]
+    fn mistyped_flag_is_a_usage_error_not_the_command() {
+        for typo in ["--stor", "--chek", "--gracee"] {
+            let err = RunArgs::try_parse_from(["agent-run", typo, "x", "--", "true"]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{typo}"
+            );
+        }
+    }
+
+    #[test]
+    fn words_after_the_command_belong_to_it() {
+        let args = RunArgs::try_parse_from(["agent-run", "ls", "-la", "--once"]).unwrap();
+        assert_eq!(args.command, ["ls", "-la", "--once"]);
+        assert!(!args.once);
+        let args = RunArgs::try_parse_from(["agent-run", "--", "-weird"]).unwrap();
+        assert_eq!(args.command, ["-weird"]);
     }
 
     #[test]

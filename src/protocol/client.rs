@@ -52,6 +52,8 @@ pub enum Error {
     #[error("HTTP request to {url} failed: {source}")]
     Http {
         url: String,
+        /// Stored `without_url()`: reqwest's message repeats the URL, and with the chain
+        /// printed the server's address appeared three times.
         #[source]
         source: reqwest::Error,
     },
@@ -192,7 +194,10 @@ impl Client {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        request.send().map_err(|source| Error::Http { url, source })
+        request.send().map_err(|source| Error::Http {
+            url,
+            source: source.without_url(),
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> Result<RequestBuilder> {
@@ -206,9 +211,10 @@ impl Client {
 
     fn execute(&self, builder: RequestBuilder, path: &str) -> Result<Response> {
         let url = format!("{}{}", self.base, path);
-        let response = builder
-            .send()
-            .map_err(|source| Error::Http { url, source })?;
+        let response = builder.send().map_err(|source| Error::Http {
+            url,
+            source: source.without_url(),
+        })?;
         let status = response.status();
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(response);
@@ -231,9 +237,10 @@ impl Client {
     fn json<T: DeserializeOwned>(&self, builder: RequestBuilder, path: &str) -> Result<T> {
         let response = self.execute(builder, path)?;
         let url = format!("{}{}", self.base, path);
-        response
-            .json::<T>()
-            .map_err(|source| Error::Http { url, source })
+        response.json::<T>().map_err(|source| Error::Http {
+            url,
+            source: source.without_url(),
+        })
     }
 
     fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

@@ -465,6 +465,9 @@ pub mod code {
     pub const NOT_FOUND: &str = "not_found";
     pub const UNAUTHORIZED: &str = "unauthorized";
     pub const FORBIDDEN: &str = "forbidden";
+    /// A run-time read with a token that may read no agent at all (an admin token): the
+    /// client can then say which token to issue instead of a bare "forbidden".
+    pub const NOT_A_READ_TOKEN: &str = "not_a_read_token";
     pub const CONFLICT: &str = "conflict";
     pub const TOO_MANY_WAITERS: &str = "too_many_waiters";
     pub const SHUTTING_DOWN: &str = "shutting_down";

@@ -50,6 +50,11 @@ pub enum Error {
         "the store at {url} refused access to {what}: the token is scoped to another agent or keys"
     )]
     Forbidden { url: String, what: String },
+    #[error(
+        "the store at {url} refused the token: this is an admin token; issue a read token with \
+         `agent-vault tokens issue --scope secrets:read:AGENT/*`"
+    )]
+    NotAReadToken { url: String },
     #[error("the store at {url} answered {status}: {message}")]
     Store {
         url: String,
@@ -94,6 +99,7 @@ impl Error {
             self,
             Error::Unauthorized { .. }
                 | Error::Forbidden { .. }
+                | Error::NotAReadToken { .. }
                 | Error::Denied { .. }
                 | Error::Auth { .. }
         )

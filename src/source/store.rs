@@ -31,7 +31,9 @@ use super::fallback::{Fallback, Snapshot, StoredEntry};
 use super::store_poll;
 use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource, StartBudget};
 use crate::protocol::client::{self as protocol_client, Client, Transport};
-use crate::protocol::wire::{Origin as WireOrigin, RevisionResponse, RuntimeSecrets};
+use crate::protocol::wire::{
+    code as wire_code, Origin as WireOrigin, RevisionResponse, RuntimeSecrets,
+};
 use crate::secret_file;
 
 /// How long one long-poll waits for a change before the store answers "not modified".
@@ -513,12 +515,16 @@ impl Shared {
     /// carried the token.
     fn status_error(&self, status: u16, body: &[u8]) -> Error {
         let code = protocol_client::error_code(body).filter(|code| self.is_safe_code(code));
+        let not_a_read_token = code.as_deref() == Some(wire_code::NOT_A_READ_TOKEN);
         let message = match code {
             Some(code) => format!("error code {code}"),
             None => "no error code".to_owned(),
         };
         match status {
             401 => Error::Unauthorized {
+                url: self.url.clone(),
+            },
+            403 if not_a_read_token => Error::NotAReadToken {
                 url: self.url.clone(),
             },
             403 => Error::Forbidden {

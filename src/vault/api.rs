@@ -72,6 +72,7 @@ impl IntoResponse for ApiError {
                     Error::NotFound(_) => (StatusCode::NOT_FOUND, code::NOT_FOUND),
                     Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
                     Error::Forbidden(_) => (StatusCode::FORBIDDEN, code::FORBIDDEN),
+                    Error::NotAReadToken(_) => (StatusCode::FORBIDDEN, code::NOT_A_READ_TOKEN),
                     Error::Conflict(_) => (StatusCode::CONFLICT, code::CONFLICT),
                     Error::TooManyWaiters => {
                         (StatusCode::SERVICE_UNAVAILABLE, code::TOO_MANY_WAITERS)

@@ -31,6 +31,9 @@ pub enum Error {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// A run-time read with a token that reads no agent (answered 403 `not_a_read_token`).
+    #[error("{0}")]
+    NotAReadToken(String),
     /// The request is valid but would leave the store in a state it must not be in.
     #[error("{0}")]
     Conflict(String),

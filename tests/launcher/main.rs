@@ -13,3 +13,4 @@ mod names;
 mod openbao;
 mod pid1;
 mod store;
+mod usage;

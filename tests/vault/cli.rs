@@ -246,3 +246,27 @@ fn issue_10_admin_cli_refuses_plain_http_off_loopback() {
     let out = vault.cli_run(&["secrets", "set", "bot", "K", "--value", value], None);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// Issue 13: with the server down, the message named its URL three times (ours, reqwest's,
+/// and reqwest's again as the cause). Once is enough.
+#[test]
+fn a_server_that_is_down_is_named_once() {
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let mut cmd = vault_cmd();
+    cmd.env("AGENT_VAULT_TOKEN", "avt_not_a_real_token")
+        .args(["tokens", "list", "--addr", &addr]);
+    let out = run_code(&mut cmd, None, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches(&addr).count(),
+        1,
+        "the URL once, the cause once: {stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}

@@ -132,9 +132,13 @@ impl Vault {
                 match agents.as_slice() {
                     [one] => one.to_string(),
                     [] => {
-                        return Err(self
+                        let denied = self
                             .deny(ctx, "runtime.read", &Owner::Project, Vec::new())
-                            .await)
+                            .await;
+                        return Err(match denied {
+                            Error::Forbidden(message) => Error::NotAReadToken(message),
+                            other => other,
+                        });
                     }
                     _ => {
                         return Err(Error::InvalidRequest(
@@ -145,9 +149,14 @@ impl Vault {
             }
         };
         if !ctx.caller.reads_agent(&agent) {
-            return Err(self
+            let reads_none = ctx.caller.read_agents().is_empty();
+            let denied = self
                 .deny(ctx, "runtime.read", &Owner::Agent(agent), Vec::new())
-                .await);
+                .await;
+            return Err(match denied {
+                Error::Forbidden(message) if reads_none => Error::NotAReadToken(message),
+                other => other,
+            });
         }
         Ok(agent)
     }
