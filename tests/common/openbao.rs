@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 use super::{wait_until, Dir};
 
+/// How long a Raft cluster may take to form (join, unseal, autopilot promotion).
+const RAFT_SETTLE: Duration = Duration::from_secs(180);
+
 const LONG: Duration = Duration::from_secs(20);
 
 /// The root token of every dev server.
@@ -387,7 +390,9 @@ disable_mlock = true
                 "sys/storage/raft/join",
                 Some(json!({"leader_api_addr": leader_addr})),
             );
-            wait_until(LONG, "unsealing a joined node", || {
+            // Deadlines, not speed targets: under a loaded CI machine (every other test runs
+            // beside this one) a join and an autopilot promotion can take minutes.
+            wait_until(RAFT_SETTLE, "unsealing a joined node", || {
                 let (status, reply) = node.api(
                     reqwest::Method::POST,
                     "sys/unseal",
@@ -397,7 +402,7 @@ disable_mlock = true
             });
         }
         let cluster = RaftCluster { nodes };
-        wait_until(Duration::from_secs(60), "three raft voters", || {
+        wait_until(RAFT_SETTLE, "three raft voters", || {
             let (_, reply) =
                 cluster.nodes[0].api(reqwest::Method::GET, "sys/storage/raft/configuration", None);
             reply["data"]["config"]["servers"]
