@@ -26,6 +26,7 @@ use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
+use super::digest::{Digest, DigestKey};
 use super::{ChangeNotifier, Error, Origin, Secret, SecretSet, SecretSource, Shown};
 use crate::dotenv;
 use crate::secret_file::{self, Checks, MAX_VALUE_FILE_BYTES};
@@ -50,6 +51,10 @@ pub struct FileSource {
     options: FileOptions,
     /// Tells the watching thread to stop when this source is dropped.
     stop: Option<mpsc::Sender<Message>>,
+    /// Keyed digest of what the last `fetch` read: `watch` re-reads once its inotify
+    /// watches are armed and reports a change only when the files differ from it.
+    digest_key: DigestKey,
+    last_read: Option<Digest>,
 }
 
 impl FileSource {
@@ -70,6 +75,8 @@ impl FileSource {
             secrets_dirs: absolute(secrets_dirs),
             options: FileOptions::default(),
             stop: None,
+            digest_key: DigestKey::random(),
+            last_read: None,
         }
     }
 
@@ -125,13 +132,8 @@ impl SecretSource for FileSource {
     }
 
     fn fetch(&mut self) -> Result<SecretSet, Error> {
-        let mut set = SecretSet::default();
-        for dir in &self.secrets_dirs {
-            set.extend(read_secrets_dir(dir, &self.options)?);
-        }
-        for path in &self.env_files {
-            set.extend(read_env_file(path, &self.options)?);
-        }
+        let set = self.read_all()?;
+        self.last_read = Some(self.digest_key.digest_set(&set));
         Ok(set)
     }
 
@@ -154,8 +156,17 @@ impl SecretSource for FileSource {
             armed: BTreeMap::new(),
             notifier,
         };
-        // Armed before returning, so a change right after start is not missed.
+        // Armed before returning, so a change right after start is not missed; and a change
+        // between the last fetch and now (no watch existed yet) is caught by one re-read,
+        // compared by digest, so an unchanged start costs no second read of any source.
         watch.rearm();
+        let unchanged = self.last_read.is_some()
+            && self
+                .read_all()
+                .is_ok_and(|set| Some(self.digest_key.digest_set(&set)) == self.last_read);
+        if !unchanged {
+            watch.notifier.changed(&watch.label);
+        }
         std::thread::Builder::new()
             .name("file-watch".into())
             .spawn(move || watch.run(rx))
@@ -165,6 +176,20 @@ impl SecretSource for FileSource {
             })?;
         self.stop = Some(tx);
         Ok(())
+    }
+}
+
+impl FileSource {
+    /// Every directory, then every env file, in order.
+    fn read_all(&self) -> Result<SecretSet, Error> {
+        let mut set = SecretSet::default();
+        for dir in &self.secrets_dirs {
+            set.extend(read_secrets_dir(dir, &self.options)?);
+        }
+        for path in &self.env_files {
+            set.extend(read_env_file(path, &self.options)?);
+        }
+        Ok(set)
     }
 }
 

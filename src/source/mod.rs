@@ -290,7 +290,9 @@ pub trait SecretSource: Send {
     fn fetch(&mut self) -> Result<SecretSet, Error>;
 
     /// Starts watching for changes in the background; every change calls
-    /// `notifier.changed()`. Watching stops when the source is dropped.
+    /// `notifier.changed()`. Watching stops when the source is dropped. A change made
+    /// since the last `fetch` (before any watch existed) must be reported too: the
+    /// supervisor does no re-check of its own, so a start reads each source once.
     fn watch(&mut self, notifier: ChangeNotifier) -> Result<(), Error>;
 }
 

@@ -218,10 +218,10 @@ fn start_in(cwd: &Path, dir: &Dir, flags: &[&str], keys: &[&str], log: &Path) ->
             .unwrap_or_default()
             .contains("start pid=")
     });
-    // The supervisor re-reads once after arming its watches; an edit before that re-read
+    // The file source re-reads once after arming its watches; an edit before that re-read
     // would be caught by it, which would hide a watch that never works.
     wait_until(LONG, "watches armed and the re-check done", || {
-        launcher.stderr().contains("environment unchanged")
+        launcher.stderr().contains("watching for changes")
     });
     launcher
 }

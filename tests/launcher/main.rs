@@ -12,5 +12,6 @@ mod memory;
 mod names;
 mod openbao;
 mod pid1;
+mod reads;
 mod store;
 mod usage;

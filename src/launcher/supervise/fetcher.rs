@@ -4,7 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::launcher::Error;
 use crate::source::{self, ChangeNotifier, SecretSet, SecretSource};
@@ -63,10 +63,17 @@ impl Fetcher {
                         }
                         Request::Watch(notifier) => {
                             for source in &mut sources {
-                                if let Err(e) = source.watch(notifier.clone()) {
-                                    warn!(source = %source.describe(), error = %e, "cannot watch for changes; rotation will not be seen");
+                                match source.watch(notifier.clone()) {
+                                    Ok(()) => {
+                                        debug!(source = %source.describe(), "watching for changes")
+                                    }
+                                    Err(e) => {
+                                        warn!(source = %source.describe(), error = %e, "cannot watch for changes; rotation will not be seen")
+                                    }
                                 }
                             }
+                            // A file source re-read its files to compare with its fetch.
+                            crate::sys::wipe_stack();
                         }
                     }
                 }

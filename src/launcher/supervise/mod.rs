@@ -39,8 +39,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
-/// Watches start this long after the first child, followed by one re-check that catches any
-/// change made before they existed. Why wait at all: closing an inotify instance costs the
+/// Watches start this long after the first child; each source reports any change made
+/// since its fetch (see `SecretSource::watch`). Why wait at all: closing an inotify instance costs the
 /// exiting process a kernel SRCU grace period (5-15 ms measured here), which a short job
 /// (`agent-run -- make test`) would otherwise pay on every run.
 const WATCH_DELAY: Duration = Duration::from_millis(50);
@@ -539,7 +539,7 @@ impl Supervisor {
     fn fire_deadlines(&mut self, now: Instant) {
         if self.fetch.watch_due.is_some_and(|due| due <= now) {
             self.fetch.watch_due = None;
-            self.start_watching(now);
+            self.start_watching();
         }
         if self
             .restart_state
@@ -576,13 +576,12 @@ impl Supervisor {
         }
     }
 
-    /// Starts every source's watcher, then re-checks once: a change made between the first
-    /// fetch and now had no watcher to report it.
-    fn start_watching(&mut self, now: Instant) {
+    /// Starts every source's watcher. No re-check fetch follows (it read the store twice
+    /// per start, issue 13): each source reports a change made since its fetch itself.
+    fn start_watching(&mut self) {
         if let Some(fetcher) = &self.fetch.fetcher {
             fetcher.watch(self.inputs.notifier.clone());
         }
-        self.restart_state.change_due = Some((now, now));
     }
 
     /// A debounced change: re-fetch (off the loop); `on_new_environment` acts on the

@@ -193,11 +193,11 @@ impl SecretSource for OpenBaoSource {
 
     fn watch(&mut self, notifier: ChangeNotifier) -> Result<(), Error> {
         let label = self.describe();
-        // The baseline is taken here, before `watch` returns, because the supervisor
-        // re-fetches right after: a change later than that re-fetch is then seen by the
-        // first poll. A path that cannot be read now has no baseline; its first good poll
-        // counts as a change (the supervisor compares environments, so at worst nothing
-        // happens).
+        // The baseline is taken here, before `watch` returns, and then one re-check is
+        // asked for (a change between the fetch and the baseline had no watcher): a change
+        // later than that re-fetch is seen by the first poll. A path that cannot be read now
+        // has no baseline; its first good poll counts as a change (the supervisor compares
+        // environments, so at worst nothing happens).
         let baseline: Vec<Option<PathState>> = {
             let mut session = self.client.lock();
             self.client
@@ -206,6 +206,7 @@ impl SecretSource for OpenBaoSource {
                 .map(|path| self.client.path_state(&mut session, path).ok())
                 .collect()
         };
+        notifier.revised(&label);
         let watcher = Watcher {
             client: Arc::clone(&self.client),
             stop: Arc::clone(&self.stop),
