@@ -196,6 +196,10 @@ pub struct PutSecretRequest {
     /// Create the entry even though its name is on `protocol::names::DANGEROUS_NAMES`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_dangerous_name: bool,
+    /// Store an empty (or whitespace-only) value: refused otherwise (`empty_value`), the
+    /// same rule by which an import skips blank lines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty_value: bool,
 }
 
 impl fmt::Debug for PutSecretRequest {
@@ -458,6 +462,8 @@ pub mod code {
     pub const INVALID_NAME: &str = "invalid_name";
     /// The name changes how the child starts (`protocol::names`); `allow_dangerous_name`.
     pub const DANGEROUS_NAME: &str = "dangerous_name";
+    /// An empty or whitespace-only value without `allow_empty_value`.
+    pub const EMPTY_VALUE: &str = "empty_value";
     pub const INVALID_VALUE: &str = "invalid_value";
     pub const VALUE_TOO_LARGE: &str = "value_too_large";
     pub const INVALID_REQUEST: &str = "invalid_request";

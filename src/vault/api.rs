@@ -63,6 +63,7 @@ impl IntoResponse for ApiError {
                 let (status, code) = match &err {
                     Error::InvalidName { .. } => (StatusCode::BAD_REQUEST, code::INVALID_NAME),
                     Error::DangerousName { .. } => (StatusCode::BAD_REQUEST, code::DANGEROUS_NAME),
+                    Error::EmptyValue { .. } => (StatusCode::BAD_REQUEST, code::EMPTY_VALUE),
                     Error::InvalidValue { .. } => (StatusCode::BAD_REQUEST, code::INVALID_VALUE),
                     Error::ValueTooLarge { .. } => {
                         (StatusCode::PAYLOAD_TOO_LARGE, code::VALUE_TOO_LARGE)

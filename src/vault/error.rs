@@ -17,6 +17,8 @@ pub enum Error {
     },
     #[error("{key} changes how the loader, a shell or a runtime starts a program (a code-execution lever); it is refused unless the request allows a dangerous name (agent-vault: --allow-dangerous-name)")]
     DangerousName { key: String },
+    #[error("the value for {key} is empty (or only whitespace); it is refused unless the request allows an empty value (agent-vault: --allow-empty-value)")]
+    EmptyValue { key: String },
     #[error("invalid value for {key}: {reason}")]
     InvalidValue { key: String, reason: &'static str },
     #[error("value for {key} is {len} bytes, the limit is {max}")]

@@ -8,6 +8,7 @@ mod common;
 
 mod api;
 mod cli;
+mod empty_value;
 mod runtime;
 mod server;
 mod tokens;

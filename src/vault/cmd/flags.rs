@@ -172,6 +172,9 @@ pub struct SetArgs {
     /// Create it even though the name changes how the child starts (PATH, LD_*, NODE_OPTIONS…).
     #[arg(long)]
     pub allow_dangerous_name: bool,
+    /// Store an empty (or whitespace-only) value, which is refused otherwise.
+    #[arg(long, env = "AGENT_VAULT_ALLOW_EMPTY_VALUE")]
+    pub allow_empty_value: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -24,6 +24,7 @@ pub(super) fn set(
         &client,
         &PutSecretRequest {
             allow_dangerous_name: set.allow_dangerous_name,
+            allow_empty_value: set.allow_empty_value,
             ..put_request(Some(value), set.description, Some(set.plain))
         },
     )?;
@@ -41,6 +42,7 @@ pub(super) fn put_request(
         description,
         kind: plain.map(|plain| if plain { Kind::Plain } else { Kind::Secret }),
         allow_dangerous_name: false,
+        allow_empty_value: false,
     }
 }
 

@@ -25,8 +25,8 @@ use runtime::bump;
 pub use runtime::OwnerState;
 use secrets::open_version;
 use validate::{
-    parse_since, parse_ttl, validate_description, validate_not_dangerous, validate_owner_name,
-    validate_value,
+    is_blank, parse_since, parse_ttl, validate_description, validate_not_blank,
+    validate_not_dangerous, validate_owner_name, validate_value,
 };
 pub use validate::{validate_agent, validate_key};
 

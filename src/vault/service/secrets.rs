@@ -3,8 +3,9 @@
 //! and appends its audit record; values are decrypted only inside `spawn_blocking`.
 
 use super::{
-    bump, format_ms, now_ms, record, validate_description, validate_key, validate_not_dangerous,
-    validate_owner_name, validate_value, Ctx, Owner, Vault,
+    bump, format_ms, is_blank, now_ms, record, validate_description, validate_key,
+    validate_not_blank, validate_not_dangerous, validate_owner_name, validate_value, Ctx, Owner,
+    Vault,
 };
 use crate::protocol::wire::{
     preview, ImportRequest, ImportSummary, Kind, PutResponse, PutSecretRequest, RollbackResponse,
@@ -114,6 +115,7 @@ impl Vault {
         validate_key(&key)?;
         if let Some(value) = &req.value {
             validate_value(&key, value)?;
+            validate_not_blank(&key, value, req.allow_empty_value)?;
         }
         if let Some(description) = &req.description {
             validate_description(description)?;
@@ -486,7 +488,7 @@ impl Vault {
                 let mut summary = ImportSummary::default();
                 for item in &req.entries {
                     let key = &item.key;
-                    if item.value.expose_secret().trim().is_empty() {
+                    if is_blank(&item.value) {
                         summary.skipped.push(key.clone());
                         continue;
                     }

@@ -51,6 +51,24 @@ pub(super) fn validate_not_dangerous(key: &str, allowed: bool) -> Result<()> {
     }
 }
 
+/// Whether a value is blank (empty or only whitespace): the one rule for empty values. A
+/// `set` of a blank value is refused without `allow_empty_value` (an agent would otherwise
+/// run with a key that is there but useless); an import skips blank entries.
+pub(super) fn is_blank(value: &SecretString) -> bool {
+    value.expose_secret().trim().is_empty()
+}
+
+/// A blank value needs the request's explicit `allow_empty_value` ([`is_blank`]).
+pub(super) fn validate_not_blank(key: &str, value: &SecretString, allowed: bool) -> Result<()> {
+    if allowed || !is_blank(value) {
+        Ok(())
+    } else {
+        Err(Error::EmptyValue {
+            key: key.to_string(),
+        })
+    }
+}
+
 pub(super) fn validate_value(key: &str, value: &SecretString) -> Result<()> {
     let bytes = value.expose_secret().as_bytes();
     if bytes.len() > MAX_VALUE_BYTES {
