@@ -48,5 +48,9 @@ say "memory scans against the release build"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
     cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*
 
+say "systemd units (systemd-analyze verify)"
+command -v systemd-analyze >/dev/null || apt-get install -y systemd
+bash scripts/verify-systemd-units.sh
+
 say "quickstart"
 bash scripts/quickstart.sh

@@ -32,7 +32,10 @@ pub enum Error {
     Env(#[from] env::Error),
     #[error(transparent)]
     Spawn(#[from] spawn::Error),
-    #[error("--store needs a token: set {TOKEN_VARIABLE} or --token-file")]
+    #[error(
+        "--store needs a token: set {TOKEN_VARIABLE}, give --token-file, or pass the \
+         systemd credential agent-run-token (LoadCredential=)"
+    )]
     NoToken,
     #[error("{what}: {errno}")]
     Setup {

@@ -114,6 +114,19 @@ fn fetch_until(
     }
 }
 
+/// The systemd credential name agent-run reads its store token from
+/// (`LoadCredential=agent-run-token:PATH` in a unit).
+pub const CREDENTIAL_NAME: &str = "agent-run-token";
+
+/// The token systemd passed as a credential (`$CREDENTIALS_DIRECTORY/agent-run-token`),
+/// used only when neither `--token-file` nor `AGENT_RUN_TOKEN` gave one: flag, variable,
+/// credential. Read as a token file, so a credential that systemd replaces is picked up.
+fn credential_token() -> Option<TokenSource> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let path = std::path::Path::new(&dir).join(CREDENTIAL_NAME);
+    path.is_file().then_some(TokenSource::File(path))
+}
+
 /// Sources in precedence order: files first, the store last (it wins).
 fn build_sources(
     config: &Config,
@@ -133,7 +146,7 @@ fn build_sources(
         let token = match (&store.token_file, env_token) {
             (Some(path), _) => TokenSource::File(path.clone()),
             (None, Some(token)) => TokenSource::Value(token),
-            (None, None) => return Err(Error::NoToken),
+            (None, None) => credential_token().ok_or(Error::NoToken)?,
         };
         sources.push(Box::new(StoreSource::new(StoreSettings {
             url: store.url.clone(),

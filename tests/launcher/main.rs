@@ -11,6 +11,7 @@ mod files;
 mod memory;
 mod names;
 mod openbao;
+mod packaging;
 mod pid1;
 mod reads;
 mod store;
