@@ -13,6 +13,7 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v openssl >/dev/null || need_apt+=(openssl)          # private CA (TLS tests), JWT signing (OpenBao)
 command -v tmux >/dev/null || need_apt+=(tmux)                # terminal job-control test
 command -v ps >/dev/null || need_apt+=(procps)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # verifies packaging/systemd units
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
@@ -49,7 +50,6 @@ AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/ag
     cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*
 
 say "systemd units (systemd-analyze verify)"
-command -v systemd-analyze >/dev/null || apt-get install -y systemd
 bash scripts/verify-systemd-units.sh
 
 say "quickstart"
