@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::transport::http_client_builder;
 use super::wire::{
-    AuditList, AuditQuery, ErrorBody, Health, ImportRequest, ImportSummary, IssuedToken,
+    AgentList, AuditList, AuditQuery, ErrorBody, Health, ImportRequest, ImportSummary, IssuedToken,
     PutResponse, PutSecretRequest, RollbackRequest, RollbackResponse, SecretList, SecretMeta,
     TokenList, TokenRequest, VarList, VersionList,
 };
@@ -280,6 +280,10 @@ impl Client {
     ) -> Result<PutResponse> {
         let path = format!("/v1/agents/{}/secrets/{}", segment(agent), segment(key));
         self.send_json(Method::PUT, &path, req)
+    }
+
+    pub fn list_agents(&self) -> Result<AgentList> {
+        self.get_json("/v1/agents")
     }
 
     pub fn list_secrets(&self, agent: &str, values: bool) -> Result<SecretList> {

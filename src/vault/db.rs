@@ -410,6 +410,40 @@ pub fn runtime_rows(conn: &Connection, agent: &str) -> Result<Vec<(String, Strin
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// One agent as `GET /v1/agents` shows it: counted from its own entries (agents exist only
+/// through their entries; project variables are not counted here).
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub name: String,
+    pub entries: i64,
+    pub secrets: i64,
+    pub last_read_at: Option<i64>,
+}
+
+/// Every agent that has at least one entry, by name.
+pub fn agents(conn: &Connection) -> Result<Vec<AgentRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT owner, COUNT(*), SUM(kind = 'secret'), MAX(last_read_at) FROM entries
+         WHERE owner != ?1 GROUP BY owner ORDER BY owner",
+    )?;
+    let rows = stmt.query_map(params![PROJECT], |row| {
+        Ok(AgentRow {
+            name: row.get(0)?,
+            entries: row.get(1)?,
+            secrets: row.get(2)?,
+            last_read_at: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many entries `owner` has.
+pub fn entry_count(conn: &Connection, owner: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM entries WHERE owner = ?1")?
+        .query_row(params![owner], |row| row.get(0))?)
+}
+
 pub fn touch_read(tx: &Transaction<'_>, owner: &str, key: &str, at: i64) -> Result<()> {
     tx.prepare_cached("UPDATE entries SET last_read_at = ?3 WHERE owner = ?1 AND key = ?2")?
         .execute(params![owner, key, at])?;

@@ -255,9 +255,11 @@ impl VaultServer {
         serde_json::from_str(&body).expect("JSON body")
     }
 
-    /// Issue a token as admin; returns (id, token).
+    /// Issue a token as admin; returns (id, token). With `allow_empty`, so a test may issue
+    /// a read token before it writes the agent's entries (the rule that refuses an agent
+    /// without entries is tested in `tests/vault/agents.rs`).
     pub fn issue(&self, scopes: &[&str], ttl: Option<Value>) -> (String, String) {
-        let mut req = serde_json::json!({ "scopes": scopes });
+        let mut req = serde_json::json!({ "scopes": scopes, "allow_empty": true });
         if let Some(ttl) = ttl {
             req["ttl"] = ttl;
         }

@@ -52,6 +52,20 @@ pub enum Command {
     Tokens(TokensCommand),
     /// Show the audit trail.
     Audit(AuditArgs),
+    /// The agents the store knows (those with entries of their own).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+}
+
+/// `agent-vault agents …` (issue 13 item 2).
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents with entries: entry counts and the last run-time read. Project variables
+    /// are not counted as an agent's entries (their count is shown apart).
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +316,11 @@ pub enum TokensCommand {
         /// What the token is for.
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        /// Issue read scopes for an agent that has no entries of its own yet (refused
+        /// otherwise, with the close agent names that exist: a misspelt agent would read
+        /// nothing).
+        #[arg(long, env = "AGENT_VAULT_ALLOW_EMPTY")]
+        allow_empty: bool,
         /// Recovery when no admin token is left: write the token straight into the data
         /// directory (needs `--data-dir`, its master key, and the server stopped). Audited
         /// as `token.issue.offline`.

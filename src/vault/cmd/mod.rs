@@ -1,5 +1,5 @@
 //! agent-vault's commands, one file per group (mini-redis keeps one file per command):
-//! `init`, `serve`, `secrets`, `vars`, `tokens`, `audit`. `flags` holds their clap
+//! `init`, `serve`, `secrets`, `vars`, `tokens`, `audit`, `agents`. `flags` holds their clap
 //! structs, `output` the tables and JSON they print. The binary only parses, calls [`run`]
 //! and turns its [`Error`] into an exit code.
 //!
@@ -7,6 +7,7 @@
 //! blocking client brings its own); `serve`, `init` and offline token issue open the store
 //! in a tokio runtime of their own.
 
+mod agents;
 mod audit;
 pub mod flags;
 mod init;
@@ -91,6 +92,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Vars(cmd) => vars::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),
         Command::Audit(args) => audit::run(args),
+        Command::Agents(cmd) => agents::run(cmd),
     }
 }
 

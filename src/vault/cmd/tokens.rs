@@ -33,6 +33,7 @@ pub(super) fn run(cmd: TokensCommand) -> Result<()> {
             scopes,
             ttl,
             description,
+            allow_empty,
             offline,
             data_dir,
             connect: c,
@@ -41,6 +42,7 @@ pub(super) fn run(cmd: TokensCommand) -> Result<()> {
                 scopes,
                 ttl: ttl.map(Ttl::Text),
                 description,
+                allow_empty,
             };
             let issued = match data_dir.filter(|_| offline) {
                 Some(dir) => issue_offline(&dir, req)?,
