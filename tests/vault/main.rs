@@ -12,4 +12,5 @@ mod cli;
 mod empty_value;
 mod runtime;
 mod server;
+mod tls;
 mod tokens;

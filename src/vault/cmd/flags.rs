@@ -55,6 +55,38 @@ pub enum Command {
     /// The agents the store knows (those with entries of their own).
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Make TLS certificates for `serve`.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+/// `agent-vault tls …` (issue 13 item 6).
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a private CA and a server certificate signed by it, for `serve --tls-cert
+    /// DIR/cert.pem --tls-key DIR/key.pem`; clients trust DIR/ca.pem with --ca-cert.
+    Generate(TlsGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsGenerateArgs {
+    /// Names clients reach the server by: DNS names and IP addresses, comma separated or
+    /// repeated (the certificate's subject alternative names).
+    #[arg(
+        long = "name",
+        required = true,
+        value_delimiter = ',',
+        env = "AGENT_VAULT_TLS_NAME",
+        value_name = "HOST[,IP...]"
+    )]
+    pub names: Vec<String>,
+    /// Directory for ca.pem, ca.key, cert.pem and key.pem (created 0700; keys are written
+    /// 0600; an existing file is never overwritten).
+    #[arg(long, env = "AGENT_VAULT_TLS_OUT", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Days the server certificate is valid; the CA is valid ten times as long.
+    #[arg(long, env = "AGENT_VAULT_TLS_DAYS", default_value_t = 397, value_parser = clap::value_parser!(u32).range(1..=3650), value_name = "DAYS")]
+    pub days: u32,
 }
 
 /// `agent-vault agents …` (issue 13 item 2).
@@ -147,8 +179,9 @@ pub struct ConnectArgs {
         value_name = "FILE"
     )]
     pub token_file: Option<PathBuf>,
-    /// Extra PEM root certificate to trust (self-signed or private-CA servers).
-    #[arg(long, env = "AGENT_VAULT_CACERT", value_name = "FILE")]
+    /// Extra PEM root certificate to trust (a private CA, such as the ca.pem of `agent-vault
+    /// tls generate`). The old variable AGENT_VAULT_CACERT is still read when this is unset.
+    #[arg(long, env = "AGENT_VAULT_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Print JSON (for scripts) instead of tables.
     #[arg(long)]
