@@ -9,6 +9,7 @@ mod common;
 mod agents;
 mod api;
 mod cli;
+mod data_dir;
 mod empty_value;
 mod runtime;
 mod server;

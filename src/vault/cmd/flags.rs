@@ -102,8 +102,15 @@ pub enum AgentsCommand {
 
 #[derive(Debug, Args)]
 pub struct DataDirArgs {
-    /// Directory holding master.key and vault.db.
-    #[arg(long, env = "AGENT_VAULT_DATA_DIR", value_name = "DIR")]
+    /// Directory holding master.key and vault.db. Default: $XDG_DATA_HOME/agent-vault, else
+    /// $HOME/.local/share/agent-vault (init creates it 0700).
+    #[arg(
+        long,
+        env = "AGENT_VAULT_DATA_DIR",
+        value_name = "DIR",
+        default_value = super::paths::DEFAULT_DATA_DIR,
+        value_parser = super::paths::data_dir
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -355,16 +362,17 @@ pub enum TokensCommand {
         #[arg(long, env = "AGENT_VAULT_ALLOW_EMPTY")]
         allow_empty: bool,
         /// Recovery when no admin token is left: write the token straight into the data
-        /// directory (needs `--data-dir`, its master key, and the server stopped). Audited
-        /// as `token.issue.offline`.
-        #[arg(long, requires = "data_dir")]
+        /// directory (`--data-dir`, or its default; needs its master key, and the server
+        /// stopped). Audited as `token.issue.offline`.
+        #[arg(long)]
         offline: bool,
-        /// The data directory, with `--offline`.
+        /// The data directory, with `--offline`. Default: $XDG_DATA_HOME/agent-vault, else
+        /// $HOME/.local/share/agent-vault.
         #[arg(
             long,
             env = "AGENT_VAULT_DATA_DIR",
-            requires = "offline",
-            value_name = "DIR"
+            value_name = "DIR",
+            value_parser = super::paths::data_dir
         )]
         data_dir: Option<PathBuf>,
         #[command(flatten)]

@@ -12,6 +12,7 @@ mod audit;
 pub mod flags;
 mod init;
 mod output;
+mod paths;
 mod secrets;
 pub mod serve;
 mod tls;
