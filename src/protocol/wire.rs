@@ -459,9 +459,13 @@ pub struct AuditQuery {
     /// RFC 3339 time or unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// Newest records to return, 1 to 10,000 (default 1,000).
+    /// Newest records to return, 1 to 10,000 (default 1,000). With `after`: the oldest
+    /// that many after it, so a follower misses none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only records whose `id` is greater: the cursor of `agent-vault audit --follow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
 }
 
 /// `GET /v1/health`.

@@ -565,18 +565,38 @@ pub fn query_audit(
             ORDER BY id DESC LIMIT ?3)
          ORDER BY id",
     )?;
-    let rows = stmt.query_map(params![since_ms, agent, limit], |row| {
-        let keys: String = row.get(5)?;
-        Ok(AuditEntry {
-            id: row.get(0)?,
-            at: format_ms(row.get(1)?),
-            token_id: row.get(2)?,
-            action: row.get(3)?,
-            agent: row.get(4)?,
-            keys: serde_json::from_str(&keys).unwrap_or_default(),
-            remote: row.get(6)?,
-            outcome: row.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![since_ms, agent, limit], audit_entry)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn audit_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let keys: String = row.get(5)?;
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        at: format_ms(row.get(1)?),
+        token_id: row.get(2)?,
+        action: row.get(3)?,
+        agent: row.get(4)?,
+        keys: serde_json::from_str(&keys).unwrap_or_default(),
+        remote: row.get(6)?,
+        outcome: row.get(7)?,
+    })
+}
+
+/// The oldest `limit` records with an id past `after` (and at or after `since_ms`,
+/// optionally of one agent), oldest first: the next page of a follower, none skipped.
+pub fn query_audit_after(
+    conn: &Connection,
+    agent: Option<&str>,
+    since_ms: i64,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, token_id, action, agent, keys, remote, outcome FROM audit
+         WHERE id > ?1 AND at >= ?2 AND (?3 IS NULL OR agent = ?3)
+         ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![after, since_ms, agent, limit], audit_entry)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod data_dir;
 mod empty_value;
+mod logs;
 mod runtime;
 mod server;
 mod tls;

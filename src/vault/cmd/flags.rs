@@ -30,8 +30,27 @@ pub struct VaultCli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Log format on stderr: `json` makes every line a JSON object, including the
+    /// "listening" notice and a fatal error (issue 13 item 7).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "AGENT_VAULT_LOG_FORMAT",
+        global = true,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How agent-vault writes its log lines (and its fatal error) on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -403,6 +422,11 @@ pub struct AuditArgs {
     /// Newest records to show.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub limit: u32,
+    /// Keep running and print new records as they are written, like `tail -f` (polls the
+    /// server once a second from the last record seen); Ctrl-C or SIGTERM ends it with exit
+    /// 0. With --json, one JSON record per line.
+    #[arg(long, short = 'f', env = "AGENT_VAULT_AUDIT_FOLLOW")]
+    pub follow: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -11,6 +11,7 @@ mod agents;
 mod audit;
 pub mod flags;
 mod init;
+pub mod logging;
 mod output;
 mod paths;
 mod secrets;
