@@ -131,3 +131,36 @@ fn errors_that_cannot_heal_fail_at_start_with_their_cause() {
         &["this is an admin token"],
     );
 }
+
+/// The same for an OpenBao store: when every address fails with a TLS problem (here a
+/// private CA agent-run was not told about), agent-run stops at start with the cause.
+#[test]
+fn an_openbao_store_with_an_untrusted_ca_fails_at_start() {
+    use crate::common::openbao::{Bao, ROOT};
+    let dir = Dir::new("tls-openbao");
+    let bao = Bao::dev_tls(&dir);
+    let out = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/tls",
+            "--start-timeout",
+            "1h",
+            "--",
+            "true",
+        ],
+    )
+    .env("BAO_TOKEN", ROOT)
+    .env("BAO_CACERT", "")
+    .env("VAULT_CACERT", "")
+    .env("SSL_CERT_FILE", "")
+    .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("UnknownIssuer") && out.stderr.contains("--ca-cert"),
+        "{}",
+        out.description
+    );
+}
