@@ -1,12 +1,12 @@
 //! `agent-vault`: parse flags, set up logging, run the command, turn the outcome into an exit
 //! code (the table is in `agent_run::exit`). Everything else is `agent_run::vault::cmd`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use agent_run::vault::cmd::{self, flags::VaultCli};
+use agent_run::vault::cmd::flags::{LogFormat, VaultCli};
+use agent_run::vault::cmd::{self, logging};
 
 /// Wipes every heap block before it is freed (see `agent_run::sys::WipeOnFree`): request
 /// bodies, hyper's read buffers, serde's scratch strings and run-time responses all held
@@ -19,24 +19,27 @@ fn main() -> ExitCode {
     // environment and make this process undumpable (it holds the key and values).
     agent_run::vault::crypto::take_env_key();
     cmd::harden();
-    let cli = match VaultCli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match VaultCli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(err) => {
-            // --help and --version print to stdout and exit 0; real errors exit 2.
-            let _ = err.print();
+            // --help and --version print to stdout and exit 0; real errors exit 2, as a
+            // JSON line when JSON logs were asked for.
+            let format = logging::format_of_refused_args(&args);
+            if err.use_stderr() && format == LogFormat::Json {
+                logging::print_error(format, err.to_string().trim_end());
+            } else {
+                let _ = err.print();
+            }
             return ExitCode::from(err.exit_code().clamp(0, 255) as u8);
         }
     };
-    tracing_subscriber::fmt()
-        .with_max_level(cmd::log_level(cli.verbose))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logging::install(cmd::log_level(cli.verbose), cli.log_format);
     match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = err.exit_code();
-            eprintln!("agent-vault: {}", chain(&err));
+            logging::fatal(&chain(&err));
             ExitCode::from(code)
         }
     }

@@ -188,7 +188,9 @@ fn store_config(args: &RunArgs, url: Url, proxy: Option<Url>) -> Result<StoreCon
 /// The variables that name a CA file when `--ca-cert` is not given, in order: what
 /// OpenBao/Vault users (or agent-vault's admin CLI users) already set, then the general one.
 const OPENBAO_CA_VARIABLES: [&str; 3] = ["BAO_CACERT", "VAULT_CACERT", "SSL_CERT_FILE"];
-const AGENT_VAULT_CA_VARIABLES: [&str; 2] = ["AGENT_VAULT_CACERT", "SSL_CERT_FILE"];
+/// `AGENT_VAULT_CA_CERT` is the admin CLI's name (issue 13); `AGENT_VAULT_CACERT` its old one.
+const AGENT_VAULT_CA_VARIABLES: [&str; 3] =
+    ["AGENT_VAULT_CA_CERT", "AGENT_VAULT_CACERT", "SSL_CERT_FILE"];
 
 fn env_var(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
@@ -224,6 +226,7 @@ fn ca_pem(
         "ca-cert" | "store-ca" => flag,
         "BAO_CACERT" => "ca-cert (from BAO_CACERT)",
         "VAULT_CACERT" => "ca-cert (from VAULT_CACERT)",
+        "AGENT_VAULT_CA_CERT" => "ca-cert (from AGENT_VAULT_CA_CERT)",
         "AGENT_VAULT_CACERT" => "ca-cert (from AGENT_VAULT_CACERT)",
         _ => "ca-cert (from SSL_CERT_FILE)",
     };

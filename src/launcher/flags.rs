@@ -115,7 +115,7 @@ pub struct RunArgs {
     /// Trust the CA certificates (PEM, one or a bundle) in this file for the store's TLS, in
     /// addition to the public roots; any store (agent-vault, OpenBao, Vault). Without it:
     /// OpenBao/Vault stores read BAO_CACERT, then VAULT_CACERT; agent-vault reads
-    /// AGENT_VAULT_CACERT; then SSL_CERT_FILE for both.
+    /// AGENT_VAULT_CA_CERT, then AGENT_VAULT_CACERT; then SSL_CERT_FILE for both.
     #[arg(
         long = "ca-cert",
         value_name = "PATH",

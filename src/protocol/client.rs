@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::transport::http_client_builder;
 use super::wire::{
-    AuditList, AuditQuery, ErrorBody, Health, ImportRequest, ImportSummary, IssuedToken,
+    AgentList, AuditList, AuditQuery, ErrorBody, Health, ImportRequest, ImportSummary, IssuedToken,
     PutResponse, PutSecretRequest, RollbackRequest, RollbackResponse, SecretList, SecretMeta,
     TokenList, TokenRequest, VarList, VersionList,
 };
@@ -57,6 +57,12 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// A TLS problem retrying cannot fix (see `protocol::tls`): the message names the fix.
+    #[error("cannot connect to {url}: {problem}")]
+    Tls {
+        url: String,
+        problem: super::tls::TlsProblem,
+    },
     /// An error answer. `message` is the server's text: the admin CLI shows it, agent-run
     /// never does (the answer may echo a request that carried its token).
     #[error("{message} (HTTP {status}, {code})")]
@@ -70,6 +76,23 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failed request: its TLS problem if it has one that cannot heal, else the HTTP error
+/// (without the URL, which the message names once).
+fn http_error(url: String, source: reqwest::Error) -> Error {
+    let problem = if url.starts_with("https://") {
+        super::tls::diagnose(&source)
+    } else {
+        super::tls::diagnose_plain(&source)
+    };
+    match problem {
+        Some(problem) => Error::Tls { url, problem },
+        None => Error::Http {
+            url,
+            source: source.without_url(),
+        },
+    }
+}
 
 /// Default per-request timeout of the admin CLI (long polls add their wait on top).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -194,10 +217,7 @@ impl Client {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        request.send().map_err(|source| Error::Http {
-            url,
-            source: source.without_url(),
-        })
+        request.send().map_err(|source| http_error(url, source))
     }
 
     fn request(&self, method: Method, path: &str) -> Result<RequestBuilder> {
@@ -211,10 +231,7 @@ impl Client {
 
     fn execute(&self, builder: RequestBuilder, path: &str) -> Result<Response> {
         let url = format!("{}{}", self.base, path);
-        let response = builder.send().map_err(|source| Error::Http {
-            url,
-            source: source.without_url(),
-        })?;
+        let response = builder.send().map_err(|source| http_error(url, source))?;
         let status = response.status();
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok(response);
@@ -280,6 +297,10 @@ impl Client {
     ) -> Result<PutResponse> {
         let path = format!("/v1/agents/{}/secrets/{}", segment(agent), segment(key));
         self.send_json(Method::PUT, &path, req)
+    }
+
+    pub fn list_agents(&self) -> Result<AgentList> {
+        self.get_json("/v1/agents")
     }
 
     pub fn list_secrets(&self, agent: &str, values: bool) -> Result<SecretList> {

@@ -8,6 +8,9 @@
 //!   (no proxy from the environment, `--proxy` off loopback only, extra CAs).
 //! - `names`: the one deny list of environment names that change how a child starts
 //!   (refused by the store and by agent-run's injection).
+//! - `tls`: TLS failures that cannot heal (a plain-HTTP server, a CA certificate as the
+//!   server's own, an untrusted issuer, ...) told with their fix; both programs fail fast on
+//!   them.
 //! - `client`: the one HTTP client of the store API, with its own error type.
 //!
 //! Architecture invariant: `protocol` imports neither `vault` nor `source` nor the
@@ -15,6 +18,7 @@
 
 pub mod client;
 pub mod names;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 

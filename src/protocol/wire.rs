@@ -363,6 +363,11 @@ pub struct TokenRequest {
     pub ttl: Option<Ttl>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Issue read scopes (`secrets:read:AGENT/…`) for agents that have no entries of their
+    /// own yet; refused otherwise (`unknown_agent`), since such a token reads nothing but
+    /// project variables (usually a misspelt agent).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
 }
 
 /// Answer to `POST /v1/tokens`: the only time the token itself is shown.
@@ -385,6 +390,27 @@ impl fmt::Debug for IssuedToken {
             .field("expires_at", &self.expires_at)
             .finish()
     }
+}
+
+/// One agent in `GET /v1/agents`: an agent exists through its own entries, so every agent
+/// listed has at least one. Counts and times only, never a value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub name: String,
+    /// The agent's own entries (secrets and plain variables), not project variables.
+    pub entries: u64,
+    pub secrets: u64,
+    pub plain: u64,
+    /// The latest run-time read of any of its entries; `null` if never read.
+    pub last_read_at: Option<String>,
+}
+
+/// `GET /v1/agents`: every agent with entries, by name, and the number of project
+/// variables (which every agent's read token also reads where its pattern matches).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentList {
+    pub agents: Vec<AgentSummary>,
+    pub project_vars: u64,
 }
 
 /// Token metadata: never the token nor its hash.
@@ -433,9 +459,13 @@ pub struct AuditQuery {
     /// RFC 3339 time or unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// Newest records to return, 1 to 10,000 (default 1,000).
+    /// Newest records to return, 1 to 10,000 (default 1,000). With `after`: the oldest
+    /// that many after it, so a follower misses none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only records whose `id` is greater: the cursor of `agent-vault audit --follow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
 }
 
 /// `GET /v1/health`.
@@ -468,6 +498,9 @@ pub mod code {
     pub const VALUE_TOO_LARGE: &str = "value_too_large";
     pub const INVALID_REQUEST: &str = "invalid_request";
     pub const INVALID_SCOPE: &str = "invalid_scope";
+    /// A read scope for an agent that has no entries of its own, without `allow_empty`
+    /// (usually a misspelt agent; the message names close existing agents).
+    pub const UNKNOWN_AGENT: &str = "unknown_agent";
     pub const NOT_FOUND: &str = "not_found";
     pub const UNAUTHORIZED: &str = "unauthorized";
     pub const FORBIDDEN: &str = "forbidden";

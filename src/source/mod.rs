@@ -44,6 +44,10 @@ pub enum Error {
     /// answer, or answered that it cannot serve (sealed, standby).
     #[error("cannot reach the store at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// A TLS problem that retrying cannot fix (`protocol::tls`): not transient, so
+    /// agent-run fails at start at once instead of waiting out `--start-timeout`.
+    #[error("cannot connect to the store at {url}: {reason}")]
+    Tls { url: String, reason: String },
     #[error("the store at {url} rejected the token: it is invalid, expired or revoked")]
     Unauthorized { url: String },
     #[error(

@@ -491,6 +491,11 @@ impl Shared {
                     protocol_client::Error::Http { source, .. } => {
                         self.unreachable(without_url(&source))
                     }
+                    // Cannot heal: fail now, not after --start-timeout of retries.
+                    protocol_client::Error::Tls { problem, .. } => Error::Tls {
+                        url: self.url.clone(),
+                        reason: problem.to_string(),
+                    },
                     other => self.unreachable(other.to_string()),
                 })?;
             if response.status() == StatusCode::UNAUTHORIZED && self.token.reloadable() && !reload {

@@ -70,6 +70,7 @@ impl IntoResponse for ApiError {
                     }
                     Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
                     Error::InvalidScope { .. } => (StatusCode::BAD_REQUEST, code::INVALID_SCOPE),
+                    Error::UnknownAgent { .. } => (StatusCode::BAD_REQUEST, code::UNKNOWN_AGENT),
                     Error::NotFound(_) => (StatusCode::NOT_FOUND, code::NOT_FOUND),
                     Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
                     Error::Forbidden(_) => (StatusCode::FORBIDDEN, code::FORBIDDEN),
@@ -294,6 +295,8 @@ pub fn router(vault: Vault) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/runtime/secrets", get(runtime_secrets))
         .route("/v1/runtime/revision", get(runtime_revision))
+        // Issue 13 item 2: the agents the store knows (admin).
+        .route("/v1/agents", get(list_agents))
         .route("/v1/agents/{agent}/secrets", get(list_secrets))
         .route(
             "/v1/agents/{agent}/secrets/{key}",
@@ -371,6 +374,10 @@ async fn runtime_revision(
         Some(revision) => Ok(Json(RevisionResponse { revision }).into_response()),
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
     }
+}
+
+async fn list_agents(State(vault): State<Vault>, Auth(ctx): Auth) -> ApiResult {
+    Ok(Json(vault.list_agents(&ctx).await?).into_response())
 }
 
 async fn list_secrets(

@@ -410,6 +410,40 @@ pub fn runtime_rows(conn: &Connection, agent: &str) -> Result<Vec<(String, Strin
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// One agent as `GET /v1/agents` shows it: counted from its own entries (agents exist only
+/// through their entries; project variables are not counted here).
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub name: String,
+    pub entries: i64,
+    pub secrets: i64,
+    pub last_read_at: Option<i64>,
+}
+
+/// Every agent that has at least one entry, by name.
+pub fn agents(conn: &Connection) -> Result<Vec<AgentRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT owner, COUNT(*), SUM(kind = 'secret'), MAX(last_read_at) FROM entries
+         WHERE owner != ?1 GROUP BY owner ORDER BY owner",
+    )?;
+    let rows = stmt.query_map(params![PROJECT], |row| {
+        Ok(AgentRow {
+            name: row.get(0)?,
+            entries: row.get(1)?,
+            secrets: row.get(2)?,
+            last_read_at: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many entries `owner` has.
+pub fn entry_count(conn: &Connection, owner: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM entries WHERE owner = ?1")?
+        .query_row(params![owner], |row| row.get(0))?)
+}
+
 pub fn touch_read(tx: &Transaction<'_>, owner: &str, key: &str, at: i64) -> Result<()> {
     tx.prepare_cached("UPDATE entries SET last_read_at = ?3 WHERE owner = ?1 AND key = ?2")?
         .execute(params![owner, key, at])?;
@@ -531,18 +565,38 @@ pub fn query_audit(
             ORDER BY id DESC LIMIT ?3)
          ORDER BY id",
     )?;
-    let rows = stmt.query_map(params![since_ms, agent, limit], |row| {
-        let keys: String = row.get(5)?;
-        Ok(AuditEntry {
-            id: row.get(0)?,
-            at: format_ms(row.get(1)?),
-            token_id: row.get(2)?,
-            action: row.get(3)?,
-            agent: row.get(4)?,
-            keys: serde_json::from_str(&keys).unwrap_or_default(),
-            remote: row.get(6)?,
-            outcome: row.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![since_ms, agent, limit], audit_entry)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn audit_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let keys: String = row.get(5)?;
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        at: format_ms(row.get(1)?),
+        token_id: row.get(2)?,
+        action: row.get(3)?,
+        agent: row.get(4)?,
+        keys: serde_json::from_str(&keys).unwrap_or_default(),
+        remote: row.get(6)?,
+        outcome: row.get(7)?,
+    })
+}
+
+/// The oldest `limit` records with an id past `after` (and at or after `since_ms`,
+/// optionally of one agent), oldest first: the next page of a follower, none skipped.
+pub fn query_audit_after(
+    conn: &Connection,
+    agent: Option<&str>,
+    since_ms: i64,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, token_id, action, agent, keys, remote, outcome FROM audit
+         WHERE id > ?1 AND at >= ?2 AND (?3 IS NULL OR agent = ?3)
+         ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![after, since_ms, agent, limit], audit_entry)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -27,6 +27,10 @@ pub enum Error {
     InvalidRequest(String),
     #[error("invalid scope {scope:?}: {reason}")]
     InvalidScope { scope: String, reason: &'static str },
+    /// A read scope for an agent without entries, and the request did not allow it.
+    /// `hint` is "; did you mean …?" or a pointer to `agents list`.
+    #[error("agent {agent} has no entries, so a read token for it reads nothing of its own{hint}; issue it anyway with allow_empty (agent-vault: --allow-empty) if its entries come later")]
+    UnknownAgent { agent: String, hint: String },
     #[error("{0} not found")]
     NotFound(String),
     #[error("authentication required: {0}")]

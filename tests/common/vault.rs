@@ -255,9 +255,11 @@ impl VaultServer {
         serde_json::from_str(&body).expect("JSON body")
     }
 
-    /// Issue a token as admin; returns (id, token).
+    /// Issue a token as admin; returns (id, token). With `allow_empty`, so a test may issue
+    /// a read token before it writes the agent's entries (the rule that refuses an agent
+    /// without entries is tested in `tests/vault/agents.rs`).
     pub fn issue(&self, scopes: &[&str], ttl: Option<Value>) -> (String, String) {
-        let mut req = serde_json::json!({ "scopes": scopes });
+        let mut req = serde_json::json!({ "scopes": scopes, "allow_empty": true });
         if let Some(ttl) = ttl {
             req["ttl"] = ttl;
         }
@@ -405,4 +407,44 @@ pub fn private_ca(dir: &Dir) -> (PathBuf, PathBuf, PathBuf) {
         .arg(&cert);
     run_ok(&mut openssl, None);
     (ca, cert, key)
+}
+
+/// `agent-vault tls generate --name localhost,127.0.0.1 --out DIR/NAME`: returns (ca.pem,
+/// cert.pem, key.pem).
+pub fn tls_generate(dir: &Dir, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let out = dir.join(name);
+    let mut cmd = vault_cmd();
+    cmd.args(["tls", "generate", "--name", "localhost,127.0.0.1", "--out"])
+        .arg(&out);
+    run_ok(&mut cmd, None);
+    (
+        out.join("ca.pem"),
+        out.join("cert.pem"),
+        out.join("key.pem"),
+    )
+}
+
+/// A certificate as a plain `openssl req -x509` makes it (self-signed, `CA:TRUE`), for
+/// 127.0.0.1: returns (cert.pem, key.pem).
+pub fn openssl_self_signed(dir: &Dir) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("x509-cert.pem"), dir.join("x509-key.pem"));
+    let mut openssl = std::process::Command::new("openssl");
+    openssl
+        .args([
+            "req",
+            "-x509",
+            "-days",
+            "1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    run_ok(&mut openssl, None);
+    (cert, key)
 }

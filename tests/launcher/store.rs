@@ -573,7 +573,7 @@ fn https_store_with_a_private_ca() {
     .run(&dir);
     out.assert_code(125);
     assert!(
-        out.stderr.contains("cannot reach the store") && out.stderr.contains("certificate"),
+        out.stderr.contains("cannot connect to the store") && out.stderr.contains("--ca-cert"),
         "{}",
         out.description
     );

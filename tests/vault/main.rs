@@ -6,9 +6,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agents;
 mod api;
 mod cli;
+mod data_dir;
 mod empty_value;
+mod logs;
 mod runtime;
 mod server;
+mod tls;
 mod tokens;

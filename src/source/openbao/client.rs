@@ -166,6 +166,9 @@ impl Client {
         credentials.extend(token.map(|t| t.expose_secret()));
         let count = self.addresses.len();
         let mut last_failure = String::new();
+        // Every address failed with a TLS problem no retry fixes (`protocol::tls`): then
+        // the error says so and is not retried for --start-timeout.
+        let mut only_tls_problems = true;
         for attempt in 0..count {
             let index = (session.active + attempt) % count;
             let address = &self.addresses[index];
@@ -185,7 +188,20 @@ impl Client {
             trace!(address = %address, path = api_path, method = %method, "openbao request");
             let reply = match request.send() {
                 Ok(response) => read_reply(response, &credentials),
-                Err(e) => Err(error_chain(&e)),
+                Err(e) => {
+                    let problem = if url.starts_with("https://") {
+                        crate::protocol::tls::diagnose(&e)
+                    } else {
+                        crate::protocol::tls::diagnose_plain(&e)
+                    };
+                    match problem {
+                        Some(problem) => Err(problem.to_string()),
+                        None => {
+                            only_tls_problems = false;
+                            Err(error_chain(&e))
+                        }
+                    }
+                }
             };
             match reply {
                 Err(reason) => {
@@ -193,6 +209,7 @@ impl Client {
                     last_failure = format!("{address}: {reason}");
                 }
                 Ok(reply) if is_standby(&reply) => {
+                    only_tls_problems = false;
                     let reason = format!("HTTP {} ({})", reply.status, reply.errors());
                     warn!(address = %address, status = reply.status, "openbao node is sealed, standby or not active; trying the next one");
                     last_failure = format!("{address}: {reason}");
@@ -205,6 +222,12 @@ impl Client {
                     return Ok(reply);
                 }
             }
+        }
+        if only_tls_problems && count > 0 {
+            return Err(Error::Tls {
+                url: join_addresses(&self.addresses),
+                reason: last_failure,
+            });
         }
         Err(Error::Unreachable {
             url: join_addresses(&self.addresses),

@@ -30,8 +30,27 @@ pub struct VaultCli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Log format on stderr: `json` makes every line a JSON object, including the
+    /// "listening" notice and a fatal error (issue 13 item 7).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "AGENT_VAULT_LOG_FORMAT",
+        global = true,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How agent-vault writes its log lines (and its fatal error) on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,12 +71,65 @@ pub enum Command {
     Tokens(TokensCommand),
     /// Show the audit trail.
     Audit(AuditArgs),
+    /// The agents the store knows (those with entries of their own).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Make TLS certificates for `serve`.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+/// `agent-vault tls …` (issue 13 item 6).
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a private CA and a server certificate signed by it, for `serve --tls-cert
+    /// DIR/cert.pem --tls-key DIR/key.pem`; clients trust DIR/ca.pem with --ca-cert.
+    Generate(TlsGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsGenerateArgs {
+    /// Names clients reach the server by: DNS names and IP addresses, comma separated or
+    /// repeated (the certificate's subject alternative names).
+    #[arg(
+        long = "name",
+        required = true,
+        value_delimiter = ',',
+        env = "AGENT_VAULT_TLS_NAME",
+        value_name = "HOST[,IP...]"
+    )]
+    pub names: Vec<String>,
+    /// Directory for ca.pem, ca.key, cert.pem and key.pem (created 0700; keys are written
+    /// 0600; an existing file is never overwritten).
+    #[arg(long, env = "AGENT_VAULT_TLS_OUT", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Days the server certificate is valid; the CA is valid ten times as long.
+    #[arg(long, env = "AGENT_VAULT_TLS_DAYS", default_value_t = 397, value_parser = clap::value_parser!(u32).range(1..=3650), value_name = "DAYS")]
+    pub days: u32,
+}
+
+/// `agent-vault agents …` (issue 13 item 2).
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents with entries: entry counts and the last run-time read. Project variables
+    /// are not counted as an agent's entries (their count is shown apart).
+    List {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct DataDirArgs {
-    /// Directory holding master.key and vault.db.
-    #[arg(long, env = "AGENT_VAULT_DATA_DIR", value_name = "DIR")]
+    /// Directory holding master.key and vault.db. Default: $XDG_DATA_HOME/agent-vault, else
+    /// $HOME/.local/share/agent-vault (init creates it 0700).
+    #[arg(
+        long,
+        env = "AGENT_VAULT_DATA_DIR",
+        value_name = "DIR",
+        default_value = super::paths::DEFAULT_DATA_DIR,
+        value_parser = super::paths::data_dir
+    )]
     pub data_dir: PathBuf,
 }
 
@@ -133,8 +205,9 @@ pub struct ConnectArgs {
         value_name = "FILE"
     )]
     pub token_file: Option<PathBuf>,
-    /// Extra PEM root certificate to trust (self-signed or private-CA servers).
-    #[arg(long, env = "AGENT_VAULT_CACERT", value_name = "FILE")]
+    /// Extra PEM root certificate to trust (a private CA, such as the ca.pem of `agent-vault
+    /// tls generate`). The old variable AGENT_VAULT_CACERT is still read when this is unset.
+    #[arg(long, env = "AGENT_VAULT_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Print JSON (for scripts) instead of tables.
     #[arg(long)]
@@ -302,17 +375,23 @@ pub enum TokensCommand {
         /// What the token is for.
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        /// Issue read scopes for an agent that has no entries of its own yet (refused
+        /// otherwise, with the close agent names that exist: a misspelt agent would read
+        /// nothing).
+        #[arg(long, env = "AGENT_VAULT_ALLOW_EMPTY")]
+        allow_empty: bool,
         /// Recovery when no admin token is left: write the token straight into the data
-        /// directory (needs `--data-dir`, its master key, and the server stopped). Audited
-        /// as `token.issue.offline`.
-        #[arg(long, requires = "data_dir")]
+        /// directory (`--data-dir`, or its default; needs its master key, and the server
+        /// stopped). Audited as `token.issue.offline`.
+        #[arg(long)]
         offline: bool,
-        /// The data directory, with `--offline`.
+        /// The data directory, with `--offline`. Default: $XDG_DATA_HOME/agent-vault, else
+        /// $HOME/.local/share/agent-vault.
         #[arg(
             long,
             env = "AGENT_VAULT_DATA_DIR",
-            requires = "offline",
-            value_name = "DIR"
+            value_name = "DIR",
+            value_parser = super::paths::data_dir
         )]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
@@ -343,6 +422,11 @@ pub struct AuditArgs {
     /// Newest records to show.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub limit: u32,
+    /// Keep running and print new records as they are written, like `tail -f` (polls the
+    /// server once a second from the last record seen); Ctrl-C or SIGTERM ends it with exit
+    /// 0. With --json, one JSON record per line.
+    #[arg(long, short = 'f', env = "AGENT_VAULT_AUDIT_FOLLOW")]
+    pub follow: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }

@@ -13,6 +13,8 @@ pub(super) fn init(args: InitArgs) -> Result<()> {
     let token = runtime()?
         .block_on(crate::vault::service::init(&dir))
         .map_err(Error::store(format!("initializing {}", dir.display())))?;
+    // The directory may be the per-user default: say which one was made.
+    eprintln!("agent-vault: initialized {}", dir.display());
     match args.admin_token_file {
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;

@@ -1,5 +1,5 @@
 //! agent-vault's commands, one file per group (mini-redis keeps one file per command):
-//! `init`, `serve`, `secrets`, `vars`, `tokens`, `audit`. `flags` holds their clap
+//! `init`, `serve`, `secrets`, `vars`, `tokens`, `audit`, `agents`, `tls`. `flags` holds their clap
 //! structs, `output` the tables and JSON they print. The binary only parses, calls [`run`]
 //! and turns its [`Error`] into an exit code.
 //!
@@ -7,12 +7,16 @@
 //! blocking client brings its own); `serve`, `init` and offline token issue open the store
 //! in a tokio runtime of their own.
 
+mod agents;
 mod audit;
 pub mod flags;
 mod init;
+pub mod logging;
 mod output;
+mod paths;
 mod secrets;
 pub mod serve;
+mod tls;
 mod tokens;
 mod vars;
 
@@ -91,6 +95,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Vars(cmd) => vars::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),
         Command::Audit(args) => audit::run(args),
+        Command::Agents(cmd) => agents::run(cmd),
+        Command::Tls(cmd) => tls::run(cmd),
     }
 }
 
@@ -155,11 +161,13 @@ fn connect(args: &ConnectArgs) -> Result<Client> {
             ))
         }
     };
-    Ok(Client::new(
-        &args.addr,
-        Some(token),
-        args.ca_cert.as_deref(),
-    )?)
+    // The old name of the CA variable, still honoured when the new one is unset.
+    let ca_cert = args
+        .ca_cert
+        .clone()
+        .or_else(|| std::env::var_os("AGENT_VAULT_CACERT").map(PathBuf::from))
+        .filter(|path| !path.as_os_str().is_empty());
+    Ok(Client::new(&args.addr, Some(token), ca_cert.as_deref())?)
 }
 
 /// The first line of a token file.

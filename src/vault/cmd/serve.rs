@@ -108,7 +108,12 @@ pub fn serve(settings: ServeSettings) -> Result<()> {
         } else {
             "http"
         };
-        eprintln!("agent-vault listening on {scheme}://{local}");
+        let address = format!("{scheme}://{local}");
+        super::logging::notice(
+            &format!("agent-vault listening on {address}"),
+            "agent-vault listening",
+            &[("address", &address)],
+        );
         let shutdown = async {
             use tokio::signal::unix::{signal, SignalKind};
             match signal(SignalKind::terminate()) {
@@ -126,7 +131,7 @@ pub fn serve(settings: ServeSettings) -> Result<()> {
         vault::run_with(listener, settings.tls, vault, settings.limits, shutdown)
             .await
             .map_err(Error::store("serving"))?;
-        eprintln!("agent-vault stopped");
+        super::logging::notice("agent-vault stopped", "agent-vault stopped", &[]);
         Ok(())
     })
 }

@@ -33,6 +33,7 @@ pub(super) fn run(cmd: TokensCommand) -> Result<()> {
             scopes,
             ttl,
             description,
+            allow_empty,
             offline,
             data_dir,
             connect: c,
@@ -41,10 +42,18 @@ pub(super) fn run(cmd: TokensCommand) -> Result<()> {
                 scopes,
                 ttl: ttl.map(Ttl::Text),
                 description,
+                allow_empty,
             };
-            let issued = match data_dir.filter(|_| offline) {
-                Some(dir) => issue_offline(&dir, req)?,
-                None => connect(&c)?.issue_token(&req)?,
+            let issued = if offline {
+                // Resolved only here: an online issue needs no data directory (nor HOME).
+                let dir = match data_dir {
+                    Some(dir) => dir,
+                    None => super::paths::data_dir(super::paths::DEFAULT_DATA_DIR)
+                        .map_err(Error::Usage)?,
+                };
+                issue_offline(&dir, req)?
+            } else {
+                connect(&c)?.issue_token(&req)?
             };
             if c.json {
                 return print_json(&issued);

@@ -24,11 +24,17 @@ impl Vault {
         self.require_admin(ctx, "read the audit trail").await?;
         // Make records of reads queued so far visible to this query.
         self.inner.audit.flush().await;
-        let agent = query.agent.clone();
+        if query.after.is_some_and(|after| after < 0) {
+            return Err(Error::InvalidRequest("after must be 0 or more".into()));
+        }
+        let (agent, after) = (query.agent.clone(), query.after);
         let rows = self
             .inner
             .db
-            .read(move |tx| db::query_audit(tx, agent.as_deref(), since_ms, limit))
+            .read(move |tx| match after {
+                None => db::query_audit(tx, agent.as_deref(), since_ms, limit),
+                Some(after) => db::query_audit_after(tx, agent.as_deref(), since_ms, after, limit),
+            })
             .await?;
         Ok(AuditList { records: rows })
     }

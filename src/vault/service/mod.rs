@@ -13,6 +13,7 @@
 //! Values are decrypted only inside `spawn_blocking` closures (to compare on write, compute a
 //! masked preview, or answer the run-time read) and never logged.
 
+mod agents;
 mod audit;
 mod lifecycle;
 mod runtime;

@@ -10,7 +10,7 @@ use crate::vault::tokens::Caller;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, info};
 
 /// Bump the global sequence, make it the owner's last change, and read the owner's entries
 /// as of this change (in the same transaction, so the state matches the commit).
@@ -328,7 +328,15 @@ impl Vault {
         // The token may have been revoked while this read ran: answer nothing then.
         self.recheck(ctx, &agent).await?;
         let keys: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
-        debug!(token_id = %ctx.caller.token_id, agent = %agent, revision, count = keys.len(), "runtime read");
+        // At info (issue 13 item 7): who read how many keys from where; never a value.
+        info!(
+            token_id = %ctx.caller.token_id,
+            agent = %agent,
+            keys = keys.len(),
+            remote = ctx.remote.as_deref().unwrap_or("-"),
+            revision,
+            "runtime read"
+        );
         let mut rec = record(
             ctx,
             "runtime.read",

@@ -48,6 +48,9 @@ impl Vault {
         if let Some(ctx) = ctx {
             self.require_admin(ctx, "issue tokens").await?;
         }
+        if !req.allow_empty {
+            self.require_known_agents(&scopes).await?;
+        }
         let now = now_ms();
         let expires_at = ttl.map(|ttl| now + ttl.as_millis() as i64);
         let new = vault_tokens::issue(scopes, description, now, expires_at)?;
