@@ -10,6 +10,7 @@ use reqwest::Url;
 
 use crate::launcher::env::{self, Mapping, Policy};
 use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
+use crate::launcher::require::Requirements;
 use crate::launcher::signals;
 use crate::launcher::supervise::{OnChange, RestartPolicy, Settings};
 use crate::source::openbao::{self, JwtKind};
@@ -113,6 +114,8 @@ impl Config {
             allow_missing: args.allow_missing,
             hidden,
             allowed: args.allow_env.clone(),
+            require: Requirements::new(&args.require, args.require_nonempty)
+                .map_err(env::Error::from)?,
         };
         let supervise = Settings {
             signal_group: args.signal_group,

@@ -103,6 +103,9 @@ pub enum Error {
     DangerousName { name: String, origin: String },
     #[error("invalid glob {pattern:?}: {reason}")]
     BadGlob { pattern: String, reason: String },
+    /// `--require` / `--require-nonempty` not met (names only).
+    #[error(transparent)]
+    Required(#[from] crate::launcher::require::Error),
 }
 
 /// The right-hand side of one `--env` mapping.
@@ -195,6 +198,8 @@ pub struct Policy {
     pub hidden: Vec<String>,
     /// `--allow-env`: names the user lets through every deny list.
     pub allowed: Vec<String>,
+    /// `--require`, `--require-nonempty`: checked on every composition.
+    pub require: crate::launcher::require::Requirements,
 }
 
 /// The deny list of inherited names under `--allow-env`: every credential variable the
@@ -402,6 +407,18 @@ fn compose_block(
             });
         }
     }
+    // Names only: whether each value is blank, never the value.
+    policy.require.check(
+        vars.iter()
+            .filter(|(_, value)| !matches!(value, Value::Inherited(_)))
+            .map(|(name, value)| {
+                (
+                    std::str::from_utf8(name).unwrap_or_default(),
+                    crate::launcher::require::is_blank(value.bytes()),
+                )
+            }),
+        summary.injected.len(),
+    )?;
     let block = EnvBlock::build(
         vars.iter()
             .map(|(name, value)| (name.as_slice(), value.bytes())),

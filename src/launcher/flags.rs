@@ -306,6 +306,25 @@ pub struct RunArgs {
     #[arg(long, env = "AGENT_RUN_ALLOW_MISSING", help_heading = "Environment")]
     pub allow_missing: bool,
 
+    // ---- issue 13 (agent-run's side): requirements ---------------------------------
+    /// Refuse to start (exit 125, naming every missing key) unless the child gets each KEY
+    /// from a source or --env, with a value that is not empty or whitespace only
+    /// (repeatable, comma list). Checked on every change too: a change that drops one keeps
+    /// the current child running and logs an error. Inherited variables do not count.
+    #[arg(
+        long = "require",
+        value_name = "KEY,KEY",
+        env = "AGENT_RUN_REQUIRE",
+        value_delimiter = ',',
+        help_heading = "Environment"
+    )]
+    pub require: Vec<String>,
+
+    /// Refuse to start (exit 125) when the sources give the child no variable at all (a
+    /// token scoped to a misspelt agent, an empty file); checked on every change too.
+    #[arg(long, env = "AGENT_RUN_REQUIRE_NONEMPTY", help_heading = "Environment")]
+    pub require_nonempty: bool,
+
     // ---- supervision ---------------------------------------------------------------
     /// Fetch, build the environment and exec the command in place of agent-run: no
     /// supervisor, no restart (CI steps, short jobs).

@@ -357,6 +357,7 @@ impl StoreSource {
             "{label} {} revision {}",
             self.shared.url, snapshot.revision
         ));
+        set.set_scope(format!("agent {}", snapshot.agent));
         for entry in snapshot.entries {
             let origin = Origin::Store {
                 url: self.shared.url.clone(),

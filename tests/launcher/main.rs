@@ -14,5 +14,6 @@ mod openbao;
 mod packaging;
 mod pid1;
 mod reads;
+mod require;
 mod store;
 mod usage;

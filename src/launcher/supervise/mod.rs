@@ -244,6 +244,11 @@ impl Supervisor {
         } else if self.child.running.is_some() {
             match result.map_err(Error::from).and_then(|s| self.compose(s)) {
                 Ok(env) => self.on_new_environment(env),
+                // `--require`: never start a child without its keys; keep the one that has
+                // them and say so at error level, naming the keys (never values).
+                Err(Error::Env(env::Error::Required(e))) => {
+                    error!(missing = ?e.names(), error = %e, "a change left required variables out; the child keeps running on its current secrets")
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot re-read secrets after a change; the child keeps running")
                 }
