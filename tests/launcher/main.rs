@@ -12,6 +12,7 @@ mod memory;
 mod names;
 mod openbao;
 mod packaging;
+mod peers;
 mod pid1;
 mod reads;
 mod require;
