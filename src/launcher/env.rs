@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
-use crate::source::digest::{Digest, DigestKey};
+use crate::source::digest::{Digest, DigestKey, NamedDigests};
 use crate::source::{Origin, SecretSet};
 use crate::sys;
 
@@ -644,6 +644,30 @@ impl EnvBlock {
         // BLAKE3's SIMD code spills message blocks (values) into its own frames.
         sys::wipe_stack();
         digest
+    }
+
+    /// A keyed digest of each variable, by name: what a change log line compares to name
+    /// the keys that changed, without keeping or showing a value.
+    pub fn named_digests(&self, key: &DigestKey) -> NamedDigests {
+        let digests = self.hash_each(key);
+        sys::wipe_stack();
+        digests
+    }
+
+    #[inline(never)]
+    fn hash_each(&self, key: &DigestKey) -> NamedDigests {
+        let mut digests = NamedDigests::default();
+        for entry in self.data().split(|&b| b == 0).filter(|e| !e.is_empty()) {
+            let name_len = entry.iter().position(|&b| b == b'=').unwrap_or(entry.len());
+            let name = String::from_utf8_lossy(&entry[..name_len]).into_owned();
+            digests.insert(
+                name,
+                key.digest(|hasher| {
+                    hasher.update(entry);
+                }),
+            );
+        }
+        digests
     }
 
     #[inline(never)]

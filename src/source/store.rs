@@ -393,7 +393,7 @@ impl SecretSource for StoreSource {
                     .revision
                     .store(snapshot.revision, Ordering::Relaxed);
                 if self.shared.degraded.swap(false, Ordering::Relaxed) {
-                    info!(url = %self.shared.url, "store reachable again; using its secrets");
+                    warn!(url = %self.shared.url, "store reachable again; using its secrets");
                 }
                 self.remember(&mut snapshot);
                 return Ok(self.to_set(snapshot, "store"));
@@ -714,7 +714,9 @@ impl Shared {
                 Ok(revision) => {
                     backoff = RECONNECT_FIRST;
                     if reported_failure {
-                        info!(source = %label, "store reachable again");
+                        // At warn, as its "lost the store" twin: an operator who saw one
+                        // at the default level sees the other.
+                        warn!(source = %label, "store reachable again");
                         reported_failure = false;
                     }
                     // The store's revision is an opaque digest of this token's scope:

@@ -8,6 +8,7 @@ mod common;
 
 mod credentials;
 mod files;
+mod logs;
 mod memory;
 mod names;
 mod openbao;
