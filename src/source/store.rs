@@ -702,14 +702,21 @@ impl Shared {
         };
         while !stop.load(Ordering::Relaxed) {
             let since = self.revision.load(Ordering::Relaxed);
-            let answer = self
-                .poll_revision(&transport, since, LONG_POLL)
-                .map(|revision| match revision {
-                    Some(revision) if revision != since => {
-                        Some(self.settle(&transport, revision, stop))
-                    }
-                    other => other,
-                });
+            // After a failure, one poll that answers at once: "store reachable again" is
+            // then said when the store is back, not at the next change or long-poll timeout.
+            let wait = if reported_failure {
+                Duration::ZERO
+            } else {
+                LONG_POLL
+            };
+            let answer =
+                self.poll_revision(&transport, since, wait)
+                    .map(|revision| match revision {
+                        Some(revision) if revision != since => {
+                            Some(self.settle(&transport, revision, stop))
+                        }
+                        other => other,
+                    });
             match answer {
                 Ok(revision) => {
                     backoff = RECONNECT_FIRST;
