@@ -78,6 +78,23 @@ fn issue_13_preserve_env_lets_inherited_variables_win() {
         ),
         "inherited-a|file-c|file-c|-|-"
     );
+    // --check shows which keys the inherited variables kept, without their values.
+    let out = agent_run(
+        Mode::Plain,
+        ["--env-file", file, "--preserve-env=A", "--check"],
+    )
+    .env("A", "inherited-a")
+    .run(&dir);
+    out.assert_code(0);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("A "))
+        .unwrap_or_else(|| panic!("no row for A: {}", out.description));
+    assert!(row.contains("inherited (--preserve-env)"), "{row}");
+    assert!(!out.stdout.contains("inherited-a"), "{}", out.description);
+    assert!(out.stdout.contains("B "), "{}", out.description);
+
     // A bad name in the list is a usage error naming it.
     let out = agent_run(
         Mode::Plain,
