@@ -125,3 +125,54 @@ fn init_logging(settings: LogSettings) {
         LogFormat::Text => builder.init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(args: &[&str]) -> impl Iterator<Item = std::ffi::OsString> {
+        std::iter::once("agent-run")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn json_is_requested_by_flag_before_the_command_or_by_variable() {
+        assert!(json_requested(
+            words(&["--log-format", "json", "--stor"]),
+            None
+        ));
+        assert!(json_requested(
+            words(&["--log-format=JSON", "--stor"]),
+            None
+        ));
+        assert!(json_requested(words(&["--chek"]), Some("json".into())));
+        // The flag wins over the variable, as clap reads them.
+        assert!(!json_requested(
+            words(&["--log-format", "text", "--chek"]),
+            Some("json".into())
+        ));
+        // Words after `--` belong to the command.
+        assert!(!json_requested(
+            words(&["--chek", "--", "x", "--log-format", "json"]),
+            None
+        ));
+        assert!(!json_requested(words(&["--chek"]), None));
+    }
+
+    #[test]
+    fn the_fatal_json_line_is_one_object_shaped_like_the_log_lines() {
+        let line = json_line("agent-run failed", "multi\nline", 125);
+        assert!(!line.contains('\n'), "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["level"], "ERROR");
+        assert_eq!(value["fields"]["message"], "agent-run failed");
+        assert_eq!(value["fields"]["error"], "multi\nline");
+        assert_eq!(value["fields"]["exit_code"], 125);
+        assert!(value["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')));
+    }
+}
