@@ -50,8 +50,8 @@ echo "(a scoped read token for support-bot: ${AGENT_RUN_TOKEN:0:16}...)"
 show "agent-run --store \$AGENT_VAULT_ADDR --check"
 "$bin/agent-run" --store "$AGENT_VAULT_ADDR" --check
 
-show "agent-run --store \$AGENT_VAULT_ADDR -- examples/agent.sh"
-"$bin/agent-run" --store "$AGENT_VAULT_ADDR" -v -- examples/agent.sh >"$work/agent.out" 2>"$work/agent-run.log" &
+show "agent-run --store \$AGENT_VAULT_ADDR --require OPENAI_API_KEY,STRIPE_KEY -- examples/agent.sh"
+"$bin/agent-run" --store "$AGENT_VAULT_ADDR" --require OPENAI_API_KEY,STRIPE_KEY -v -- examples/agent.sh >"$work/agent.out" 2>"$work/agent-run.log" &
 run_pid=$!
 unset AGENT_RUN_TOKEN
 wait_for "$work/agent.out" "started" 1

@@ -39,7 +39,7 @@ fn kind_name(kind: Kind) -> &'static str {
 /// The rows of what `env::compose` injected (its [`Summary`], so `--check` lists, and
 /// refuses, exactly what a run would), with each value's masked preview from `secrets`.
 pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
-    summary
+    let mut rows: Vec<Row> = summary
         .variables
         .iter()
         .map(|variable| match &variable.from {
@@ -64,7 +64,19 @@ pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
             },
             InjectedFrom::Missing(secret_name) => missing_row(&variable.name, secret_name),
         })
-        .collect()
+        .collect();
+    // A source's key that `--preserve-env` left to the inherited variable: listed, so the
+    // audit shows the child does not get the source's value; the inherited value is not
+    // previewed (it may be a credential of the caller's own).
+    rows.extend(summary.preserved.iter().map(|name| Row {
+        name: name.clone(),
+        secret: None,
+        kind: "inherited",
+        source: "inherited (--preserve-env)".into(),
+        preview: "-".into(),
+    }));
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
 }
 
 fn missing_row(name: &str, secret_name: &str) -> Row {

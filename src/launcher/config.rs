@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::launcher::env::{self, Mapping, Policy};
+use crate::launcher::env::{self, Mapping, Policy, Preserve};
 use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
+use crate::launcher::require::Requirements;
 use crate::launcher::signals;
 use crate::launcher::supervise::{OnChange, RestartPolicy, Settings};
 use crate::source::openbao::{self, JwtKind};
@@ -113,6 +114,10 @@ impl Config {
             allow_missing: args.allow_missing,
             hidden,
             allowed: args.allow_env.clone(),
+            require: Requirements::new(&args.require, args.require_nonempty)
+                .map_err(env::Error::from)?,
+            preserve: Preserve::parse(args.preserve_env.as_deref())?,
+            prefix: env::check_prefix(args.prefix.as_deref())?,
         };
         let supervise = Settings {
             signal_group: args.signal_group,
@@ -150,7 +155,12 @@ impl Config {
             openbao,
             check: args.check.then_some(args.json),
             policy,
-            command: args.command,
+            command: match args.shell_command {
+                // `--command "a | b"`: doppler's form, run by the shell; clap refused it
+                // next to a command after `--`.
+                Some(line) => vec!["/bin/sh".into(), "-c".into(), line.into()],
+                None => args.command,
+            },
             once: args.once,
             pdeathsig: !args.no_pdeathsig,
             supervise,

@@ -5,7 +5,9 @@
 //! 1. the inherited environment (none with `--pristine`, except names matching `--keep`),
 //!    always without `AGENT_RUN_*` and the credential variables
 //!    ([`CREDENTIAL_VARIABLES`], unless `--allow-env` names one);
-//! 2. every secret of every source under its own name (narrowed by `--only`);
+//! 2. every secret of every source under its own name (narrowed by `--only`), with
+//!    `--prefix` in front of it; with `--preserve-env` an inherited variable of the same
+//!    final name wins instead;
 //! 3. the `--env` mappings, in order (later wins).
 //!
 //! A variable of 2. or 3. whose final name is on `protocol::names::DANGEROUS_NAMES`
@@ -24,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
-use crate::source::digest::{Digest, DigestKey};
+use crate::source::digest::{Digest, DigestKey, NamedDigests};
 use crate::source::{Origin, SecretSet};
 use crate::sys;
 
@@ -96,6 +98,8 @@ pub enum Error {
     },
     #[error("--env {key}: names starting with {RESERVED_PREFIX} are reserved for agent-run")]
     Reserved { key: String },
+    #[error("--prefix {prefix}: names starting with {RESERVED_PREFIX} are reserved for agent-run")]
+    ReservedPrefix { prefix: String },
     #[error("--allow-env {name}: variables starting with {RESERVED_PREFIX} configure agent-run and never reach the child")]
     ReservedAllowed { name: String },
     /// A name on `protocol::names::DANGEROUS_NAMES` from a source or `--env`.
@@ -103,6 +107,9 @@ pub enum Error {
     DangerousName { name: String, origin: String },
     #[error("invalid glob {pattern:?}: {reason}")]
     BadGlob { pattern: String, reason: String },
+    /// `--require` / `--require-nonempty` not met (names only).
+    #[error(transparent)]
+    Required(#[from] crate::launcher::require::Error),
 }
 
 /// The right-hand side of one `--env` mapping.
@@ -195,6 +202,75 @@ pub struct Policy {
     pub hidden: Vec<String>,
     /// `--allow-env`: names the user lets through every deny list.
     pub allowed: Vec<String>,
+    /// `--require`, `--require-nonempty`: checked on every composition.
+    pub require: crate::launcher::require::Requirements,
+    /// `--preserve-env`: inherited variables that win over the sources.
+    pub preserve: Preserve,
+    /// `--prefix`: put before the name of every secret from the sources.
+    pub prefix: Option<String>,
+}
+
+/// `--preserve-env` (doppler's): which inherited variables win over a source's secret of
+/// the same final name. `--env` mappings still win over everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Preserve {
+    /// The sources win (the default).
+    #[default]
+    None,
+    /// `--preserve-env` without a list (or `true`): every inherited variable.
+    All,
+    /// `--preserve-env=NAME,NAME`: only these.
+    Names(Vec<String>),
+}
+
+impl Preserve {
+    /// From the flag's values: absent → `None`; no list, `true` or `1` → `All`; `false` or
+    /// `0` → `None` (so the variable can switch it off); else a list of valid names.
+    pub fn parse(values: Option<&[String]>) -> Result<Preserve, Error> {
+        let Some(values) = values else {
+            return Ok(Preserve::None);
+        };
+        let names: Vec<&str> = values
+            .iter()
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .collect();
+        match names.as_slice() {
+            [] | ["true" | "1"] => Ok(Preserve::All),
+            ["false" | "0"] => Ok(Preserve::None),
+            _ => {
+                for name in &names {
+                    check_name("--preserve-env", name)?;
+                }
+                Ok(Preserve::Names(
+                    names.iter().map(|n| n.to_string()).collect(),
+                ))
+            }
+        }
+    }
+
+    fn keeps(&self, name: &str) -> bool {
+        match self {
+            Preserve::None => false,
+            Preserve::All => true,
+            Preserve::Names(names) => names.iter().any(|n| n == name),
+        }
+    }
+}
+
+/// `--prefix`: a valid start of a name (so every prefixed name is one), never
+/// agent-run's own `AGENT_RUN_`.
+pub fn check_prefix(prefix: Option<&str>) -> Result<Option<String>, Error> {
+    let Some(prefix) = prefix.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    check_name("--prefix", prefix)?;
+    if prefix.starts_with(RESERVED_PREFIX) {
+        return Err(Error::ReservedPrefix {
+            prefix: prefix.to_owned(),
+        });
+    }
+    Ok(Some(prefix.to_owned()))
 }
 
 /// The deny list of inherited names under `--allow-env`: every credential variable the
@@ -222,6 +298,9 @@ pub struct Summary {
     pub literals: usize,
     /// `--env` references skipped under `--allow-missing`.
     pub missing: Vec<String>,
+    /// Final names of secrets not injected because `--preserve-env` kept the inherited
+    /// variable of that name, sorted.
+    pub preserved: Vec<String>,
     /// Every variable the child gets from a secret or a `--env` mapping, and every
     /// reference skipped under `--allow-missing`, sorted by name, without values: what
     /// `--check` lists, so it shows exactly what a run composes.
@@ -313,17 +392,31 @@ fn compose_block(
     }
     summary.inherited = vars.len();
 
+    // Secrets `--preserve-env` left out for an inherited variable: (final name, blank), so
+    // `--require` still counts what the sources gave.
+    let mut shadowed: Vec<(String, bool)> = Vec::new();
     for (name, secret) in secrets.iter() {
         if !policy.only.is_empty() && !policy.only.iter().any(|p| p.matches(name)) {
             continue;
         }
-        if name.starts_with(RESERVED_PREFIX) {
-            tracing::warn!(name, origin = %secret.origin, "secret name is reserved for agent-run; not injected");
+        let final_name = match &policy.prefix {
+            Some(prefix) => format!("{prefix}{name}"),
+            None => name.to_owned(),
+        };
+        if final_name.starts_with(RESERVED_PREFIX) {
+            tracing::warn!(name = %final_name, origin = %secret.origin, "secret name is reserved for agent-run; not injected");
             continue;
         }
-        check_name(&format!("secret from {}", secret.origin), name)?;
+        check_name(&format!("secret from {}", secret.origin), &final_name)?;
+        // `vars` holds only inherited variables so far.
+        if policy.preserve.keeps(&final_name) && vars.contains_key(final_name.as_bytes()) {
+            let blank = crate::launcher::require::is_blank(secret.value.expose_secret().as_bytes());
+            shadowed.push((final_name.clone(), blank));
+            summary.preserved.push(final_name);
+            continue;
+        }
         vars.insert(
-            name.as_bytes().to_vec(),
+            final_name.into_bytes(),
             Value::Secret {
                 value: &secret.value,
                 origin: secret_origin(&secret.origin),
@@ -402,6 +495,23 @@ fn compose_block(
             });
         }
     }
+    // Names only: whether each value is blank, never the value.
+    policy.require.check(
+        shadowed
+            .iter()
+            .map(|(name, blank)| (name.as_str(), *blank))
+            .chain(
+                vars.iter()
+                    .filter(|(_, value)| !matches!(value, Value::Inherited(_)))
+                    .map(|(name, value)| {
+                        (
+                            std::str::from_utf8(name).unwrap_or_default(),
+                            crate::launcher::require::is_blank(value.bytes()),
+                        )
+                    }),
+            ),
+        summary.injected.len() + shadowed.len(),
+    )?;
     let block = EnvBlock::build(
         vars.iter()
             .map(|(name, value)| (name.as_slice(), value.bytes())),
@@ -534,6 +644,30 @@ impl EnvBlock {
         // BLAKE3's SIMD code spills message blocks (values) into its own frames.
         sys::wipe_stack();
         digest
+    }
+
+    /// A keyed digest of each variable, by name: what a change log line compares to name
+    /// the keys that changed, without keeping or showing a value.
+    pub fn named_digests(&self, key: &DigestKey) -> NamedDigests {
+        let digests = self.hash_each(key);
+        sys::wipe_stack();
+        digests
+    }
+
+    #[inline(never)]
+    fn hash_each(&self, key: &DigestKey) -> NamedDigests {
+        let mut digests = NamedDigests::default();
+        for entry in self.data().split(|&b| b == 0).filter(|e| !e.is_empty()) {
+            let name_len = entry.iter().position(|&b| b == b'=').unwrap_or(entry.len());
+            let name = String::from_utf8_lossy(&entry[..name_len]).into_owned();
+            digests.insert(
+                name,
+                key.digest(|hasher| {
+                    hasher.update(entry);
+                }),
+            );
+        }
+        digests
     }
 
     #[inline(never)]
@@ -750,6 +884,67 @@ mod tests {
         ]);
         let (block, _) = compose(&p, inh, &secrets(&[])).unwrap();
         assert_eq!(vars(&block), ["AGENT_VAULT_AGENT_TOKEN=a", "BAO_TOKEN=b"]);
+    }
+
+    #[test]
+    fn preserve_env_and_prefix() {
+        let set = secrets(&[("A", "sa"), ("B", "sb")]);
+        let inh = || inherited(&[("A", "ia"), ("B", "ib"), ("P_A", "ipa")]);
+        let compose_with = |preserve: Preserve, prefix: Option<&str>, maps: &[&str]| {
+            let p = Policy {
+                preserve,
+                prefix: prefix.map(str::to_owned),
+                ..policy(maps)
+            };
+            let (block, summary) = compose(&p, inh(), &set).unwrap();
+            (vars(&block), summary)
+        };
+        let (v, s) = compose_with(Preserve::None, None, &[]);
+        assert_eq!(v, ["A=sa", "B=sb", "P_A=ipa"]);
+        assert!(s.preserved.is_empty());
+        let (v, s) = compose_with(Preserve::All, None, &[]);
+        assert_eq!(v, ["A=ia", "B=ib", "P_A=ipa"]);
+        assert_eq!(s.preserved, ["A", "B"]);
+        let (v, _) = compose_with(Preserve::Names(vec!["B".into()]), None, &["A=@B"]);
+        assert_eq!(v, ["A=sb", "B=ib", "P_A=ipa"], "--env still wins");
+        // The prefix renames the sources' keys; @ references use the source's names;
+        // --preserve-env compares final names.
+        let (v, s) = compose_with(Preserve::All, Some("P_"), &["X=@B"]);
+        assert_eq!(v, ["A=ia", "B=ib", "P_A=ipa", "P_B=sb", "X=sb"]);
+        assert_eq!(s.preserved, ["P_A"]);
+        // The deny list judges the final name.
+        let p = Policy {
+            prefix: Some("LD_".into()),
+            ..Policy::default()
+        };
+        let e = compose(&p, inh(), &secrets(&[("PRELOAD", "x")])).unwrap_err();
+        assert!(
+            matches!(e, Error::DangerousName { ref name, .. } if name == "LD_PRELOAD"),
+            "{e}"
+        );
+
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(Preserve::parse(None).unwrap(), Preserve::None);
+        assert_eq!(
+            Preserve::parse(Some(&list(&["true"]))).unwrap(),
+            Preserve::All
+        );
+        assert_eq!(Preserve::parse(Some(&list(&[]))).unwrap(), Preserve::All);
+        assert_eq!(
+            Preserve::parse(Some(&list(&["0"]))).unwrap(),
+            Preserve::None
+        );
+        assert_eq!(
+            Preserve::parse(Some(&list(&["A", "B"]))).unwrap(),
+            Preserve::Names(list(&["A", "B"]))
+        );
+        assert!(Preserve::parse(Some(&list(&["A", "1B"]))).is_err());
+        assert_eq!(check_prefix(Some("APP_")).unwrap().as_deref(), Some("APP_"));
+        assert!(check_prefix(Some("1X")).is_err());
+        assert!(matches!(
+            check_prefix(Some("AGENT_RUN_X")),
+            Err(Error::ReservedPrefix { .. })
+        ));
     }
 
     #[test]

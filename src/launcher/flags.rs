@@ -306,6 +306,63 @@ pub struct RunArgs {
     #[arg(long, env = "AGENT_RUN_ALLOW_MISSING", help_heading = "Environment")]
     pub allow_missing: bool,
 
+    // ---- issue 13 (agent-run's side): requirements ---------------------------------
+    /// Refuse to start (exit 125, naming every missing key) unless the child gets each KEY
+    /// from a source or --env, with a value that is not empty or whitespace only
+    /// (repeatable, comma list). Checked on every change too: a change that drops one keeps
+    /// the current child running and logs an error. Inherited variables do not count.
+    #[arg(
+        long = "require",
+        value_name = "KEY,KEY",
+        env = "AGENT_RUN_REQUIRE",
+        value_delimiter = ',',
+        help_heading = "Environment"
+    )]
+    pub require: Vec<String>,
+
+    /// Refuse to start (exit 125) when the sources give the child no variable at all (a
+    /// token scoped to a misspelt agent, an empty file); checked on every change too.
+    #[arg(long, env = "AGENT_RUN_REQUIRE_NONEMPTY", help_heading = "Environment")]
+    pub require_nonempty: bool,
+
+    // ---- issue 13 (agent-run's side): the peers' flags -----------------------------
+    /// Inherited variables win over the sources (doppler's --preserve-env): without a list
+    /// every inherited variable, with --preserve-env=NAME,NAME only those. --env still wins
+    /// over everything. The variable takes true (all), false, or a name list.
+    #[arg(
+        long = "preserve-env",
+        value_name = "NAME,NAME",
+        env = "AGENT_RUN_PRESERVE_ENV",
+        num_args = 0..=1,
+        require_equals = true,
+        value_delimiter = ',',
+        default_missing_value = "true",
+        help_heading = "Environment"
+    )]
+    pub preserve_env: Option<Vec<String>>,
+
+    /// Prefix every key from the sources with PFX on injection (envconsul's prefix):
+    /// API_KEY becomes PFX_API_KEY. --env @SECRET references and --only use the source's
+    /// names; the dangerous-name deny list, --require and --preserve-env the final ones.
+    #[arg(
+        long,
+        value_name = "PFX",
+        env = "AGENT_RUN_PREFIX",
+        help_heading = "Environment"
+    )]
+    pub prefix: Option<String>,
+
+    /// Run this command line through /bin/sh -c (doppler's --command), for pipes, `&&` and
+    /// redirections; instead of a command after `--`, not with one.
+    #[arg(
+        long = "command",
+        value_name = "LINE",
+        env = "AGENT_RUN_COMMAND",
+        conflicts_with = "command",
+        help_heading = "Supervision"
+    )]
+    pub shell_command: Option<String>,
+
     // ---- supervision ---------------------------------------------------------------
     /// Fetch, build the environment and exec the command in place of agent-run: no
     /// supervisor, no restart (CI steps, short jobs).
@@ -410,7 +467,7 @@ pub struct RunArgs {
     // `trailing_var_arg` hands it every later word, flags included.
     #[arg(
         value_name = "CMD",
-        required_unless_present = "check",
+        required_unless_present_any = ["check", "shell_command"],
         trailing_var_arg = true
     )]
     pub command: Vec<OsString>,

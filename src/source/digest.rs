@@ -69,6 +69,44 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// Keyed digests of each variable of one environment, by name: enough to say which names a
+/// change added, removed or changed (a log line names them), never anything about a value.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NamedDigests(std::collections::BTreeMap<String, Digest>);
+
+/// What differs between two [`NamedDigests`], by name, each list sorted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl NamedDigests {
+    pub fn insert(&mut self, name: String, digest: Digest) {
+        self.0.insert(name, digest);
+    }
+
+    /// The names `newer` added, removed or changed relative to `self`.
+    pub fn diff(&self, newer: &NamedDigests) -> Changes {
+        let mut changes = Changes::default();
+        for (name, digest) in &newer.0 {
+            match self.0.get(name) {
+                None => changes.added.push(name.clone()),
+                Some(old) if old != digest => changes.changed.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        changes.removed = self
+            .0
+            .keys()
+            .filter(|name| !newer.0.contains_key(*name))
+            .cloned()
+            .collect();
+        changes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -77,6 +115,29 @@ mod tests {
 
     use super::*;
     use crate::source::{Origin, Secret};
+
+    #[test]
+    fn named_digests_tell_added_removed_and_changed_names() {
+        let key = DigestKey::random();
+        let d = |v: &str| {
+            key.digest(|h| {
+                h.update(v.as_bytes());
+            })
+        };
+        let mut old = NamedDigests::default();
+        old.insert("A".into(), d("1"));
+        old.insert("B".into(), d("2"));
+        old.insert("C".into(), d("3"));
+        let mut new = NamedDigests::default();
+        new.insert("A".into(), d("1"));
+        new.insert("B".into(), d("two"));
+        new.insert("D".into(), d("4"));
+        let changes = old.diff(&new);
+        assert_eq!(changes.added, ["D"]);
+        assert_eq!(changes.removed, ["C"]);
+        assert_eq!(changes.changed, ["B"]);
+        assert_eq!(new.diff(&new), Changes::default());
+    }
 
     #[test]
     fn set_digest_depends_on_key_and_value_boundaries() {

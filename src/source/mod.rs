@@ -229,6 +229,9 @@ pub struct SecretSet {
     /// Names a source saw but did not read, and why (a FIFO in a secrets dir), so that a
     /// reference to one says why it is missing.
     skipped: BTreeMap<String, String>,
+    /// What the reader was allowed to read, when the source knows it (agent-vault: the
+    /// agent its token's scope resolved to): named when the source yields nothing.
+    scope: Option<String>,
 }
 
 impl SecretSet {
@@ -238,6 +241,15 @@ impl SecretSet {
 
     pub fn revisions(&self) -> &[String] {
         &self.revisions
+    }
+
+    /// Records what the reader was allowed to read (see the field).
+    pub fn set_scope(&mut self, scope: String) {
+        self.scope = Some(scope);
+    }
+
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
     }
 
     pub fn insert(&mut self, name: String, secret: Secret) {
@@ -400,11 +412,33 @@ impl ChangeQueue {
 /// The transport rules and client setup are the store protocol's, shared with the admin CLI.
 pub use crate::protocol::transport::{http_client_builder, is_loopback};
 
+/// A source that yields no variable at all is almost always a mistake (a token scoped to a
+/// misspelt agent, an empty file, a wrong KV path) that would otherwise start the child
+/// without its keys in silence: said at warn, the default level, on every fetch.
+fn warn_empty(source: &dyn SecretSource, set: &SecretSet) {
+    match set.scope() {
+        Some(scope) => tracing::warn!(
+            source = %source.describe(),
+            scope,
+            "source yielded no variables: the token's scope matches no entry of the store \
+             (check the agent name and the scope with `agent-vault tokens list`)"
+        ),
+        None => tracing::warn!(
+            source = %source.describe(),
+            "source yielded no variables"
+        ),
+    }
+}
+
 /// Fetches every source in order and merges the results; later sources win.
 pub fn fetch_all(sources: &mut [Box<dyn SecretSource>]) -> Result<SecretSet, Error> {
     let mut merged = SecretSet::default();
     for source in sources.iter_mut() {
-        merged.extend(source.fetch()?);
+        let set = source.fetch()?;
+        if set.is_empty() {
+            warn_empty(source.as_ref(), &set);
+        }
+        merged.extend(set);
     }
     Ok(merged)
 }

@@ -357,6 +357,7 @@ impl StoreSource {
             "{label} {} revision {}",
             self.shared.url, snapshot.revision
         ));
+        set.set_scope(format!("agent {}", snapshot.agent));
         for entry in snapshot.entries {
             let origin = Origin::Store {
                 url: self.shared.url.clone(),
@@ -392,7 +393,7 @@ impl SecretSource for StoreSource {
                     .revision
                     .store(snapshot.revision, Ordering::Relaxed);
                 if self.shared.degraded.swap(false, Ordering::Relaxed) {
-                    info!(url = %self.shared.url, "store reachable again; using its secrets");
+                    warn!(url = %self.shared.url, "store reachable again; using its secrets");
                 }
                 self.remember(&mut snapshot);
                 return Ok(self.to_set(snapshot, "store"));
@@ -706,19 +707,28 @@ impl Shared {
         };
         while !stop.load(Ordering::Relaxed) {
             let since = self.revision.load(Ordering::Relaxed);
-            let answer = self
-                .poll_revision(&transport, since, LONG_POLL)
-                .map(|revision| match revision {
-                    Some(revision) if revision != since => {
-                        Some(self.settle(&transport, revision, stop))
-                    }
-                    other => other,
-                });
+            // After a failure, one poll that answers at once: "store reachable again" is
+            // then said when the store is back, not at the next change or long-poll timeout.
+            let wait = if reported_failure {
+                Duration::ZERO
+            } else {
+                LONG_POLL
+            };
+            let answer =
+                self.poll_revision(&transport, since, wait)
+                    .map(|revision| match revision {
+                        Some(revision) if revision != since => {
+                            Some(self.settle(&transport, revision, stop))
+                        }
+                        other => other,
+                    });
             match answer {
                 Ok(revision) => {
                     backoff = RECONNECT_FIRST;
                     if reported_failure {
-                        info!(source = %label, "store reachable again");
+                        // At warn, as its "lost the store" twin: an operator who saw one
+                        // at the default level sees the other.
+                        warn!(source = %label, "store reachable again");
                         reported_failure = false;
                     }
                     // The store's revision is an opaque digest of this token's scope:

@@ -8,12 +8,15 @@ mod common;
 
 mod credentials;
 mod files;
+mod logs;
 mod memory;
 mod names;
 mod openbao;
 mod packaging;
+mod peers;
 mod pid1;
 mod reads;
+mod require;
 mod store;
 mod tls;
 mod usage;

@@ -22,7 +22,7 @@ use crate::launcher::env::{self, EnvBlock};
 use crate::launcher::signals;
 use crate::launcher::spawn::{self, Started};
 use crate::launcher::Error;
-use crate::source::digest::{Digest, DigestKey};
+use crate::source::digest::{Digest, DigestKey, NamedDigests};
 use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
 
@@ -95,6 +95,8 @@ struct ChildState {
     running: Option<Child>,
     /// Digest of the environment the current child was started with.
     env_digest: Option<Digest>,
+    /// Its per-variable digests: a change names the keys it added, removed or changed.
+    env_names: Option<NamedDigests>,
     /// The environment for the next child, while the current one is being stopped.
     pending_env: Option<EnvBlock>,
     stopping: Option<Stopping>,
@@ -154,6 +156,7 @@ impl Supervisor {
             child: ChildState {
                 running: None,
                 env_digest: None,
+                env_names: None,
                 pending_env: None,
                 stopping: None,
                 last_status: None,
@@ -242,8 +245,17 @@ impl Supervisor {
                 .and_then(|secrets| self.compose(secrets));
             self.start_with(env);
         } else if self.child.running.is_some() {
-            match result.map_err(Error::from).and_then(|s| self.compose(s)) {
-                Ok(env) => self.on_new_environment(env),
+            let composed = result.map_err(Error::from).and_then(|secrets| {
+                let revisions = secrets.revisions().join(", ");
+                self.compose(secrets).map(|env| (env, revisions))
+            });
+            match composed {
+                Ok((env, revisions)) => self.on_new_environment(env, &revisions),
+                // `--require`: never start a child without its keys; keep the one that has
+                // them and say so at error level, naming the keys (never values).
+                Err(Error::Env(env::Error::Required(e))) => {
+                    error!(missing = ?e.names(), error = %e, "a change left required variables out; the child keeps running on its current secrets")
+                }
                 Err(e) => {
                     warn!(error = %e, "cannot re-read secrets after a change; the child keeps running")
                 }
@@ -299,6 +311,7 @@ impl Supervisor {
     /// Starts a child with `env`, which is wiped as soon as the fork has returned.
     fn start(&mut self, env: EnvBlock) -> Result<Started, Error> {
         let digest = env.digest(&self.digest_key);
+        let names = env.named_digests(&self.digest_key);
         let vars = env.len();
         let started = spawn::spawn(
             &self.job.program,
@@ -316,6 +329,7 @@ impl Supervisor {
             started: Instant::now(),
         });
         self.child.env_digest = Some(digest);
+        self.child.env_names = Some(names);
         Ok(started)
     }
 
@@ -597,8 +611,9 @@ impl Supervisor {
         }
     }
 
-    /// The environment after a change: act only if it really differs.
-    fn on_new_environment(&mut self, env: EnvBlock) {
+    /// The environment after a change: act only if it really differs. `revisions`: what
+    /// the sources read (value-free labels), for the log line.
+    fn on_new_environment(&mut self, env: EnvBlock, revisions: &str) {
         let digest = env.digest(&self.digest_key);
         let pending = self
             .child
@@ -609,7 +624,23 @@ impl Supervisor {
             debug!(fingerprint = %digest.fingerprint(), "environment unchanged; nothing to do");
             return;
         }
-        info!(fingerprint = %digest.fingerprint(), action = ?self.job.settings.on_change, "secrets changed");
+        // Names only, by keyed digest: against the environment a restart is waiting with,
+        // else the running child's.
+        let names = env.named_digests(&self.digest_key);
+        let before = match &self.child.pending_env {
+            Some(pending) => Some(pending.named_digests(&self.digest_key)),
+            None => self.child.env_names.clone(),
+        };
+        let changes = before.unwrap_or_default().diff(&names);
+        info!(
+            fingerprint = %digest.fingerprint(),
+            action = ?self.job.settings.on_change,
+            added = %changes.added.join(","),
+            removed = %changes.removed.join(","),
+            changed = %changes.changed.join(","),
+            revision = %revisions,
+            "secrets changed"
+        );
         match self.job.settings.on_change {
             OnChange::Restart => {
                 self.child.pending_env = Some(env);
@@ -619,8 +650,12 @@ impl Supervisor {
             OnChange::Signal(signal) => {
                 self.send(signal as i32);
                 self.child.env_digest = Some(digest);
+                self.child.env_names = Some(names);
             }
-            OnChange::None => self.child.env_digest = Some(digest),
+            OnChange::None => {
+                self.child.env_digest = Some(digest);
+                self.child.env_names = Some(names);
+            }
         }
     }
 
