@@ -29,7 +29,8 @@ pub const PROJECT: &str = "@project";
 const READERS: usize = 4;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (name, value) VALUES ('seq', 0);
 -- Last change sequence per owner (agent name or '@project'): the run-time revision.
@@ -81,7 +82,19 @@ CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-"#];
+"#,
+    // 2 (issue 15): the master key check, a known plaintext sealed under the master key, so a
+    // wrong key is refused at start even on a store with no value yet. One row at most.
+    r#"
+CREATE TABLE key_check (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    key_nonce BLOB NOT NULL,
+    wrapped_key BLOB NOT NULL
+);
+"#,
+];
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -187,6 +200,39 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.pragma_update(None, "user_version", (index + 1) as i64)?;
         tx.commit()?;
     }
+    Ok(())
+}
+
+/// The master key check, if one was written (see migration 2).
+pub fn get_key_check(conn: &Connection) -> Result<Option<Sealed>> {
+    Ok(conn
+        .query_row(
+            "SELECT nonce, ciphertext, key_nonce, wrapped_key FROM key_check WHERE id = 1",
+            [],
+            |row| {
+                Ok(Sealed {
+                    nonce: row.get(0)?,
+                    ciphertext: row.get(1)?,
+                    key_nonce: row.get(2)?,
+                    wrapped_key: row.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Write (or replace) the master key check.
+pub fn put_key_check(tx: &Transaction<'_>, sealed: &Sealed) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO key_check (id, nonce, ciphertext, key_nonce, wrapped_key)
+         VALUES (1, ?1, ?2, ?3, ?4)",
+        params![
+            sealed.nonce,
+            sealed.ciphertext,
+            sealed.key_nonce,
+            sealed.wrapped_key
+        ],
+    )?;
     Ok(())
 }
 

@@ -53,7 +53,8 @@ pub enum Error {
     },
     #[error("encryption failed")]
     Encrypt,
-    #[error("master key {source_name}: {reason}")]
+    /// `source_name` is a `crypto::KeySource` text ("the master key from …"), never the key.
+    #[error("{source_name}: {reason}")]
     MasterKey { source_name: String, reason: String },
     #[error("{path}: {source}")]
     Io {

@@ -61,10 +61,24 @@ pub struct DataDirArgs {
     pub data_dir: PathBuf,
 }
 
+/// Where the master key is (issue 15): outside the data directory, so a copy of the data
+/// (a backup, a disk image) holds no key.
+#[derive(Debug, Args)]
+pub struct MasterKeyArgs {
+    /// Read the master key (64 hex digits or base64 of 32 bytes; mode 0600 or stricter) from
+    /// this file instead of DATA_DIR/master.key. With `init`, the file is used if it exists
+    /// and created (0600) if not. Precedence: this flag, then AGENT_VAULT_MASTER_KEY, then
+    /// the systemd credential $CREDENTIALS_DIRECTORY/master-key, then DATA_DIR/master.key.
+    #[arg(long, env = "AGENT_VAULT_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
     pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
     /// Write the admin token to this file (created with mode 0600) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -74,6 +88,8 @@ pub struct InitArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
     /// Address to listen on. Port 0 picks a free port; the real address is printed on stderr.
     #[arg(
         long,
@@ -315,6 +331,8 @@ pub enum TokensCommand {
             value_name = "DIR"
         )]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        key: MasterKeyArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },

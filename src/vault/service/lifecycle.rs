@@ -6,7 +6,7 @@ use super::{
 };
 use crate::vault::audit as audit_log;
 use crate::vault::audit::{AuditQueue, AuditRecord};
-use crate::vault::crypto::MasterKey;
+use crate::vault::crypto::{KeySource, MasterKey};
 use crate::vault::db;
 use crate::vault::db::Db;
 use crate::vault::error::{Error, Result};
@@ -19,8 +19,10 @@ use tokio::sync::{watch, Semaphore};
 use tracing::info;
 
 /// Create the data directory, master key, database and first admin token. Returns the token
-/// (the only time it exists in clear).
-pub async fn init(data_dir: &Path) -> Result<SecretString> {
+/// (the only time it exists in clear). The key comes from `KeySource::resolve`: an existing
+/// `key_file`, the environment or the systemd credential is used as it is; a missing
+/// `key_file` or `DATA_DIR/master.key` is created.
+pub async fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<SecretString> {
     use std::os::unix::fs::PermissionsExt;
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -38,6 +40,13 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
             DB_FILE
         )));
     }
+    let source = KeySource::resolve(key_file, data_dir);
+    // An existing key is read (and checked) before anything is created.
+    let given = match &source {
+        KeySource::DataDir(_) => None,
+        KeySource::Flag(path) if !path.exists() => None,
+        other => Some(MasterKey::load(other)?),
+    };
     match std::fs::metadata(data_dir) {
         // Someone else's directory keeps its mode (it may be shared); one that others can
         // write to is no place for a master key and a database, so it is refused instead.
@@ -69,10 +78,12 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
                 .map_err(io(data_dir))?;
         }
     }
-    let master = match MasterKey::from_env() {
-        Some(key) => key?,
-        None => MasterKey::create_file(&key_path)?,
+    let master = match (given, &source) {
+        (Some(key), _) => key,
+        (None, KeySource::Flag(path)) => MasterKey::create_file(path)?,
+        (None, _) => MasterKey::create_file(&key_path)?,
     };
+    let check = master.seal_check()?;
     drop(master);
     let db = Db::open(&db_path)?;
     // The file (and the WAL, which SQLite creates with the database file's mode) is private
@@ -88,6 +99,7 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
     )?;
     let record = new.record.clone();
     db.write(move |tx| {
+        db::put_key_check(tx, &check)?;
         db::insert_token(tx, &record)?;
         audit_log::write(
             tx,
@@ -132,7 +144,7 @@ pub(super) fn lock_data_dir(
 }
 
 impl Vault {
-    /// Open an initialized data directory: load the master key (env var or file), check it
+    /// Open an initialized data directory: load the master key (`KeySource::resolve`), check it
     /// against the stored data, load tokens and revisions, start the audit writer.
     pub async fn open(config: VaultConfig) -> Result<Vault> {
         let db_path = config.data_dir.join(DB_FILE);
@@ -144,13 +156,32 @@ impl Vault {
             )));
         }
         let lock = lock_data_dir(&config.data_dir)?;
-        let master = Arc::new(MasterKey::load(&config.data_dir.join(MASTER_KEY_FILE))?);
+        let source = KeySource::resolve(config.master_key_file.as_deref(), &config.data_dir);
+        let master = Arc::new(MasterKey::load(&source)?);
         let db = Db::open(&db_path)?;
         let check = master.clone();
-        let (token_records, seqs) = db
+        let wrong = {
+            let source = source.to_string();
+            let db_path = db_path.clone();
+            move || Error::MasterKey {
+                source_name: source,
+                reason: format!(
+                    "does not open {} (wrong key?); give the key this store was created or \
+                     last rekeyed with",
+                    db_path.display()
+                ),
+            }
+        };
+        let (token_records, seqs, has_check) = db
             .read(move |tx| {
                 // Fail early with a clear message if the key does not match the data, rather
-                // than on the first read of a launcher.
+                // than on the first read of a launcher: the key check, or on a store made
+                // before it existed, one stored value.
+                let has_check = match db::get_key_check(tx)? {
+                    Some(sealed) if check.opens_check(&sealed) => true,
+                    Some(_) => return Err(wrong()),
+                    None => false,
+                };
                 let sample = tx
                     .query_row(
                         "SELECT owner, key, version FROM versions LIMIT 1",
@@ -166,10 +197,7 @@ impl Vault {
                     .ok();
                 if let Some((owner, key, version)) = sample {
                     if let Some(row) = db::get_version(tx, &owner, &key, version)? {
-                        open_version(&check, &owner, &key, &row).map_err(|_| Error::MasterKey {
-                            source_name: "master key".into(),
-                            reason: "does not decrypt the values in vault.db (wrong key?)".into(),
-                        })?;
+                        open_version(&check, &owner, &key, &row).map_err(|_| wrong())?;
                     }
                 }
                 let mut states = Vec::new();
@@ -177,9 +205,14 @@ impl Vault {
                     let state = OwnerState::read(tx, &owner, seq)?;
                     states.push((owner, state));
                 }
-                Ok((db::list_tokens(tx)?, states))
+                Ok((db::list_tokens(tx)?, states, has_check))
             })
             .await?;
+        if !has_check {
+            // A store made before the key check: add it now that the key proved right.
+            let sealed = master.seal_check()?;
+            db.write(move |tx| db::put_key_check(tx, &sealed)).await?;
+        }
         let table = TokenTable::default();
         for record in token_records {
             table.insert(record)?;

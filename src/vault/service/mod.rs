@@ -76,6 +76,8 @@ pub use crate::protocol::wire::format_ms;
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
     pub data_dir: PathBuf,
+    /// `--master-key-file`; `None`: the rest of `crypto::KeySource::resolve`'s precedence.
+    pub master_key_file: Option<PathBuf>,
     pub keep_versions: u32,
     pub max_waiters: usize,
 }
@@ -84,6 +86,7 @@ impl VaultConfig {
     pub fn new(data_dir: PathBuf) -> VaultConfig {
         VaultConfig {
             data_dir,
+            master_key_file: None,
             keep_versions: DEFAULT_KEEP_VERSIONS,
             max_waiters: DEFAULT_MAX_WAITERS,
         }

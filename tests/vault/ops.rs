@@ -1,0 +1,147 @@
+//! Operating agent-vault (issue 15): the master key outside the data directory (flag,
+//! variable, systemd credential, and a wrong key refused naming its source).
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::vault::ops::{init_with, serve_existing, spawn_serve};
+use crate::common::vault::{file_mode, serve_cmd};
+use crate::common::Dir;
+
+const OTHER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+fn write_key(path: &std::path::Path, key: &str, mode: u32) {
+    std::fs::write(path, format!("{key}\n")).expect("writing a key file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn master_key_file_keeps_the_key_out_of_the_data_dir() {
+    let dir = Dir::new("keyfile");
+    let data = dir.join("data");
+    let key = dir.join("keys/master-key");
+    std::fs::create_dir_all(key.parent().expect("parent")).expect("mkdir");
+    let key_arg = key.to_str().expect("utf-8").to_string();
+    // init creates the missing key file (0600) and writes no key into the data directory.
+    let admin = init_with(&data, &["--master-key-file", &key_arg]);
+    assert_eq!(file_mode(&key), 0o600);
+    assert!(!data.join("master.key").exists());
+    let vault = serve_existing(
+        Dir::new("keyfile-server"),
+        data.clone(),
+        admin,
+        &["--master-key-file", &key_arg],
+    );
+    vault.set("bot", "K", "value-under-the-outside-key");
+    let (_, reader) = vault.issue(&["secrets:read:bot/*"], None);
+    drop(vault);
+
+    // Without the flag there is no key: refused, saying where it looked and what to pass.
+    let out = spawn_serve(&mut serve_cmd(&data, "127.0.0.1:0")).expect_err("no key");
+    assert!(out.contains("master.key does not exist"), "{out}");
+    assert!(out.contains("--master-key-file"), "{out}");
+
+    // AGENT_VAULT_MASTER_KEY_FILE is the flag's variable; values come back.
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve.env("AGENT_VAULT_MASTER_KEY_FILE", &key);
+    let (mut child, addr) = spawn_serve(&mut serve).expect("serves with the variable");
+    let body: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{addr}/v1/runtime/secrets"))
+        .bearer_auth(&reader)
+        .send()
+        .expect("GET")
+        .json()
+        .expect("JSON");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        body["secrets"][0]["value"], "value-under-the-outside-key",
+        "{body}"
+    );
+
+    // A key file group or others can read is refused, naming the fix.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve.args(["--master-key-file", &key_arg]);
+    let out = spawn_serve(&mut serve).expect_err("readable key refused");
+    assert!(out.contains("chmod 600"), "{out}");
+}
+
+#[test]
+fn systemd_credential_gives_the_key_after_flag_and_variable() {
+    let dir = Dir::new("keycred");
+    let data = dir.join("data");
+    let creds = dir.join("credentials");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    let key = "ab".repeat(32);
+    // As systemd lays out LoadCredential=: a 0400 file named after the credential in a 0500
+    // directory named by $CREDENTIALS_DIRECTORY.
+    write_key(&creds.join("master-key"), &key, 0o400);
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+    let mut init = crate::common::vault::init_cmd(&data);
+    init.env("CREDENTIALS_DIRECTORY", &creds);
+    let out = crate::common::run(&mut init, None);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !data.join("master.key").exists(),
+        "the credential was used, no file made"
+    );
+
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve.env("CREDENTIALS_DIRECTORY", &creds);
+    let (mut child, _) = spawn_serve(&mut serve).expect("serves with the credential");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The flag wins over the credential: a wrong key there is refused, named by its flag.
+    let wrong = dir.join("wrong-key");
+    write_key(&wrong, OTHER_KEY, 0o600);
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .arg("--master-key-file")
+        .arg(&wrong);
+    let out = spawn_serve(&mut serve).expect_err("wrong key via the flag");
+    assert!(
+        out.contains(&format!(
+            "the master key from --master-key-file {}",
+            wrong.display()
+        )),
+        "{out}"
+    );
+    // So does the variable.
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("AGENT_VAULT_MASTER_KEY", OTHER_KEY);
+    let out = spawn_serve(&mut serve).expect_err("wrong key via the variable");
+    assert!(
+        out.contains("the master key from AGENT_VAULT_MASTER_KEY"),
+        "{out}"
+    );
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+}
+
+/// Before the key check, a store without values accepted any key (and then wrote values
+/// under it that the right key could not read).
+#[test]
+fn wrong_key_is_refused_on_an_empty_store_naming_its_source() {
+    let dir = Dir::new("wrongkey");
+    let data = dir.join("data");
+    init_with(&data, &[]);
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve.env("AGENT_VAULT_MASTER_KEY", OTHER_KEY);
+    let out = spawn_serve(&mut serve).expect_err("wrong key refused");
+    assert!(
+        out.contains("the master key from AGENT_VAULT_MASTER_KEY: does not open")
+            && out.contains("wrong key?"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(OTHER_KEY),
+        "the key itself is never shown: {out}"
+    );
+    // The right key (the data directory's file) still opens it.
+    let (mut child, _) = spawn_serve(&mut serve_cmd(&data, "127.0.0.1:0")).expect("serves");
+    let _ = child.kill();
+    let _ = child.wait();
+}
