@@ -192,6 +192,25 @@ impl Db {
     }
 }
 
+impl Db {
+    /// For `/readyz`: the writer takes SQLite's write lock (an IMMEDIATE transaction, rolled
+    /// back at once), so a locked, read-only or vanished database shows as not ready.
+    pub async fn check_writable(&self) -> Result<()> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| Error::Internal("database writer lock poisoned".into()))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE meta SET value = value WHERE name = 'seq'", [])?;
+            tx.rollback()?;
+            Ok(())
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {

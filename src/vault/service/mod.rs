@@ -14,6 +14,7 @@
 //! masked preview, or answer the run-time read) and never logged.
 
 mod audit;
+mod health;
 mod lifecycle;
 mod runtime;
 mod secrets;
@@ -146,8 +147,14 @@ struct Shared {
     token_events: watch::Sender<u64>,
     /// Bounds concurrent long-poll waiters; beyond it a request gets 503 `too_many_waiters`.
     waiters: Arc<Semaphore>,
+    /// The bound of `waiters`, so `/metrics` can say how many wait now.
+    max_waiters: usize,
     keep_versions: u32,
     audit: AuditQueue,
+    /// `/metrics`' counters (no names, no values), bumped by `api` and here.
+    metrics: Arc<super::metrics::Metrics>,
+    /// `DATA_DIR/vault.db`, for the size gauge.
+    db_path: PathBuf,
     /// Set once at shutdown; waiters answer at once instead of holding the server up.
     shutdown: watch::Sender<bool>,
 }
@@ -174,8 +181,13 @@ fn record(
 impl Vault {
     /// Authenticate a bearer token.
     pub fn authenticate(&self, bearer: Option<&SecretString>) -> Result<Caller> {
-        let bearer = bearer.ok_or(Error::Unauthorized("missing bearer token"))?;
-        self.inner.tokens.verify(bearer, now_ms())
+        let verified = bearer
+            .ok_or(Error::Unauthorized("missing bearer token"))
+            .and_then(|bearer| self.inner.tokens.verify(bearer, now_ms()));
+        if verified.is_err() {
+            self.inner.metrics.token_failed();
+        }
+        verified
     }
 
     /// Is the caller's token still what it was when the request was authenticated (not
