@@ -211,6 +211,66 @@ impl Db {
     }
 }
 
+/// Copy the database at `src` into a new file `dst` through SQLite's online backup API, in
+/// one step: a consistent snapshot of one read transaction, which under WAL blocks no writer.
+/// The copy is left in rollback-journal mode (one self-contained file) and checked with
+/// `PRAGMA integrity_check`. `dst` must not hold a database.
+pub fn copy_online(src: &Path, dst: &Path) -> Result<()> {
+    use rusqlite::OpenFlags;
+    let source = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    source.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mut target = Connection::open(dst)?;
+    {
+        use rusqlite::backup::StepResult;
+        let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+        // -1: every page in one step, under one read transaction (rusqlite's
+        // `run_to_completion` takes positive steps only, and a step-wise copy restarts
+        // whenever the server commits, which under steady writes may be forever).
+        loop {
+            match backup.step(-1)? {
+                StepResult::Done => break,
+                // Busy or locked by a writer for a moment: try again.
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+    target.pragma_update(None, "journal_mode", "DELETE")?;
+    let verdict: String = target.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+    if verdict != "ok" {
+        return Err(Error::Internal(format!(
+            "the copy failed SQLite's integrity check: {verdict}"
+        )));
+    }
+    Ok(())
+}
+
+/// A read-only connection to an agent-vault database that is not served (a backup), or an
+/// error saying it is not one: no `meta` table, or no migration applied.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let not_ours =
+        || Error::InvalidRequest(format!("{} is not an agent-vault database", path.display()));
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|_| not_ours())?;
+    let has_meta = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(|_| not_ours())?
+        .is_some();
+    if version < 1 || !has_meta {
+        return Err(not_ours());
+    }
+    Ok(conn)
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
@@ -224,6 +284,18 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 /// The master key check, if one was written (see migration 2).
 pub fn get_key_check(conn: &Connection) -> Result<Option<Sealed>> {
+    // A database from before migration 2 (a backup being restored) has no table yet.
+    let has_table = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'key_check'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_table {
+        return Ok(None);
+    }
     Ok(conn
         .query_row(
             "SELECT nonce, ciphertext, key_nonce, wrapped_key FROM key_check WHERE id = 1",

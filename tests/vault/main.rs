@@ -7,6 +7,7 @@
 mod common;
 
 mod api;
+mod backup;
 mod cli;
 mod empty_value;
 mod metrics;

@@ -52,6 +52,39 @@ pub enum Command {
     Tokens(TokensCommand),
     /// Show the audit trail.
     Audit(AuditArgs),
+    // ---- operations (issue 15) ----
+    /// Copy the database to a new file (0600), consistently, while the server runs and takes
+    /// writes (SQLite's online backup API). The master key is never inside a backup: keep
+    /// the key apart from it.
+    ///
+    /// Example: agent-vault backup --data-dir /var/lib/agent-vault /backups/vault-$(date +%F).db
+    Backup(BackupArgs),
+    /// Restore a backup into a new or empty data directory, after checking that the master
+    /// key opens it. Start `serve` on the directory afterwards with the same key.
+    ///
+    /// Example: agent-vault restore /backups/vault-2026-01-31.db --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The new backup file (refused if it exists).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file made by `agent-vault backup`.
+    #[arg(value_name = "PATH")]
+    pub backup: PathBuf,
+    /// The data directory to restore into: new, or existing and empty.
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! in a tokio runtime of their own.
 
 mod audit;
+mod backup;
 pub mod flags;
 mod init;
 mod output;
@@ -91,6 +92,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Vars(cmd) => vars::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),
         Command::Audit(args) => audit::run(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 

@@ -120,6 +120,51 @@ pub async fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<SecretStri
     Ok(new.token)
 }
 
+/// How a master key fits a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyFit {
+    /// It opens the key check.
+    Checked,
+    /// The store has no key check yet (made before it): it opens the first stored value, or
+    /// there is none.
+    Unchecked,
+    /// It does not open the store.
+    Wrong,
+}
+
+/// Does `master` open the store on `conn`? By the key check (migration 2), or on a store made
+/// before it, by one stored value.
+pub(super) fn key_fit(conn: &rusqlite::Connection, master: &MasterKey) -> Result<KeyFit> {
+    if let Some(sealed) = db::get_key_check(conn)? {
+        return Ok(if master.opens_check(&sealed) {
+            KeyFit::Checked
+        } else {
+            KeyFit::Wrong
+        });
+    }
+    let sample = conn
+        .query_row(
+            "SELECT owner, key, version FROM versions LIMIT 1",
+            [],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                ))
+            },
+        )
+        .ok();
+    if let Some((owner, key, version)) = sample {
+        if let Some(row) = db::get_version(conn, &owner, &key, version)? {
+            if open_version(master, &owner, &key, &row).is_err() {
+                return Ok(KeyFit::Wrong);
+            }
+        }
+    }
+    Ok(KeyFit::Unchecked)
+}
+
 /// Takes `DATA_DIR/serve.lock` exclusively, or says which directory is already served.
 pub(super) fn lock_data_dir(
     data_dir: &std::path::Path,
@@ -175,31 +220,12 @@ impl Vault {
         let (token_records, seqs, has_check) = db
             .read(move |tx| {
                 // Fail early with a clear message if the key does not match the data, rather
-                // than on the first read of a launcher: the key check, or on a store made
-                // before it existed, one stored value.
-                let has_check = match db::get_key_check(tx)? {
-                    Some(sealed) if check.opens_check(&sealed) => true,
-                    Some(_) => return Err(wrong()),
-                    None => false,
+                // than on the first read of a launcher.
+                let has_check = match key_fit(tx, &check)? {
+                    KeyFit::Checked => true,
+                    KeyFit::Unchecked => false,
+                    KeyFit::Wrong => return Err(wrong()),
                 };
-                let sample = tx
-                    .query_row(
-                        "SELECT owner, key, version FROM versions LIMIT 1",
-                        [],
-                        |row| {
-                            Ok((
-                                row.get::<_, String>(0)?,
-                                row.get::<_, String>(1)?,
-                                row.get(2)?,
-                            ))
-                        },
-                    )
-                    .ok();
-                if let Some((owner, key, version)) = sample {
-                    if let Some(row) = db::get_version(tx, &owner, &key, version)? {
-                        open_version(&check, &owner, &key, &row).map_err(|_| wrong())?;
-                    }
-                }
                 let mut states = Vec::new();
                 for (owner, seq) in db::all_owner_seqs(tx)? {
                     let state = OwnerState::read(tx, &owner, seq)?;

@@ -14,6 +14,7 @@
 //! masked preview, or answer the run-time read) and never logged.
 
 mod audit;
+pub mod backup;
 mod health;
 mod lifecycle;
 mod runtime;
