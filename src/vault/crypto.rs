@@ -235,6 +235,40 @@ impl MasterKey {
         }
     }
 
+    /// Re-wrap a stored value's data key under `new` (for `rekey`): the data key is opened
+    /// with this key and sealed again with `new` under a fresh key nonce; the value's own
+    /// nonce and ciphertext do not change. Fails if this key does not open it.
+    pub fn rewrap(&self, new: &MasterKey, aad: &Aad<'_>, sealed: &Sealed) -> Result<Sealed> {
+        let fail = || Error::Decrypt {
+            owner: aad.owner.to_string(),
+            key: aad.key.to_string(),
+            version: aad.version,
+        };
+        if sealed.key_nonce.len() != NONCE_LEN {
+            return Err(fail());
+        }
+        let aad_bytes = aad.bytes();
+        let mut data_key = Zeroizing::new(Vec::with_capacity(KEY_LEN + TAG_LEN));
+        data_key.extend_from_slice(&sealed.wrapped_key);
+        self.cipher
+            .decrypt_in_place(
+                sealed.key_nonce.as_slice().into(),
+                &aad_bytes,
+                &mut *data_key,
+            )
+            .map_err(|_| fail())?;
+        let key_nonce = random_bytes::<NONCE_LEN>()?;
+        new.cipher
+            .encrypt_in_place(key_nonce.as_ref().into(), &aad_bytes, &mut *data_key)
+            .map_err(|_| Error::Encrypt)?;
+        Ok(Sealed {
+            nonce: sealed.nonce.clone(),
+            ciphertext: sealed.ciphertext.clone(),
+            key_nonce: key_nonce.to_vec(),
+            wrapped_key: data_key.to_vec(),
+        })
+    }
+
     /// Seal the store's key check: a known plaintext under this key, kept in the database so
     /// a wrong key is refused at start even while the store holds no value yet.
     pub fn seal_check(&self) -> Result<Sealed> {

@@ -327,6 +327,36 @@ pub fn put_key_check(tx: &Transaction<'_>, sealed: &Sealed) -> Result<()> {
     Ok(())
 }
 
+/// Every stored version's identity (owner, key, version), for `rekey`.
+pub fn all_version_ids(conn: &Connection) -> Result<Vec<(String, String, i64)>> {
+    let mut stmt =
+        conn.prepare("SELECT owner, key, version FROM versions ORDER BY owner, key, version")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Replace one version's wrapped data key (and its nonce), for `rekey`.
+pub fn set_wrapped_key(
+    tx: &Transaction<'_>,
+    owner: &str,
+    key: &str,
+    version: i64,
+    sealed: &Sealed,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE versions SET key_nonce = ?4, wrapped_key = ?5
+         WHERE owner = ?1 AND key = ?2 AND version = ?3",
+    )?
+    .execute(params![
+        owner,
+        key,
+        version,
+        sealed.key_nonce,
+        sealed.wrapped_key
+    ])?;
+    Ok(())
+}
+
 /// One entry's metadata row.
 #[derive(Debug, Clone)]
 pub struct EntryRow {

@@ -145,3 +145,157 @@ fn wrong_key_is_refused_on_an_empty_store_naming_its_source() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Which of `keys` opens the store in `data`: each is tried with a real `serve`; for the
+/// one that opens, every run-time value `reader` sees is returned.
+fn opened_by(
+    data: &std::path::Path,
+    keys: &[&std::path::Path],
+    reader: &str,
+) -> Vec<(usize, std::collections::BTreeMap<String, String>)> {
+    let mut opened = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut serve = serve_cmd(data, "127.0.0.1:0");
+        serve.arg("--master-key-file").arg(key);
+        match spawn_serve(&mut serve) {
+            Ok((mut child, addr)) => {
+                let body: serde_json::Value = reqwest::blocking::Client::new()
+                    .get(format!("{addr}/v1/runtime/secrets"))
+                    .bearer_auth(reader)
+                    .send()
+                    .expect("GET")
+                    .json()
+                    .expect("JSON");
+                let _ = child.kill();
+                let _ = child.wait();
+                let values = body["secrets"]
+                    .as_array()
+                    .expect("secrets")
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["name"].as_str().expect("name").to_string(),
+                            s["value"].as_str().expect("value").to_string(),
+                        )
+                    })
+                    .collect();
+                opened.push((i, values));
+            }
+            Err(err) => assert!(err.contains("wrong key?"), "{err}"),
+        }
+    }
+    opened
+}
+
+fn rekey_cmd(
+    data: &std::path::Path,
+    old: &std::path::Path,
+    new: &std::path::Path,
+) -> std::process::Command {
+    let mut cmd = crate::common::vault::vault_cmd();
+    cmd.args(["rekey", "--data-dir"])
+        .arg(data)
+        .arg("--master-key-file")
+        .arg(old)
+        .arg("--new-master-key-file")
+        .arg(new);
+    cmd
+}
+
+/// Issue 15: a rekey killed with SIGKILL at random points (20 times) leaves a store that
+/// opens with exactly one of the two keys and loses nothing; a finished one leaves only the
+/// new key able to open it.
+#[test]
+fn rekey_survives_sigkill_at_random_points_and_retires_the_old_key() {
+    let dir = Dir::new("rekey");
+    let data = dir.join("data");
+    let key_a = dir.join("key-a");
+    let key_b = dir.join("key-b");
+    write_key(&key_a, &"a1".repeat(32), 0o600);
+    write_key(&key_b, &"b2".repeat(32), 0o600);
+    let key_a_arg = key_a.to_str().expect("utf-8").to_string();
+    let admin = init_with(&data, &["--master-key-file", &key_a_arg]);
+    let vault = serve_existing(
+        Dir::new("rekey-server"),
+        data.clone(),
+        admin,
+        &["--master-key-file", &key_a_arg],
+    );
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let value = format!("rekey-value-{i:03}");
+        vault.set("rk", &format!("K_{i}"), &value);
+        expected.insert(format!("K_{i}"), value);
+    }
+    // A second version of some keys: old versions are re-wrapped too.
+    for i in 0..10 {
+        let value = format!("rekey-value-{i:03}-v2");
+        vault.set("rk", &format!("K_{i}"), &value);
+        expected.insert(format!("K_{i}"), value);
+    }
+    let (_, reader) = vault.issue(&["secrets:read:rk/*"], None);
+    drop(vault);
+
+    let keys = [key_a.as_path(), key_b.as_path()];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        | 1;
+    let mut rng = seed;
+    let mut current = 0;
+    for round in 0..20 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // 50 versions at 4 ms each: the transaction lasts about 200 ms; kill anywhere in
+        // 0–300 ms (before the lock, mid-transaction, or after the commit).
+        let kill_after = std::time::Duration::from_millis(rng % 300);
+        let mut rekey = rekey_cmd(&data, keys[current], keys[1 - current]);
+        rekey
+            .env("AGENT_VAULT_TEST_REKEY_ROW_DELAY_MS", "4")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = rekey.spawn().expect("spawn rekey");
+        std::thread::sleep(kill_after);
+        let _ = child.kill();
+        let _ = child.wait();
+        let opened = opened_by(&data, &keys, &reader);
+        assert_eq!(
+            opened.len(),
+            1,
+            "round {round} (seed {seed}, killed after {kill_after:?}): opened by keys {:?}",
+            opened.iter().map(|(i, _)| *i).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            opened[0].1, expected,
+            "round {round} (seed {seed}): values lost or changed"
+        );
+        eprintln!(
+            "round {round}: killed after {kill_after:?}, opened by key {}",
+            opened[0].0
+        );
+        current = opened[0].0;
+    }
+
+    // A rekey run to its end to a key file it creates: only that key opens the store.
+    let key_c = dir.join("key-c");
+    let out = crate::common::run(&mut rekey_cmd(&data, keys[current], &key_c), None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(file_mode(&key_c), 0o600);
+    let all = [key_a.as_path(), key_b.as_path(), key_c.as_path()];
+    let opened = opened_by(&data, &all, &reader);
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].0, 2, "only the new key opens the store");
+    assert_eq!(opened[0].1, expected);
+
+    // The old key cannot start another rekey, and a refused one changes nothing.
+    let key_d = dir.join("key-d");
+    let out = crate::common::run(&mut rekey_cmd(&data, keys[current], &key_d), None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong key?"),
+        "{out:?}"
+    );
+    assert!(!key_d.exists(), "a refused rekey made a key file");
+}

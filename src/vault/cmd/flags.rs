@@ -64,6 +64,25 @@ pub enum Command {
     ///
     /// Example: agent-vault restore /backups/vault-2026-01-31.db --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key
     Restore(RestoreArgs),
+    /// Re-wrap every data key under a new master key, in one transaction (the server must be
+    /// stopped). A crash leaves the store opened by exactly one of the two keys; afterwards
+    /// only the new key opens it.
+    ///
+    /// Example: agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new
+    Rekey(RekeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// The current key (see `--master-key-file` precedence).
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
+    /// The new master key: used if the file exists (mode 0600 or stricter), else created
+    /// (0600) with a random key.
+    #[arg(long, env = "AGENT_VAULT_NEW_MASTER_KEY_FILE", value_name = "FILE")]
+    pub new_master_key_file: PathBuf,
 }
 
 #[derive(Debug, Args)]

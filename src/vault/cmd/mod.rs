@@ -12,6 +12,7 @@ mod backup;
 pub mod flags;
 mod init;
 mod output;
+mod rekey;
 mod secrets;
 pub mod serve;
 mod tokens;
@@ -94,6 +95,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Audit(args) => audit::run(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Rekey(args) => rekey::rekey(args),
     }
 }
 

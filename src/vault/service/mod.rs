@@ -17,6 +17,7 @@ mod audit;
 pub mod backup;
 mod health;
 mod lifecycle;
+pub mod rekey;
 mod runtime;
 mod secrets;
 mod tokens;
