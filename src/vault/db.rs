@@ -93,6 +93,14 @@ CREATE TABLE key_check (
     key_nonce BLOB NOT NULL,
     wrapped_key BLOB NOT NULL
 );
+-- Which migration ran when, by which agent-vault (`PRAGMA user_version` stays the count that
+-- decides; this is its history, for an operator reading an upgraded store). Migrations that
+-- ran before this table existed get a row saying so.
+CREATE TABLE schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL,
+    by_version TEXT NOT NULL
+);
 "#,
 ];
 
@@ -118,7 +126,7 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db> {
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
-        migrate(&mut writer)?;
+        migrate(&mut writer, path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open(path)?;
@@ -268,15 +276,63 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     if version < 1 || !has_meta {
         return Err(not_ours());
     }
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+            binary: env!("CARGO_PKG_VERSION"),
+        });
+    }
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
+/// This binary's schema version: how many migrations it knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Apply the migrations a database lacks, each in its own transaction with its
+/// `user_version` bump and its `schema_migrations` row; refuse one written by a newer binary
+/// ([`Error::SchemaTooNew`]) before changing anything.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if done > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: done,
+            known: SCHEMA_VERSION,
+            binary: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        let version = (index + 1) as i64;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        let has_history = tx
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if has_history {
+            for earlier in 1..version {
+                tx.execute(
+                    "INSERT OR IGNORE INTO schema_migrations (version, applied_at, by_version)
+                     VALUES (?1, 0, 'before schema history')",
+                    params![earlier],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at, by_version) VALUES (?1, ?2, ?3)",
+                params![version, now, env!("CARGO_PKG_VERSION")],
+            )?;
+        }
+        tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
     }
     Ok(())

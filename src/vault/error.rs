@@ -62,6 +62,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The database was written by a newer agent-vault (more migrations than this binary
+    /// knows): opening it could corrupt what that version relies on, so it is refused.
+    #[error("{path} has schema version {found}, newer than this agent-vault ({binary}, schema {known}) knows; run the agent-vault that wrote it, or a newer one (downgrade: restore a backup taken before the upgrade)")]
+    SchemaTooNew {
+        path: std::path::PathBuf,
+        found: i64,
+        known: i64,
+        binary: &'static str,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -299,3 +299,128 @@ fn rekey_survives_sigkill_at_random_points_and_retires_the_old_key() {
     );
     assert!(!key_d.exists(), "a refused rekey made a key file");
 }
+
+fn user_version(db: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .expect("open")
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version")
+}
+
+/// Issue 15: the database made by the first agent-vault in the history (commit cf3d957,
+/// schema version 1; see tests/fixtures/vault-first-release/make.sh) opens with this binary,
+/// which migrates it and reads back every value.
+#[test]
+fn a_newer_binary_migrates_the_first_release_database() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-first-release");
+    let dir = Dir::new("migrate-fixture");
+    let data = dir.join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    for entry in std::fs::read_dir(fixture.join("data")).expect("fixture data") {
+        let entry = entry.expect("entry");
+        let to = data.join(entry.file_name());
+        std::fs::copy(entry.path(), &to).expect("copy");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    assert_eq!(
+        user_version(&data.join("vault.db")),
+        1,
+        "the fixture is schema 1"
+    );
+    let key = std::fs::read_to_string(fixture.join("master-key")).expect("key");
+    let token = std::fs::read_to_string(fixture.join("read.token")).expect("token");
+    let token = token
+        .lines()
+        .next()
+        .expect("a token line")
+        .trim()
+        .to_string();
+
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve.env("AGENT_VAULT_MASTER_KEY", key.trim());
+    let (mut child, addr) = spawn_serve(&mut serve).expect("the first release's store opens");
+    let body: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{addr}/v1/runtime/secrets"))
+        .bearer_auth(&token)
+        .send()
+        .expect("GET")
+        .json()
+        .expect("JSON");
+    let _ = child.kill();
+    let _ = child.wait();
+    let values: std::collections::BTreeMap<&str, &str> = body["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name"),
+                s["value"].as_str().expect("value"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        std::collections::BTreeMap::from([
+            ("API_KEY", "sk-fixture-first-release-0002"),
+            ("DB_PASSWORD", "p@ss w0rd \"quoted\""),
+            ("REGION", "eu-west-1"),
+            ("SHARED_URL", "https://fixture.example"),
+        ]),
+        "{body}"
+    );
+    // Migrated: the newest schema, its history, and a key check that now refuses a wrong key.
+    let db = data.join("vault.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let latest: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version");
+    assert!(latest >= 2, "{latest}");
+    let history: Vec<(i64, String)> = conn
+        .prepare("SELECT version, by_version FROM schema_migrations ORDER BY version")
+        .expect("history")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("history rows");
+    assert_eq!(history.len() as i64, latest);
+    assert_eq!(history[0], (1, "before schema history".to_string()));
+    assert_eq!(history[1].1, env!("CARGO_PKG_VERSION"));
+    drop(conn);
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve.env("AGENT_VAULT_MASTER_KEY", OTHER_KEY);
+    let out = spawn_serve(&mut serve).expect_err("a wrong key is refused");
+    assert!(out.contains("wrong key?"), "{out}");
+}
+
+/// Issue 15: a database written by a newer agent-vault (a schema version this binary does
+/// not know) is refused with a message saying so, and left untouched. Before, it was opened
+/// as if it were current.
+#[test]
+fn an_older_binary_refuses_a_newer_database() {
+    let dir = Dir::new("schema-newer");
+    let data = dir.join("data");
+    init_with(&data, &[]);
+    let db = data.join("vault.db");
+    let newer = 99;
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .pragma_update(None, "user_version", newer)
+        .expect("set user_version");
+    let before = std::fs::read(&db).expect("db");
+    let out = spawn_serve(&mut serve_cmd(&data, "127.0.0.1:0")).expect_err("refused");
+    assert!(
+        out.contains(&format!(
+            "has schema version {newer}, newer than this agent-vault"
+        )) && out.contains("run the agent-vault that wrote it"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&db).expect("db"),
+        before,
+        "the database was changed"
+    );
+    assert_eq!(user_version(&db), newer);
+}
