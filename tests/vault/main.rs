@@ -11,6 +11,7 @@ mod backup;
 mod cli;
 mod empty_value;
 mod metrics;
+mod migrate;
 mod ops;
 mod runtime;
 mod server;

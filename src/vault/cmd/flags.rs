@@ -70,6 +70,57 @@ pub enum Command {
     ///
     /// Example: agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new
     Rekey(RekeyArgs),
+    /// Move the store elsewhere (offline: the server stopped, the master key at hand).
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Copy every agent's environment to OpenBao KV v2 at MOUNT/PREFIX/AGENT, write each
+    /// agent's read-only policy `agent-AGENT`, and print the agent-run command line each
+    /// agent needs next. Values never pass through the terminal. Audited.
+    ///
+    /// Example: BAO_TOKEN=... agent-vault migrate openbao --data-dir /var/lib/agent-vault --address https://bao.internal:8200 --mount secret
+    Openbao(MigrateOpenbaoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateOpenbaoArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
+    /// OpenBao (or Vault) address, e.g. https://bao.internal:8200.
+    #[arg(long, env = "AGENT_VAULT_BAO_ADDR", value_name = "URL")]
+    pub address: String,
+    /// The KV v2 mount.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_BAO_MOUNT",
+        default_value = "secret",
+        value_name = "MOUNT"
+    )]
+    pub mount: String,
+    /// The path inside the mount under which each agent gets PREFIX/AGENT.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_BAO_PREFIX",
+        default_value = "agents",
+        value_name = "PREFIX"
+    )]
+    pub prefix: String,
+    /// Read the OpenBao token (one that may write the mount and policies) from this file;
+    /// without it, BAO_TOKEN (or VAULT_TOKEN).
+    #[arg(long, env = "AGENT_VAULT_BAO_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Extra PEM CA certificate to trust for OpenBao's TLS.
+    #[arg(long, env = "AGENT_VAULT_BAO_CACERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Allow plain http:// to a non-loopback OpenBao (values would cross the network in
+    /// clear).
+    #[arg(long, env = "AGENT_VAULT_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Args)]

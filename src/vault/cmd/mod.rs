@@ -11,6 +11,7 @@ mod audit;
 mod backup;
 pub mod flags;
 mod init;
+mod migrate;
 mod output;
 mod rekey;
 mod secrets;
@@ -96,6 +97,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
         Command::Rekey(args) => rekey::rekey(args),
+        Command::Migrate(flags::MigrateCommand::Openbao(args)) => migrate::openbao(args),
     }
 }
 

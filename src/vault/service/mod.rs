@@ -15,6 +15,7 @@
 
 mod audit;
 pub mod backup;
+mod export;
 mod health;
 mod lifecycle;
 pub mod rekey;
