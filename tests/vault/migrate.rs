@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::openbao::Bao;
+use crate::common::openbao::{Bao, RaftCluster};
 use crate::common::vault::{start_vault, vault_cmd};
 use crate::common::{agent_run, run, Dir, Mode};
 
@@ -22,6 +22,26 @@ fn env_of(stdout: &str, keys: &[&str]) -> BTreeMap<String, String> {
 fn migrate_openbao_gives_each_agent_the_same_environment() {
     let dir = Dir::new("migrate-openbao");
     let bao = Bao::dev(&dir);
+    migrate_and_compare(&dir, &bao, &bao);
+}
+
+/// The same against a three-node Raft cluster: written through the active node, read by
+/// agent-run through a standby (which forwards to the active node).
+#[test]
+fn migrate_openbao_to_a_three_node_raft_cluster() {
+    let dir = Dir::new("migrate-raft");
+    let cluster = RaftCluster::start(&dir);
+    let leader = cluster.leader();
+    let standby = (leader + 1) % 3;
+    // A new KV v2 mount takes a moment to finish its upgrade; wait for a first write.
+    cluster.nodes[leader].put("secret", "warm-up", serde_json::json!({"ready": "yes"}));
+    migrate_and_compare(&dir, &cluster.nodes[leader], &cluster.nodes[standby]);
+}
+
+/// A store with two agents and project variables; `migrate openbao` into `bao` (refused
+/// while the server runs); then agent-run on `reader_node` with a token holding only the
+/// agent's policy gets what it got from the store, and nothing of the other agent.
+fn migrate_and_compare(dir: &Dir, bao: &Bao, reader_node: &Bao) {
     let mut vault = start_vault();
     vault.set("bot", "API_KEY", "sk-migrate-bot-0001");
     vault.set("bot", "API_KEY", "sk-migrate-bot-0002");
@@ -41,7 +61,7 @@ fn migrate_openbao_gives_each_agent_the_same_environment() {
     let keys = ["API_KEY", "SHARED", "PROJECT_URL", "OTHER_KEY"];
     let from_store = agent_run(Mode::Plain, ["--store", &vault.addr, "--", "/usr/bin/env"])
         .env("AGENT_RUN_TOKEN", &reader)
-        .run(&dir);
+        .run(dir);
     from_store.assert_code(0);
     let expected = env_of(&from_store.stdout, &keys);
     assert_eq!(expected.len(), 3, "{expected:?}");
@@ -100,7 +120,7 @@ fn migrate_openbao_gives_each_agent_the_same_environment() {
         Mode::Plain,
         [
             "--store",
-            &bao.store(),
+            &reader_node.store(),
             "--path",
             "secret/agents/bot",
             "--",
@@ -108,7 +128,7 @@ fn migrate_openbao_gives_each_agent_the_same_environment() {
         ],
     )
     .env("BAO_TOKEN", &bot_token)
-    .run(&dir);
+    .run(dir);
     from_bao.assert_code(0);
     assert_eq!(env_of(&from_bao.stdout, &keys), expected);
 
@@ -125,7 +145,7 @@ fn migrate_openbao_gives_each_agent_the_same_environment() {
         ],
     )
     .env("BAO_TOKEN", &bot_token)
-    .run(&dir);
+    .run(dir);
     refused.assert_code(125);
     assert!(!refused.stdout.contains("other-agent-value"));
 }
