@@ -56,19 +56,22 @@ pub enum Command {
     /// Copy the database to a new file (0600), consistently, while the server runs and takes
     /// writes (SQLite's online backup API). The master key is never inside a backup: keep
     /// the key apart from it.
-    ///
-    /// Example: agent-vault backup --data-dir /var/lib/agent-vault /backups/vault-$(date +%F).db
+    #[command(
+        after_help = "Example:\n  agent-vault backup --data-dir /var/lib/agent-vault /backups/vault-$(date +%F).db"
+    )]
     Backup(BackupArgs),
     /// Restore a backup into a new or empty data directory, after checking that the master
     /// key opens it. Start `serve` on the directory afterwards with the same key.
-    ///
-    /// Example: agent-vault restore /backups/vault-2026-01-31.db --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key
+    #[command(
+        after_help = "Example:\n  agent-vault restore /backups/vault-2026-01-31.db --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key"
+    )]
     Restore(RestoreArgs),
     /// Re-wrap every data key under a new master key, in one transaction (the server must be
     /// stopped). A crash leaves the store opened by exactly one of the two keys; afterwards
     /// only the new key opens it.
-    ///
-    /// Example: agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new
+    #[command(
+        after_help = "Example:\n  agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new"
+    )]
     Rekey(RekeyArgs),
     /// Move the store elsewhere (offline: the server stopped, the master key at hand).
     #[command(subcommand)]
@@ -80,8 +83,9 @@ pub enum MigrateCommand {
     /// Copy every agent's environment to OpenBao KV v2 at MOUNT/PREFIX/AGENT, write each
     /// agent's read-only policy `agent-AGENT`, and print the agent-run command line each
     /// agent needs next. Values never pass through the terminal. Audited.
-    ///
-    /// Example: BAO_TOKEN=... agent-vault migrate openbao --data-dir /var/lib/agent-vault --address https://bao.internal:8200 --mount secret
+    #[command(
+        after_help = "Example:\n  BAO_TOKEN=... agent-vault migrate openbao --data-dir /var/lib/agent-vault --address https://bao.internal:8200 --mount secret"
+    )]
     Openbao(MigrateOpenbaoArgs),
 }
 
