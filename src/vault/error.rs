@@ -57,13 +57,23 @@ pub enum Error {
     },
     #[error("encryption failed")]
     Encrypt,
-    #[error("master key {source_name}: {reason}")]
+    /// `source_name` is a `crypto::KeySource` text ("the master key from …"), never the key.
+    #[error("{source_name}: {reason}")]
     MasterKey { source_name: String, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The database was written by a newer agent-vault (more migrations than this binary
+    /// knows): opening it could corrupt what that version relies on, so it is refused.
+    #[error("{path} has schema version {found}, newer than this agent-vault ({binary}, schema {known}) knows; run the agent-vault that wrote it, or a newer one (downgrade: restore a backup taken before the upgrade)")]
+    SchemaTooNew {
+        path: std::path::PathBuf,
+        found: i64,
+        known: i64,
+        binary: &'static str,
     },
     #[error("internal error: {0}")]
     Internal(String),

@@ -29,6 +29,8 @@ pub mod cmd;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod metrics;
+pub mod probes;
 pub mod service;
 pub mod tokens;
 

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 use super::{contains, run, run_ok, Dir};
 
+pub mod ops;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-vault");
 
 /// The agent-vault under test: `AGENT_VAULT_BIN` when set (the release build, see

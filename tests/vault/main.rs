@@ -8,10 +8,14 @@ mod common;
 
 mod agents;
 mod api;
+mod backup;
 mod cli;
 mod data_dir;
 mod empty_value;
 mod logs;
+mod metrics;
+mod migrate;
+mod ops;
 mod runtime;
 mod server;
 mod tls;

@@ -77,6 +77,30 @@ pub enum Command {
     /// Make TLS certificates for `serve`.
     #[command(subcommand)]
     Tls(TlsCommand),
+    // ---- operations (issue 15) ----
+    /// Copy the database to a new file (0600), consistently, while the server runs and takes
+    /// writes (SQLite's online backup API). The master key is never inside a backup: keep
+    /// the key apart from it.
+    #[command(
+        after_help = "Example:\n  agent-vault backup --data-dir /var/lib/agent-vault /backups/vault-$(date +%F).db"
+    )]
+    Backup(BackupArgs),
+    /// Restore a backup into a new or empty data directory, after checking that the master
+    /// key opens it. Start `serve` on the directory afterwards with the same key.
+    #[command(
+        after_help = "Example:\n  agent-vault restore /backups/vault-2026-01-31.db --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key"
+    )]
+    Restore(RestoreArgs),
+    /// Re-wrap every data key under a new master key, in one transaction (the server must be
+    /// stopped). A crash leaves the store opened by exactly one of the two keys; afterwards
+    /// only the new key opens it.
+    #[command(
+        after_help = "Example:\n  agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new"
+    )]
+    Rekey(RekeyArgs),
+    /// Move the store elsewhere (offline: the server stopped, the master key at hand).
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
 }
 
 /// `agent-vault tls …` (issue 13 item 6).
@@ -119,6 +143,89 @@ pub enum AgentsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Copy every agent's environment to OpenBao KV v2 at MOUNT/PREFIX/AGENT, write each
+    /// agent's read-only policy `agent-AGENT`, and print the agent-run command line each
+    /// agent needs next. Values never pass through the terminal. Audited.
+    #[command(
+        after_help = "Example:\n  BAO_TOKEN=... agent-vault migrate openbao --data-dir /var/lib/agent-vault --address https://bao.internal:8200 --mount secret"
+    )]
+    Openbao(MigrateOpenbaoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateOpenbaoArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
+    /// OpenBao (or Vault) address, e.g. https://bao.internal:8200.
+    #[arg(long, env = "AGENT_VAULT_BAO_ADDR", value_name = "URL")]
+    pub address: String,
+    /// The KV v2 mount.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_BAO_MOUNT",
+        default_value = "secret",
+        value_name = "MOUNT"
+    )]
+    pub mount: String,
+    /// The path inside the mount under which each agent gets PREFIX/AGENT.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_BAO_PREFIX",
+        default_value = "agents",
+        value_name = "PREFIX"
+    )]
+    pub prefix: String,
+    /// Read the OpenBao token (one that may write the mount and policies) from this file;
+    /// without it, BAO_TOKEN (or VAULT_TOKEN).
+    #[arg(long, env = "AGENT_VAULT_BAO_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Extra PEM CA certificate to trust for OpenBao's TLS.
+    #[arg(long, env = "AGENT_VAULT_BAO_CACERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Allow plain http:// to a non-loopback OpenBao (values would cross the network in
+    /// clear).
+    #[arg(long, env = "AGENT_VAULT_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// The current key (see `--master-key-file` precedence).
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
+    /// The new master key: used if the file exists (mode 0600 or stricter), else created
+    /// (0600) with a random key.
+    #[arg(long, env = "AGENT_VAULT_NEW_MASTER_KEY_FILE", value_name = "FILE")]
+    pub new_master_key_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The new backup file (refused if it exists).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file made by `agent-vault backup`.
+    #[arg(value_name = "PATH")]
+    pub backup: PathBuf,
+    /// The data directory to restore into: new, or existing and empty.
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct DataDirArgs {
     /// Directory holding master.key and vault.db. Default: $XDG_DATA_HOME/agent-vault, else
@@ -133,10 +240,24 @@ pub struct DataDirArgs {
     pub data_dir: PathBuf,
 }
 
+/// Where the master key is (issue 15): outside the data directory, so a copy of the data
+/// (a backup, a disk image) holds no key.
+#[derive(Debug, Args)]
+pub struct MasterKeyArgs {
+    /// Read the master key (64 hex digits or base64 of 32 bytes; mode 0600 or stricter) from
+    /// this file instead of DATA_DIR/master.key. With `init`, the file is used if it exists
+    /// and created (0600) if not. Precedence: this flag, then AGENT_VAULT_MASTER_KEY, then
+    /// the systemd credential $CREDENTIALS_DIRECTORY/master-key, then DATA_DIR/master.key.
+    #[arg(long, env = "AGENT_VAULT_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
     pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
     /// Write the admin token to this file (created with mode 0600) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -146,6 +267,8 @@ pub struct InitArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataDirArgs,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
     /// Address to listen on. Port 0 picks a free port; the real address is printed on stderr.
     #[arg(
         long,
@@ -394,6 +517,8 @@ pub enum TokensCommand {
             value_parser = super::paths::data_dir
         )]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        key: MasterKeyArgs,
         #[command(flatten)]
         connect: ConnectArgs,
     },

@@ -11,7 +11,10 @@ use super::{runtime, Error, Result};
 pub(super) fn init(args: InitArgs) -> Result<()> {
     let dir = args.data.data_dir;
     let token = runtime()?
-        .block_on(crate::vault::service::init(&dir))
+        .block_on(crate::vault::service::init(
+            &dir,
+            args.key.master_key_file.as_deref(),
+        ))
         .map_err(Error::store(format!("initializing {}", dir.display())))?;
     // The directory may be the per-user default: say which one was made.
     eprintln!("agent-vault: initialized {}", dir.display());

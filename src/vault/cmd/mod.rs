@@ -9,11 +9,14 @@
 
 mod agents;
 mod audit;
+mod backup;
 pub mod flags;
 mod init;
 pub mod logging;
 mod output;
 mod paths;
+mod migrate;
+mod rekey;
 mod secrets;
 pub mod serve;
 mod tls;
@@ -97,6 +100,10 @@ pub fn run(command: Command) -> Result<()> {
         Command::Audit(args) => audit::run(args),
         Command::Agents(cmd) => agents::run(cmd),
         Command::Tls(cmd) => tls::run(cmd),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
+        Command::Rekey(args) => rekey::rekey(args),
+        Command::Migrate(flags::MigrateCommand::Openbao(args)) => migrate::openbao(args),
     }
 }
 

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::vault::audit as audit_log;
 use crate::vault::audit::{AuditQueue, AuditRecord};
-use crate::vault::crypto::MasterKey;
+use crate::vault::crypto::{KeySource, MasterKey};
 use crate::vault::db;
 use crate::vault::db::Db;
 use crate::vault::error::{Error, Result};
@@ -19,8 +19,10 @@ use tokio::sync::{watch, Semaphore};
 use tracing::info;
 
 /// Create the data directory, master key, database and first admin token. Returns the token
-/// (the only time it exists in clear).
-pub async fn init(data_dir: &Path) -> Result<SecretString> {
+/// (the only time it exists in clear). The key comes from `KeySource::resolve`: an existing
+/// `key_file`, the environment or the systemd credential is used as it is; a missing
+/// `key_file` or `DATA_DIR/master.key` is created.
+pub async fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<SecretString> {
     use std::os::unix::fs::PermissionsExt;
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -38,6 +40,13 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
             DB_FILE
         )));
     }
+    let source = KeySource::resolve(key_file, data_dir);
+    // An existing key is read (and checked) before anything is created.
+    let given = match &source {
+        KeySource::DataDir(_) => None,
+        KeySource::Flag(path) if !path.exists() => None,
+        other => Some(MasterKey::load(other)?),
+    };
     match std::fs::metadata(data_dir) {
         // Someone else's directory keeps its mode (it may be shared); one that others can
         // write to is no place for a master key and a database, so it is refused instead.
@@ -69,10 +78,12 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
                 .map_err(io(data_dir))?;
         }
     }
-    let master = match MasterKey::from_env() {
-        Some(key) => key?,
-        None => MasterKey::create_file(&key_path)?,
+    let master = match (given, &source) {
+        (Some(key), _) => key,
+        (None, KeySource::Flag(path)) => MasterKey::create_file(path)?,
+        (None, _) => MasterKey::create_file(&key_path)?,
     };
+    let check = master.seal_check()?;
     drop(master);
     let db = Db::open(&db_path)?;
     // The file (and the WAL, which SQLite creates with the database file's mode) is private
@@ -88,6 +99,7 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
     )?;
     let record = new.record.clone();
     db.write(move |tx| {
+        db::put_key_check(tx, &check)?;
         db::insert_token(tx, &record)?;
         audit_log::write(
             tx,
@@ -106,6 +118,51 @@ pub async fn init(data_dir: &Path) -> Result<SecretString> {
     .await?;
     info!(token_id = %new.record.id, "store initialized");
     Ok(new.token)
+}
+
+/// How a master key fits a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyFit {
+    /// It opens the key check.
+    Checked,
+    /// The store has no key check yet (made before it): it opens the first stored value, or
+    /// there is none.
+    Unchecked,
+    /// It does not open the store.
+    Wrong,
+}
+
+/// Does `master` open the store on `conn`? By the key check (migration 2), or on a store made
+/// before it, by one stored value.
+pub(super) fn key_fit(conn: &rusqlite::Connection, master: &MasterKey) -> Result<KeyFit> {
+    if let Some(sealed) = db::get_key_check(conn)? {
+        return Ok(if master.opens_check(&sealed) {
+            KeyFit::Checked
+        } else {
+            KeyFit::Wrong
+        });
+    }
+    let sample = conn
+        .query_row(
+            "SELECT owner, key, version FROM versions LIMIT 1",
+            [],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                ))
+            },
+        )
+        .ok();
+    if let Some((owner, key, version)) = sample {
+        if let Some(row) = db::get_version(conn, &owner, &key, version)? {
+            if open_version(master, &owner, &key, &row).is_err() {
+                return Ok(KeyFit::Wrong);
+            }
+        }
+    }
+    Ok(KeyFit::Unchecked)
 }
 
 /// Takes `DATA_DIR/serve.lock` exclusively, or says which directory is already served.
@@ -132,7 +189,7 @@ pub(super) fn lock_data_dir(
 }
 
 impl Vault {
-    /// Open an initialized data directory: load the master key (env var or file), check it
+    /// Open an initialized data directory: load the master key (`KeySource::resolve`), check it
     /// against the stored data, load tokens and revisions, start the audit writer.
     pub async fn open(config: VaultConfig) -> Result<Vault> {
         let db_path = config.data_dir.join(DB_FILE);
@@ -144,42 +201,44 @@ impl Vault {
             )));
         }
         let lock = lock_data_dir(&config.data_dir)?;
-        let master = Arc::new(MasterKey::load(&config.data_dir.join(MASTER_KEY_FILE))?);
+        let source = KeySource::resolve(config.master_key_file.as_deref(), &config.data_dir);
+        let master = Arc::new(MasterKey::load(&source)?);
         let db = Db::open(&db_path)?;
         let check = master.clone();
-        let (token_records, seqs) = db
+        let wrong = {
+            let source = source.to_string();
+            let db_path = db_path.clone();
+            move || Error::MasterKey {
+                source_name: source,
+                reason: format!(
+                    "does not open {} (wrong key?); give the key this store was created or \
+                     last rekeyed with",
+                    db_path.display()
+                ),
+            }
+        };
+        let (token_records, seqs, has_check) = db
             .read(move |tx| {
                 // Fail early with a clear message if the key does not match the data, rather
                 // than on the first read of a launcher.
-                let sample = tx
-                    .query_row(
-                        "SELECT owner, key, version FROM versions LIMIT 1",
-                        [],
-                        |row| {
-                            Ok((
-                                row.get::<_, String>(0)?,
-                                row.get::<_, String>(1)?,
-                                row.get(2)?,
-                            ))
-                        },
-                    )
-                    .ok();
-                if let Some((owner, key, version)) = sample {
-                    if let Some(row) = db::get_version(tx, &owner, &key, version)? {
-                        open_version(&check, &owner, &key, &row).map_err(|_| Error::MasterKey {
-                            source_name: "master key".into(),
-                            reason: "does not decrypt the values in vault.db (wrong key?)".into(),
-                        })?;
-                    }
-                }
+                let has_check = match key_fit(tx, &check)? {
+                    KeyFit::Checked => true,
+                    KeyFit::Unchecked => false,
+                    KeyFit::Wrong => return Err(wrong()),
+                };
                 let mut states = Vec::new();
                 for (owner, seq) in db::all_owner_seqs(tx)? {
                     let state = OwnerState::read(tx, &owner, seq)?;
                     states.push((owner, state));
                 }
-                Ok((db::list_tokens(tx)?, states))
+                Ok((db::list_tokens(tx)?, states, has_check))
             })
             .await?;
+        if !has_check {
+            // A store made before the key check: add it now that the key proved right.
+            let sealed = master.seal_check()?;
+            db.write(move |tx| db::put_key_check(tx, &sealed)).await?;
+        }
         let table = TokenTable::default();
         for record in token_records {
             table.insert(record)?;
@@ -198,6 +257,9 @@ impl Vault {
                 revisions: Mutex::new(revisions),
                 token_events: watch::channel(0).0,
                 waiters: Arc::new(Semaphore::new(config.max_waiters)),
+                max_waiters: config.max_waiters,
+                metrics: Arc::default(),
+                db_path,
                 keep_versions: config.keep_versions.max(1),
                 audit,
                 shutdown: watch::channel(false).0,

@@ -15,7 +15,11 @@
 
 mod agents;
 mod audit;
+pub mod backup;
+mod export;
+mod health;
 mod lifecycle;
+pub mod rekey;
 mod runtime;
 mod secrets;
 mod tokens;
@@ -77,6 +81,8 @@ pub use crate::protocol::wire::format_ms;
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
     pub data_dir: PathBuf,
+    /// `--master-key-file`; `None`: the rest of `crypto::KeySource::resolve`'s precedence.
+    pub master_key_file: Option<PathBuf>,
     pub keep_versions: u32,
     pub max_waiters: usize,
 }
@@ -85,6 +91,7 @@ impl VaultConfig {
     pub fn new(data_dir: PathBuf) -> VaultConfig {
         VaultConfig {
             data_dir,
+            master_key_file: None,
             keep_versions: DEFAULT_KEEP_VERSIONS,
             max_waiters: DEFAULT_MAX_WAITERS,
         }
@@ -144,8 +151,14 @@ struct Shared {
     token_events: watch::Sender<u64>,
     /// Bounds concurrent long-poll waiters; beyond it a request gets 503 `too_many_waiters`.
     waiters: Arc<Semaphore>,
+    /// The bound of `waiters`, so `/metrics` can say how many wait now.
+    max_waiters: usize,
     keep_versions: u32,
     audit: AuditQueue,
+    /// `/metrics`' counters (no names, no values), bumped by `api` and here.
+    metrics: Arc<super::metrics::Metrics>,
+    /// `DATA_DIR/vault.db`, for the size gauge.
+    db_path: PathBuf,
     /// Set once at shutdown; waiters answer at once instead of holding the server up.
     shutdown: watch::Sender<bool>,
 }
@@ -172,8 +185,13 @@ fn record(
 impl Vault {
     /// Authenticate a bearer token.
     pub fn authenticate(&self, bearer: Option<&SecretString>) -> Result<Caller> {
-        let bearer = bearer.ok_or(Error::Unauthorized("missing bearer token"))?;
-        self.inner.tokens.verify(bearer, now_ms())
+        let verified = bearer
+            .ok_or(Error::Unauthorized("missing bearer token"))
+            .and_then(|bearer| self.inner.tokens.verify(bearer, now_ms()));
+        if verified.is_err() {
+            self.inner.metrics.token_failed();
+        }
+        verified
     }
 
     /// Is the caller's token still what it was when the request was authenticated (not

@@ -104,6 +104,7 @@ impl Vault {
             .or_insert_with(|| watch::channel(Arc::default()).0);
         // Commits may publish out of order; keep the latest so a state never goes back.
         let mut state = Some(state);
+        self.inner.metrics.changed();
         sender.send_if_modified(|current| match state.take() {
             Some(state) if state.seq > current.seq => {
                 *current = Arc::new(state);
