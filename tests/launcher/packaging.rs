@@ -1,11 +1,13 @@
 //! The packaging recipes' contracts (issue 15): what `packaging/` promises, run for real.
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::common::vault::start_vault;
-use crate::common::{agent_run, Dir, Mode};
+use crate::common::{agent_run, agent_run_bin, children, wait_until, Dir, Mode};
 
 /// The systemd template unit passes the token as `LoadCredential=agent-run-token:...`:
 /// agent-run finds it in `$CREDENTIALS_DIRECTORY` (a 0400 file, as systemd lays it out)
@@ -42,4 +44,146 @@ fn reads_its_token_from_the_systemd_credentials_directory() {
         out.description
     );
     assert!(!out.stderr.contains(&token), "{}", out.description);
+}
+
+/// Kills `unshare` (and with `--kill-child` its namespace) if the test fails half-way.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The host pid of the first child of `parent` (the PID 1 of `unshare --fork`'s namespace).
+fn first_child(parent: u32) -> i32 {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), "PID 1 inside unshare", || {
+        found = children(parent as i32).into_iter().next();
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// The container image's contract (packaging/docker/Dockerfile), without a container
+/// runtime: agent-run is PID 1 of a new PID namespace, the root file system is read-only
+/// (`docker run --read-only`), there is no HOME, it runs as a uid with no /etc/passwd entry
+/// (the image's `USER 65532:65532`; here 4242), the token comes from a file (a Docker
+/// secret), and the TERM that `docker stop` sends reaches the agent, whose exit code becomes
+/// the container's.
+#[test]
+fn runs_as_a_container_would_run_it() {
+    const UID: &str = "4242";
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    assert!(
+        !passwd.lines().any(|l| l.split(':').nth(2) == Some(UID)),
+        "uid {UID} must have no /etc/passwd entry for this test"
+    );
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-docker-00001");
+    let (_, token) = vault.issue(&["secrets:read:support-bot/*"], Some(json!("1h")));
+
+    // /run/secrets/agent-token: the Docker secret, owned by the container's user, 0400.
+    let dir = Dir::new("container");
+    let secrets = dir.join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let token_file = secrets.join("agent-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let uid: u32 = UID.parse().unwrap();
+    std::os::unix::fs::chown(&token_file, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o400)).unwrap();
+    // A writable volume for the agent's log (the only writable place, as a volume would be).
+    let volume = dir.join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    std::os::unix::fs::chown(&volume, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = volume.join("agent.log");
+
+    // The agent: reports how it was started, then exits 42 on TERM.
+    let agent = format!(
+        "log={log}; \
+         {{ echo \"ppid=$PPID uid=$(id -u) home=${{HOME-unset}} API_KEY=$API_KEY\"; \
+            if getent passwd \"$(id -u)\" >/dev/null; then echo passwd-entry; else echo no-passwd-entry; fi; \
+            if touch /tmp/probe-$$ 2>/dev/null; then rm -f /tmp/probe-$$; echo root-writable; else echo root-readonly; fi; \
+         }} >> \"$log\"; \
+         trap 'echo got-term >> \"$log\"; exit 42' TERM; \
+         echo ready >> \"$log\"; \
+         while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    // What the container runtime sets up, then exec: agent-run becomes PID 1.
+    let setup = format!(
+        "set -e; \
+         mount --bind {volume} {volume}; \
+         mount -o remount,bind,ro /; \
+         exec setpriv --reuid {UID} --regid {UID} --clear-groups \
+           env -i PATH=/usr/local/bin:/usr/bin:/bin \
+             AGENT_RUN_STORE={store} AGENT_RUN_TOKEN_FILE={token} \
+             {bin} -- sh -c \"$AGENT\"",
+        volume = volume.display(),
+        store = vault.addr,
+        token = token_file.display(),
+        bin = agent_run_bin(),
+    );
+    let unshare = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+        ])
+        .arg(&setup)
+        .env("AGENT", &agent)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    let _guard = KillOnDrop(unshare.id() as i32);
+    let pid1 = first_child(unshare.id());
+    wait_until(Duration::from_secs(20), "the agent to start", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready"))
+    });
+    let started = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid1}/exe")).unwrap(),
+        std::fs::canonicalize(agent_run_bin()).unwrap(),
+        "PID 1 of the namespace is agent-run"
+    );
+    for line in [
+        "ppid=1 ",
+        &format!("uid={UID} "),
+        "home=unset ",
+        "API_KEY=value-docker-00001",
+        "no-passwd-entry",
+        "root-readonly",
+    ] {
+        assert!(started.contains(line), "missing {line:?} in:\n{started}");
+    }
+
+    // docker stop: SIGTERM to the container's PID 1.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = unshare.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("got-term"),
+        "the agent got the TERM\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "the agent's exit code\n{stderr}"
+    );
+    assert!(!stderr.contains(&token), "{stderr}");
 }
