@@ -75,10 +75,38 @@ def check_compose(path):
         fail(path, "support-bot must read its token from /run/secrets/agent-token")
 
 
+STEP = "agent-run --once -- make deploy"
+
+
+def check_github(path):
+    workflow = yaml.safe_load(path.read_text())
+    steps = [s for job in workflow.get("jobs", {}).values() for s in job.get("steps", [])]
+    deploy = [s for s in steps if s.get("run", "").strip() == STEP]
+    if len(deploy) != 1:
+        fail(path, f"needs exactly one step running `{STEP}`")
+        return
+    token = (deploy[0].get("env") or {}).get("AGENT_RUN_TOKEN", "")
+    if not re.fullmatch(r"\$\{\{\s*secrets\.[A-Z_]+\s*\}\}", token):
+        fail(path, "the deploy step must take AGENT_RUN_TOKEN from ${{ secrets.* }}")
+
+
+def check_gitlab(path):
+    pipeline = yaml.safe_load(path.read_text())
+    job = pipeline.get("deploy") or {}
+    if STEP not in job.get("script", []):
+        fail(path, f"job deploy must run `{STEP}`")
+    for scope in (pipeline.get("variables") or {}, job.get("variables") or {}):
+        for key in scope:
+            if "TOKEN" in key:
+                fail(path, f"{key} set in the file: it belongs in the CI/CD settings (File type)")
+
+
 def main():
     check_dockerfile(PACKAGING / "docker" / "Dockerfile", "agent-run")
     check_dockerfile(PACKAGING / "docker" / "agent-vault.Dockerfile", "agent-vault")
     check_compose(PACKAGING / "docker" / "compose.yaml")
+    check_github(PACKAGING / "ci" / "github-actions.yml")
+    check_gitlab(PACKAGING / "ci" / "gitlab-ci.yml")
     if failures:
         print("packaging checks failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1

@@ -187,3 +187,105 @@ fn runs_as_a_container_would_run_it() {
     );
     assert!(!stderr.contains(&token), "{stderr}");
 }
+
+/// The session id of a process (field 6 of /proc/PID/stat), if it exists.
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Every process still in session `sid`, with its command line.
+fn processes_in_session(sid: i32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| session_of(pid) == Some(sid))
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            )
+        })
+        .collect()
+}
+
+/// The CI recipes (packaging/ci/github-actions.yml, gitlab-ci.yml) run
+/// `agent-run --once -- make deploy` with the token from the CI's secret store: GitHub
+/// passes it as the variable AGENT_RUN_TOKEN, GitLab as a "File" variable, whose value is
+/// the path of a file (AGENT_RUN_TOKEN_FILE). Run as the runners run a step: a session of its
+/// own with no controlling terminal, stdin /dev/null, output to pipes. The exit code and the
+/// output are make's own (a failing recipe gives make's 2), and when the step is over no
+/// process of its session is left.
+#[test]
+fn a_ci_step_runs_once_with_its_exit_code_and_output_and_leaves_nothing() {
+    let vault = start_vault();
+    vault.set("deploy", "API_KEY", "value-ci-000000001");
+    let (_, token) = vault.issue(&["secrets:read:deploy/*"], Some(json!("1h")));
+    let dir = Dir::new("ci-step");
+    let token_file = dir.write("gitlab-file-variable", &token);
+    dir.write(
+        "Makefile",
+        "deploy:\n\
+         \t@if [ -t 0 ] || tty -s; then echo has-a-tty; else echo no-tty; fi\n\
+         \t@echo \"deploying with API_KEY=$$API_KEY\"\n\
+         \t@seq 1 20000\n\
+         \t@if [ -n \"$$FAIL\" ]; then echo 'deploy failed: ask the on-call' >&2; exit 3; fi\n\
+         \t@echo deployed\n",
+    );
+    for (ci, token_var, token_value) in [
+        ("github", "AGENT_RUN_TOKEN", token.clone()),
+        (
+            "gitlab",
+            "AGENT_RUN_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+    ] {
+        for fail in [false, true] {
+            let mut step = Command::new("setsid");
+            step.args([agent_run_bin(), "--once", "--", "make", "deploy"])
+                .current_dir(dir.path())
+                .env_remove("RUST_LOG")
+                .env("AGENT_RUN_STORE", &vault.addr)
+                .env("AGENT_RUN_AGENT", "deploy")
+                .env(token_var, &token_value)
+                .env("FAIL", if fail { "1" } else { "" })
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let child = step.spawn().expect("setsid agent-run");
+            // setsid (not a group leader here) makes the session and execs: sid = its pid.
+            let sid = child.id() as i32;
+            let out = child.wait_with_output().unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            let what = format!("{ci} fail={fail}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+            let mut expected = String::from("no-tty\ndeploying with API_KEY=value-ci-000000001\n");
+            for i in 1..=20000 {
+                expected.push_str(&format!("{i}\n"));
+            }
+            if fail {
+                assert_eq!(out.status.code(), Some(2), "make's exit code: {what}");
+                assert_eq!(stdout, expected, "{what}");
+                assert!(stderr.contains("deploy failed: ask the on-call"), "{what}");
+            } else {
+                assert_eq!(out.status.code(), Some(0), "{what}");
+                expected.push_str("deployed\n");
+                assert_eq!(stdout, expected, "{what}");
+            }
+            assert!(
+                !stderr.contains(&token) && !stdout.contains(&token),
+                "{what}"
+            );
+            let left = processes_in_session(sid);
+            assert!(
+                left.is_empty(),
+                "left running after the step: {left:?}\n{what}"
+            );
+        }
+    }
+}
