@@ -101,12 +101,47 @@ def check_gitlab(path):
                 fail(path, f"{key} set in the file: it belongs in the CI/CD settings (File type)")
 
 
+def check_kubernetes(directory):
+    """kubernetes-validate --strict (unknown fields fail), against the oldest Kubernetes the
+    manifests promise (1.29, for the projected token's audience and seccompProfile fields) and
+    the newest the package bundles; plus what the tests assume of them."""
+    tool = shutil.which("kubernetes-validate")
+    if tool is None:
+        fail(directory, "kubernetes-validate missing: python3 -m pip install kubernetes-validate")
+        return
+    files = sorted(str(p) for p in directory.glob("*.yaml"))
+    for version in (["-k", "1.29.0"], []):
+        run = subprocess.run([tool, "--strict", "--quiet", *version, *files],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            fail(directory, f"kubernetes-validate {' '.join(version)}:\n{run.stdout}{run.stderr}")
+    docs = [d for f in files for d in yaml.safe_load_all(Path(f).read_text()) if d]
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs
+            if d["kind"] in ("Deployment", "StatefulSet")}
+    agent = pods.get("support-bot")
+    if agent is None:
+        fail(directory, "agent-pod.yaml has no support-bot Deployment")
+    else:
+        container = agent["containers"][0]
+        if container.get("command") != ["/usr/local/bin/agent-run"]:
+            fail(directory, "the agent's container command must be agent-run")
+        projected = [v for v in agent["volumes"] if "projected" in v]
+        if not any("serviceAccountToken" in s for v in projected for s in v["projected"]["sources"]):
+            fail(directory, "the agent pod needs a projected service-account token for OpenBao")
+        if not any("secret" in v for v in agent["volumes"]):
+            fail(directory, "the agent pod needs a secret volume")
+    if "agent-vault" not in pods or not any(d["kind"] == "StatefulSet" and "volumeClaimTemplates"
+                                             in d["spec"] for d in docs):
+        fail(directory, "agent-vault.yaml needs a StatefulSet with a volumeClaimTemplate")
+
+
 def main():
     check_dockerfile(PACKAGING / "docker" / "Dockerfile", "agent-run")
     check_dockerfile(PACKAGING / "docker" / "agent-vault.Dockerfile", "agent-vault")
     check_compose(PACKAGING / "docker" / "compose.yaml")
     check_github(PACKAGING / "ci" / "github-actions.yml")
     check_gitlab(PACKAGING / "ci" / "gitlab-ci.yml")
+    check_kubernetes(PACKAGING / "kubernetes")
     if failures:
         print("packaging checks failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1
