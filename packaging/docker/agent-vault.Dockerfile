@@ -16,6 +16,12 @@
 # keep the port on a private network behind a TLS-terminating proxy (--allow-insecure-http).
 
 FROM rust:1-bookworm AS build
+# The git revision --version prints (a build context has no .git of a worktree, or none at
+# all): docker build --build-arg AGENT_RUN_GIT_REV=$(git rev-parse --short=12 HEAD) ...
+ARG AGENT_RUN_GIT_REV=unknown
+# python3 writes the SBOM (scripts/sbom.py).
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN out=$(AGENT_RUN_RELEASE= bash scripts/build-release.sh) \

@@ -13,7 +13,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "agent-run",
-    version,
+    version = crate::VERSION,
     after_help = "Exit codes: the child's own code; 128+N if it died of signal N; \
                   125 agent-run failed (message on stderr); 126 command not executable; \
                   127 command not found.\n\

@@ -289,3 +289,29 @@ fn a_ci_step_runs_once_with_its_exit_code_and_output_and_leaves_nothing() {
         }
     }
 }
+
+/// `--version` of both programs names the package version and the git revision they were
+/// built from (build.rs), so a deployed binary can be traced to its commit.
+#[test]
+fn version_names_the_git_revision() {
+    let rev = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let version = env!("CARGO_PKG_VERSION");
+    for (name, bin) in [
+        ("agent-run", agent_run_bin()),
+        ("agent-vault", crate::common::vault::vault_bin()),
+    ] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        assert!(out.status.success(), "{name} --version failed");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{name} {version} (rev {rev})"),
+        );
+    }
+}

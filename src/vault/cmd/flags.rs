@@ -23,7 +23,11 @@ fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
 /// Exit codes: 0 success; 1 the server or the request failed (message on stderr); 2 usage
 /// error.
 #[derive(Debug, Parser)]
-#[command(name = "agent-vault", version, propagate_version = true)]
+#[command(
+    name = "agent-vault",
+    version = crate::VERSION,
+    propagate_version = true
+)]
 pub struct VaultCli {
     /// Log more to stderr: -v info, -vv debug, -vvv trace (default: warnings only). Values
     /// and tokens are never logged at any level.
