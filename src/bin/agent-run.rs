@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use agent_run::exit::LAUNCHER_ERROR;
 use agent_run::launcher::config::{Config, LogSettings};
@@ -22,6 +22,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(shell) = args.completions {
+        return print_completions(shell);
+    }
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => return fail(&e, LAUNCHER_ERROR),
@@ -33,6 +36,18 @@ fn main() -> ExitCode {
             let code = e.exit_code();
             fail(&e, code)
         }
+    }
+}
+
+/// `--completions SHELL`: the script, rendered into memory first (clap's generator panics
+/// on a write error; a closed pipe is an error to report, not a crash).
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut RunArgs::command(), "agent-run", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, LAUNCHER_ERROR),
     }
 }
 

@@ -15,4 +15,5 @@ mod packaging;
 mod pid1;
 mod reads;
 mod store;
+mod terminal;
 mod usage;

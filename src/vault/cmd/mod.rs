@@ -8,6 +8,7 @@
 //! in a tokio runtime of their own.
 
 mod audit;
+mod completions;
 pub mod flags;
 mod init;
 mod output;
@@ -91,6 +92,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Vars(cmd) => vars::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),
         Command::Audit(args) => audit::run(args),
+        Command::Completions { shell } => completions::print(shell),
     }
 }
 
