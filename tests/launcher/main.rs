@@ -7,6 +7,7 @@
 mod common;
 
 mod credentials;
+mod docs;
 mod files;
 mod memory;
 mod names;
