@@ -315,3 +315,56 @@ fn version_names_the_git_revision() {
         );
     }
 }
+
+/// packaging/kubernetes/agent-pod.yaml: agent-run is the container's PID 1 and reads the
+/// Secret volume as the kubelet lays it out (`KEY -> ..data/KEY`, `..data -> ..TIMESTAMP/`,
+/// group-readable files); when the Secret changes the kubelet swaps `..data` atomically and
+/// the agent is restarted with the new value. (pid1::kubelet_data_swap_restarts_the_child
+/// does the same without the PID namespace.)
+#[test]
+fn a_kubernetes_secret_volume_update_restarts_the_agent_under_pid_1() {
+    let dir = Dir::new("kubelet-volume");
+    let volume = dir.join("etc-agent-secrets");
+    let write_generation = |name: &str, value: &str| {
+        let generation = volume.join(name);
+        std::fs::create_dir_all(&generation).unwrap();
+        let file = generation.join("STRIPE_KEY");
+        std::fs::write(&file, value).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o440)).unwrap();
+    };
+    write_generation("..2026_12_05_08_00_00.1", "value-k8s-first-001");
+    std::os::unix::fs::symlink("..2026_12_05_08_00_00.1", volume.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/STRIPE_KEY", volume.join("STRIPE_KEY")).unwrap();
+    let log = dir.join("agent.log");
+    let mut args = vec!["--secrets-dir".to_owned(), volume.display().to_string()];
+    args.extend(crate::common::env_log_child(&log, &["STRIPE_KEY"]));
+    let mut launcher = agent_run(Mode::Pid1, &args).start(&dir);
+    wait_until(Duration::from_secs(15), "first start", || {
+        dir.read("agent.log")
+            .contains("STRIPE_KEY=value-k8s-first-001")
+    });
+
+    // The kubelet's update: a new timestamped directory, `..data_tmp`, renamed over `..data`,
+    // then the old generation removed.
+    write_generation("..2026_12_05_08_05_00.2", "value-k8s-second-02");
+    std::os::unix::fs::symlink("..2026_12_05_08_05_00.2", volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    std::fs::remove_dir_all(volume.join("..2026_12_05_08_00_00.1")).unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "restart with the new value",
+        || {
+            dir.read("agent.log")
+                .contains("STRIPE_KEY=value-k8s-second-02")
+        },
+    );
+    let starts = crate::common::starts(&dir.read("agent.log"), "STRIPE_KEY");
+    assert_eq!(
+        starts.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+        ["value-k8s-first-001", "value-k8s-second-02"],
+        "{}",
+        dir.read("agent.log")
+    );
+    // The kubelet's TERM at pod deletion: forwarded, the agent's 0 passed through.
+    launcher.stop().assert_code(0);
+}
