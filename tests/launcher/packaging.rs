@@ -368,3 +368,70 @@ fn a_kubernetes_secret_volume_update_restarts_the_agent_under_pid_1() {
     // The kubelet's TERM at pod deletion: forwarded, the agent's 0 passed through.
     launcher.stop().assert_code(0);
 }
+
+/// The token's precedence: `--token-file`, then `AGENT_RUN_TOKEN`, then the systemd
+/// credential `agent-run-token`. Each case gives a good token at one level and a refused one
+/// at the next: the good one must be the one used (exit 0), and a refused token at the level
+/// that wins must fail (125) even though a lower level holds a good one.
+#[test]
+fn token_precedence_is_flag_then_variable_then_credential() {
+    let vault = start_vault();
+    vault.set("support-bot", "API_KEY", "value-prec-000001");
+    let (_, good) = vault.issue(&["secrets:read:support-bot/*"], Some(json!("1h")));
+    let bad = "avt_000000000000_refusedrefusedrefusedrefused";
+    let dir = Dir::new("token-precedence");
+    let credentials = |token: &str| {
+        let creds = dir.join(&format!("credentials-{}", &token[..8]));
+        let _ = std::fs::create_dir(&creds);
+        std::fs::write(creds.join("agent-run-token"), token).unwrap();
+        creds
+    };
+    let good_file = dir.write("good.token", &good);
+    // (what, --token-file, AGENT_RUN_TOKEN, credentials dir, expected exit code)
+    let cases = [
+        (
+            "variable over credential",
+            None,
+            Some(good.as_str()),
+            credentials(bad),
+            0,
+        ),
+        (
+            "variable wins, refused",
+            None,
+            Some(bad),
+            credentials(&good),
+            125,
+        ),
+        (
+            "flag over variable",
+            Some(good_file.as_path()),
+            Some(bad),
+            credentials(bad),
+            0,
+        ),
+    ];
+    for (what, file, variable, creds, code) in cases {
+        let mut args = vec!["--store".to_owned(), vault.addr.clone(), "--once".into()];
+        if let Some(file) = file {
+            args.extend(["--token-file".to_owned(), file.display().to_string()]);
+        }
+        args.extend(crate::common::sh("echo \"API_KEY=$API_KEY\""));
+        let mut run = agent_run(Mode::Plain, &args)
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .env("AGENT_RUN_START_TIMEOUT", "0");
+        if let Some(token) = variable {
+            run = run.env("AGENT_RUN_TOKEN", token);
+        }
+        let out = run.run(&dir);
+        assert_eq!(out.code, Some(code), "{what}\n{}", out.description);
+        if code == 0 {
+            assert!(
+                out.stdout.contains("API_KEY=value-prec-000001"),
+                "{what}\n{}",
+                out.description
+            );
+        }
+        assert!(!out.stderr.contains(&good), "{what}\n{}", out.description);
+    }
+}
