@@ -101,10 +101,19 @@ fn completions_generate_for_every_shell_and_load_in_bash() {
     assert_eq!(offered, ["--stdin"], "agent-vault secrets set --std<TAB>");
 }
 
-/// `--completions` alone is a complete invocation (no command needed), and an unknown shell
-/// is a usage error naming the choices.
+/// `--completions` alone is a complete invocation (no command needed, even where the image
+/// or unit sets AGENT_RUN_* variables), and an unknown shell is a usage error naming the
+/// choices.
 #[test]
 fn completions_flag_needs_no_command_and_refuses_an_unknown_shell() {
+    let out = Command::new(agent_run_bin())
+        .args(["--completions", "bash"])
+        .env("AGENT_RUN_STORE", "http://127.0.0.1:1")
+        .env("AGENT_RUN_ONCE", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_agent__run"));
     let out = Command::new(agent_run_bin())
         .args(["--completions", "tcsh"])
         .output()

@@ -71,9 +71,6 @@ pub enum Command {
     )]
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// Show the audit trail.
-    #[command(after_help = "Example:\n  agent-vault audit --agent support-bot --since 1h")]
-    Audit(AuditArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Example:\n  \
                   agent-vault completions bash > /etc/bash_completion.d/agent-vault\n  \
@@ -84,6 +81,9 @@ pub enum Command {
         #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Show the audit trail.
+    #[command(after_help = "Example:\n  agent-vault audit --agent support-bot --since 1h")]
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]

@@ -91,8 +91,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Secrets(cmd) => secrets::run(cmd),
         Command::Vars(cmd) => vars::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),
-        Command::Audit(args) => audit::run(args),
         Command::Completions { shell } => completions::print(shell),
+        Command::Audit(args) => audit::run(args),
     }
 }
 
