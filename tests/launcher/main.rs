@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod completions;
 mod credentials;
 mod docs;
 mod files;
@@ -16,5 +17,4 @@ mod packaging;
 mod pid1;
 mod reads;
 mod store;
-mod terminal;
 mod usage;

@@ -221,7 +221,7 @@ fn man_dir() -> PathBuf {
 
 /// packaging/man/ is what clap_mangen makes of the current flags: a flag added without
 /// regenerating the pages fails here. `UPDATE_MAN=1 cargo test --test launcher
-/// terminal::man_pages` rewrites them.
+/// completions::man_pages` rewrites them.
 #[test]
 fn man_pages_are_current() {
     let pages = man_pages();
@@ -244,13 +244,13 @@ fn man_pages_are_current() {
     let expected: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
     assert_eq!(
         committed, expected,
-        "packaging/man/ has other pages than the commands: run UPDATE_MAN=1 cargo test --test launcher terminal::man_pages"
+        "packaging/man/ has other pages than the commands: run UPDATE_MAN=1 cargo test --test launcher completions::man_pages"
     );
     for (name, page) in &pages {
         let on_disk = std::fs::read(dir.join(name)).unwrap();
         assert!(
             &on_disk == page,
-            "packaging/man/{name} is stale: run UPDATE_MAN=1 cargo test --test launcher terminal::man_pages"
+            "packaging/man/{name} is stale: run UPDATE_MAN=1 cargo test --test launcher completions::man_pages"
         );
     }
     // The pages render: man(1) reads them (when installed), and name the command.
