@@ -8,7 +8,6 @@
 //! in a tokio runtime of their own.
 
 mod audit;
-mod completions;
 pub mod flags;
 mod init;
 mod output;
@@ -16,6 +15,9 @@ mod secrets;
 pub mod serve;
 mod tokens;
 mod vars;
+
+// Not a store command: the shell completion scripts, generated from `flags`.
+mod completions;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
