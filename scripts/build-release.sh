@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The shipping build: both programs (and the examples the benchmarks drive) as static-pie
-# executables. Prints the directory they are in.
+# executables, with SHA256SUMS and a CycloneDX SBOM (agent-run.cdx.json, scripts/sbom.py)
+# beside them. Prints the directory they are in. `--version` of both names the git revision
+# (build.rs; set AGENT_RUN_GIT_REV to build outside a git checkout).
 #
 # Why static: a dynamically linked agent-run maps libc, libm and the loader (about 1.6 MB of
 # RSS) and resolves their symbols at every start; tini-static exists for the same reason. A
@@ -24,4 +26,7 @@ fi
 triple=x86_64-unknown-linux-gnu
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --release --quiet --target "$triple" --bins --example test_child --example vault_load >&2
-echo "${CARGO_TARGET_DIR:-$PWD/target}/$triple/release"
+out="${CARGO_TARGET_DIR:-$PWD/target}/$triple/release"
+python3 scripts/sbom.py > "$out/agent-run.cdx.json"
+(cd "$out" && sha256sum agent-run agent-vault agent-run.cdx.json > SHA256SUMS)
+echo "$out"

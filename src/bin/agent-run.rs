@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use agent_run::exit::LAUNCHER_ERROR;
 use agent_run::launcher::config::{Config, LogSettings};
@@ -14,6 +14,10 @@ static ALLOCATOR: agent_run::sys::WipeOnFree = agent_run::sys::WipeOnFree;
 
 fn main() -> ExitCode {
     let args = match RunArgs::try_parse() {
+        Ok(RunArgs {
+            completions: Some(shell),
+            ..
+        }) => return print_completions(shell),
         Ok(args) => args,
         Err(e) if !e.use_stderr() => {
             // --help and --version are not failures, and go to stdout as they are.
@@ -123,6 +127,21 @@ fn init_logging(settings: LogSettings) {
     match settings.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// `--completions SHELL`: the script, rendered into memory first (clap's generator panics
+/// on a write error; a closed pipe is an error to report, not a crash).
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut RunArgs::command(), "agent-run", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent-run: writing the completion script to stdout: {e}");
+            ExitCode::from(LAUNCHER_ERROR)
+        }
     }
 }
 

@@ -13,12 +13,15 @@ use clap::{ArgAction, Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "agent-run",
-    version,
+    version = crate::VERSION,
     after_help = "Exit codes: the child's own code; 128+N if it died of signal N; \
                   125 agent-run failed (message on stderr); 126 command not executable; \
                   127 command not found.\n\
                   List-valued variables: AGENT_RUN_ENV is newline-separated; the others are \
-                  comma-separated."
+                  comma-separated.\n\n\
+                  Example:\n  \
+                  agent-run --store https://vault.internal:8377 \
+                  --token-file /run/secrets/agent-token -- node agent.js"
 )]
 pub struct RunArgs {
     // ---- sources -------------------------------------------------------------------
@@ -159,6 +162,14 @@ pub struct RunArgs {
     /// With --check: JSON instead of a table.
     #[arg(long, requires = "check", help_heading = "Check")]
     pub json: bool,
+
+    // ---- for people at a terminal ------------------------------------------------------
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell) and exit:
+    /// `agent-run --completions bash > /etc/bash_completion.d/agent-run`. A flag, not a
+    /// command word, because a word after agent-run's flags is the command to run. No
+    /// variable, as --check has none: a variable left set would stop every start.
+    #[arg(long, value_enum, value_name = "SHELL", help_heading = "Shell")]
+    pub completions: Option<clap_complete::Shell>,
 
     // ---- OpenBao / Vault -----------------------------------------------------------
     /// KV path to read, as `bao kv get` takes it (secret/agents/support-bot); every key
@@ -467,7 +478,7 @@ pub struct RunArgs {
     // `trailing_var_arg` hands it every later word, flags included.
     #[arg(
         value_name = "CMD",
-        required_unless_present_any = ["check", "shell_command"],
+        required_unless_present_any = ["check", "completions", "shell_command"],
         trailing_var_arg = true
     )]
     pub command: Vec<OsString>,

@@ -6,7 +6,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod completions;
 mod credentials;
+mod docs;
 mod files;
 mod logs;
 mod memory;

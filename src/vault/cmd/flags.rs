@@ -23,7 +23,15 @@ fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
 /// Exit codes: 0 success; 1 the server or the request failed (message on stderr); 2 usage
 /// error.
 #[derive(Debug, Parser)]
-#[command(name = "agent-vault", version, propagate_version = true)]
+#[command(
+    name = "agent-vault",
+    version = crate::VERSION,
+    propagate_version = true,
+    after_help = "Example (the first steps on one machine):\n  \
+                  agent-vault init --data-dir /var/lib/agent-vault --admin-token-file admin-token\n  \
+                  agent-vault serve --data-dir /var/lib/agent-vault &\n  \
+                  AGENT_VAULT_TOKEN_FILE=admin-token agent-vault secrets set support-bot OPENAI_API_KEY"
+)]
 pub struct VaultCli {
     /// Log more to stderr: -v info, -vv debug, -vvv trace (default: warnings only). Values
     /// and tokens are never logged at any level.
@@ -57,19 +65,43 @@ pub enum LogFormat {
 pub enum Command {
     /// Create the data directory (0700), the master key (0600) and the database, and print
     /// the first admin token once.
+    #[command(
+        after_help = "Example:\n  agent-vault init --data-dir /var/lib/agent-vault --admin-token-file admin-token"
+    )]
     Init(InitArgs),
     /// Run the HTTP server.
+    #[command(
+        after_help = "Example:\n  agent-vault serve --data-dir /var/lib/agent-vault --listen 0.0.0.0:8377 --tls-cert cert.pem --tls-key key.pem"
+    )]
     Serve(ServeArgs),
     /// Manage one agent's secrets and plain variables.
+    #[command(
+        after_help = "Example:\n  agent-vault secrets set support-bot OPENAI_API_KEY --stdin < key.txt"
+    )]
     #[command(subcommand)]
     Secrets(SecretsCommand),
     /// Manage project-wide variables, shared by every agent.
+    #[command(after_help = "Example:\n  agent-vault vars set REGION --plain --value eu-west-1")]
     #[command(subcommand)]
     Vars(VarsCommand),
     /// Issue, list and revoke access tokens.
+    #[command(
+        after_help = "Example:\n  agent-vault tokens issue --scope 'secrets:read:support-bot/*' --ttl 30d --description 'support-bot, prod'"
+    )]
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  \
+                  agent-vault completions bash > /etc/bash_completion.d/agent-vault\n  \
+                  agent-vault completions zsh > \"${fpath[1]}/_agent-vault\"\n  \
+                  agent-vault completions fish > ~/.config/fish/completions/agent-vault.fish")]
+    Completions {
+        /// The shell to write the script for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// Show the audit trail.
+    #[command(after_help = "Example:\n  agent-vault audit --agent support-bot --since 1h")]
     Audit(AuditArgs),
     /// The agents the store knows (those with entries of their own).
     #[command(subcommand)]
@@ -378,6 +410,9 @@ pub struct SetArgs {
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
     /// Create or replace a secret (or, with --plain, a plain variable).
+    #[command(
+        after_help = "Example:\n  agent-vault secrets set support-bot OPENAI_API_KEY --stdin < key.txt"
+    )]
     Set {
         agent: String,
         key: String,
@@ -385,6 +420,7 @@ pub enum SecretsCommand {
         set: SetArgs,
     },
     /// List an agent's entries: metadata and masked previews.
+    #[command(after_help = "Example:\n  agent-vault secrets list support-bot")]
     List {
         agent: String,
         /// Also show plain variables' values (secrets stay masked).
@@ -394,6 +430,7 @@ pub enum SecretsCommand {
         connect: ConnectArgs,
     },
     /// Show one entry's metadata and masked preview.
+    #[command(after_help = "Example:\n  agent-vault secrets describe support-bot OPENAI_API_KEY")]
     Describe {
         agent: String,
         key: String,
@@ -402,6 +439,9 @@ pub enum SecretsCommand {
     },
     /// Change an existing entry's value and/or description. With only --description the
     /// value is kept; with neither a masked prompt asks for the new value.
+    #[command(
+        after_help = "Example:\n  agent-vault secrets update support-bot OPENAI_API_KEY --description 'rotated monthly'"
+    )]
     Update {
         agent: String,
         key: String,
@@ -414,6 +454,7 @@ pub enum SecretsCommand {
         connect: ConnectArgs,
     },
     /// Delete an entry and all its versions.
+    #[command(after_help = "Example:\n  agent-vault secrets delete support-bot OLD_API_KEY")]
     Delete {
         agent: String,
         key: String,
@@ -421,6 +462,7 @@ pub enum SecretsCommand {
         connect: ConnectArgs,
     },
     /// List the kept versions of an entry (metadata only).
+    #[command(after_help = "Example:\n  agent-vault secrets versions support-bot OPENAI_API_KEY")]
     Versions {
         agent: String,
         key: String,
@@ -428,6 +470,9 @@ pub enum SecretsCommand {
         connect: ConnectArgs,
     },
     /// Make a new version holding an older version's value (default: the previous one).
+    #[command(
+        after_help = "Example:\n  agent-vault secrets rollback support-bot OPENAI_API_KEY --to 3"
+    )]
     Rollback {
         agent: String,
         key: String,
@@ -438,6 +483,9 @@ pub enum SecretsCommand {
         connect: ConnectArgs,
     },
     /// Import a .env file: all-or-nothing; blank values and existing keys are skipped.
+    #[command(
+        after_help = "Example:\n  agent-vault secrets import support-bot --file .env --plain-keys REGION,LOG_LEVEL"
+    )]
     Import {
         agent: String,
         /// The .env file (dotenv syntax: quotes, escapes, `export`).
@@ -463,12 +511,14 @@ pub enum SecretsCommand {
 #[derive(Debug, Subcommand)]
 pub enum VarsCommand {
     /// Create or replace a project-wide variable (a secret unless --plain).
+    #[command(after_help = "Example:\n  agent-vault vars set REGION --plain --value eu-west-1")]
     Set {
         key: String,
         #[command(flatten)]
         set: SetArgs,
     },
     /// List project-wide variables.
+    #[command(after_help = "Example:\n  agent-vault vars list --values")]
     List {
         /// Also show plain variables' values.
         #[arg(long)]
@@ -477,6 +527,7 @@ pub enum VarsCommand {
         connect: ConnectArgs,
     },
     /// Delete a project-wide variable.
+    #[command(after_help = "Example:\n  agent-vault vars delete REGION")]
     Delete {
         key: String,
         #[command(flatten)]
@@ -487,6 +538,9 @@ pub enum VarsCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Issue a token; it is printed once and never shown again.
+    #[command(
+        after_help = "Example:\n  agent-vault tokens issue --scope 'secrets:read:support-bot/*' --ttl 30d > support-bot.token"
+    )]
     Issue {
         /// A scope: `admin`, `secrets:read:AGENT/PATTERN` (run-time reads) or
         /// `secrets:write:AGENT/PATTERN` (manage). Repeat for several.
@@ -523,11 +577,15 @@ pub enum TokensCommand {
         connect: ConnectArgs,
     },
     /// List tokens (ids and metadata; never the tokens).
+    #[command(after_help = "Example:\n  agent-vault tokens list")]
     List {
         #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Revoke a token by id; it stops working at once.
+    #[command(
+        after_help = "Example:\n  agent-vault tokens revoke ID   # the id from `agent-vault tokens list`"
+    )]
     Revoke {
         id: String,
         #[command(flatten)]

@@ -13,15 +13,18 @@ mod backup;
 pub mod flags;
 mod init;
 pub mod logging;
+mod migrate;
 mod output;
 mod paths;
-mod migrate;
 mod rekey;
 mod secrets;
 pub mod serve;
 mod tls;
 mod tokens;
 mod vars;
+
+// Not a store command: the shell completion scripts, generated from `flags`.
+mod completions;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -97,6 +100,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Secrets(cmd) => secrets::run(cmd),
         Command::Vars(cmd) => vars::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),
+        Command::Completions { shell } => completions::print(shell),
         Command::Audit(args) => audit::run(args),
         Command::Agents(cmd) => agents::run(cmd),
         Command::Tls(cmd) => tls::run(cmd),
