@@ -11,7 +11,7 @@ use reqwest::Url;
 use crate::launcher::env::{self, Mapping, Policy};
 use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
 use crate::launcher::signals;
-use crate::launcher::supervise::{OnChange, RestartPolicy, Settings};
+use crate::launcher::supervise::{ExitRemap, OnChange, RestartPolicy, Settings, SignalRewrite};
 use crate::source::openbao::{self, JwtKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum Error {
     BadDuration { flag: &'static str, value: String },
     #[error("--{flag}: {reason}")]
     BadSignal { flag: &'static str, reason: String },
+    #[error("--{flag} {reason}")]
+    BadMapping { flag: &'static str, reason: String },
     #[error("--on-change {value:?}: expected restart, signal:SIG, exit or none")]
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
@@ -134,6 +136,16 @@ impl Config {
                 RestartArg::OnFailure => RestartPolicy::OnFailure,
                 RestartArg::Always => RestartPolicy::Always,
             },
+            remap_exit: ExitRemap::parse(&args.remap_exit).map_err(|reason| Error::BadMapping {
+                flag: "remap-exit",
+                reason,
+            })?,
+            rewrite_signal: SignalRewrite::parse(&args.rewrite_signal).map_err(|reason| {
+                Error::BadMapping {
+                    flag: "rewrite-signal",
+                    reason,
+                }
+            })?,
         };
         let log = LogSettings {
             level: log_level(args.verbose, args.quiet, args.log_level.as_deref())?,

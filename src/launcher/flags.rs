@@ -373,6 +373,33 @@ pub struct RunArgs {
     )]
     pub restart: RestartArg,
 
+    // ---- supervision: issue 16 (exit and signal translation, restarts) -------------
+    /// Exit with code TO when the child's exit code is FROM (128+N for a death by signal
+    /// N), as tini's -e: `143:0` makes a JVM stopped by SIGTERM a success. Repeatable.
+    /// Never applies to agent-run's own 125/126/127.
+    #[arg(
+        long = "remap-exit",
+        value_name = "FROM:TO",
+        env = "AGENT_RUN_REMAP_EXIT",
+        value_delimiter = ',',
+        conflicts_with = "once",
+        help_heading = "Supervision"
+    )]
+    pub remap_exit: Vec<String>,
+
+    /// Forward signal FROM to the child as TO, as dumb-init's --rewrite: `TERM:QUIT` for a
+    /// server that drains on QUIT. Repeatable. Only signals agent-run forwards; a restart
+    /// still stops the child with --stop-signal.
+    #[arg(
+        long = "rewrite-signal",
+        value_name = "FROM:TO",
+        env = "AGENT_RUN_REWRITE_SIGNAL",
+        value_delimiter = ',',
+        conflicts_with = "once",
+        help_heading = "Supervision"
+    )]
+    pub rewrite_signal: Vec<String>,
+
     // ---- logging -------------------------------------------------------------------
     /// Log format on stderr.
     #[arg(

@@ -14,5 +14,6 @@ mod openbao;
 mod packaging;
 mod pid1;
 mod reads;
+mod remap;
 mod store;
 mod usage;

@@ -27,9 +27,11 @@ use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
 
 mod fetcher;
+mod remap;
 mod settings;
 
 use fetcher::Fetcher;
+pub use remap::{ExitRemap, SignalRewrite};
 pub use settings::{Inputs, Job, OnChange, RestartPolicy, Settings};
 
 /// Backoff between restarts of a failing child: doubles from the first value up to the
@@ -69,6 +71,9 @@ struct Stopping {
 struct Child {
     pid: Pid,
     started: Instant,
+    /// Its exec failed: its 126/127 is agent-run's own code, which `--remap-exit` never
+    /// touches.
+    exec_failed: bool,
 }
 
 /// The fetcher thread and what its next result is for.
@@ -98,7 +103,8 @@ struct ChildState {
     /// The environment for the next child, while the current one is being stopped.
     pending_env: Option<EnvBlock>,
     stopping: Option<Stopping>,
-    last_status: Option<ChildStatus>,
+    /// How the last child ended, and whether its exec had failed (see `Child`).
+    last_status: Option<(ChildStatus, bool)>,
 }
 
 /// When the next child starts: the change debounce and the restart-policy backoff.
@@ -314,6 +320,7 @@ impl Supervisor {
         self.child.running = Some(Child {
             pid,
             started: Instant::now(),
+            exec_failed: matches!(started, Started::ExecFailed { .. }),
         });
         self.child.env_digest = Some(digest);
         Ok(started)
@@ -446,13 +453,18 @@ impl Supervisor {
                 self.outcome.finished = Some(
                     self.child
                         .last_status
-                        .map_or(128 + signo as u8, ChildStatus::code),
+                        .map_or(128 + signo as u8, |(status, exec_failed)| {
+                            self.exit_code(status, exec_failed)
+                        }),
                 );
             }
             return;
         };
-        debug!(pid = child.pid.as_raw(), signal = %signals::name(signo), "forwarding signal");
-        self.send(signo);
+        // The rewrite changes what the child gets, not what agent-run was asked: a TERM
+        // rewritten to QUIT still means "stop, and do not restart".
+        let forwarded = self.job.settings.rewrite_signal.apply(signo);
+        debug!(pid = child.pid.as_raw(), signal = %signals::name(signo), sent = %signals::name(forwarded), "forwarding signal");
+        self.send(forwarded);
         if signo == libc::SIGTERM || signo == libc::SIGINT {
             self.outcome.shutting_down = true;
             self.child.pending_env = None;
@@ -683,19 +695,16 @@ impl Supervisor {
             code = status.code(),
             "child exited"
         );
-        self.child.last_status = Some(status);
+        self.child.last_status = Some((status, child.exec_failed));
         if let Some(stopping) = self.child.stopping.take() {
             match stopping.after {
                 AfterStop::Restart if !self.outcome.shutting_down => self.restart(),
-                _ => {
-                    self.outcome.finished =
-                        Some(self.outcome.exit_override.unwrap_or(status.code()))
-                }
+                _ => self.finish(status, child.exec_failed),
             }
             return;
         }
         if self.outcome.shutting_down || !self.job.settings.restart.restarts(status) {
-            self.outcome.finished = Some(self.outcome.exit_override.unwrap_or(status.code()));
+            self.finish(status, child.exec_failed);
             return;
         }
         if child.started.elapsed() >= BACKOFF_RESET {
@@ -703,6 +712,30 @@ impl Supervisor {
         }
         info!(code = status.code(), retry_in = ?self.restart_state.backoff, "child exited; restarting per --restart");
         self.schedule_start();
+    }
+
+    /// agent-run ends with the last child: its own failure code if it has one, else the
+    /// child's.
+    fn finish(&mut self, status: ChildStatus, exec_failed: bool) {
+        let code = match self.outcome.exit_override {
+            Some(own) => own,
+            None => self.exit_code(status, exec_failed),
+        };
+        self.outcome.finished = Some(code);
+    }
+
+    /// The code agent-run exits with for a child that ended with `status`: `--remap-exit`
+    /// applied, unless the code is agent-run's own (the child's exec failed).
+    fn exit_code(&self, status: ChildStatus, exec_failed: bool) -> u8 {
+        let code = status.code();
+        if exec_failed {
+            return code;
+        }
+        let remapped = self.job.settings.remap_exit.apply(code);
+        if remapped != code {
+            info!(code, remapped, "child's exit code remapped (--remap-exit)");
+        }
+        remapped
     }
 
     /// Job control: the child was stopped from the terminal (Ctrl-Z). Take the terminal

@@ -6,6 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
+use super::remap::{ExitRemap, SignalRewrite};
 use crate::exit::ChildStatus;
 use crate::launcher::env;
 use crate::launcher::spawn::{self, Program};
@@ -59,6 +60,10 @@ pub struct Settings {
     pub start_timeout: Duration,
     /// Stop the child and exit 125 when a source's credentials are rejected while running.
     pub exit_on_auth_failure: bool,
+    /// `--remap-exit`: applied to the child's exit status only.
+    pub remap_exit: ExitRemap,
+    /// `--rewrite-signal`: applied to forwarded signals only.
+    pub rewrite_signal: SignalRewrite,
 }
 
 /// What to run and how: fixed for the life of the loop.
