@@ -15,5 +15,6 @@ mod packaging;
 mod pid1;
 mod reads;
 mod remap;
+mod restarts;
 mod store;
 mod usage;

@@ -55,6 +55,14 @@ const FILE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// but never longer than this many debounce periods after the first change.
 const DEBOUNCE_MAX_PERIODS: u32 = 10;
 
+/// While a restart waits for the old child's process group to empty, how often the loop
+/// looks: no event reports it (a member's exit may go to a parent that is a member too).
+const GROUP_CHECK: Duration = Duration::from_millis(20);
+
+/// After the SIGKILL of the old group, how long a member that cannot be reaped (a zombie
+/// whose parent left the group) may hold up the restart before it starts anyway.
+const GROUP_KILL_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the current child is being stopped, i.e. what happens once it has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterStop {
@@ -66,6 +74,18 @@ struct Stopping {
     after: AfterStop,
     kill_at: Instant,
     killed: bool,
+}
+
+/// The process group of a child that has exited, while a restart waits for it to empty:
+/// no new child starts while the old one's workers may still hold its port (issue 16).
+struct Draining {
+    pgid: Pid,
+    /// The SIGKILL deadline: the stop's, or `--grace` after a crash.
+    kill_at: Instant,
+    killed: bool,
+    check_at: Instant,
+    /// A start is due: it happens once the group is gone.
+    start_waiting: bool,
 }
 
 struct Child {
@@ -103,6 +123,8 @@ struct ChildState {
     /// The environment for the next child, while the current one is being stopped.
     pending_env: Option<EnvBlock>,
     stopping: Option<Stopping>,
+    /// The last child's process group, while a restart waits for it.
+    draining: Option<Draining>,
     /// How the last child ended, and whether its exec had failed (see `Child`).
     last_status: Option<(ChildStatus, bool)>,
 }
@@ -162,6 +184,7 @@ impl Supervisor {
                 env_digest: None,
                 pending_env: None,
                 stopping: None,
+                draining: None,
                 last_status: None,
             },
             restart_state: RestartState {
@@ -329,6 +352,10 @@ impl Supervisor {
     /// Starts a replacement child: the environment decided on at change time if there is
     /// one, else the result of a fresh fetch (started when it arrives).
     fn restart(&mut self) {
+        if let Some(draining) = &mut self.child.draining {
+            draining.start_waiting = true;
+            return;
+        }
         match self.child.pending_env.take() {
             Some(env) => self.start_with(Ok(env)),
             None => {
@@ -372,9 +399,17 @@ impl Supervisor {
             .as_ref()
             .filter(|s| !s.killed)
             .map(|s| s.kill_at);
+        let draining = self.child.draining.as_ref().map(|d| {
+            if d.killed {
+                d.check_at
+            } else {
+                d.check_at.min(d.kill_at)
+            }
+        });
         [
             self.restart_state.change_due.map(|(_, due)| due),
             kill_at,
+            draining,
             self.restart_state.start_due,
             self.fetch.watch_due,
             self.startup.start_deadline,
@@ -568,6 +603,7 @@ impl Supervisor {
                 self.send(libc::SIGKILL);
             }
         }
+        self.check_draining(now);
         if self.restart_state.start_due.is_some_and(|due| due <= now) {
             self.restart_state.start_due = None;
             self.restart();
@@ -698,7 +734,12 @@ impl Supervisor {
         self.child.last_status = Some((status, child.exec_failed));
         if let Some(stopping) = self.child.stopping.take() {
             match stopping.after {
-                AfterStop::Restart if !self.outcome.shutting_down => self.restart(),
+                AfterStop::Restart if !self.outcome.shutting_down => {
+                    // With --signal-group the group had the stop signal (and the SIGKILL)
+                    // with the child; without, its turn comes now.
+                    self.drain_group(child.pid, stopping.kill_at, !self.job.settings.signal_group);
+                    self.restart()
+                }
                 _ => self.finish(status, child.exec_failed),
             }
             return;
@@ -710,8 +751,73 @@ impl Supervisor {
         if child.started.elapsed() >= BACKOFF_RESET {
             self.restart_state.backoff = BACKOFF_FIRST;
         }
+        self.drain_group(child.pid, Instant::now() + self.job.settings.grace, true);
         info!(code = status.code(), retry_in = ?self.restart_state.backoff, "child exited; restarting per --restart");
         self.schedule_start();
+    }
+
+    /// Before a restart: what is left of the exited child's process group gets the stop
+    /// signal (when `signal` — it has not had it yet) and SIGKILL at `kill_at`; the next
+    /// start waits until the group is empty. A process that left the group (a daemon that
+    /// called `setsid`) is not waited for.
+    fn drain_group(&mut self, pgid: Pid, kill_at: Instant, signal: bool) {
+        if !group_alive(pgid) {
+            return;
+        }
+        let now = Instant::now();
+        let killed = kill_at <= now;
+        let signo = if killed {
+            libc::SIGKILL
+        } else {
+            self.job.settings.stop_signal as i32
+        };
+        debug!(
+            pgid = pgid.as_raw(),
+            "the old child's process group is still running; the restart waits for it"
+        );
+        if signal || killed {
+            signal_group(pgid, signo);
+        }
+        self.child.draining = Some(Draining {
+            pgid,
+            kill_at,
+            killed,
+            check_at: now + GROUP_CHECK,
+            start_waiting: false,
+        });
+    }
+
+    /// The old process group while a restart waits: SIGKILL at the deadline; once it is
+    /// empty (or a member outlived the SIGKILL by `GROUP_KILL_WAIT`), the start goes ahead.
+    fn check_draining(&mut self, now: Instant) {
+        let Some(draining) = &mut self.child.draining else {
+            return;
+        };
+        if !draining.killed && draining.kill_at <= now {
+            draining.killed = true;
+            warn!(pgid = draining.pgid.as_raw(), grace = ?self.job.settings.grace, "the old child's process group did not exit within the grace period; sending SIGKILL");
+            signal_group(draining.pgid, libc::SIGKILL);
+        }
+        if draining.check_at > now {
+            return;
+        }
+        draining.check_at = now + GROUP_CHECK;
+        let gone = !group_alive(draining.pgid);
+        let stuck = draining.killed && draining.kill_at + GROUP_KILL_WAIT <= now;
+        if !gone && !stuck {
+            return;
+        }
+        if stuck && !gone {
+            warn!(
+                pgid = draining.pgid.as_raw(),
+                "a process of the old child's group outlived SIGKILL; starting anyway"
+            );
+        }
+        let start = draining.start_waiting;
+        self.child.draining = None;
+        if start && !self.outcome.shutting_down {
+            self.restart();
+        }
     }
 
     /// agent-run ends with the last child: its own failure code if it has one, else the
@@ -766,5 +872,19 @@ impl Supervisor {
             let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), child.pid);
         }
         let _ = sys::send_signal(-child.pid.as_raw(), libc::SIGCONT);
+    }
+}
+
+/// Whether any process is left in process group `pgid` (zombies that are ours are reaped
+/// before this is asked).
+fn group_alive(pgid: Pid) -> bool {
+    sys::send_signal(-pgid.as_raw(), 0) != Err(Errno::ESRCH)
+}
+
+fn signal_group(pgid: Pid, signo: i32) {
+    if let Err(e) = sys::send_signal(-pgid.as_raw(), signo) {
+        if e != Errno::ESRCH {
+            warn!(pgid = pgid.as_raw(), signal = %signals::name(signo), error = %e, "cannot signal the old child's process group");
+        }
     }
 }

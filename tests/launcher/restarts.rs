@@ -1,0 +1,177 @@
+//! Issue 16, the restart itself: no overlap with the old child's process group (item 6).
+//! Real children that fork a worker holding a TCP port, real rotations (env-file edits),
+//! plainly and as PID 1 of a new PID namespace.
+
+use std::time::Duration;
+
+use crate::common::{agent_run, alive, lines_starting, wait_until, Dir, Mode, MODES};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// The child: forks a worker (same process group) that binds 127.0.0.1:PORT and logs
+/// `bound pid=P` or `failed pid=P …`, then logs `start pid=P V=…` itself and waits to be
+/// stopped. The worker drains for 200 ms on TERM (`drain`) or ignores it (`ignore-term`);
+/// with `crash` the child exits 1 after the worker bound, until the log has 5 starts.
+const APP: &str = r#"
+import os, signal, socket, sys, time
+log, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def write(line):
+    with open(log, "a") as f:
+        f.write(line + "\n")
+r, w = os.pipe()
+if os.fork() == 0:
+    os.close(r)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        write(f"bound pid={os.getpid()}")
+    except OSError as e:
+        write(f"failed pid={os.getpid()} {e}")
+    if mode == "ignore-term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.2), os._exit(0)))
+    os.write(w, b"x")
+    os.close(w)
+    while True:
+        signal.pause()
+os.close(w)
+os.read(r, 1)
+write(f"start pid={os.getpid()} V={os.environ.get('V')}")
+if mode == "crash" and sum(l.startswith("start") for l in open(log)) < 5:
+    sys.exit(1)
+while True:
+    signal.pause()
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts agent-run with `flags` on `app.env` (V=0) running APP in `mode`; returns once
+/// the first child has started.
+fn start_app(mode: Mode, dir: &Dir, app_mode: &str, flags: &[&str]) -> crate::common::Launcher {
+    let env_file = dir.write("app.env", "V=0\n");
+    let app = dir.write("app.py", APP);
+    let port = free_port().to_string();
+    let log = dir.join("app.log");
+    let mut args: Vec<String> = vec!["--env-file".into(), env_file.display().to_string()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(
+        [
+            "--",
+            "python3",
+            app.to_str().unwrap(),
+            log.to_str().unwrap(),
+            &port,
+            app_mode,
+        ]
+        .map(str::to_owned),
+    );
+    let launcher = agent_run(mode, &args).start(dir);
+    wait_until(LONG, "first start", || {
+        dir.read("app.log").contains("start pid=")
+    });
+    launcher
+}
+
+/// Workers left behind (plain mode: a worker that never got a signal is re-parented away
+/// when agent-run exits; as PID 1 the namespace ends them).
+fn kill_workers(mode: Mode, dir: &Dir) {
+    if mode != Mode::Plain {
+        return;
+    }
+    for line in dir.read("app.log").lines() {
+        let pid = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("pid="))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let (true, Some(pid)) = (line.starts_with("bound") || line.starts_with("failed"), pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn assert_every_start_bound(dir: &Dir, starts: usize) {
+    let log = dir.read("app.log");
+    assert!(lines_starting(&log, "failed").is_empty(), "{log}");
+    assert_eq!(lines_starting(&log, "bound").len(), starts, "{log}");
+    assert_eq!(lines_starting(&log, "start").len(), starts, "{log}");
+}
+
+/// envconsul started the new child while the old one's worker still held the port: here
+/// every one of 20 rotations binds it, with and without `--signal-group`.
+#[test]
+fn a_restart_waits_for_the_old_process_group_to_be_gone() {
+    for mode in MODES {
+        for group in [false, true] {
+            let dir = Dir::new("restart-no-overlap");
+            let flags: &[&str] = if group { &["--signal-group"] } else { &[] };
+            let mut launcher = start_app(mode, &dir, "drain", flags);
+            for i in 1..=20 {
+                dir.replace("app.env", format!("V={i}\n"));
+                let expected = format!(" V={i}");
+                wait_until(LONG, &format!("start {i}"), || {
+                    dir.read("app.log").contains(&expected)
+                });
+            }
+            launcher.stop();
+            kill_workers(mode, &dir);
+            assert_every_start_bound(&dir, 21);
+        }
+    }
+}
+
+/// A worker that ignores the stop signal is SIGKILLed when `--grace` runs out, and only
+/// then does the new child start.
+#[test]
+fn a_worker_ignoring_the_stop_signal_is_killed_after_the_grace() {
+    for mode in MODES {
+        let dir = Dir::new("restart-worker-killed");
+        let mut launcher = start_app(mode, &dir, "ignore-term", &["--grace", "1s"]);
+        let first_worker: i32 = lines_starting(&dir.read("app.log"), "bound pid=")[0]
+            ["bound pid=".len()..]
+            .trim()
+            .parse()
+            .unwrap();
+        dir.replace("app.env", "V=1\n");
+        wait_until(LONG, "the restarted child", || {
+            dir.read("app.log").contains(" V=1")
+        });
+        if mode == Mode::Plain {
+            assert!(!alive(first_worker), "the old worker outlived the restart");
+        }
+        launcher.stop();
+        kill_workers(mode, &dir);
+        assert_every_start_bound(&dir, 2);
+        assert!(
+            launcher.stderr().contains("sending SIGKILL"),
+            "{}",
+            launcher.stderr()
+        );
+    }
+}
+
+/// A crash restart (`--restart on-failure`) waits for the crashed child's group as well.
+#[test]
+fn a_crash_restart_waits_for_the_old_process_group_too() {
+    for mode in MODES {
+        let dir = Dir::new("restart-crash-no-overlap");
+        let mut launcher = start_app(mode, &dir, "crash", &["--restart", "on-failure"]);
+        wait_until(LONG, "five starts", || {
+            lines_starting(&dir.read("app.log"), "start").len() == 5
+        });
+        launcher.stop();
+        kill_workers(mode, &dir);
+        assert_every_start_bound(&dir, 5);
+    }
+}
