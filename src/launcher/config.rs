@@ -11,7 +11,9 @@ use reqwest::Url;
 use crate::launcher::env::{self, Mapping, Policy};
 use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
 use crate::launcher::signals;
-use crate::launcher::supervise::{ExitRemap, OnChange, RestartPolicy, Settings, SignalRewrite};
+use crate::launcher::supervise::{
+    ExitRemap, OnChange, RestartBudget, RestartPolicy, Settings, SignalRewrite,
+};
 use crate::source::openbao::{self, JwtKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,8 @@ pub enum Error {
     BadSignal { flag: &'static str, reason: String },
     #[error("--{flag} {reason}")]
     BadMapping { flag: &'static str, reason: String },
+    #[error("--max-restarts counts the restarts of --restart on-failure or always; with --restart no there are none")]
+    BudgetWithoutRestart,
     #[error("--on-change {value:?}: expected restart, signal:SIG, exit or none")]
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
@@ -140,6 +144,7 @@ impl Config {
                 flag: "remap-exit",
                 reason,
             })?,
+            restart_budget: restart_budget(&args)?,
             rewrite_signal: SignalRewrite::parse(&args.rewrite_signal).map_err(|reason| {
                 Error::BadMapping {
                     flag: "rewrite-signal",
@@ -587,6 +592,22 @@ fn duration(flag: &'static str, value: &str) -> Result<Duration, Error> {
         flag,
         value: value.to_owned(),
     })
+}
+
+/// `--max-restarts N [--within D]`, only where there are restarts to count.
+fn restart_budget(args: &RunArgs) -> Result<Option<RestartBudget>, Error> {
+    let Some(max) = args.max_restarts else {
+        return Ok(None);
+    };
+    if args.restart == RestartArg::No {
+        return Err(Error::BudgetWithoutRestart);
+    }
+    let within = args
+        .within
+        .as_deref()
+        .map(|d| duration("within", d))
+        .transpose()?;
+    Ok(Some(RestartBudget { max, within }))
 }
 
 fn on_change(value: &str) -> Result<OnChange, Error> {

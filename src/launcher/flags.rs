@@ -400,6 +400,27 @@ pub struct RunArgs {
     )]
     pub rewrite_signal: Vec<String>,
 
+    /// Stop restarting a child that keeps failing: after N restarts by --restart (within
+    /// --within, if given), agent-run exits with the child's last code and says why.
+    /// Restarts on a secret change do not count.
+    #[arg(
+        long = "max-restarts",
+        value_name = "N",
+        env = "AGENT_RUN_MAX_RESTARTS",
+        help_heading = "Supervision"
+    )]
+    pub max_restarts: Option<u32>,
+
+    /// With --max-restarts: count only the restarts of this last stretch of time (e.g. 10m).
+    #[arg(
+        long = "within",
+        value_name = "DURATION",
+        env = "AGENT_RUN_RESTART_WITHIN",
+        requires = "max_restarts",
+        help_heading = "Supervision"
+    )]
+    pub within: Option<String>,
+
     // ---- logging -------------------------------------------------------------------
     /// Log format on stderr.
     #[arg(

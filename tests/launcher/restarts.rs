@@ -1,10 +1,15 @@
-//! Issue 16, the restart itself: no overlap with the old child's process group (item 6).
+//! Issue 16, the restart itself: no overlap with the old child's process group (item 6) and
+//! the restart budget (item 8).
 //! Real children that fork a worker holding a TCP port, real rotations (env-file edits),
 //! plainly and as PID 1 of a new PID namespace.
 
 use std::time::Duration;
 
-use crate::common::{agent_run, alive, lines_starting, wait_until, Dir, Mode, MODES};
+use nix::sys::signal::Signal;
+
+use crate::common::{
+    agent_run, alive, lines_starting, start_signals_child, test_child, wait_until, Dir, Mode, MODES,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -173,5 +178,157 @@ fn a_crash_restart_waits_for_the_old_process_group_too() {
         launcher.stop();
         kill_workers(mode, &dir);
         assert_every_start_bound(&dir, 5);
+    }
+}
+
+// ---- item 8: the restart budget (--max-restarts N --within D) ---------------------------
+
+/// A child that crashes in a loop is restarted N times, then agent-run exits with its code
+/// and says why.
+#[test]
+fn a_crash_loop_stops_after_max_restarts_with_the_childs_code() {
+    for mode in MODES {
+        let dir = Dir::new("restart-budget");
+        let log = dir.join("crash.log");
+        let out = agent_run(
+            mode,
+            [
+                "--restart",
+                "on-failure",
+                "--max-restarts",
+                "3",
+                "--",
+                test_child().to_str().unwrap(),
+                "exit-after",
+                log.to_str().unwrap(),
+                "7",
+            ],
+        )
+        .run(&dir);
+        out.assert_code(7);
+        assert_eq!(lines_starting(&dir.read("crash.log"), "start").len(), 4);
+        assert!(
+            out.stderr.contains("restart budget spent") && out.stderr.contains("--max-restarts"),
+            "{}",
+            out.description
+        );
+    }
+}
+
+/// `--within` counts only recent restarts: with a window shorter than the first backoff
+/// (100 ms), no two restarts are ever in it, so one allowed restart is enough for ever.
+/// Without the window the same budget ends the loop after one restart.
+#[test]
+fn within_counts_only_the_restarts_of_the_window() {
+    let dir = Dir::new("restart-budget-window");
+    let log = dir.join("crash.log");
+    let tc = test_child().display().to_string();
+    let mut launcher = agent_run(
+        Mode::Plain,
+        [
+            "--restart",
+            "on-failure",
+            "--max-restarts",
+            "1",
+            "--within",
+            "50ms",
+            "--",
+            &tc,
+            "exit-after",
+            log.to_str().unwrap(),
+            "7",
+        ],
+    )
+    .start(&dir);
+    wait_until(LONG, "five starts", || {
+        lines_starting(&dir.read("crash.log"), "start").len() >= 5
+    });
+    launcher.stop();
+
+    let log = dir.join("crash-no-window.log");
+    agent_run(
+        Mode::Plain,
+        [
+            "--restart",
+            "on-failure",
+            "--max-restarts",
+            "1",
+            "--",
+            &tc,
+            "exit-after",
+            log.to_str().unwrap(),
+            "7",
+        ],
+    )
+    .run(&dir)
+    .assert_code(7);
+    assert_eq!(
+        lines_starting(&dir.read("crash-no-window.log"), "start").len(),
+        2
+    );
+}
+
+/// Restarts on a secret change are not crashes: they do not spend the budget.
+#[test]
+fn rotation_restarts_do_not_spend_the_budget() {
+    for mode in MODES {
+        let dir = Dir::new("restart-budget-rotation");
+        let env_file = dir.write("app.env", "V=0\n");
+        let mut launcher = start_signals_child(
+            mode,
+            &dir,
+            &[
+                "--env-file",
+                env_file.to_str().unwrap(),
+                "--restart",
+                "on-failure",
+                "--max-restarts",
+                "1",
+            ],
+            &["--exit-on-usr1", "3"],
+        );
+        for i in 1..=3 {
+            dir.replace("app.env", format!("V={i}\n"));
+            wait_until(LONG, &format!("rotation {i}"), || {
+                lines_starting(&dir.read("signals.log"), "ready").len() == i + 1
+            });
+        }
+        // The first crash is restarted (the budget is 1), the second ends agent-run.
+        launcher.signal(Signal::SIGUSR1);
+        wait_until(LONG, "the crash restart", || {
+            lines_starting(&dir.read("signals.log"), "ready").len() == 5
+        });
+        launcher.signal(Signal::SIGUSR1);
+        let status = launcher.wait(LONG);
+        launcher.outcome(status).assert_code(3);
+        assert_eq!(lines_starting(&dir.read("signals.log"), "ready").len(), 5);
+    }
+}
+
+#[test]
+fn a_budget_without_restarts_or_a_window_without_a_budget_is_refused() {
+    let dir = Dir::new("restart-budget-refused");
+    for args in [
+        vec!["--max-restarts", "3", "--", "true"],
+        vec!["--restart", "always", "--within", "10m", "--", "true"],
+        vec!["--restart", "always", "--max-restarts", "x", "--", "true"],
+        vec![
+            "--restart",
+            "always",
+            "--max-restarts",
+            "3",
+            "--within",
+            "soon",
+            "--",
+            "true",
+        ],
+    ] {
+        let out = agent_run(Mode::Plain, &args).run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("--max-restarts") || out.stderr.contains("--within"),
+            "{args:?}: {}",
+            out.description
+        );
     }
 }

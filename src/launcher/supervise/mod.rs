@@ -32,7 +32,7 @@ mod settings;
 
 use fetcher::Fetcher;
 pub use remap::{ExitRemap, SignalRewrite};
-pub use settings::{Inputs, Job, OnChange, RestartPolicy, Settings};
+pub use settings::{Inputs, Job, OnChange, RestartBudget, RestartPolicy, Settings};
 
 /// Backoff between restarts of a failing child: doubles from the first value up to the
 /// cap, and starts over once a child has run for `BACKOFF_RESET` (systemd-like behaviour
@@ -136,6 +136,9 @@ struct RestartState {
     /// Restart-policy backoff: when to start again, and the next delay.
     start_due: Option<Instant>,
     backoff: Duration,
+    /// When each restart by the restart policy counted by `--max-restarts` happened
+    /// (oldest first; those older than `--within` are dropped).
+    crash_restarts: std::collections::VecDeque<Instant>,
 }
 
 /// How agent-run ends.
@@ -191,6 +194,7 @@ impl Supervisor {
                 change_due: None,
                 start_due: None,
                 backoff: BACKOFF_FIRST,
+                crash_restarts: std::collections::VecDeque::new(),
             },
             outcome: Outcome {
                 shutting_down: false,
@@ -748,12 +752,42 @@ impl Supervisor {
             self.finish(status, child.exec_failed);
             return;
         }
+        if !self.restart_budget_allows() {
+            error!(
+                code = status.code(),
+                max_restarts = self.job.settings.restart_budget.map(|b| b.max),
+                within = ?self.job.settings.restart_budget.and_then(|b| b.within),
+                "the child keeps failing: restart budget spent (--max-restarts); exiting with its code"
+            );
+            self.finish(status, child.exec_failed);
+            return;
+        }
         if child.started.elapsed() >= BACKOFF_RESET {
             self.restart_state.backoff = BACKOFF_FIRST;
         }
         self.drain_group(child.pid, Instant::now() + self.job.settings.grace, true);
         info!(code = status.code(), retry_in = ?self.restart_state.backoff, "child exited; restarting per --restart");
         self.schedule_start();
+    }
+
+    /// `--max-restarts`: whether one more restart by the restart policy fits the budget,
+    /// and if so, counts it.
+    fn restart_budget_allows(&mut self) -> bool {
+        let Some(budget) = self.job.settings.restart_budget else {
+            return true;
+        };
+        let now = Instant::now();
+        let done = &mut self.restart_state.crash_restarts;
+        if let Some(window) = budget.within {
+            while done.front().is_some_and(|at| *at + window <= now) {
+                done.pop_front();
+            }
+        }
+        if done.len() >= budget.max as usize {
+            return false;
+        }
+        done.push_back(now);
+        true
     }
 
     /// Before a restart: what is left of the exited child's process group gets the stop

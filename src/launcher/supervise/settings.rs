@@ -45,6 +45,14 @@ impl RestartPolicy {
     }
 }
 
+/// `--max-restarts N --within D`: at most `max` restarts by the restart policy in any
+/// stretch of `within` (in the whole run without it). Restarts on change do not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBudget {
+    pub max: u32,
+    pub within: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub signal_group: bool,
@@ -60,6 +68,8 @@ pub struct Settings {
     pub start_timeout: Duration,
     /// Stop the child and exit 125 when a source's credentials are rejected while running.
     pub exit_on_auth_failure: bool,
+    /// `--max-restarts` / `--within`: `None`, restart for ever.
+    pub restart_budget: Option<RestartBudget>,
     /// `--remap-exit`: applied to the child's exit status only.
     pub remap_exit: ExitRemap,
     /// `--rewrite-signal`: applied to forwarded signals only.
