@@ -12,7 +12,7 @@ use crate::launcher::env::{self, Mapping, Policy};
 use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
 use crate::launcher::signals;
 use crate::launcher::supervise::{
-    ExitRemap, OnChange, RestartBudget, RestartPolicy, Settings, SignalRewrite,
+    ExitRemap, Jitter, OnChange, RestartBudget, RestartPolicy, Settings, SignalRewrite,
 };
 use crate::source::openbao::{self, JwtKind};
 
@@ -27,6 +27,10 @@ pub enum Error {
     BadMapping { flag: &'static str, reason: String },
     #[error("--max-restarts counts the restarts of --restart on-failure or always; with --restart no there are none")]
     BudgetWithoutRestart,
+    #[error(
+        "--restart-jitter {value:?}: expected MAX or MIN-MAX with MIN <= MAX (e.g. 30s, 5s-30s)"
+    )]
+    BadJitter { value: String },
     #[error("--on-change {value:?}: expected restart, signal:SIG, exit or none")]
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
@@ -145,6 +149,7 @@ impl Config {
                 reason,
             })?,
             restart_budget: restart_budget(&args)?,
+            restart_jitter: args.restart_jitter.as_deref().map(jitter).transpose()?,
             rewrite_signal: SignalRewrite::parse(&args.rewrite_signal).map_err(|reason| {
                 Error::BadMapping {
                     flag: "rewrite-signal",
@@ -592,6 +597,22 @@ fn duration(flag: &'static str, value: &str) -> Result<Duration, Error> {
         flag,
         value: value.to_owned(),
     })
+}
+
+/// `--restart-jitter MAX` or `MIN-MAX` (durations never contain a `-`).
+fn jitter(value: &str) -> Result<Jitter, Error> {
+    let bad = || Error::BadJitter {
+        value: value.to_owned(),
+    };
+    let parse = |text: &str| humantime::parse_duration(text.trim()).map_err(|_| bad());
+    let (min, max) = match value.split_once('-') {
+        Some((min, max)) => (parse(min)?, parse(max)?),
+        None => (Duration::ZERO, parse(value)?),
+    };
+    if min > max {
+        return Err(bad());
+    }
+    Ok(Jitter { min, max })
 }
 
 /// `--max-restarts N [--within D]`, only where there are restarts to count.

@@ -421,6 +421,17 @@ pub struct RunArgs {
     )]
     pub within: Option<String>,
 
+    /// After a secret change, wait a random delay in MIN-MAX (or 0-MAX when one duration
+    /// is given) before the restart, so a fleet on one store does not restart at the same
+    /// instant (envconsul's splay). A newer change meanwhile joins the same restart.
+    #[arg(
+        long = "restart-jitter",
+        value_name = "RANGE",
+        env = "AGENT_RUN_RESTART_JITTER",
+        help_heading = "Supervision"
+    )]
+    pub restart_jitter: Option<String>,
+
     // ---- logging -------------------------------------------------------------------
     /// Log format on stderr.
     #[arg(

@@ -332,3 +332,149 @@ fn a_budget_without_restarts_or_a_window_without_a_budget_is_refused() {
         );
     }
 }
+
+// ---- item 4: staggered restarts (--restart-jitter) --------------------------------------
+
+/// `start NANOS V=…` lines of a `test_child stamp` log, as (nanoseconds, value).
+fn stamps(log: &str) -> Vec<(u128, String)> {
+    lines_starting(log, "start ")
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            let nanos = words.next()?.parse().ok()?;
+            let value = words.next()?.strip_prefix("V=")?.to_owned();
+            Some((nanos, value))
+        })
+        .collect()
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// 20 launchers on one env file, `--restart-jitter 0-4s`: after one change each restarts
+/// once, none before the change, and the restarts spread over the range instead of landing
+/// together (20 uniform draws in 4 s all within 1 s: probability below 1e-10).
+#[test]
+fn restarts_after_one_change_are_spread_over_the_jitter() {
+    let dir = Dir::new("restart-jitter");
+    let env_file = dir.write("app.env", "V=1\n");
+    let tc = test_child().display().to_string();
+    let mut launchers: Vec<_> = (0..20)
+        .map(|i| {
+            let log = dir.join(&format!("child-{i}.log"));
+            agent_run(
+                Mode::Plain,
+                [
+                    "--env-file",
+                    env_file.to_str().unwrap(),
+                    "--restart-jitter",
+                    "0-4s",
+                    "--",
+                    &tc,
+                    "stamp",
+                    log.to_str().unwrap(),
+                    "V",
+                ],
+            )
+            .start(&dir)
+        })
+        .collect();
+    for i in 0..20 {
+        wait_until(LONG, "every first start", || {
+            dir.read(&format!("child-{i}.log")).contains("V=1")
+        });
+    }
+    let changed_at = now_nanos();
+    dir.replace("app.env", "V=2\n");
+    let mut restarted_at = Vec::new();
+    for i in 0..20 {
+        let name = format!("child-{i}.log");
+        wait_until(LONG, "every restart", || dir.read(&name).contains("V=2"));
+        let starts = stamps(&dir.read(&name));
+        let values: Vec<&str> = starts.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["1", "2"], "launcher {i}: one restart");
+        assert!(
+            starts[1].0 > changed_at,
+            "launcher {i} restarted before the change"
+        );
+        restarted_at.push(starts[1].0);
+    }
+    let spread = restarted_at.iter().max().unwrap() - restarted_at.iter().min().unwrap();
+    assert!(
+        spread > 1_000_000_000,
+        "the 20 restarts landed within {} ms",
+        spread / 1_000_000
+    );
+    for launcher in &mut launchers {
+        launcher.stop().assert_code(0);
+    }
+}
+
+/// A newer change during the wait joins the same restart: one restart, with the newest value.
+#[test]
+fn a_change_during_the_jitter_joins_the_same_restart() {
+    for mode in MODES {
+        let dir = Dir::new("restart-jitter-join");
+        let env_file = dir.write("app.env", "V=0\n");
+        let log = dir.join("child.log");
+        let tc = test_child().display().to_string();
+        let mut launcher = agent_run(
+            mode,
+            [
+                "-v",
+                "--env-file",
+                env_file.to_str().unwrap(),
+                "--restart-jitter",
+                "2s-3s",
+                "--",
+                &tc,
+                "stamp",
+                log.to_str().unwrap(),
+                "V",
+            ],
+        )
+        .start(&dir);
+        wait_until(LONG, "first start", || {
+            dir.read("child.log").contains("V=0")
+        });
+        dir.replace("app.env", "V=1\n");
+        wait_until(LONG, "the delayed restart", || {
+            launcher.stderr().contains("restart delayed")
+        });
+        dir.replace("app.env", "V=2\n");
+        wait_until(LONG, "the restart", || {
+            dir.read("child.log").contains("V=2")
+        });
+        let values: Vec<String> = stamps(&dir.read("child.log"))
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(values, ["0", "2"]);
+        assert_eq!(launcher.stderr().matches("restart delayed").count(), 1);
+        launcher.stop().assert_code(0);
+    }
+}
+
+#[test]
+fn bad_jitter_ranges_are_refused() {
+    let dir = Dir::new("restart-jitter-refused");
+    for value in ["soon", "30s-5s", "-5s", "5s-", "1s-2s-3s"] {
+        let flag = format!("--restart-jitter={value}");
+        let out = agent_run(Mode::Plain, [flag.as_str(), "--", "true"]).run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr.contains("--restart-jitter") && out.stderr.contains(value),
+            "{value}: {}",
+            out.description
+        );
+    }
+    for value in ["30s", "0-30s", "500ms-2s"] {
+        agent_run(Mode::Plain, ["--restart-jitter", value, "--", "true"])
+            .run(&dir)
+            .assert_code(0);
+    }
+}

@@ -32,7 +32,7 @@ mod settings;
 
 use fetcher::Fetcher;
 pub use remap::{ExitRemap, SignalRewrite};
-pub use settings::{Inputs, Job, OnChange, RestartBudget, RestartPolicy, Settings};
+pub use settings::{Inputs, Jitter, Job, OnChange, RestartBudget, RestartPolicy, Settings};
 
 /// Backoff between restarts of a failing child: doubles from the first value up to the
 /// cap, and starts over once a child has run for `BACKOFF_RESET` (systemd-like behaviour
@@ -133,6 +133,9 @@ struct ChildState {
 struct RestartState {
     /// Debounce: (first change seen, act at).
     change_due: Option<(Instant, Instant)>,
+    /// `--restart-jitter`: when the restart decided on a change begins (its environment
+    /// waits in `pending_env`; a newer change replaces it and keeps this time).
+    jitter_due: Option<Instant>,
     /// Restart-policy backoff: when to start again, and the next delay.
     start_due: Option<Instant>,
     backoff: Duration,
@@ -192,6 +195,7 @@ impl Supervisor {
             },
             restart_state: RestartState {
                 change_due: None,
+                jitter_due: None,
                 start_due: None,
                 backoff: BACKOFF_FIRST,
                 crash_restarts: std::collections::VecDeque::new(),
@@ -412,6 +416,7 @@ impl Supervisor {
         });
         [
             self.restart_state.change_due.map(|(_, due)| due),
+            self.restart_state.jitter_due,
             kill_at,
             draining,
             self.restart_state.start_due,
@@ -600,6 +605,17 @@ impl Supervisor {
             self.restart_state.change_due = None;
             self.on_change();
         }
+        if self.restart_state.jitter_due.is_some_and(|due| due <= now) {
+            self.restart_state.jitter_due = None;
+            // Nothing to do if the child exited meanwhile (its successor took the pending
+            // environment) or agent-run is stopping.
+            if self.child.running.is_some()
+                && self.child.pending_env.is_some()
+                && !self.outcome.shutting_down
+            {
+                self.stop_child(AfterStop::Restart);
+            }
+        }
         if let Some(stopping) = &mut self.child.stopping {
             if !stopping.killed && stopping.kill_at <= now {
                 stopping.killed = true;
@@ -665,7 +681,16 @@ impl Supervisor {
         match self.job.settings.on_change {
             OnChange::Restart => {
                 self.child.pending_env = Some(env);
-                self.stop_child(AfterStop::Restart);
+                match self.job.settings.restart_jitter {
+                    // A newer change during the wait: same restart, newer environment.
+                    Some(_) if self.restart_state.jitter_due.is_some() => {}
+                    Some(jitter) if self.child.stopping.is_none() => {
+                        let delay = jitter.pick();
+                        info!(delay = ?delay, "restart delayed (--restart-jitter)");
+                        self.restart_state.jitter_due = Some(Instant::now() + delay);
+                    }
+                    _ => self.stop_child(AfterStop::Restart),
+                }
             }
             OnChange::Exit => self.stop_child(AfterStop::Exit),
             OnChange::Signal(signal) => {

@@ -53,6 +53,25 @@ pub struct RestartBudget {
     pub within: Option<Duration>,
 }
 
+/// `--restart-jitter MIN-MAX`: a restart on change waits a uniform random delay in
+/// `min..=max`, drawn from the kernel's randomness per restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jitter {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Jitter {
+    pub(super) fn pick(self) -> Duration {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            return self.max;
+        }
+        let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        self.min + (self.max - self.min).mul_f64(unit)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub signal_group: bool,
@@ -70,6 +89,8 @@ pub struct Settings {
     pub exit_on_auth_failure: bool,
     /// `--max-restarts` / `--within`: `None`, restart for ever.
     pub restart_budget: Option<RestartBudget>,
+    /// `--restart-jitter`: the random wait between a change and its restart.
+    pub restart_jitter: Option<Jitter>,
     /// `--remap-exit`: applied to the child's exit status only.
     pub remap_exit: ExitRemap,
     /// `--rewrite-signal`: applied to forwarded signals only.
@@ -98,6 +119,25 @@ pub struct Inputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_in_its_range() {
+        let jitter = Jitter {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+        };
+        let picks: Vec<Duration> = (0..200).map(|_| jitter.pick()).collect();
+        assert!(picks.iter().all(|d| (jitter.min..=jitter.max).contains(d)));
+        assert!(
+            picks.iter().any(|d| *d != picks[0]),
+            "always the same delay"
+        );
+        let none = Jitter {
+            min: Duration::ZERO,
+            max: Duration::ZERO,
+        };
+        assert_eq!(none.pick(), Duration::ZERO);
+    }
 
     #[test]
     fn on_failure_treats_clean_signals_as_clean() {
