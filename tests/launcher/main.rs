@@ -17,4 +17,5 @@ mod reads;
 mod remap;
 mod restarts;
 mod store;
+mod terminal;
 mod usage;

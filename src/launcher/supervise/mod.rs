@@ -125,6 +125,9 @@ struct ChildState {
     stopping: Option<Stopping>,
     /// The last child's process group, while a restart waits for it.
     draining: Option<Draining>,
+    /// The last child's pid (and process group): if it held the terminal, its successor
+    /// takes it over.
+    last_pid: Option<Pid>,
     /// How the last child ended, and whether its exec had failed (see `Child`).
     last_status: Option<(ChildStatus, bool)>,
 }
@@ -191,6 +194,7 @@ impl Supervisor {
                 pending_env: None,
                 stopping: None,
                 draining: None,
+                last_pid: None,
                 last_status: None,
             },
             restart_state: RestartState {
@@ -380,8 +384,9 @@ impl Supervisor {
         self.restart_state.backoff = (self.restart_state.backoff * 2).min(BACKOFF_CAP);
     }
 
-    /// The terminal goes to the child when agent-run holds it (or the previous child did):
-    /// never steal it from a shell that moved us to the background.
+    /// The terminal goes to the child when agent-run holds it (or the previous child did,
+    /// which is gone by the time its successor starts: `last_pid`): never steal it from a
+    /// shell that moved us to the background.
     fn may_take_terminal(&self) -> bool {
         let stdin = std::io::stdin();
         if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
@@ -390,6 +395,7 @@ impl Supervisor {
         match nix::unistd::tcgetpgrp(stdin.as_fd()) {
             Ok(foreground) => {
                 foreground == nix::unistd::getpgrp()
+                    || self.child.last_pid == Some(foreground)
                     || self
                         .child
                         .running
@@ -462,7 +468,7 @@ impl Supervisor {
                     error!(signal = %signals::name(signo), code = info.ssi_code, "agent-run itself faulted");
                     sys::die_of(signo);
                 }
-                self.on_signal(signo);
+                self.on_signal(signo, info.ssi_code == libc::SI_KERNEL);
             }
         }
         // An exit decides first: a child that exited while a change was being read is
@@ -483,7 +489,10 @@ impl Supervisor {
         Ok(())
     }
 
-    fn on_signal(&mut self, signo: i32) {
+    /// A signal for agent-run: forwarded to the child (rewritten by `--rewrite-signal`),
+    /// except one the terminal already sent the child's group (`from_kernel`: see
+    /// `terminal_already_signalled`). TERM and INT also stop the child for good.
+    fn on_signal(&mut self, signo: i32, from_kernel: bool) {
         if signo == libc::SIGCHLD {
             return; // reaped at the top of every iteration
         }
@@ -506,9 +515,13 @@ impl Supervisor {
         };
         // The rewrite changes what the child gets, not what agent-run was asked: a TERM
         // rewritten to QUIT still means "stop, and do not restart".
-        let forwarded = self.job.settings.rewrite_signal.apply(signo);
-        debug!(pid = child.pid.as_raw(), signal = %signals::name(signo), sent = %signals::name(forwarded), "forwarding signal");
-        self.send(forwarded);
+        if from_kernel && self.terminal_already_signalled(signo, child.pid) {
+            debug!(signal = %signals::name(signo), "the terminal signalled the child's group itself; not forwarding it again");
+        } else {
+            let forwarded = self.job.settings.rewrite_signal.apply(signo);
+            debug!(pid = child.pid.as_raw(), signal = %signals::name(signo), sent = %signals::name(forwarded), "forwarding signal");
+            self.send(forwarded);
+        }
         if signo == libc::SIGTERM || signo == libc::SIGINT {
             self.outcome.shutting_down = true;
             self.child.pending_env = None;
@@ -523,6 +536,22 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Whether `signo` is one the terminal sends its foreground process group (Ctrl-C,
+    /// Ctrl-\, Ctrl-Z, a resize) and the child's group is that foreground group: then the
+    /// child has it already, and forwarding it would deliver it twice. Only asked for a
+    /// signal the kernel generated (`si_code == SI_KERNEL`); one a process sent with `kill`
+    /// is always forwarded. HUP is not among them: a hangup goes to the session leader,
+    /// which may be agent-run alone.
+    fn terminal_already_signalled(&self, signo: i32, child: Pid) -> bool {
+        let from_terminal = [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP, libc::SIGWINCH];
+        if !from_terminal.contains(&signo) {
+            return false;
+        }
+        let stdin = std::io::stdin();
+        nix::unistd::isatty(stdin.as_fd()).unwrap_or(false)
+            && nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(child)
     }
 
     /// Sends `signo` to the child, or to its process group with `--signal-group`.
@@ -761,6 +790,7 @@ impl Supervisor {
             "child exited"
         );
         self.child.last_status = Some((status, child.exec_failed));
+        self.child.last_pid = Some(child.pid);
         if let Some(stopping) = self.child.stopping.take() {
             match stopping.after {
                 AfterStop::Restart if !self.outcome.shutting_down => {
