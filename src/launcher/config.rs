@@ -31,7 +31,9 @@ pub enum Error {
         "--restart-jitter {value:?}: expected MAX or MIN-MAX with MIN <= MAX (e.g. 30s, 5s-30s)"
     )]
     BadJitter { value: String },
-    #[error("--on-change {value:?}: expected restart, signal:SIG, exit or none")]
+    #[error("--reload-file needs --on-change reload:SIG")]
+    ReloadFileWithoutReload,
+    #[error("--on-change {value:?}: expected restart, signal:SIG, reload:SIG, exit or none")]
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
     BadLogLevel { value: String },
@@ -148,6 +150,7 @@ impl Config {
                 flag: "remap-exit",
                 reason,
             })?,
+            reload_file: args.reload_file.clone(),
             restart_budget: restart_budget(&args)?,
             restart_jitter: args.restart_jitter.as_deref().map(jitter).transpose()?,
             rewrite_signal: SignalRewrite::parse(&args.rewrite_signal).map_err(|reason| {
@@ -157,6 +160,9 @@ impl Config {
                 }
             })?,
         };
+        if supervise.reload_file.is_some() && !matches!(supervise.on_change, OnChange::Reload(_)) {
+            return Err(Error::ReloadFileWithoutReload);
+        }
         let log = LogSettings {
             level: log_level(args.verbose, args.quiet, args.log_level.as_deref())?,
             format: args.log_format,
@@ -636,6 +642,12 @@ fn on_change(value: &str) -> Result<OnChange, Error> {
         "restart" => Ok(OnChange::Restart),
         "exit" => Ok(OnChange::Exit),
         "none" => Ok(OnChange::None),
+        other if other.starts_with("reload:") => signals::parse(&other["reload:".len()..])
+            .map(OnChange::Reload)
+            .map_err(|reason| Error::BadSignal {
+                flag: "on-change",
+                reason,
+            }),
         other => match other.strip_prefix("signal:") {
             Some(sig) => {
                 signals::parse(sig)

@@ -342,7 +342,8 @@ pub struct RunArgs {
     pub no_pdeathsig: bool,
 
     /// What to do when a secret changes: restart (stop, then start with the new secrets),
-    /// signal:SIG (send SIG, keep running), exit, or none.
+    /// signal:SIG (send SIG, keep running), reload:SIG (write the new environment where
+    /// the child reads it, see --reload-file, then send SIG), exit, or none.
     #[arg(
         long,
         value_name = "ACTION",
@@ -431,6 +432,18 @@ pub struct RunArgs {
         help_heading = "Supervision"
     )]
     pub restart_jitter: Option<String>,
+
+    /// With --on-change reload:SIG: write the new environment to this file (0600, replaced
+    /// atomically, removed when agent-run exits; its directory must be a tmpfs such as
+    /// /dev/shm) instead of the memfd whose descriptor the child finds in
+    /// AGENT_RUN_RELOAD_FD.
+    #[arg(
+        long = "reload-file",
+        value_name = "PATH",
+        env = "AGENT_RUN_RELOAD_FILE",
+        help_heading = "Supervision"
+    )]
+    pub reload_file: Option<PathBuf>,
 
     // ---- logging -------------------------------------------------------------------
     /// Log format on stderr.

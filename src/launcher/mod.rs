@@ -48,6 +48,8 @@ pub enum Error {
     StartTimeout(Duration),
     #[error("cannot start the thread that reads the sources: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Reload(#[from] supervise::ReloadError),
 }
 
 impl Error {

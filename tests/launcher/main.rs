@@ -14,6 +14,7 @@ mod openbao;
 mod packaging;
 mod pid1;
 mod reads;
+mod reload;
 mod remap;
 mod restarts;
 mod store;

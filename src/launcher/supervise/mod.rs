@@ -27,10 +27,13 @@ use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
 
 mod fetcher;
+mod reload;
 mod remap;
 mod settings;
 
 use fetcher::Fetcher;
+use reload::ReloadTarget;
+pub use reload::{Error as ReloadError, RELOAD_FD_VARIABLE};
 pub use remap::{ExitRemap, SignalRewrite};
 pub use settings::{Inputs, Jitter, Job, OnChange, RestartBudget, RestartPolicy, Settings};
 
@@ -170,6 +173,8 @@ pub struct Supervisor {
     restart_state: RestartState,
     outcome: Outcome,
     digest_key: DigestKey,
+    /// `--on-change reload:SIG`: where the child reads its environment again.
+    reload: Option<ReloadTarget>,
 }
 
 impl Supervisor {
@@ -212,6 +217,7 @@ impl Supervisor {
                 exit_override: None,
             },
             digest_key: DigestKey::random(),
+            reload: None,
         }
     }
 
@@ -219,6 +225,11 @@ impl Supervisor {
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
     /// The loop never waits on a source: fetches run on the fetcher thread.
     pub fn run(mut self) -> Result<u8, Error> {
+        if matches!(self.job.settings.on_change, OnChange::Reload(_)) {
+            // Before the fetcher thread exists: no thread but this one ever forks while
+            // the memfd is open without close-on-exec.
+            self.reload = Some(ReloadTarget::new(self.job.settings.reload_file.as_deref())?);
+        }
         self.fetch.fetcher = Some(Fetcher::spawn(std::mem::take(&mut self.inputs.sources))?);
         self.startup.start_deadline = Some(Instant::now() + self.job.settings.start_timeout);
         self.fetch.want_start = true;
@@ -340,6 +351,7 @@ impl Supervisor {
     /// Starts a child with `env`, which is wiped as soon as the fork has returned.
     fn start(&mut self, env: EnvBlock) -> Result<Started, Error> {
         let digest = env.digest(&self.digest_key);
+        let env = self.for_reload(env)?;
         let vars = env.len();
         let started = spawn::spawn(
             &self.job.program,
@@ -359,6 +371,20 @@ impl Supervisor {
         });
         self.child.env_digest = Some(digest);
         Ok(started)
+    }
+
+    /// With `reload:SIG`: the environment with the reload variable added, written where
+    /// the child reads it again. Unchanged otherwise.
+    fn for_reload(&self, env: EnvBlock) -> Result<EnvBlock, Error> {
+        let Some(target) = &self.reload else {
+            return Ok(env);
+        };
+        let env = match target.variable() {
+            Some((name, value)) => env.with_var(name, &value),
+            None => env,
+        };
+        target.write(&env).map_err(ReloadError::Write)?;
+        Ok(env)
     }
 
     /// Starts a replacement child: the environment decided on at change time if there is
@@ -726,6 +752,17 @@ impl Supervisor {
                 self.send(signal as i32);
                 self.child.env_digest = Some(digest);
             }
+            OnChange::Reload(signal) => match self.for_reload(env) {
+                Ok(env) => {
+                    drop(env);
+                    crate::sys::wipe_stack();
+                    self.send(signal as i32);
+                    self.child.env_digest = Some(digest);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot write the new environment; the child keeps its current one")
+                }
+            },
             OnChange::None => self.child.env_digest = Some(digest),
         }
     }

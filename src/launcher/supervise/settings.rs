@@ -17,6 +17,8 @@ use crate::source::{ChangeNotifier, ChangeQueue, SecretSource};
 pub enum OnChange {
     Restart,
     Signal(Signal),
+    /// Write the new environment where the child reads it, then send the signal.
+    Reload(Signal),
     Exit,
     None,
 }
@@ -89,6 +91,8 @@ pub struct Settings {
     pub exit_on_auth_failure: bool,
     /// `--max-restarts` / `--within`: `None`, restart for ever.
     pub restart_budget: Option<RestartBudget>,
+    /// `--reload-file`: with `reload:SIG`, a tmpfs file instead of the memfd.
+    pub reload_file: Option<std::path::PathBuf>,
     /// `--restart-jitter`: the random wait between a change and its restart.
     pub restart_jitter: Option<Jitter>,
     /// `--remap-exit`: applied to the child's exit status only.
