@@ -9,10 +9,11 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::launcher::env::{self, Mapping, Policy};
-use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
+use crate::launcher::flags::{AuthArg, LogFormat, MountFormatArg, RestartArg, RunArgs};
 use crate::launcher::signals;
 use crate::launcher::supervise::{
-    ExitRemap, Jitter, OnChange, RestartBudget, RestartPolicy, Settings, SignalRewrite,
+    ExitRemap, Jitter, MountFormat, MountSettings, OnChange, RestartBudget, RestartPolicy,
+    Settings, SignalRewrite,
 };
 use crate::source::openbao::{self, JwtKind};
 
@@ -31,6 +32,8 @@ pub enum Error {
         "--restart-jitter {value:?}: expected MAX or MIN-MAX with MIN <= MAX (e.g. 30s, 5s-30s)"
     )]
     BadJitter { value: String },
+    #[error("--mount takes the secrets out of the environment a reload would write: use --on-change restart with --mount")]
+    MountWithReload,
     #[error("--reload-file needs --on-change reload:SIG")]
     ReloadFileWithoutReload,
     #[error("--on-change {value:?}: expected restart, signal:SIG, reload:SIG, exit or none")]
@@ -151,6 +154,14 @@ impl Config {
                 reason,
             })?,
             reload_file: args.reload_file.clone(),
+            mount: args.mount.as_ref().map(|path| MountSettings {
+                path: (path.as_os_str() != "memfd").then(|| path.clone()),
+                format: match args.mount_format {
+                    MountFormatArg::Dotenv => MountFormat::Dotenv,
+                    MountFormatArg::Json => MountFormat::Json,
+                },
+                allow_disk: args.mount_allow_disk,
+            }),
             restart_budget: restart_budget(&args)?,
             restart_jitter: args.restart_jitter.as_deref().map(jitter).transpose()?,
             rewrite_signal: SignalRewrite::parse(&args.rewrite_signal).map_err(|reason| {
@@ -160,6 +171,9 @@ impl Config {
                 }
             })?,
         };
+        if supervise.mount.is_some() && matches!(supervise.on_change, OnChange::Reload(_)) {
+            return Err(Error::MountWithReload);
+        }
         if supervise.reload_file.is_some() && !matches!(supervise.on_change, OnChange::Reload(_)) {
             return Err(Error::ReloadFileWithoutReload);
         }

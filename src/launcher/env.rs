@@ -524,6 +524,32 @@ impl EnvBlock {
         self.data()
     }
 
+    /// A block of `entries`, for unit tests elsewhere in the crate.
+    #[cfg(test)]
+    pub fn test_block(entries: &[(&str, &str)]) -> EnvBlock {
+        EnvBlock::build(entries.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    /// `NAME`, `value` of every entry.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.data()
+            .split(|&b| b == 0)
+            .filter(|entry| !entry.is_empty())
+            .filter_map(|entry| {
+                let eq = entry.iter().position(|&b| b == b'=')?;
+                Some((&entry[..eq], &entry[eq + 1..]))
+            })
+    }
+
+    /// `--mount`: (this block without the variables named in `names`, a block of just
+    /// those), both locked and wiped on drop like this one.
+    pub fn split_off(&self, names: &[String]) -> (EnvBlock, EnvBlock) {
+        let named = |n: &[u8]| names.iter().any(|name| name.as_bytes() == n);
+        let rest = EnvBlock::build(self.entries().filter(move |(n, _)| !named(n)));
+        let taken = EnvBlock::build(self.entries().filter(move |(n, _)| named(n)));
+        (rest, taken)
+    }
+
     /// This block with one more variable (set by agent-run for the child, e.g. where it
     /// finds its reload file). `self` is wiped when the caller drops it.
     pub fn with_var(&self, name: &str, value: &str) -> EnvBlock {

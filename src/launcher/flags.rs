@@ -445,6 +445,44 @@ pub struct RunArgs {
     )]
     pub reload_file: Option<PathBuf>,
 
+    /// Put the secrets in a file instead of the environment (as doppler run --mount): with
+    /// --mount=PATH a 0600 file in a tmpfs directory (/dev/shm, /run), replaced atomically;
+    /// with --mount alone an inherited memfd whose descriptor the child finds in
+    /// AGENT_RUN_MOUNT_FD. Emptied or removed when the child exits, removed when agent-run
+    /// exits. The child's environment then carries none of the secrets' values.
+    #[arg(
+        long = "mount",
+        value_name = "PATH",
+        env = "AGENT_RUN_MOUNT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "memfd",
+        conflicts_with = "once",
+        help_heading = "Supervision"
+    )]
+    pub mount: Option<PathBuf>,
+
+    /// With --mount: dotenv (NAME="value" lines) or json (one object).
+    #[arg(
+        long = "mount-format",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "dotenv",
+        env = "AGENT_RUN_MOUNT_FORMAT",
+        help_heading = "Supervision"
+    )]
+    pub mount_format: MountFormatArg,
+
+    /// With --mount=PATH: allow a directory that is not a tmpfs (the secrets then land on
+    /// a disk).
+    #[arg(
+        long = "mount-allow-disk",
+        env = "AGENT_RUN_MOUNT_ALLOW_DISK",
+        requires = "mount",
+        help_heading = "Supervision"
+    )]
+    pub mount_allow_disk: bool,
+
     // ---- logging -------------------------------------------------------------------
     /// Log format on stderr.
     #[arg(
@@ -496,6 +534,14 @@ pub enum RestartArg {
     OnFailure,
     /// Always restart.
     Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MountFormatArg {
+    /// NAME="value" lines.
+    Dotenv,
+    /// One JSON object.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

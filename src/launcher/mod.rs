@@ -50,6 +50,8 @@ pub enum Error {
     Thread(std::io::Error),
     #[error(transparent)]
     Reload(#[from] supervise::ReloadError),
+    #[error(transparent)]
+    Mount(#[from] supervise::MountError),
 }
 
 impl Error {

@@ -9,6 +9,7 @@ mod common;
 mod credentials;
 mod files;
 mod memory;
+mod mount;
 mod names;
 mod openbao;
 mod packaging;

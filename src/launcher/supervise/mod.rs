@@ -27,11 +27,14 @@ use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
 
 mod fetcher;
+mod mount;
 mod reload;
 mod remap;
 mod settings;
 
 use fetcher::Fetcher;
+use mount::MountTarget;
+pub use mount::{Error as MountError, MountFormat, MountSettings, MOUNT_FD_VARIABLE};
 use reload::ReloadTarget;
 pub use reload::{Error as ReloadError, RELOAD_FD_VARIABLE};
 pub use remap::{ExitRemap, SignalRewrite};
@@ -175,6 +178,10 @@ pub struct Supervisor {
     digest_key: DigestKey,
     /// `--on-change reload:SIG`: where the child reads its environment again.
     reload: Option<ReloadTarget>,
+    /// `--mount`: where the child reads its secrets, and which variables they are (the
+    /// names of the last composition's secrets; names only).
+    mount: Option<MountTarget>,
+    secret_names: Vec<String>,
 }
 
 impl Supervisor {
@@ -218,6 +225,8 @@ impl Supervisor {
             },
             digest_key: DigestKey::random(),
             reload: None,
+            mount: None,
+            secret_names: Vec::new(),
         }
     }
 
@@ -225,6 +234,9 @@ impl Supervisor {
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
     /// The loop never waits on a source: fetches run on the fetcher thread.
     pub fn run(mut self) -> Result<u8, Error> {
+        if let Some(settings) = &self.job.settings.mount {
+            self.mount = Some(MountTarget::new(settings)?);
+        }
         if matches!(self.job.settings.on_change, OnChange::Reload(_)) {
             // Before the fetcher thread exists: no thread but this one ever forks while
             // the memfd is open without close-on-exec.
@@ -260,16 +272,19 @@ impl Supervisor {
     /// Composes the environment from one fetch's secrets (which are dropped, i.e. wiped,
     /// right after), then wipes the stack the composing used (values the optimiser spilled
     /// there; see `sys::wipe_stack`).
-    fn compose(&self, secrets: SecretSet) -> Result<EnvBlock, Error> {
+    fn compose(&mut self, secrets: SecretSet) -> Result<EnvBlock, Error> {
         let composed = self.compose_on_stack(secrets);
         crate::sys::wipe_stack();
         composed
     }
 
     #[inline(never)]
-    fn compose_on_stack(&self, secrets: SecretSet) -> Result<EnvBlock, Error> {
+    fn compose_on_stack(&mut self, secrets: SecretSet) -> Result<EnvBlock, Error> {
         let (block, summary) = env::compose(&self.job.policy, std::env::vars_os(), &secrets)?;
         drop(secrets);
+        if self.mount.is_some() {
+            self.secret_names = summary.injected.clone();
+        }
         debug!(
             secrets = summary.injected.len(),
             inherited = summary.inherited,
@@ -351,6 +366,7 @@ impl Supervisor {
     /// Starts a child with `env`, which is wiped as soon as the fork has returned.
     fn start(&mut self, env: EnvBlock) -> Result<Started, Error> {
         let digest = env.digest(&self.digest_key);
+        let env = self.for_mount(env)?;
         let env = self.for_reload(env)?;
         let vars = env.len();
         let started = spawn::spawn(
@@ -371,6 +387,22 @@ impl Supervisor {
         });
         self.child.env_digest = Some(digest);
         Ok(started)
+    }
+
+    /// With `--mount`: the environment without the secrets (and with the mount variable),
+    /// the secrets written where the child reads them. Unchanged otherwise.
+    fn for_mount(&self, env: EnvBlock) -> Result<EnvBlock, Error> {
+        let Some(target) = &self.mount else {
+            return Ok(env);
+        };
+        let (rest, secrets) = env.split_off(&self.secret_names);
+        drop(env);
+        target.write(&secrets)?;
+        drop(secrets);
+        Ok(match target.variable() {
+            Some((name, value)) => rest.with_var(name, &value),
+            None => rest,
+        })
     }
 
     /// With `reload:SIG`: the environment with the reload variable added, written where
@@ -826,6 +858,9 @@ impl Supervisor {
             code = status.code(),
             "child exited"
         );
+        if let Some(mount) = &self.mount {
+            mount.clear();
+        }
         self.child.last_status = Some((status, child.exec_failed));
         self.child.last_pid = Some(child.pid);
         if let Some(stopping) = self.child.stopping.take() {

@@ -91,6 +91,8 @@ pub struct Settings {
     pub exit_on_auth_failure: bool,
     /// `--max-restarts` / `--within`: `None`, restart for ever.
     pub restart_budget: Option<RestartBudget>,
+    /// `--mount`: the secrets go to a file, not the environment.
+    pub mount: Option<super::mount::MountSettings>,
     /// `--reload-file`: with `reload:SIG`, a tmpfs file instead of the memfd.
     pub reload_file: Option<std::path::PathBuf>,
     /// `--restart-jitter`: the random wait between a change and its restart.
