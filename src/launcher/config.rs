@@ -9,10 +9,13 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::launcher::env::{self, Mapping, Policy, Preserve};
-use crate::launcher::flags::{AuthArg, LogFormat, RestartArg, RunArgs};
+use crate::launcher::flags::{AuthArg, LogFormat, MountFormatArg, RestartArg, RunArgs};
 use crate::launcher::require::Requirements;
 use crate::launcher::signals;
-use crate::launcher::supervise::{OnChange, RestartPolicy, Settings};
+use crate::launcher::supervise::{
+    ExitRemap, Jitter, MountFormat, MountSettings, OnChange, RestartBudget, RestartPolicy,
+    Settings, SignalRewrite,
+};
 use crate::source::openbao::{self, JwtKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +25,19 @@ pub enum Error {
     BadDuration { flag: &'static str, value: String },
     #[error("--{flag}: {reason}")]
     BadSignal { flag: &'static str, reason: String },
-    #[error("--on-change {value:?}: expected restart, signal:SIG, exit or none")]
+    #[error("--{flag} {reason}")]
+    BadMapping { flag: &'static str, reason: String },
+    #[error("--max-restarts counts the restarts of --restart on-failure or always; with --restart no there are none")]
+    BudgetWithoutRestart,
+    #[error(
+        "--restart-jitter {value:?}: expected MAX or MIN-MAX with MIN <= MAX (e.g. 30s, 5s-30s)"
+    )]
+    BadJitter { value: String },
+    #[error("--mount takes the secrets out of the environment a reload would write: use --on-change restart with --mount")]
+    MountWithReload,
+    #[error("--reload-file needs --on-change reload:SIG")]
+    ReloadFileWithoutReload,
+    #[error("--on-change {value:?}: expected restart, signal:SIG, reload:SIG, exit or none")]
     BadOnChange { value: String },
     #[error("--log-level {value:?}: expected off, error, warn, info, debug or trace")]
     BadLogLevel { value: String },
@@ -139,7 +154,34 @@ impl Config {
                 RestartArg::OnFailure => RestartPolicy::OnFailure,
                 RestartArg::Always => RestartPolicy::Always,
             },
+            remap_exit: ExitRemap::parse(&args.remap_exit).map_err(|reason| Error::BadMapping {
+                flag: "remap-exit",
+                reason,
+            })?,
+            reload_file: args.reload_file.clone(),
+            mount: args.mount.as_ref().map(|path| MountSettings {
+                path: (path.as_os_str() != "memfd").then(|| path.clone()),
+                format: match args.mount_format {
+                    MountFormatArg::Dotenv => MountFormat::Dotenv,
+                    MountFormatArg::Json => MountFormat::Json,
+                },
+                allow_disk: args.mount_allow_disk,
+            }),
+            restart_budget: restart_budget(&args)?,
+            restart_jitter: args.restart_jitter.as_deref().map(jitter).transpose()?,
+            rewrite_signal: SignalRewrite::parse(&args.rewrite_signal).map_err(|reason| {
+                Error::BadMapping {
+                    flag: "rewrite-signal",
+                    reason,
+                }
+            })?,
         };
+        if supervise.mount.is_some() && matches!(supervise.on_change, OnChange::Reload(_)) {
+            return Err(Error::MountWithReload);
+        }
+        if supervise.reload_file.is_some() && !matches!(supervise.on_change, OnChange::Reload(_)) {
+            return Err(Error::ReloadFileWithoutReload);
+        }
         let log = LogSettings {
             level: log_level(args.verbose, args.quiet, args.log_level.as_deref())?,
             format: args.log_format,
@@ -590,11 +632,49 @@ fn duration(flag: &'static str, value: &str) -> Result<Duration, Error> {
     })
 }
 
+/// `--restart-jitter MAX` or `MIN-MAX` (durations never contain a `-`).
+fn jitter(value: &str) -> Result<Jitter, Error> {
+    let bad = || Error::BadJitter {
+        value: value.to_owned(),
+    };
+    let parse = |text: &str| humantime::parse_duration(text.trim()).map_err(|_| bad());
+    let (min, max) = match value.split_once('-') {
+        Some((min, max)) => (parse(min)?, parse(max)?),
+        None => (Duration::ZERO, parse(value)?),
+    };
+    if min > max {
+        return Err(bad());
+    }
+    Ok(Jitter { min, max })
+}
+
+/// `--max-restarts N [--within D]`, only where there are restarts to count.
+fn restart_budget(args: &RunArgs) -> Result<Option<RestartBudget>, Error> {
+    let Some(max) = args.max_restarts else {
+        return Ok(None);
+    };
+    if args.restart == RestartArg::No {
+        return Err(Error::BudgetWithoutRestart);
+    }
+    let within = args
+        .within
+        .as_deref()
+        .map(|d| duration("within", d))
+        .transpose()?;
+    Ok(Some(RestartBudget { max, within }))
+}
+
 fn on_change(value: &str) -> Result<OnChange, Error> {
     match value.trim() {
         "restart" => Ok(OnChange::Restart),
         "exit" => Ok(OnChange::Exit),
         "none" => Ok(OnChange::None),
+        other if other.starts_with("reload:") => signals::parse(&other["reload:".len()..])
+            .map(OnChange::Reload)
+            .map_err(|reason| Error::BadSignal {
+                flag: "on-change",
+                reason,
+            }),
         other => match other.strip_prefix("signal:") {
             Some(sig) => {
                 signals::parse(sig)

@@ -628,6 +628,54 @@ impl EnvBlock {
         &self.buf[self.start..self.start + self.bytes]
     }
 
+    /// The block as `/proc/PID/environ` shows it (`NAME=value\0`…), values included: only
+    /// for writing it where the child reads it on a reload (`supervise::reload`).
+    pub fn as_environ(&self) -> &[u8] {
+        self.data()
+    }
+
+    /// A block of `entries`, for unit tests elsewhere in the crate.
+    #[cfg(test)]
+    pub fn test_block(entries: &[(&str, &str)]) -> EnvBlock {
+        EnvBlock::build(entries.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    /// `NAME`, `value` of every entry.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.data()
+            .split(|&b| b == 0)
+            .filter(|entry| !entry.is_empty())
+            .filter_map(|entry| {
+                let eq = entry.iter().position(|&b| b == b'=')?;
+                Some((&entry[..eq], &entry[eq + 1..]))
+            })
+    }
+
+    /// `--mount`: (this block without the variables named in `names`, a block of just
+    /// those), both locked and wiped on drop like this one.
+    pub fn split_off(&self, names: &[String]) -> (EnvBlock, EnvBlock) {
+        let named = |n: &[u8]| names.iter().any(|name| name.as_bytes() == n);
+        let rest = EnvBlock::build(self.entries().filter(move |(n, _)| !named(n)));
+        let taken = EnvBlock::build(self.entries().filter(move |(n, _)| named(n)));
+        (rest, taken)
+    }
+
+    /// This block with one more variable (set by agent-run for the child, e.g. where it
+    /// finds its reload file). `self` is wiped when the caller drops it.
+    pub fn with_var(&self, name: &str, value: &str) -> EnvBlock {
+        let entries = self
+            .data()
+            .split(|&b| b == 0)
+            .filter(|entry| !entry.is_empty())
+            .filter_map(|entry| {
+                let eq = entry.iter().position(|&b| b == b'=')?;
+                Some((&entry[..eq], &entry[eq + 1..]))
+            })
+            .filter(|(n, _)| *n != name.as_bytes())
+            .chain(std::iter::once((name.as_bytes(), value.as_bytes())));
+        EnvBlock::build(entries)
+    }
+
     /// A variable's value, for non-secret lookups (the command is resolved with
     /// agent-run's own `PATH`, never this block's: see `spawn`).
     pub fn var(&self, name: &str) -> Option<&OsStr> {

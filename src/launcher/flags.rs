@@ -410,7 +410,8 @@ pub struct RunArgs {
     pub no_pdeathsig: bool,
 
     /// What to do when a secret changes: restart (stop, then start with the new secrets),
-    /// signal:SIG (send SIG, keep running), exit, or none.
+    /// signal:SIG (send SIG, keep running), reload:SIG (write the new environment where
+    /// the child reads it, see --reload-file, then send SIG), exit, or none.
     #[arg(
         long,
         value_name = "ACTION",
@@ -440,6 +441,115 @@ pub struct RunArgs {
         help_heading = "Supervision"
     )]
     pub restart: RestartArg,
+
+    // ---- supervision: issue 16 (exit and signal translation, restarts) -------------
+    /// Exit with code TO when the child's exit code is FROM (128+N for a death by signal
+    /// N), as tini's -e: `143:0` makes a JVM stopped by SIGTERM a success. Repeatable.
+    /// Never applies to agent-run's own 125/126/127.
+    #[arg(
+        long = "remap-exit",
+        value_name = "FROM:TO",
+        env = "AGENT_RUN_REMAP_EXIT",
+        value_delimiter = ',',
+        conflicts_with = "once",
+        help_heading = "Supervision"
+    )]
+    pub remap_exit: Vec<String>,
+
+    /// Forward signal FROM to the child as TO, as dumb-init's --rewrite: `TERM:QUIT` for a
+    /// server that drains on QUIT. Repeatable. Only signals agent-run forwards; a restart
+    /// still stops the child with --stop-signal.
+    #[arg(
+        long = "rewrite-signal",
+        value_name = "FROM:TO",
+        env = "AGENT_RUN_REWRITE_SIGNAL",
+        value_delimiter = ',',
+        conflicts_with = "once",
+        help_heading = "Supervision"
+    )]
+    pub rewrite_signal: Vec<String>,
+
+    /// Stop restarting a child that keeps failing: after N restarts by --restart (within
+    /// --within, if given), agent-run exits with the child's last code and says why.
+    /// Restarts on a secret change do not count.
+    #[arg(
+        long = "max-restarts",
+        value_name = "N",
+        env = "AGENT_RUN_MAX_RESTARTS",
+        help_heading = "Supervision"
+    )]
+    pub max_restarts: Option<u32>,
+
+    /// With --max-restarts: count only the restarts of this last stretch of time (e.g. 10m).
+    #[arg(
+        long = "within",
+        value_name = "DURATION",
+        env = "AGENT_RUN_RESTART_WITHIN",
+        requires = "max_restarts",
+        help_heading = "Supervision"
+    )]
+    pub within: Option<String>,
+
+    /// After a secret change, wait a random delay in MIN-MAX (or 0-MAX when one duration
+    /// is given) before the restart, so a fleet on one store does not restart at the same
+    /// instant (envconsul's splay). A newer change meanwhile joins the same restart.
+    #[arg(
+        long = "restart-jitter",
+        value_name = "RANGE",
+        env = "AGENT_RUN_RESTART_JITTER",
+        help_heading = "Supervision"
+    )]
+    pub restart_jitter: Option<String>,
+
+    /// With --on-change reload:SIG: write the new environment to this file (0600, replaced
+    /// atomically, removed when agent-run exits; its directory must be a tmpfs such as
+    /// /dev/shm) instead of the memfd whose descriptor the child finds in
+    /// AGENT_RUN_RELOAD_FD.
+    #[arg(
+        long = "reload-file",
+        value_name = "PATH",
+        env = "AGENT_RUN_RELOAD_FILE",
+        help_heading = "Supervision"
+    )]
+    pub reload_file: Option<PathBuf>,
+
+    /// Put the secrets in a file instead of the environment (as doppler run --mount): with
+    /// --mount=PATH a 0600 file in a tmpfs directory (/dev/shm, /run), replaced atomically;
+    /// with --mount alone an inherited memfd whose descriptor the child finds in
+    /// AGENT_RUN_MOUNT_FD. Emptied or removed when the child exits, removed when agent-run
+    /// exits. The child's environment then carries none of the secrets' values.
+    #[arg(
+        long = "mount",
+        value_name = "PATH",
+        env = "AGENT_RUN_MOUNT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "memfd",
+        conflicts_with = "once",
+        help_heading = "Supervision"
+    )]
+    pub mount: Option<PathBuf>,
+
+    /// With --mount: dotenv (NAME="value" lines) or json (one object).
+    #[arg(
+        long = "mount-format",
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "dotenv",
+        env = "AGENT_RUN_MOUNT_FORMAT",
+        help_heading = "Supervision"
+    )]
+    pub mount_format: MountFormatArg,
+
+    /// With --mount=PATH: allow a directory that is not a tmpfs (the secrets then land on
+    /// a disk).
+    #[arg(
+        long = "mount-allow-disk",
+        env = "AGENT_RUN_MOUNT_ALLOW_DISK",
+        requires = "mount",
+        help_heading = "Supervision"
+    )]
+    pub mount_allow_disk: bool,
 
     // ---- logging -------------------------------------------------------------------
     /// Log format on stderr.
@@ -492,6 +602,14 @@ pub enum RestartArg {
     OnFailure,
     /// Always restart.
     Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MountFormatArg {
+    /// NAME="value" lines.
+    Dotenv,
+    /// One JSON object.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -49,6 +49,10 @@ pub enum Error {
     StartTimeout(Duration),
     #[error("cannot start the thread that reads the sources: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Reload(#[from] supervise::ReloadError),
+    #[error(transparent)]
+    Mount(#[from] supervise::MountError),
 }
 
 impl Error {

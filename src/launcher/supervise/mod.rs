@@ -27,10 +27,18 @@ use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
 
 mod fetcher;
+mod mount;
+mod reload;
+mod remap;
 mod settings;
 
 use fetcher::Fetcher;
-pub use settings::{Inputs, Job, OnChange, RestartPolicy, Settings};
+use mount::MountTarget;
+pub use mount::{Error as MountError, MountFormat, MountSettings, MOUNT_FD_VARIABLE};
+use reload::ReloadTarget;
+pub use reload::{Error as ReloadError, RELOAD_FD_VARIABLE};
+pub use remap::{ExitRemap, SignalRewrite};
+pub use settings::{Inputs, Jitter, Job, OnChange, RestartBudget, RestartPolicy, Settings};
 
 /// Backoff between restarts of a failing child: doubles from the first value up to the
 /// cap, and starts over once a child has run for `BACKOFF_RESET` (systemd-like behaviour
@@ -53,6 +61,14 @@ const FILE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// but never longer than this many debounce periods after the first change.
 const DEBOUNCE_MAX_PERIODS: u32 = 10;
 
+/// While a restart waits for the old child's process group to empty, how often the loop
+/// looks: no event reports it (a member's exit may go to a parent that is a member too).
+const GROUP_CHECK: Duration = Duration::from_millis(20);
+
+/// After the SIGKILL of the old group, how long a member that cannot be reaped (a zombie
+/// whose parent left the group) may hold up the restart before it starts anyway.
+const GROUP_KILL_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the current child is being stopped, i.e. what happens once it has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterStop {
@@ -66,9 +82,24 @@ struct Stopping {
     killed: bool,
 }
 
+/// The process group of a child that has exited, while a restart waits for it to empty:
+/// no new child starts while the old one's workers may still hold its port (issue 16).
+struct Draining {
+    pgid: Pid,
+    /// The SIGKILL deadline: the stop's, or `--grace` after a crash.
+    kill_at: Instant,
+    killed: bool,
+    check_at: Instant,
+    /// A start is due: it happens once the group is gone.
+    start_waiting: bool,
+}
+
 struct Child {
     pid: Pid,
     started: Instant,
+    /// Its exec failed: its 126/127 is agent-run's own code, which `--remap-exit` never
+    /// touches.
+    exec_failed: bool,
 }
 
 /// The fetcher thread and what its next result is for.
@@ -100,16 +131,28 @@ struct ChildState {
     /// The environment for the next child, while the current one is being stopped.
     pending_env: Option<EnvBlock>,
     stopping: Option<Stopping>,
-    last_status: Option<ChildStatus>,
+    /// The last child's process group, while a restart waits for it.
+    draining: Option<Draining>,
+    /// The last child's pid (and process group): if it held the terminal, its successor
+    /// takes it over.
+    last_pid: Option<Pid>,
+    /// How the last child ended, and whether its exec had failed (see `Child`).
+    last_status: Option<(ChildStatus, bool)>,
 }
 
 /// When the next child starts: the change debounce and the restart-policy backoff.
 struct RestartState {
     /// Debounce: (first change seen, act at).
     change_due: Option<(Instant, Instant)>,
+    /// `--restart-jitter`: when the restart decided on a change begins (its environment
+    /// waits in `pending_env`; a newer change replaces it and keeps this time).
+    jitter_due: Option<Instant>,
     /// Restart-policy backoff: when to start again, and the next delay.
     start_due: Option<Instant>,
     backoff: Duration,
+    /// When each restart by the restart policy counted by `--max-restarts` happened
+    /// (oldest first; those older than `--within` are dropped).
+    crash_restarts: std::collections::VecDeque<Instant>,
 }
 
 /// How agent-run ends.
@@ -135,6 +178,12 @@ pub struct Supervisor {
     restart_state: RestartState,
     outcome: Outcome,
     digest_key: DigestKey,
+    /// `--on-change reload:SIG`: where the child reads its environment again.
+    reload: Option<ReloadTarget>,
+    /// `--mount`: where the child reads its secrets, and which variables they are (the
+    /// names of the last composition's secrets; names only).
+    mount: Option<MountTarget>,
+    secret_names: Vec<String>,
 }
 
 impl Supervisor {
@@ -159,12 +208,16 @@ impl Supervisor {
                 env_names: None,
                 pending_env: None,
                 stopping: None,
+                draining: None,
+                last_pid: None,
                 last_status: None,
             },
             restart_state: RestartState {
                 change_due: None,
+                jitter_due: None,
                 start_due: None,
                 backoff: BACKOFF_FIRST,
+                crash_restarts: std::collections::VecDeque::new(),
             },
             outcome: Outcome {
                 shutting_down: false,
@@ -174,6 +227,9 @@ impl Supervisor {
                 exit_override: None,
             },
             digest_key: DigestKey::random(),
+            reload: None,
+            mount: None,
+            secret_names: Vec::new(),
         }
     }
 
@@ -181,6 +237,14 @@ impl Supervisor {
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
     /// The loop never waits on a source: fetches run on the fetcher thread.
     pub fn run(mut self) -> Result<u8, Error> {
+        if let Some(settings) = &self.job.settings.mount {
+            self.mount = Some(MountTarget::new(settings)?);
+        }
+        if matches!(self.job.settings.on_change, OnChange::Reload(_)) {
+            // Before the fetcher thread exists: no thread but this one ever forks while
+            // the memfd is open without close-on-exec.
+            self.reload = Some(ReloadTarget::new(self.job.settings.reload_file.as_deref())?);
+        }
         self.fetch.fetcher = Some(Fetcher::spawn(std::mem::take(&mut self.inputs.sources))?);
         self.startup.start_deadline = Some(Instant::now() + self.job.settings.start_timeout);
         self.fetch.want_start = true;
@@ -211,16 +275,19 @@ impl Supervisor {
     /// Composes the environment from one fetch's secrets (which are dropped, i.e. wiped,
     /// right after), then wipes the stack the composing used (values the optimiser spilled
     /// there; see `sys::wipe_stack`).
-    fn compose(&self, secrets: SecretSet) -> Result<EnvBlock, Error> {
+    fn compose(&mut self, secrets: SecretSet) -> Result<EnvBlock, Error> {
         let composed = self.compose_on_stack(secrets);
         crate::sys::wipe_stack();
         composed
     }
 
     #[inline(never)]
-    fn compose_on_stack(&self, secrets: SecretSet) -> Result<EnvBlock, Error> {
+    fn compose_on_stack(&mut self, secrets: SecretSet) -> Result<EnvBlock, Error> {
         let (block, summary) = env::compose(&self.job.policy, std::env::vars_os(), &secrets)?;
         drop(secrets);
+        if self.mount.is_some() {
+            self.secret_names = summary.injected.clone();
+        }
         debug!(
             secrets = summary.injected.len(),
             inherited = summary.inherited,
@@ -312,6 +379,8 @@ impl Supervisor {
     fn start(&mut self, env: EnvBlock) -> Result<Started, Error> {
         let digest = env.digest(&self.digest_key);
         let names = env.named_digests(&self.digest_key);
+        let env = self.for_mount(env)?;
+        let env = self.for_reload(env)?;
         let vars = env.len();
         let started = spawn::spawn(
             &self.job.program,
@@ -327,15 +396,50 @@ impl Supervisor {
         self.child.running = Some(Child {
             pid,
             started: Instant::now(),
+            exec_failed: matches!(started, Started::ExecFailed { .. }),
         });
         self.child.env_digest = Some(digest);
         self.child.env_names = Some(names);
         Ok(started)
     }
 
+    /// With `--mount`: the environment without the secrets (and with the mount variable),
+    /// the secrets written where the child reads them. Unchanged otherwise.
+    fn for_mount(&self, env: EnvBlock) -> Result<EnvBlock, Error> {
+        let Some(target) = &self.mount else {
+            return Ok(env);
+        };
+        let (rest, secrets) = env.split_off(&self.secret_names);
+        drop(env);
+        target.write(&secrets)?;
+        drop(secrets);
+        Ok(match target.variable() {
+            Some((name, value)) => rest.with_var(name, &value),
+            None => rest,
+        })
+    }
+
+    /// With `reload:SIG`: the environment with the reload variable added, written where
+    /// the child reads it again. Unchanged otherwise.
+    fn for_reload(&self, env: EnvBlock) -> Result<EnvBlock, Error> {
+        let Some(target) = &self.reload else {
+            return Ok(env);
+        };
+        let env = match target.variable() {
+            Some((name, value)) => env.with_var(name, &value),
+            None => env,
+        };
+        target.write(&env).map_err(ReloadError::Write)?;
+        Ok(env)
+    }
+
     /// Starts a replacement child: the environment decided on at change time if there is
     /// one, else the result of a fresh fetch (started when it arrives).
     fn restart(&mut self) {
+        if let Some(draining) = &mut self.child.draining {
+            draining.start_waiting = true;
+            return;
+        }
         match self.child.pending_env.take() {
             Some(env) => self.start_with(Ok(env)),
             None => {
@@ -352,8 +456,9 @@ impl Supervisor {
         self.restart_state.backoff = (self.restart_state.backoff * 2).min(BACKOFF_CAP);
     }
 
-    /// The terminal goes to the child when agent-run holds it (or the previous child did):
-    /// never steal it from a shell that moved us to the background.
+    /// The terminal goes to the child when agent-run holds it (or the previous child did,
+    /// which is gone by the time its successor starts: `last_pid`): never steal it from a
+    /// shell that moved us to the background.
     fn may_take_terminal(&self) -> bool {
         let stdin = std::io::stdin();
         if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
@@ -362,6 +467,7 @@ impl Supervisor {
         match nix::unistd::tcgetpgrp(stdin.as_fd()) {
             Ok(foreground) => {
                 foreground == nix::unistd::getpgrp()
+                    || self.child.last_pid == Some(foreground)
                     || self
                         .child
                         .running
@@ -379,9 +485,18 @@ impl Supervisor {
             .as_ref()
             .filter(|s| !s.killed)
             .map(|s| s.kill_at);
+        let draining = self.child.draining.as_ref().map(|d| {
+            if d.killed {
+                d.check_at
+            } else {
+                d.check_at.min(d.kill_at)
+            }
+        });
         [
             self.restart_state.change_due.map(|(_, due)| due),
+            self.restart_state.jitter_due,
             kill_at,
+            draining,
             self.restart_state.start_due,
             self.fetch.watch_due,
             self.startup.start_deadline,
@@ -425,7 +540,7 @@ impl Supervisor {
                     error!(signal = %signals::name(signo), code = info.ssi_code, "agent-run itself faulted");
                     sys::die_of(signo);
                 }
-                self.on_signal(signo);
+                self.on_signal(signo, info.ssi_code == libc::SI_KERNEL);
             }
         }
         // An exit decides first: a child that exited while a change was being read is
@@ -446,7 +561,10 @@ impl Supervisor {
         Ok(())
     }
 
-    fn on_signal(&mut self, signo: i32) {
+    /// A signal for agent-run: forwarded to the child (rewritten by `--rewrite-signal`),
+    /// except one the terminal already sent the child's group (`from_kernel`: see
+    /// `terminal_already_signalled`). TERM and INT also stop the child for good.
+    fn on_signal(&mut self, signo: i32, from_kernel: bool) {
         if signo == libc::SIGCHLD {
             return; // reaped at the top of every iteration
         }
@@ -460,13 +578,22 @@ impl Supervisor {
                 self.outcome.finished = Some(
                     self.child
                         .last_status
-                        .map_or(128 + signo as u8, ChildStatus::code),
+                        .map_or(128 + signo as u8, |(status, exec_failed)| {
+                            self.exit_code(status, exec_failed)
+                        }),
                 );
             }
             return;
         };
-        debug!(pid = child.pid.as_raw(), signal = %signals::name(signo), "forwarding signal");
-        self.send(signo);
+        // The rewrite changes what the child gets, not what agent-run was asked: a TERM
+        // rewritten to QUIT still means "stop, and do not restart".
+        if from_kernel && self.terminal_already_signalled(signo, child.pid) {
+            debug!(signal = %signals::name(signo), "the terminal signalled the child's group itself; not forwarding it again");
+        } else {
+            let forwarded = self.job.settings.rewrite_signal.apply(signo);
+            debug!(pid = child.pid.as_raw(), signal = %signals::name(signo), sent = %signals::name(forwarded), "forwarding signal");
+            self.send(forwarded);
+        }
         if signo == libc::SIGTERM || signo == libc::SIGINT {
             self.outcome.shutting_down = true;
             self.child.pending_env = None;
@@ -481,6 +608,22 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Whether `signo` is one the terminal sends its foreground process group (Ctrl-C,
+    /// Ctrl-\, Ctrl-Z, a resize) and the child's group is that foreground group: then the
+    /// child has it already, and forwarding it would deliver it twice. Only asked for a
+    /// signal the kernel generated (`si_code == SI_KERNEL`); one a process sent with `kill`
+    /// is always forwarded. HUP is not among them: a hangup goes to the session leader,
+    /// which may be agent-run alone.
+    fn terminal_already_signalled(&self, signo: i32, child: Pid) -> bool {
+        let from_terminal = [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP, libc::SIGWINCH];
+        if !from_terminal.contains(&signo) {
+            return false;
+        }
+        let stdin = std::io::stdin();
+        nix::unistd::isatty(stdin.as_fd()).unwrap_or(false)
+            && nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(child)
     }
 
     /// Sends `signo` to the child, or to its process group with `--signal-group`.
@@ -563,6 +706,17 @@ impl Supervisor {
             self.restart_state.change_due = None;
             self.on_change();
         }
+        if self.restart_state.jitter_due.is_some_and(|due| due <= now) {
+            self.restart_state.jitter_due = None;
+            // Nothing to do if the child exited meanwhile (its successor took the pending
+            // environment) or agent-run is stopping.
+            if self.child.running.is_some()
+                && self.child.pending_env.is_some()
+                && !self.outcome.shutting_down
+            {
+                self.stop_child(AfterStop::Restart);
+            }
+        }
         if let Some(stopping) = &mut self.child.stopping {
             if !stopping.killed && stopping.kill_at <= now {
                 stopping.killed = true;
@@ -570,6 +724,7 @@ impl Supervisor {
                 self.send(libc::SIGKILL);
             }
         }
+        self.check_draining(now);
         if self.restart_state.start_due.is_some_and(|due| due <= now) {
             self.restart_state.start_due = None;
             self.restart();
@@ -644,7 +799,16 @@ impl Supervisor {
         match self.job.settings.on_change {
             OnChange::Restart => {
                 self.child.pending_env = Some(env);
-                self.stop_child(AfterStop::Restart);
+                match self.job.settings.restart_jitter {
+                    // A newer change during the wait: same restart, newer environment.
+                    Some(_) if self.restart_state.jitter_due.is_some() => {}
+                    Some(jitter) if self.child.stopping.is_none() => {
+                        let delay = jitter.pick();
+                        info!(delay = ?delay, "restart delayed (--restart-jitter)");
+                        self.restart_state.jitter_due = Some(Instant::now() + delay);
+                    }
+                    _ => self.stop_child(AfterStop::Restart),
+                }
             }
             OnChange::Exit => self.stop_child(AfterStop::Exit),
             OnChange::Signal(signal) => {
@@ -656,6 +820,18 @@ impl Supervisor {
                 self.child.env_digest = Some(digest);
                 self.child.env_names = Some(names);
             }
+            OnChange::Reload(signal) => match self.for_reload(env) {
+                Ok(env) => {
+                    drop(env);
+                    crate::sys::wipe_stack();
+                    self.send(signal as i32);
+                    self.child.env_digest = Some(digest);
+                    self.child.env_names = Some(names);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot write the new environment; the child keeps its current one")
+                }
+            },
         }
     }
 
@@ -718,26 +894,151 @@ impl Supervisor {
             code = status.code(),
             "child exited"
         );
-        self.child.last_status = Some(status);
+        if let Some(mount) = &self.mount {
+            mount.clear();
+        }
+        self.child.last_status = Some((status, child.exec_failed));
+        self.child.last_pid = Some(child.pid);
         if let Some(stopping) = self.child.stopping.take() {
             match stopping.after {
-                AfterStop::Restart if !self.outcome.shutting_down => self.restart(),
-                _ => {
-                    self.outcome.finished =
-                        Some(self.outcome.exit_override.unwrap_or(status.code()))
+                AfterStop::Restart if !self.outcome.shutting_down => {
+                    // With --signal-group the group had the stop signal (and the SIGKILL)
+                    // with the child; without, its turn comes now.
+                    self.drain_group(child.pid, stopping.kill_at, !self.job.settings.signal_group);
+                    self.restart()
                 }
+                _ => self.finish(status, child.exec_failed),
             }
             return;
         }
         if self.outcome.shutting_down || !self.job.settings.restart.restarts(status) {
-            self.outcome.finished = Some(self.outcome.exit_override.unwrap_or(status.code()));
+            self.finish(status, child.exec_failed);
+            return;
+        }
+        if !self.restart_budget_allows() {
+            error!(
+                code = status.code(),
+                max_restarts = self.job.settings.restart_budget.map(|b| b.max),
+                within = ?self.job.settings.restart_budget.and_then(|b| b.within),
+                "the child keeps failing: restart budget spent (--max-restarts); exiting with its code"
+            );
+            self.finish(status, child.exec_failed);
             return;
         }
         if child.started.elapsed() >= BACKOFF_RESET {
             self.restart_state.backoff = BACKOFF_FIRST;
         }
+        self.drain_group(child.pid, Instant::now() + self.job.settings.grace, true);
         info!(code = status.code(), retry_in = ?self.restart_state.backoff, "child exited; restarting per --restart");
         self.schedule_start();
+    }
+
+    /// `--max-restarts`: whether one more restart by the restart policy fits the budget,
+    /// and if so, counts it.
+    fn restart_budget_allows(&mut self) -> bool {
+        let Some(budget) = self.job.settings.restart_budget else {
+            return true;
+        };
+        let now = Instant::now();
+        let done = &mut self.restart_state.crash_restarts;
+        if let Some(window) = budget.within {
+            while done.front().is_some_and(|at| *at + window <= now) {
+                done.pop_front();
+            }
+        }
+        if done.len() >= budget.max as usize {
+            return false;
+        }
+        done.push_back(now);
+        true
+    }
+
+    /// Before a restart: what is left of the exited child's process group gets the stop
+    /// signal (when `signal` — it has not had it yet) and SIGKILL at `kill_at`; the next
+    /// start waits until the group is empty. A process that left the group (a daemon that
+    /// called `setsid`) is not waited for.
+    fn drain_group(&mut self, pgid: Pid, kill_at: Instant, signal: bool) {
+        if !group_alive(pgid) {
+            return;
+        }
+        let now = Instant::now();
+        let killed = kill_at <= now;
+        let signo = if killed {
+            libc::SIGKILL
+        } else {
+            self.job.settings.stop_signal as i32
+        };
+        debug!(
+            pgid = pgid.as_raw(),
+            "the old child's process group is still running; the restart waits for it"
+        );
+        if signal || killed {
+            signal_group(pgid, signo);
+        }
+        self.child.draining = Some(Draining {
+            pgid,
+            kill_at,
+            killed,
+            check_at: now + GROUP_CHECK,
+            start_waiting: false,
+        });
+    }
+
+    /// The old process group while a restart waits: SIGKILL at the deadline; once it is
+    /// empty (or a member outlived the SIGKILL by `GROUP_KILL_WAIT`), the start goes ahead.
+    fn check_draining(&mut self, now: Instant) {
+        let Some(draining) = &mut self.child.draining else {
+            return;
+        };
+        if !draining.killed && draining.kill_at <= now {
+            draining.killed = true;
+            warn!(pgid = draining.pgid.as_raw(), grace = ?self.job.settings.grace, "the old child's process group did not exit within the grace period; sending SIGKILL");
+            signal_group(draining.pgid, libc::SIGKILL);
+        }
+        if draining.check_at > now {
+            return;
+        }
+        draining.check_at = now + GROUP_CHECK;
+        let gone = !group_alive(draining.pgid);
+        let stuck = draining.killed && draining.kill_at + GROUP_KILL_WAIT <= now;
+        if !gone && !stuck {
+            return;
+        }
+        if stuck && !gone {
+            warn!(
+                pgid = draining.pgid.as_raw(),
+                "a process of the old child's group outlived SIGKILL; starting anyway"
+            );
+        }
+        let start = draining.start_waiting;
+        self.child.draining = None;
+        if start && !self.outcome.shutting_down {
+            self.restart();
+        }
+    }
+
+    /// agent-run ends with the last child: its own failure code if it has one, else the
+    /// child's.
+    fn finish(&mut self, status: ChildStatus, exec_failed: bool) {
+        let code = match self.outcome.exit_override {
+            Some(own) => own,
+            None => self.exit_code(status, exec_failed),
+        };
+        self.outcome.finished = Some(code);
+    }
+
+    /// The code agent-run exits with for a child that ended with `status`: `--remap-exit`
+    /// applied, unless the code is agent-run's own (the child's exec failed).
+    fn exit_code(&self, status: ChildStatus, exec_failed: bool) -> u8 {
+        let code = status.code();
+        if exec_failed {
+            return code;
+        }
+        let remapped = self.job.settings.remap_exit.apply(code);
+        if remapped != code {
+            info!(code, remapped, "child's exit code remapped (--remap-exit)");
+        }
+        remapped
     }
 
     /// Job control: the child was stopped from the terminal (Ctrl-Z). Take the terminal
@@ -768,5 +1069,19 @@ impl Supervisor {
             let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), child.pid);
         }
         let _ = sys::send_signal(-child.pid.as_raw(), libc::SIGCONT);
+    }
+}
+
+/// Whether any process is left in process group `pgid` (zombies that are ours are reaped
+/// before this is asked).
+fn group_alive(pgid: Pid) -> bool {
+    sys::send_signal(-pgid.as_raw(), 0) != Err(Errno::ESRCH)
+}
+
+fn signal_group(pgid: Pid, signo: i32) {
+    if let Err(e) = sys::send_signal(-pgid.as_raw(), signo) {
+        if e != Errno::ESRCH {
+            warn!(pgid = pgid.as_raw(), signal = %signals::name(signo), error = %e, "cannot signal the old child's process group");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
+use super::remap::{ExitRemap, SignalRewrite};
 use crate::exit::ChildStatus;
 use crate::launcher::env;
 use crate::launcher::spawn::{self, Program};
@@ -16,6 +17,8 @@ use crate::source::{ChangeNotifier, ChangeQueue, SecretSource};
 pub enum OnChange {
     Restart,
     Signal(Signal),
+    /// Write the new environment where the child reads it, then send the signal.
+    Reload(Signal),
     Exit,
     None,
 }
@@ -44,6 +47,33 @@ impl RestartPolicy {
     }
 }
 
+/// `--max-restarts N --within D`: at most `max` restarts by the restart policy in any
+/// stretch of `within` (in the whole run without it). Restarts on change do not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBudget {
+    pub max: u32,
+    pub within: Option<Duration>,
+}
+
+/// `--restart-jitter MIN-MAX`: a restart on change waits a uniform random delay in
+/// `min..=max`, drawn from the kernel's randomness per restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jitter {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Jitter {
+    pub(super) fn pick(self) -> Duration {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            return self.max;
+        }
+        let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        self.min + (self.max - self.min).mul_f64(unit)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub signal_group: bool,
@@ -59,6 +89,18 @@ pub struct Settings {
     pub start_timeout: Duration,
     /// Stop the child and exit 125 when a source's credentials are rejected while running.
     pub exit_on_auth_failure: bool,
+    /// `--max-restarts` / `--within`: `None`, restart for ever.
+    pub restart_budget: Option<RestartBudget>,
+    /// `--mount`: the secrets go to a file, not the environment.
+    pub mount: Option<super::mount::MountSettings>,
+    /// `--reload-file`: with `reload:SIG`, a tmpfs file instead of the memfd.
+    pub reload_file: Option<std::path::PathBuf>,
+    /// `--restart-jitter`: the random wait between a change and its restart.
+    pub restart_jitter: Option<Jitter>,
+    /// `--remap-exit`: applied to the child's exit status only.
+    pub remap_exit: ExitRemap,
+    /// `--rewrite-signal`: applied to forwarded signals only.
+    pub rewrite_signal: SignalRewrite,
 }
 
 /// What to run and how: fixed for the life of the loop.
@@ -83,6 +125,25 @@ pub struct Inputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_in_its_range() {
+        let jitter = Jitter {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+        };
+        let picks: Vec<Duration> = (0..200).map(|_| jitter.pick()).collect();
+        assert!(picks.iter().all(|d| (jitter.min..=jitter.max).contains(d)));
+        assert!(
+            picks.iter().any(|d| *d != picks[0]),
+            "always the same delay"
+        );
+        let none = Jitter {
+            min: Duration::ZERO,
+            max: Duration::ZERO,
+        };
+        assert_eq!(none.pick(), Duration::ZERO);
+    }
 
     #[test]
     fn on_failure_treats_clean_signals_as_clean() {
