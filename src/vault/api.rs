@@ -160,7 +160,14 @@ impl FromRequestParts<Vault> for Auth {
                     .eq_ignore_ascii_case("bearer")
                     .then(|| SecretString::from(token.trim()))
             });
-        let caller = vault.authenticate(bearer.as_ref()).map_err(|err| {
+        // Without a bearer token, a portal session's cookie (`portal::session`) may stand in;
+        // it carries no read scope, and a change needs the session's CSRF header.
+        let caller = match bearer {
+            None => super::portal::session_caller(parts, vault),
+            Some(_) => None,
+        }
+        .unwrap_or_else(|| vault.authenticate(bearer.as_ref()))
+        .map_err(|err| {
             debug!(error = %err, "authentication failed");
             ApiError::Vault(err)
         })?;
@@ -318,6 +325,9 @@ pub fn router(vault: Vault) -> Router {
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/audit", get(audit))
+        // The web portal (`/ui`, `/ui/api/…`) and its session store.
+        .merge(super::portal::router())
+        .layer(axum::Extension(super::portal::Sessions::default()))
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(no_store))

@@ -29,6 +29,7 @@ pub mod cmd;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod portal;
 pub mod service;
 pub mod tokens;
 
@@ -213,7 +214,8 @@ pub async fn run_with(
     limits: ServeLimits,
     shutdown: impl Future,
 ) -> Result<()> {
-    let router = api::router(vault.clone());
+    let router =
+        api::router(vault.clone()).layer(axum::Extension(portal::Transport { tls: tls.is_some() }));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let limit = Arc::new(Semaphore::new(limits.max_connections));
     let heads = HeadGate::new(limits);

@@ -9,6 +9,7 @@ mod common;
 mod api;
 mod cli;
 mod empty_value;
+mod portal;
 mod runtime;
 mod server;
 mod tokens;

@@ -15,12 +15,14 @@
 
 mod audit;
 mod lifecycle;
+mod portal;
 mod runtime;
 mod secrets;
 mod tokens;
 mod validate;
 
 pub use lifecycle::init;
+pub use portal::AgentOverview;
 use runtime::bump;
 pub use runtime::OwnerState;
 use secrets::open_version;
