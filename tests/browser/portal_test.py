@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""The agent-vault portal (/ui, issue 18) in a real headless browser.
+
+Starts a real agent-vault (AGENT_VAULT_BIN, else target/debug/agent-vault) on loopback and
+drives Debian's chromium through Debian's chromedriver with Selenium (nothing is
+downloaded: the driver path is given and Selenium Manager runs offline). Covers: sign in,
+create an agent's secrets, rotate one, roll back, delete with a confirmation, issue and
+revoke tokens (the secret shown once), the audit page, sign-out, a read token refused, a
+write token that sees only its agent, and no value anywhere in the page source, the DOM
+(input fields included), the URL or the server's log after a save. No CSP violation in the
+browser console. Screenshots go to target/browser-artifacts/.
+
+Run: python3 tests/browser/portal_test.py   (scripts/test-all.sh does, after the build)
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ARTIFACTS = os.path.join(ROOT, "target", "browser-artifacts")
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
+
+VALUES = {
+    "first": "sk_live_portal_first_value_W1x9",
+    "second": "openai-portal-second-value-Q7r2",
+    "rotated": "sk_live_portal_rotated_value_K4m8",
+}
+
+
+def vault_bin():
+    path = os.environ.get("AGENT_VAULT_BIN") or os.path.join(ROOT, "target", "debug", "agent-vault")
+    if not os.access(path, os.X_OK):
+        sys.exit(f"agent-vault binary not found at {path}: build it or set AGENT_VAULT_BIN")
+    return path
+
+
+def clean_env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("AGENT_VAULT_") and k != "RUST_LOG"}
+
+
+class Vault:
+    """A real agent-vault on 127.0.0.1:0 with a fresh data directory."""
+
+    def __init__(self, workdir):
+        data = os.path.join(workdir, "data")
+        init = subprocess.run([vault_bin(), "init", "--data-dir", data], env=clean_env(),
+                              capture_output=True, text=True, check=True)
+        self.admin = init.stdout.strip()
+        assert self.admin.startswith("avt_"), init
+        self.proc = subprocess.Popen(
+            [vault_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data, "-vvv"],
+            env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        self.log = []
+        found = threading.Event()
+
+        def read():
+            for line in self.proc.stderr:
+                self.log.append(line)
+                if line.startswith("agent-vault listening on "):
+                    self.addr = line.split("listening on ", 1)[1].strip()
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not found.wait(20):
+            self.stop()
+            sys.exit("agent-vault did not start:\n" + "".join(self.log))
+
+    def api(self, method, path, body=None):
+        req = urllib.request.Request(self.addr + path, method=method,
+                                     headers={"Authorization": "Bearer " + self.admin})
+        if body is not None:
+            req.data = json.dumps(body).encode()
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            text = resp.read().decode()
+            return json.loads(text) if text else None
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Page:
+    def __init__(self, driver, base):
+        self.d = driver
+        self.base = base
+        self.sources = []
+
+    def wait(self, condition, timeout=10):
+        return WebDriverWait(self.d, timeout).until(condition)
+
+    def by_id(self, element_id):
+        return self.d.find_element(By.ID, element_id)
+
+    def visible(self, element_id):
+        return self.wait(EC.visibility_of_element_located((By.ID, element_id)))
+
+    def text_in(self, element_id, text):
+        self.wait(EC.text_to_be_present_in_element((By.ID, element_id), text))
+
+    def fill(self, element_id, text):
+        field = self.by_id(element_id)
+        field.clear()
+        field.send_keys(text)
+
+    def click(self, label):
+        self.d.find_element(By.CSS_SELECTOR, f'button[aria-label="{label}"]').click()
+
+    def accept_confirm(self):
+        self.wait(EC.alert_is_present())
+        self.d.switch_to.alert.accept()
+
+    def shot(self, name):
+        self.d.save_screenshot(os.path.join(ARTIFACTS, name + ".png"))
+
+    def assert_no_values(self, where):
+        """No value in the page source, the live DOM, any input field, or the URL."""
+        dom = self.d.execute_script("return document.documentElement.outerHTML")
+        inputs = self.d.execute_script(
+            "return Array.from(document.querySelectorAll('input')).map(i => i.value).join('\\n')")
+        texts = {"page source": self.d.page_source, "DOM": dom, "input values": inputs,
+                 "URL": self.d.current_url}
+        self.sources.extend(texts.values())
+        for what, text in texts.items():
+            for name, value in VALUES.items():
+                assert value not in text, f"{where}: value {name} found in the {what}"
+
+
+def main():
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="portal-browser-")
+    vault = Vault(workdir)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", f"--user-data-dir={workdir}/profile"]:
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download anything.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    started = time.monotonic()
+    try:
+        run(Page(driver, vault.addr), vault)
+    except Exception:
+        driver.save_screenshot(os.path.join(ARTIFACTS, "failure.png"))
+        print("server log:\n" + "".join(vault.log[-40:]), file=sys.stderr)
+        raise
+    finally:
+        driver.quit()
+        vault.stop()
+    log = "".join(vault.log)
+    for name, value in VALUES.items():
+        assert value not in log, f"value {name} in the server log"
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"portal browser test: ok ({time.monotonic() - started:.1f} s); screenshots in {ARTIFACTS}")
+
+
+def run(p, vault):
+    d = p.d
+    d.get(vault.addr + "/ui")
+    p.visible("signin-token")
+    assert d.title == "agent-vault"
+    p.shot("signin")
+
+    # Sign in as admin.
+    p.fill("signin-token", vault.admin)
+    p.by_id("signin-form").submit()
+    p.visible("nav")
+    admin_id = vault.admin.split("_")[1]
+    p.text_in("whoami", admin_id)
+    assert p.by_id("signin-token").get_attribute("value") == "", "token field cleared"
+    p.text_in("agents-body", "No agents yet.")
+
+    # Create an agent's secrets.
+    p.fill("open-agent-name", "support-bot")
+    p.by_id("open-agent-form").submit()
+    p.text_in("agent-title", "Agent support-bot")
+    for key, value, description in [("STRIPE_KEY", VALUES["first"], "Stripe live key"),
+                                    ("OPENAI_KEY", VALUES["second"], "OpenAI key")]:
+        p.fill("set-key", key)
+        p.fill("set-value", value)
+        p.fill("set-description", description)
+        p.by_id("set-save").click()
+        p.text_in("status", f"Created {key}")
+        assert p.by_id("set-value").get_attribute("value") == "", "value field cleared after save"
+    p.text_in("entries-body", "****W1x9")
+    p.text_in("entries-body", "****Q7r2")
+    p.assert_no_values("after creating secrets")
+
+    # Rotate one.
+    p.click("Rotate STRIPE_KEY")
+    assert p.by_id("set-key").get_attribute("value") == "STRIPE_KEY"
+    assert d.switch_to.active_element == p.by_id("set-value"), "focus moves to the value field"
+    p.fill("set-value", VALUES["rotated"])
+    p.by_id("set-save").click()
+    p.text_in("status", "Saved STRIPE_KEY (version 2)")
+    p.text_in("entries-body", "****K4m8")
+    p.assert_no_values("after rotating")
+    p.shot("agent")
+
+    # Versions and roll back to 1.
+    p.click("Versions of STRIPE_KEY")
+    p.visible("versions")
+    p.click("Roll back STRIPE_KEY to version 1")
+    p.accept_confirm()
+    p.text_in("status", "Rolled STRIPE_KEY back to version 1 (now version 3)")
+    p.text_in("entries-body", "****W1x9")
+
+    # Delete one, after a confirmation (dismissing it keeps the entry).
+    p.click("Delete OPENAI_KEY")
+    p.wait(EC.alert_is_present())
+    d.switch_to.alert.dismiss()
+    assert "OPENAI_KEY" in p.by_id("entries-body").text
+    p.click("Delete OPENAI_KEY")
+    p.accept_confirm()
+    p.text_in("status", "Deleted OPENAI_KEY")
+    assert "OPENAI_KEY" not in p.by_id("entries-body").text
+    p.assert_no_values("after delete")
+
+    # Agents page shows the count.
+    d.find_element(By.CSS_SELECTOR, '#nav button[data-view="agents"]').click()
+    p.text_in("agents-body", "support-bot")
+    p.shot("agents")
+
+    # Tokens: issue a read token, a write token and one to revoke; each shown once.
+    d.find_element(By.CSS_SELECTOR, '#nav button[data-view="tokens"]').click()
+    p.visible("issue-form")
+
+    def issue(action, agent, description):
+        p.by_id("issue-action").send_keys(action)
+        p.fill("issue-agent", agent)
+        p.fill("issue-description", description)
+        p.fill("issue-ttl", "1h")
+        p.by_id("issue-form").submit()
+        p.visible("issued")
+        token = p.by_id("issued-token").get_attribute("value")
+        assert token.startswith("avt_"), token
+        p.by_id("issued-done").click()
+        assert p.by_id("issued-token").get_attribute("value") == ""
+        p.text_in("tokens-body", description)
+        return token
+
+    reader = issue("read", "support-bot", "portal test reader")
+    writer = issue("manage", "other-bot", "portal test writer")
+    doomed = issue("read", "support-bot", "portal test doomed")
+    doomed_id = doomed.split("_")[1]
+    p.click("Revoke token " + doomed_id)
+    p.accept_confirm()
+    p.text_in("status", "Revoked token " + doomed_id)
+    row = d.find_element(By.XPATH, f'//tbody[@id="tokens-body"]/tr[th="{doomed_id}"]')
+    assert "Revoke" not in row.text, "a revoked token has no Revoke button"
+    p.shot("tokens")
+    tokens = vault.api("GET", "/v1/tokens")["tokens"]
+    assert any(t["id"] == doomed_id and t["revoked_at"] for t in tokens), tokens
+
+    # Audit with a filter.
+    d.find_element(By.CSS_SELECTOR, '#nav button[data-view="audit"]').click()
+    p.fill("audit-agent", "support-bot")
+    p.by_id("audit-form").submit()
+    p.text_in("audit-body", "STRIPE_KEY")
+    p.text_in("audit-body", "rollback")
+    p.assert_no_values("audit page")
+    p.shot("audit")
+
+    # Sign out; the page asks for a token again and the old session is gone.
+    p.by_id("signout").click()
+    p.visible("signin-token")
+    p.text_in("status", "Signed out.")
+    status = d.execute_async_script(
+        "const done = arguments[0]; fetch('/ui/api/session').then(r => done(r.status));")
+    assert status == 401, status
+
+    # A read token is refused with a clear message.
+    p.fill("signin-token", reader)
+    p.by_id("signin-form").submit()
+    p.text_in("error", "read-only token")
+    assert not p.by_id("nav").is_displayed()
+
+    # A write token sees only its agent.
+    p.fill("signin-token", writer)
+    p.by_id("signin-form").submit()
+    p.visible("nav")
+    p.text_in("agents-body", "other-bot")
+    assert "support-bot" not in p.by_id("agents-body").text
+    assert not d.find_element(By.CSS_SELECTOR, '#nav button[data-view="tokens"]').is_displayed()
+    p.fill("open-agent-name", "support-bot")
+    p.by_id("open-agent-form").submit()
+    p.text_in("error", "may not list for agent support-bot")
+    p.assert_no_values("write token")
+
+    # History: one entry per URL; no value in any URL visited.
+    history = d.execute_script("return [history.length, location.href]")
+    assert history[1] == vault.addr + "/ui", history
+
+    # The console saw no CSP violation and no script error.
+    errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+    allowed = ("/favicon.ico", "401 (Unauthorized)", "403 (Forbidden)")
+    problems = [e for e in errors if not any(a in e["message"] for a in allowed)]
+    assert not problems, problems
+    csp = [e for e in d.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not csp, csp
+
+
+if __name__ == "__main__":
+    main()
