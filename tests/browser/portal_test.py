@@ -8,7 +8,8 @@ create an agent's secrets, rotate one, roll back, delete with a confirmation, is
 revoke tokens (the secret shown once), the audit page, sign-out, a read token refused, a
 write token that sees only its agent, and no value anywhere in the page source, the DOM
 (input fields included), the URL or the server's log after a save. No CSP violation in the
-browser console. Screenshots go to target/browser-artifacts/.
+browser console; axe-core finds no serious or critical accessibility violation on any page,
+wide or narrow. Screenshots (and axe.json) go to target/browser-artifacts/.
 
 Run: python3 tests/browser/portal_test.py   (scripts/test-all.sh does, after the build)
 """
@@ -26,6 +27,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -34,6 +36,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ARTIFACTS = os.path.join(ROOT, "target", "browser-artifacts")
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
+# axe-core (npm), installed by scripts/test-all.sh under target/browser-deps/.
+AXE_JS = os.environ.get("AXE_CORE_JS") or os.path.join(
+    ROOT, "target", "browser-deps", "node_modules", "axe-core", "axe.min.js")
 
 VALUES = {
     "first": "sk_live_portal_first_value_W1x9",
@@ -104,8 +109,9 @@ class Page:
         self.d = driver
         self.base = base
         self.sources = []
+        self.a11y = {}
 
-    def wait(self, condition, timeout=10):
+    def wait(self, condition, timeout=20):
         return WebDriverWait(self.d, timeout).until(condition)
 
     def by_id(self, element_id):
@@ -123,7 +129,18 @@ class Page:
         field.send_keys(text)
 
     def click(self, label):
-        self.d.find_element(By.CSS_SELECTOR, f'button[aria-label="{label}"]').click()
+        """Click the button labelled `label`, waiting for it: tables are re-rendered after
+        each call, so a button found a moment ago may be gone."""
+        locator = (By.CSS_SELECTOR, f'button[aria-label="{label}"]')
+
+        def attempt(driver):
+            try:
+                driver.find_element(*locator).click()
+                return True
+            except (NoSuchElementException, StaleElementReferenceException):
+                return False
+
+        self.wait(attempt)
 
     def accept_confirm(self):
         self.wait(EC.alert_is_present())
@@ -131,6 +148,23 @@ class Page:
 
     def shot(self, name):
         self.d.save_screenshot(os.path.join(ARTIFACTS, name + ".png"))
+
+    def assert_accessible(self, where):
+        """axe-core on the page as it is now: no serious or critical violation (WCAG 2.x A/AA
+        rules, colour contrast included). Injected by WebDriver, which the page's CSP does
+        not govern; the page itself loads no third-party script."""
+        if not self.d.execute_script("return typeof window.axe === 'object'"):
+            with open(AXE_JS, encoding="utf-8") as f:
+                self.d.execute_script(f.read())
+        result = self.d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"
+            ".then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+            " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))))"
+            ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));")
+        self.a11y[where] = result
+        bad = [v for v in result if v["impact"] in ("serious", "critical")]
+        assert not bad, f"{where}: accessibility violations: {json.dumps(bad, indent=1)}"
 
     def assert_no_values(self, where):
         """No value in the page source, the live DOM, any input field, or the URL."""
@@ -147,6 +181,9 @@ class Page:
 
 def main():
     os.makedirs(ARTIFACTS, exist_ok=True)
+    if not os.path.exists(AXE_JS):
+        sys.exit(f"axe-core not found at {AXE_JS}: npm install --prefix target/browser-deps "
+                 "axe-core (scripts/test-all.sh does), or set AXE_CORE_JS")
     workdir = tempfile.mkdtemp(prefix="portal-browser-")
     vault = Vault(workdir)
     options = webdriver.ChromeOptions()
@@ -159,7 +196,8 @@ def main():
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     started = time.monotonic()
     try:
-        run(Page(driver, vault.addr), vault)
+        page = Page(driver, vault.addr)
+        run(page, vault)
     except Exception:
         driver.save_screenshot(os.path.join(ARTIFACTS, "failure.png"))
         print("server log:\n" + "".join(vault.log[-40:]), file=sys.stderr)
@@ -170,6 +208,11 @@ def main():
     log = "".join(vault.log)
     for name, value in VALUES.items():
         assert value not in log, f"value {name} in the server log"
+    with open(os.path.join(ARTIFACTS, "axe.json"), "w", encoding="utf-8") as f:
+        json.dump(page.a11y, f, indent=1)
+    minor = sum(len(v) for v in page.a11y.values())
+    print(f"axe-core: no serious or critical violation on {len(page.a11y)} pages "
+          f"({minor} moderate/minor, in {ARTIFACTS}/axe.json)")
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"portal browser test: ok ({time.monotonic() - started:.1f} s); screenshots in {ARTIFACTS}")
 
@@ -180,6 +223,7 @@ def run(p, vault):
     p.visible("signin-token")
     assert d.title == "agent-vault"
     p.shot("signin")
+    p.assert_accessible("sign-in page")
 
     # Sign in as admin.
     p.fill("signin-token", vault.admin)
@@ -216,6 +260,7 @@ def run(p, vault):
     p.text_in("entries-body", "****K4m8")
     p.assert_no_values("after rotating")
     p.shot("agent")
+    p.assert_accessible("agent page")
 
     # Versions and roll back to 1.
     p.click("Versions of STRIPE_KEY")
@@ -240,6 +285,7 @@ def run(p, vault):
     d.find_element(By.CSS_SELECTOR, '#nav button[data-view="agents"]').click()
     p.text_in("agents-body", "support-bot")
     p.shot("agents")
+    p.assert_accessible("agents page")
 
     # Tokens: issue a read token, a write token and one to revoke; each shown once.
     d.find_element(By.CSS_SELECTOR, '#nav button[data-view="tokens"]').click()
@@ -266,9 +312,10 @@ def run(p, vault):
     p.click("Revoke token " + doomed_id)
     p.accept_confirm()
     p.text_in("status", "Revoked token " + doomed_id)
-    row = d.find_element(By.XPATH, f'//tbody[@id="tokens-body"]/tr[th="{doomed_id}"]')
-    assert "Revoke" not in row.text, "a revoked token has no Revoke button"
+    buttons = d.find_elements(By.CSS_SELECTOR, f'button[aria-label="Revoke token {doomed_id}"]')
+    assert not buttons, "a revoked token has no Revoke button"
     p.shot("tokens")
+    p.assert_accessible("tokens page")
     tokens = vault.api("GET", "/v1/tokens")["tokens"]
     assert any(t["id"] == doomed_id and t["revoked_at"] for t in tokens), tokens
 
@@ -280,6 +327,18 @@ def run(p, vault):
     p.text_in("audit-body", "rollback")
     p.assert_no_values("audit page")
     p.shot("audit")
+    p.assert_accessible("audit page")
+
+    # A narrow screen (a phone): nothing wider than the window but the tables' own scroll box.
+    d.set_window_size(390, 844)
+    d.find_element(By.CSS_SELECTOR, '#nav button[data-view="agents"]').click()
+    p.click("Open agent support-bot")
+    p.text_in("entries-body", "STRIPE_KEY")
+    widths = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"page wider than a narrow window: {widths}"
+    p.shot("agent-narrow")
+    p.assert_accessible("agent page, narrow")
+    d.set_window_size(1280, 900)
 
     # Sign out; the page asks for a token again and the old session is gone.
     p.by_id("signout").click()

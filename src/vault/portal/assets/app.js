@@ -94,6 +94,7 @@ function signedOut(message) {
 
 async function withErrors(action) {
   error('');
+  status('');
   try { await action(); } catch (e) { error(e.message); }
 }
 
@@ -197,11 +198,11 @@ $('set-form').addEventListener('submit', (event) => {
   valueField.value = '';
   withErrors(async () => {
     const result = await call('PUT', agentPath(currentAgent, key), body);
-    status((result.created ? 'Created ' : 'Saved ') + key + ' (version ' + result.secret.version + ').');
     $('set-title').textContent = 'Set a value';
     $('set-key').value = '';
     $('set-description').value = '';
     await loadEntries();
+    status((result.created ? 'Created ' : 'Saved ') + key + ' (version ' + result.secret.version + ').');
   });
 });
 
@@ -209,9 +210,9 @@ function deleteEntry(key) {
   if (!window.confirm('Delete ' + key + ' of ' + currentAgent + ' with all its versions?')) return;
   withErrors(async () => {
     await call('DELETE', agentPath(currentAgent, key));
-    status('Deleted ' + key + '.');
     $('versions').hidden = true;
     await loadEntries();
+    status('Deleted ' + key + '.');
   });
 }
 
@@ -232,9 +233,9 @@ function rollback(key, version) {
   if (!window.confirm('Roll ' + key + ' back to version ' + version + '?')) return;
   withErrors(async () => {
     const result = await call('POST', agentPath(currentAgent, key) + '/rollback', { to: version });
-    status('Rolled ' + key + ' back to version ' + result.rolled_back_to + ' (now version ' + result.secret.version + ').');
     await loadEntries();
     await loadVersions(key);
+    status('Rolled ' + key + ' back to version ' + result.rolled_back_to + ' (now version ' + result.secret.version + ').');
   });
 }
 
@@ -272,8 +273,8 @@ $('issue-form').addEventListener('submit', (event) => {
     const issued = await call('POST', '/v1/tokens', body);
     $('issued-token').value = issued.token;
     $('issued').hidden = false;
-    status('Issued token ' + issued.id + ' (' + issued.scopes.join(' ') + ').');
     await loadTokens();
+    status('Issued token ' + issued.id + ' (' + issued.scopes.join(' ') + ').');
   });
 });
 
@@ -292,8 +293,8 @@ function revoke(id) {
   if (!window.confirm('Revoke token ' + id + '? Its holders lose access at once.')) return;
   withErrors(async () => {
     await call('DELETE', '/v1/tokens/' + encodeURIComponent(id));
-    status('Revoked token ' + id + '.');
     await loadTokens();
+    status('Revoked token ' + id + '.');
   });
 }
 
