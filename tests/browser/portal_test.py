@@ -4,7 +4,8 @@
 Starts a real agent-vault (AGENT_VAULT_BIN, else target/debug/agent-vault) on loopback and
 drives Debian's chromium through Debian's chromedriver with Selenium (nothing is
 downloaded: the driver path is given and Selenium Manager runs offline). Covers: sign in,
-create an agent's secrets, rotate one, roll back, delete with a confirmation, issue and
+create an agent's secrets, rotate one and see a running agent-run's child restarted with
+the new value, roll back (restarted again with the old one), delete with a confirmation, issue and
 revoke tokens (the secret shown once), the audit page, sign-out, a read token refused, a
 write token that sees only its agent, and no value anywhere in the page source, the DOM
 (input fields included), the URL or the server's log after a save. No CSP violation in the
@@ -14,6 +15,7 @@ wide or narrow. Screenshots (and axe.json) go to target/browser-artifacts/.
 Run: python3 tests/browser/portal_test.py   (scripts/test-all.sh does, after the build)
 """
 
+import hashlib
 import json
 import os
 import re
@@ -104,10 +106,62 @@ class Vault:
             self.proc.kill()
 
 
+def sha256(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Launcher:
+    """A real agent-run supervising a child that records the digest of STRIPE_KEY at each
+    start (never the value), so a rotation in the portal is seen as a restart."""
+
+    def __init__(self, workdir, vault, token):
+        binary = os.environ.get("AGENT_RUN_BIN") or os.path.join(ROOT, "target", "debug", "agent-run")
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"agent-run binary not found at {binary}: build it or set AGENT_RUN_BIN")
+        self.seen = os.path.join(workdir, "seen")
+        env = {k: v for k, v in clean_env().items() if not k.startswith("AGENT_RUN_")}
+        env["AGENT_RUN_TOKEN"] = token
+        child = 'printf %s "$STRIPE_KEY" | sha256sum | cut -c1-64 >> "$SEEN"; exec sleep 600'
+        env["SEEN"] = self.seen
+        self.log = []
+        self.proc = subprocess.Popen(
+            [binary, "--store", vault.addr, "--grace", "2s", "--", "sh", "-c", child],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
+
+    def starts(self):
+        try:
+            with open(self.seen, encoding="utf-8") as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
+    def wait_for(self, digests, what):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.starts() == digests:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{what}: the child's starts were {self.starts()}, expected "
+                             f"{digests}; agent-run log:\n{''.join(self.log)}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 class Page:
-    def __init__(self, driver, base):
+    def __init__(self, driver, base, workdir):
         self.d = driver
         self.base = base
+        self.workdir = workdir
+        self.launchers = []
         self.sources = []
         self.a11y = {}
 
@@ -195,8 +249,8 @@ def main():
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download anything.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     started = time.monotonic()
+    page = Page(driver, vault.addr, workdir)
     try:
-        page = Page(driver, vault.addr)
         run(page, vault)
     except Exception:
         driver.save_screenshot(os.path.join(ARTIFACTS, "failure.png"))
@@ -204,10 +258,12 @@ def main():
         raise
     finally:
         driver.quit()
+        for launcher in page.launchers:
+            launcher.stop()
         vault.stop()
-    log = "".join(vault.log)
+    log = "".join(vault.log) + "".join(line for l in page.launchers for line in l.log)
     for name, value in VALUES.items():
-        assert value not in log, f"value {name} in the server log"
+        assert value not in log, f"value {name} in the server's or agent-run's log"
     with open(os.path.join(ARTIFACTS, "axe.json"), "w", encoding="utf-8") as f:
         json.dump(page.a11y, f, indent=1)
     minor = sum(len(v) for v in page.a11y.values())
@@ -250,6 +306,12 @@ def run(p, vault):
     p.text_in("entries-body", "****Q7r2")
     p.assert_no_values("after creating secrets")
 
+    # A running launcher of this agent, started with the first value.
+    reader = vault.api("POST", "/v1/tokens", {"scopes": ["secrets:read:support-bot/*"]})["token"]
+    launcher = Launcher(p.workdir, vault, reader)
+    p.launchers.append(launcher)
+    launcher.wait_for([sha256(VALUES["first"])], "agent-run's first start")
+
     # Rotate one.
     p.click("Rotate STRIPE_KEY")
     assert p.by_id("set-key").get_attribute("value") == "STRIPE_KEY"
@@ -259,6 +321,8 @@ def run(p, vault):
     p.text_in("status", "Saved STRIPE_KEY (version 2)")
     p.text_in("entries-body", "****K4m8")
     p.assert_no_values("after rotating")
+    # The running child is restarted with the new value.
+    launcher.wait_for([sha256(VALUES["first"]), sha256(VALUES["rotated"])], "rotation")
     p.shot("agent")
     p.assert_accessible("agent page")
 
@@ -269,6 +333,7 @@ def run(p, vault):
     p.accept_confirm()
     p.text_in("status", "Rolled STRIPE_KEY back to version 1 (now version 3)")
     p.text_in("entries-body", "****W1x9")
+    launcher.wait_for([sha256(VALUES[k]) for k in ("first", "rotated", "first")], "rollback")
 
     # Delete one, after a confirmation (dismissing it keeps the entry).
     p.click("Delete OPENAI_KEY")
