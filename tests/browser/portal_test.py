@@ -46,6 +46,8 @@ VALUES = {
     "first": "sk_live_portal_first_value_W1x9",
     "second": "openai-portal-second-value-Q7r2",
     "rotated": "sk_live_portal_rotated_value_K4m8",
+    "imported": "imported-p$ss-value-Z3v6",
+    "not imported": "never-imported-value-Y5u1",
 }
 
 
@@ -335,6 +337,30 @@ def run(p, vault):
     p.text_in("entries-body", "****W1x9")
     launcher.wait_for([sha256(VALUES[k]) for k in ("first", "rotated", "first")], "rollback")
 
+    # Import a .env file: a broken one imports nothing; a good one keeps `$` literally.
+    broken = os.path.join(p.workdir, "broken.env")
+    with open(broken, "w", encoding="utf-8") as f:
+        f.write(f"NEW_KEY={VALUES['not imported']}\nOTHER='unterminated\n")
+    p.by_id("import-file").send_keys(broken)
+    p.by_id("import-form").submit()
+    p.text_in("error", "line 2")
+    assert "NEW_KEY" not in p.by_id("entries-body").text
+    assert p.by_id("import-file").get_attribute("value") == "", "file input cleared"
+    good = os.path.join(p.workdir, "good.env")
+    with open(good, "w", encoding="utf-8") as f:
+        f.write(f"# imported in the portal\nexport IMPORTED_KEY='{VALUES['imported']}'\n"
+                f"STRIPE_KEY={VALUES['not imported']}\nREGION=eu-west-3\n")
+    p.fill("import-plain-keys", "REGION")
+    p.by_id("import-file").send_keys(good)
+    p.by_id("import-form").submit()
+    p.text_in("status", "created: IMPORTED_KEY, REGION; overwritten: none; skipped: STRIPE_KEY")
+    p.text_in("entries-body", "****Z3v6")
+    p.assert_no_values("after import")
+    os.remove(broken)
+    os.remove(good)
+    launcher.wait_for([sha256(VALUES[k]) for k in ("first", "rotated", "first", "first")],
+                      "an import of new keys restarts the child; STRIPE_KEY kept (no overwrite)")
+
     # Delete one, after a confirmation (dismissing it keeps the entry).
     p.click("Delete OPENAI_KEY")
     p.wait(EC.alert_is_present())
@@ -437,7 +463,7 @@ def run(p, vault):
 
     # The console saw no CSP violation and no script error.
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
-    allowed = ("/favicon.ico", "401 (Unauthorized)", "403 (Forbidden)")
+    allowed = ("/favicon.ico", "401 (Unauthorized)", "403 (Forbidden)", "400 (Bad Request)")
     problems = [e for e in errors if not any(a in e["message"] for a in allowed)]
     assert not problems, problems
     csp = [e for e in d.get_log("browser") if "Content Security Policy" in e["message"]]

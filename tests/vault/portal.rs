@@ -518,3 +518,90 @@ fn no_value_in_any_portal_response() {
     }
     vault.assert_not_stored_or_logged(&values);
 }
+
+#[test]
+fn dotenv_import_reads_the_file_like_the_cli_and_is_all_or_nothing() {
+    let vault = start_vault();
+    vault.set("web", "EXISTING", "existing-value-0000EEEE");
+    let mut portal = Portal::sign_in(&vault, &vault.admin);
+    let path = "/ui/api/agents/web/import";
+    let keys = |vault: &VaultServer| -> Vec<String> {
+        vault.get_json("/v1/agents/web/secrets", &vault.admin)["secrets"]
+            .as_array()
+            .expect("secrets")
+            .iter()
+            .map(|s| s["key"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    // A syntax error on line 3: 400 naming the line, nothing imported.
+    let bad = "A_KEY=import-value-AAAA1111\nB_KEY=import-value-BBBB2222\nC_KEY='unterminated\n";
+    let (status, body) = portal.change("POST", path, Some(json!({ "content": bad })));
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    assert!(body.contains("line 3"), "{body}");
+    assert_eq!(keys(&vault), ["EXISTING"]);
+    // A dangerous name without the option: refused, nothing imported.
+    let dangerous = "A_KEY=import-value-AAAA1111\nLD_PRELOAD=/tmp/evil.so\n";
+    let (status, body) = portal.change("POST", path, Some(json!({ "content": dangerous })));
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "dangerous_name"),
+        "{body}"
+    );
+    assert_eq!(keys(&vault), ["EXISTING"]);
+    // Without the CSRF header: refused.
+    let good = "# comment\nexport A_KEY=import-value-AAAA1111\nB_KEY=\"pa$word-BBBB2222\"\n\
+                REGION=eu-west-3\nEXISTING=replaced-value-0000FFFF\n";
+    let (status, _) = portal.send("POST", path, Some(json!({ "content": good })), false);
+    assert_eq!(status, 403);
+    assert_eq!(keys(&vault), ["EXISTING"]);
+    // The real thing: `$` kept literally, REGION plain, EXISTING skipped without overwrite.
+    let (status, body) = portal.change(
+        "POST",
+        path,
+        Some(json!({ "content": good, "plain_keys": ["REGION"] })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let summary = json(&body);
+    assert_eq!(summary["created"], json!(["A_KEY", "B_KEY", "REGION"]));
+    assert_eq!(summary["skipped"], json!(["EXISTING"]));
+    let region = vault.get_json("/v1/agents/web/secrets/REGION", &vault.admin);
+    assert_eq!(region["kind"], "plain");
+    let (_, reader) = vault.issue(&["secrets:read:web/*"], None);
+    let read = vault.get_json("/v1/runtime/secrets?agent=web", &reader);
+    let value = |name: &str| {
+        read["secrets"]
+            .as_array()
+            .expect("secrets")
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["value"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(value("B_KEY").as_deref(), Some("pa$word-BBBB2222"));
+    assert_eq!(
+        value("EXISTING").as_deref(),
+        Some("existing-value-0000EEEE")
+    );
+    // A write token for another agent cannot import here.
+    let (_, writer) = vault.issue(&["secrets:write:other/*"], None);
+    let mut other = Portal::sign_in(&vault, &writer);
+    let (status, _) = other.change(
+        "POST",
+        path,
+        Some(json!({ "content": "Z_KEY=zzzz-0000ZZZZ\n" })),
+    );
+    assert_eq!(status, 403);
+    let secrets = [
+        "import-value-AAAA1111",
+        "pa$word-BBBB2222",
+        "replaced-value-0000FFFF",
+        "existing-value-0000EEEE",
+    ];
+    for body in portal.bodies.iter().chain(&other.bodies) {
+        assert_no_values("import answer", body, &secrets);
+    }
+    vault.assert_not_stored_or_logged(&secrets);
+}

@@ -5,7 +5,8 @@
 //! The page trades a token for a session (`session`) and then calls the JSON API under
 //! `/v1` with the session cookie, so every portal action runs through the same `service`
 //! calls, rules and audit records as the CLI's. The few endpoints of its own, under
-//! `/ui/api`, are sign-in, the session, sign-out and the agents overview. No value is ever
+//! `/ui/api`, are sign-in, the session, sign-out, the agents overview and the `.env` import
+//! (the file is parsed here, by the CLI's own `dotenv` reader). No value is ever
 //! sent to the browser: the API answers with masked previews, and the page sends a value
 //! only in a request body.
 //!
@@ -23,15 +24,16 @@ use axum::http::header::{
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::api::{ApiError, JsonBody, RemoteAddr};
+use super::api::{ApiError, JsonBody, RemoteAddr, P};
 use super::error::Error;
-use super::service::{Ctx, Vault};
+use super::service::{Ctx, Owner, Vault};
 use super::tokens::{Caller, Scope};
+use crate::protocol::wire::{ImportEntry, ImportRequest};
 use session::SessionInfo;
 pub use session::Sessions;
 
@@ -61,6 +63,7 @@ pub fn router() -> Router<Vault> {
             get(session_info).post(sign_in).delete(sign_out),
         )
         .route("/ui/api/agents", get(agents))
+        .route("/ui/api/agents/{agent}/import", post(import_dotenv))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -226,4 +229,53 @@ async fn agents(
 pub fn session_caller(parts: &Parts, vault: &Vault) -> Option<Result<Caller, Error>> {
     let sessions = parts.extensions.get::<Sessions>()?;
     Some(sessions.from_parts(parts, vault)?.map(|info| info.caller))
+}
+
+/// `POST /ui/api/agents/{agent}/import`: a `.env` file's text, read by the one `dotenv`
+/// reader the CLI's `secrets import` uses (same grammar, no `$` substitution), then imported
+/// by the same service call with the same options: all or nothing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DotenvImport {
+    content: SecretString,
+    #[serde(default)]
+    plain: bool,
+    #[serde(default)]
+    plain_keys: Vec<String>,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    allow_dangerous_name: bool,
+}
+
+async fn import_dotenv(
+    State(vault): State<Vault>,
+    remote: Option<Extension<RemoteAddr>>,
+    PortalSession(info, _): PortalSession,
+    P(agent): P<String>,
+    JsonBody(req): JsonBody<DotenvImport>,
+) -> Result<Response, ApiError> {
+    use secrecy::ExposeSecret;
+    let entries = crate::dotenv::parse(req.content.expose_secret().as_bytes())
+        .map_err(|err| Error::InvalidRequest(format!("the .env file is not valid: {err}")))?;
+    drop(req.content);
+    let request = ImportRequest {
+        entries: entries
+            .into_iter()
+            .map(|entry| ImportEntry {
+                key: entry.name,
+                value: entry.value,
+            })
+            .collect(),
+        plain: req.plain,
+        plain_keys: req.plain_keys,
+        overwrite: req.overwrite,
+        allow_dangerous_name: req.allow_dangerous_name,
+    };
+    let ctx = Ctx {
+        caller: info.caller,
+        remote: remote.map(|Extension(addr)| addr.0.to_string()),
+    };
+    let summary = vault.import(&ctx, Owner::Agent(agent), request).await?;
+    Ok(Json(summary).into_response())
 }

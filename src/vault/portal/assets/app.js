@@ -216,6 +216,32 @@ function deleteEntry(key) {
   });
 }
 
+// The file is read in the browser and parsed by the server with the CLI's own reader: one
+// request, all or nothing. The file input is cleared whatever the outcome.
+$('import-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = $('import-file');
+  const file = input.files[0];
+  if (!file) return;
+  const options = {
+    plain: $('import-plain').checked,
+    overwrite: $('import-overwrite').checked,
+    allow_dangerous_name: $('import-dangerous').checked,
+    plain_keys: $('import-plain-keys').value.split(',').map((k) => k.trim()).filter((k) => k),
+  };
+  withErrors(async () => {
+    let content;
+    try { content = await file.text(); } finally { input.value = ''; }
+    const summary = await call('POST', '/ui/api/agents/' + encodeURIComponent(currentAgent) + '/import',
+      Object.assign({ content }, options));
+    content = null;
+    await loadEntries();
+    const part = (label, keys) => label + ': ' + (keys.length ? keys.join(', ') : 'none');
+    status('Imported. ' + [part('created', summary.created), part('overwritten', summary.overwritten),
+      part('skipped', summary.skipped)].join('; ') + '.');
+  });
+});
+
 async function loadVersions(key) {
   const data = await call('GET', agentPath(currentAgent, key) + '/versions');
   $('versions-title').textContent = 'Versions of ' + key;
