@@ -5,7 +5,8 @@ Starts a real agent-vault (AGENT_VAULT_BIN, else target/debug/agent-vault) on lo
 drives Debian's chromium through Debian's chromedriver with Selenium (nothing is
 downloaded: the driver path is given and Selenium Manager runs offline). Covers: sign in,
 create an agent's secrets, rotate one and see a running agent-run's child restarted with
-the new value, roll back (restarted again with the old one), delete with a confirmation, issue and
+the new value (and the row marked delivered), edit a description, roll back (restarted
+again with the old one), delete with a confirmation, issue and
 revoke tokens (the secret shown once), the audit page, sign-out, a read token refused, a
 write token that sees only its agent, and no value anywhere in the page source, the DOM
 (input fields included), the URL or the server's log after a save. No CSP violation in the
@@ -306,6 +307,8 @@ def run(p, vault):
         assert p.by_id("set-value").get_attribute("value") == "", "value field cleared after save"
     p.text_in("entries-body", "****W1x9")
     p.text_in("entries-body", "****Q7r2")
+    p.wait(lambda d: d.find_element(By.CSS_SELECTOR, 'td[data-delivery="STRIPE_KEY"]').text
+           == "never read")
     p.assert_no_values("after creating secrets")
 
     # A running launcher of this agent, started with the first value.
@@ -323,8 +326,17 @@ def run(p, vault):
     p.text_in("status", "Saved STRIPE_KEY (version 2)")
     p.text_in("entries-body", "****K4m8")
     p.assert_no_values("after rotating")
-    # The running child is restarted with the new value.
+    # The running child is restarted with the new value, and the row shows it arrived.
     launcher.wait_for([sha256(VALUES["first"]), sha256(VALUES["rotated"])], "rotation")
+    p.wait(lambda d: d.find_element(By.CSS_SELECTOR, 'td[data-delivery="STRIPE_KEY"]').text
+           == "delivered")
+
+    # Edit a description only: an empty value field keeps the value (same version).
+    p.click("Rotate OPENAI_KEY")
+    p.fill("set-description", "OpenAI key (edited)")
+    p.by_id("set-save").click()
+    p.text_in("status", "Saved OPENAI_KEY (version 1)")
+    p.text_in("entries-body", "OpenAI key (edited)")
     p.shot("agent")
     p.assert_accessible("agent page")
 

@@ -605,3 +605,74 @@ fn dotenv_import_reads_the_file_like_the_cli_and_is_all_or_nothing() {
     }
     vault.assert_not_stored_or_logged(&secrets);
 }
+
+#[test]
+fn delivery_marks_show_when_launchers_have_read_the_current_value() {
+    let vault = start_vault();
+    vault.set("bot", "API_KEY", "delivery-value-one-1111");
+    vault.set("bot", "OTHER", "delivery-other-value-2222");
+    let mut portal = Portal::sign_in(&vault, &vault.admin);
+    let marks = |portal: &mut Portal| -> Vec<(String, bool, bool)> {
+        let (status, body) = portal.get("/ui/api/agents/bot/delivery");
+        assert_eq!(status, 200, "{body}");
+        json(&body)["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                (
+                    e["key"].as_str().unwrap_or("").to_string(),
+                    e["delivered"].as_bool().unwrap_or(false),
+                    e["last_read_at"].is_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        marks(&mut portal),
+        [
+            ("API_KEY".into(), false, false),
+            ("OTHER".into(), false, false)
+        ]
+    );
+    // A launcher's token reads API_KEY only.
+    let (_, reader) = vault.issue(&["secrets:read:bot/API_KEY"], None);
+    assert_eq!(vault.get("/v1/runtime/secrets?agent=bot", &reader).0, 200);
+    crate::common::wait_until(Duration::from_secs(10), "the read is recorded", || {
+        marks(&mut portal)[0].1
+    });
+    assert_eq!(marks(&mut portal)[1], ("OTHER".into(), false, false));
+    // A rotation: not delivered until the next read; a description edit changes nothing.
+    let (status, _) = portal.change(
+        "PUT",
+        "/v1/agents/bot/secrets/API_KEY",
+        Some(json!({"value": "delivery-value-two-3333"})),
+    );
+    assert_eq!(status, 200);
+    assert!(!marks(&mut portal)[0].1, "a new value is not delivered yet");
+    assert_eq!(vault.get("/v1/runtime/secrets?agent=bot", &reader).0, 200);
+    crate::common::wait_until(Duration::from_secs(10), "the new read is recorded", || {
+        marks(&mut portal)[0].1
+    });
+    let (status, _) = portal.change(
+        "PUT",
+        "/v1/agents/bot/secrets/API_KEY",
+        Some(json!({"description": "edited"})),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        marks(&mut portal)[0].1,
+        "a description edit is no new value"
+    );
+    // Another agent's write token may not look.
+    let (_, writer) = vault.issue(&["secrets:write:other/*"], None);
+    let mut other = Portal::sign_in(&vault, &writer);
+    assert_eq!(other.get("/ui/api/agents/bot/delivery").0, 403);
+    for body in &portal.bodies {
+        assert_no_values(
+            "delivery answer",
+            body,
+            &["delivery-value-one-1111", "delivery-value-two-3333"],
+        );
+    }
+}

@@ -5,7 +5,8 @@
 //! The page trades a token for a session (`session`) and then calls the JSON API under
 //! `/v1` with the session cookie, so every portal action runs through the same `service`
 //! calls, rules and audit records as the CLI's. The few endpoints of its own, under
-//! `/ui/api`, are sign-in, the session, sign-out, the agents overview and the `.env` import
+//! `/ui/api`, are sign-in, the session, sign-out, the agents overview, the live rotation
+//! marks (`delivery`) and the `.env` import
 //! (the file is parsed here, by the CLI's own `dotenv` reader). No value is ever
 //! sent to the browser: the API answers with masked previews, and the page sends a value
 //! only in a request body.
@@ -64,6 +65,7 @@ pub fn router() -> Router<Vault> {
         )
         .route("/ui/api/agents", get(agents))
         .route("/ui/api/agents/{agent}/import", post(import_dotenv))
+        .route("/ui/api/agents/{agent}/delivery", get(delivery))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -278,4 +280,25 @@ async fn import_dotenv(
     };
     let summary = vault.import(&ctx, Owner::Agent(agent), request).await?;
     Ok(Json(summary).into_response())
+}
+
+/// `GET /ui/api/agents/{agent}/delivery`: per entry, whether a launcher has read its
+/// current value (the page polls it after a change to show the rotation reaching launchers).
+async fn delivery(
+    State(vault): State<Vault>,
+    remote: Option<Extension<RemoteAddr>>,
+    PortalSession(info, _): PortalSession,
+    P(agent): P<String>,
+) -> Result<Response, ApiError> {
+    let ctx = Ctx {
+        caller: info.caller,
+        remote: remote.map(|Extension(addr)| addr.0.to_string()),
+    };
+    #[derive(Serialize)]
+    struct Delivery {
+        agent: String,
+        entries: Vec<super::service::EntryDelivery>,
+    }
+    let entries = vault.entry_delivery(&ctx, agent.clone()).await?;
+    Ok(Json(Delivery { agent, entries }).into_response())
 }

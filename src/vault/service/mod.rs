@@ -22,7 +22,7 @@ mod tokens;
 mod validate;
 
 pub use lifecycle::init;
-pub use portal::AgentOverview;
+pub use portal::{AgentOverview, EntryDelivery};
 use runtime::bump;
 pub use runtime::OwnerState;
 use secrets::open_version;

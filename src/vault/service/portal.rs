@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tracing::info;
 
-use super::{format_ms, now_ms, record, Ctx, Owner, Vault};
+use super::{format_ms, now_ms, record, validate_owner_name, Ctx, Owner, Vault};
 use crate::vault::db::{self, PROJECT};
 use crate::vault::error::{Error, Result};
 use crate::vault::tokens::{Caller, Scope};
@@ -25,6 +25,19 @@ pub struct AgentOverview {
     pub updated_at: Option<String>,
     /// The latest run-time read of one of those entries.
     pub last_read_at: Option<String>,
+}
+
+/// Whether launchers have read an entry's current value: the portal's live rotation mark.
+#[derive(Debug, Serialize)]
+pub struct EntryDelivery {
+    pub key: String,
+    pub version: i64,
+    /// When the current value (version) was written.
+    pub value_since: String,
+    pub last_read_at: Option<String>,
+    /// A run-time read happened at or after the current value was written: a launcher
+    /// (one waiting on the long-poll, or one starting) has the value now.
+    pub delivered: bool,
 }
 
 impl Vault {
@@ -120,6 +133,38 @@ impl Vault {
                             .max()
                             .map(format_ms),
                         agent,
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// For each entry of `agent` the caller manages: has a run-time read happened since its
+    /// current value was written? A rotation wakes the agent's long-poll waiters at commit,
+    /// and their re-read records "last read at", so the mark turns within moments when a
+    /// launcher is waiting, and stays off while none is.
+    pub async fn entry_delivery(&self, ctx: &Ctx, agent: String) -> Result<Vec<EntryDelivery>> {
+        let owner = Owner::Agent(agent.clone());
+        validate_owner_name(&owner)?;
+        self.require_manage(ctx, "list", &owner, None).await?;
+        let caller = ctx.caller.clone();
+        self.inner
+            .db
+            .read(move |tx| {
+                let mut out = Vec::new();
+                for entry in db::list_entries(tx, &agent)? {
+                    if !caller.can_write(&agent, &entry.key) {
+                        continue;
+                    }
+                    let since = db::get_version(tx, &agent, &entry.key, entry.version)?
+                        .map_or(entry.updated_at, |row| row.created_at);
+                    out.push(EntryDelivery {
+                        delivered: entry.last_read_at.is_some_and(|read| read >= since),
+                        key: entry.key,
+                        version: entry.version,
+                        value_since: format_ms(since),
+                        last_read_at: entry.last_read_at.map(format_ms),
                     });
                 }
                 Ok(out)

@@ -171,20 +171,49 @@ async function loadEntries() {
     el('td', {}, s.description),
     el('td', {}, s.version),
     el('td', {}, s.updated_at),
-    el('td', {}, s.last_read_at || 'never'),
+    el('td', { 'data-last-read': s.key }, s.last_read_at || 'never'),
+    el('td', { 'data-delivery': s.key }, '…'),
     el('td', { class: 'actions' },
       button('Rotate', () => startRotate(s), 'Rotate ' + s.key),
       button('Versions', () => withErrors(() => loadVersions(s.key)), 'Versions of ' + s.key),
       button('Delete', () => deleteEntry(s.key), 'Delete ' + s.key))));
-  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: '8' }, 'No entries you manage.')));
+  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: '9' }, 'No entries you manage.')));
   $('entries-body').replaceChildren(...rows);
+  await refreshDelivery();
+  scheduleDelivery();
+}
+
+// Live rotation marks: whether a launcher has read each entry's current value since it was
+// written (a waiting launcher re-reads within moments of a change). Polled while the agent
+// is on screen.
+let deliveryTimer = null;
+
+async function refreshDelivery() {
+  const agent = currentAgent;
+  if (!agent || !session || $('view-agent').hidden) return;
+  const data = await call('GET', '/ui/api/agents/' + encodeURIComponent(agent) + '/delivery');
+  if (agent !== currentAgent) return;
+  for (const e of data.entries) {
+    const mark = document.querySelector('td[data-delivery="' + e.key + '"]');
+    if (mark) mark.textContent = e.delivered ? 'delivered' : (e.last_read_at ? 'not yet read' : 'never read');
+    const read = document.querySelector('td[data-last-read="' + e.key + '"]');
+    if (read) read.textContent = e.last_read_at || 'never';
+  }
+}
+
+function scheduleDelivery() {
+  clearTimeout(deliveryTimer);
+  deliveryTimer = setTimeout(async () => {
+    try { await refreshDelivery(); } catch (_) { /* a lost session shows the sign-in */ }
+    if (session && !$('view-agent').hidden) scheduleDelivery();
+  }, 2000);
 }
 
 function startRotate(entry) {
   $('set-key').value = entry.key;
   $('set-description').value = entry.description;
   $('set-kind').value = entry.kind;
-  $('set-title').textContent = 'Rotate ' + entry.key;
+  $('set-title').textContent = 'Rotate or edit ' + entry.key + ' (an empty value keeps the current one)';
   $('set-value').focus();
 }
 
