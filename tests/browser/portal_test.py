@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """The agent-vault portal (/ui, issue 18) in a real headless browser.
 
-Starts a real agent-vault (AGENT_VAULT_BIN, else target/debug/agent-vault) on loopback and
-drives Debian's chromium through Debian's chromedriver with Selenium (nothing is
-downloaded: the driver path is given and Selenium Manager runs offline). Covers: sign in,
-create an agent's secrets, rotate one and see a running agent-run's child restarted with
-the new value (and the row marked delivered), edit a description, roll back (restarted
-again with the old one), delete with a confirmation, issue and
-revoke tokens (the secret shown once), the audit page, sign-out, a read token refused, a
-write token that sees only its agent, and no value anywhere in the page source, the DOM
-(input fields included), the URL or the server's log after a save. No CSP violation in the
-browser console; axe-core finds no serious or critical accessibility violation on any page,
-wide or narrow. Screenshots (and axe.json) go to target/browser-artifacts/.
+Starts a real agent-vault (AGENT_VAULT_BIN, else target/debug/agent-vault) and agent-run
+(AGENT_RUN_BIN, else target/debug/agent-run) on loopback and drives Debian's chromium
+through Debian's chromedriver with Selenium (nothing is downloaded: the driver path is
+given and Selenium Manager runs offline). Covers: sign in; create an agent's secrets;
+rotate one and see a running agent-run's child restarted with the new value (and the row
+marked delivered); edit a description; roll back (the child restarted with the old value);
+import a .env file (a broken one imports nothing); delete with a confirmation; issue and
+revoke tokens (the secret shown once); the audit page with a filter; a phone-width view;
+sign-out; a change without the CSRF header refused; a read token refused; a write token
+that sees only its agent. No value anywhere in the page source, the DOM (input fields
+included), the URL, any response body the page received, or the logs of agent-vault and
+agent-run. No CSP violation or script error in the browser console; axe-core finds no
+serious or critical accessibility violation on any page. Screenshots (and axe.json) go to
+target/browser-artifacts/.
 
 Run: python3 tests/browser/portal_test.py   (scripts/test-all.sh does, after the build)
 """
@@ -19,7 +22,6 @@ Run: python3 tests/browser/portal_test.py   (scripts/test-all.sh does, after the
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -228,8 +230,10 @@ class Page:
         dom = self.d.execute_script("return document.documentElement.outerHTML")
         inputs = self.d.execute_script(
             "return Array.from(document.querySelectorAll('input')).map(i => i.value).join('\\n')")
+        bodies = self.d.execute_script("return (window.__bodies || []).join('\\n')")
+        assert bodies, "the response recorder saw no response"
         texts = {"page source": self.d.page_source, "DOM": dom, "input values": inputs,
-                 "URL": self.d.current_url}
+                 "URL": self.d.current_url, "responses the page received": bodies}
         self.sources.extend(texts.values())
         for what, text in texts.items():
             for name, value in VALUES.items():
@@ -251,6 +255,16 @@ def main():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download anything.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # Keep a copy of every response body the page's script receives, to search for values.
+    # (Injected by the DevTools protocol before the page's own script; test-only.)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        window.__bodies = [];
+        const realFetch = window.fetch.bind(window);
+        window.fetch = async (...args) => {
+          const response = await realFetch(...args);
+          response.clone().text().then((t) => window.__bodies.push(t), () => {});
+          return response;
+        };"""})
     started = time.monotonic()
     page = Page(driver, vault.addr, workdir)
     try:
@@ -450,6 +464,22 @@ def run(p, vault):
     status = d.execute_async_script(
         "const done = arguments[0]; fetch('/ui/api/session').then(r => done(r.status));")
     assert status == 401, status
+
+    # CSRF: a change with the session cookie but without the header is refused.
+    p.fill("signin-token", vault.admin)
+    p.by_id("signin-form").submit()
+    p.visible("nav")
+    status = d.execute_async_script("""
+        const done = arguments[0];
+        fetch('/v1/agents/support-bot/secrets/CSRF_PROBE', {method: 'PUT',
+          headers: {'Content-Type': 'application/json'}, body: JSON.stringify({value: 'csrf-probe-1234'})})
+          .then(r => done(r.status));""")
+    assert status == 403, status
+    assert vault.api("GET", "/v1/agents/support-bot/secrets")["secrets"], "agent still there"
+    assert all(e["key"] != "CSRF_PROBE"
+               for e in vault.api("GET", "/v1/agents/support-bot/secrets")["secrets"])
+    p.by_id("signout").click()
+    p.visible("signin-token")
 
     # A read token is refused with a clear message.
     p.fill("signin-token", reader)

@@ -217,3 +217,91 @@ pub fn clear_cookie(secure: bool) -> String {
         if secure { "; Secure" } else { "" }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn session(created: Instant, last_seen: Instant) -> Session {
+        Session {
+            token_id: "0123456789ab".into(),
+            token_scopes: Arc::from(vec![Scope::Admin]),
+            caller: Caller {
+                token_id: "0123456789ab".into(),
+                scopes: Arc::from(vec![Scope::Admin]),
+            },
+            csrf: "x".into(),
+            created,
+            last_seen,
+        }
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_at_the_absolute_limit() {
+        let now = Instant::now() + ABSOLUTE_TTL + IDLE_TTL;
+        assert!(!session(now, now).expired(now));
+        assert!(!session(now - ABSOLUTE_TTL / 2, now - IDLE_TTL / 2).expired(now));
+        assert!(session(now - IDLE_TTL, now - IDLE_TTL).expired(now), "idle");
+        assert!(
+            session(now - ABSOLUTE_TTL, now - Duration::from_secs(1)).expired(now),
+            "absolute, even when used a second ago"
+        );
+    }
+
+    #[test]
+    fn a_new_session_keeps_no_read_scope_and_a_fresh_id() {
+        let sessions = Sessions::default();
+        let caller = Caller {
+            token_id: "0123456789ab".into(),
+            scopes: Arc::from(vec![
+                Scope::Write {
+                    agent: "bot".into(),
+                    pattern: "*".into(),
+                },
+                Scope::Read {
+                    agent: "bot".into(),
+                    pattern: "*".into(),
+                },
+            ]),
+        };
+        let one = sessions.create(&caller).expect("session");
+        let two = sessions.create(&caller).expect("session");
+        assert_ne!(one.id.expose_secret(), two.id.expose_secret());
+        assert_ne!(one.csrf, two.csrf);
+        assert_eq!(one.id.expose_secret().len(), 43, "256 bits, base64url");
+        let map = sessions.lock();
+        let kept = &map[&hash_id(one.id.expose_secret())];
+        assert!(!kept.caller.can_read("bot", "K"));
+        assert!(kept.caller.can_write("bot", "K"));
+        assert_eq!(
+            kept.token_scopes.len(),
+            2,
+            "the token's scopes, for the re-check"
+        );
+    }
+
+    #[test]
+    fn the_cookie_is_read_among_others_and_written_with_its_flags() {
+        let (parts, ()) = Request::builder()
+            .header(header::COOKIE, "a=1; av_session=abc_DEF-1; b=2")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let id = session_cookie(&parts).expect("cookie");
+        assert_eq!(id.expose_secret(), "abc_DEF-1");
+        let (parts, ()) = Request::builder()
+            .header(header::COOKIE, "xav_session=nope")
+            .body(())
+            .expect("request")
+            .into_parts();
+        assert!(session_cookie(&parts).is_none());
+        let id = SecretString::from("abc");
+        assert_eq!(
+            set_cookie(&id, false),
+            "av_session=abc; Path=/; HttpOnly; SameSite=Strict"
+        );
+        assert!(set_cookie(&id, true).ends_with("; Secure"));
+        assert!(clear_cookie(false).contains("Max-Age=0"));
+    }
+}
