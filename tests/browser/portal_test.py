@@ -206,6 +206,7 @@ class Page:
         self.d.switch_to.alert.accept()
 
     def shot(self, name):
+        self.d.execute_script("window.scrollTo(0, 0)")
         self.d.save_screenshot(os.path.join(ARTIFACTS, name + ".png"))
 
     def assert_accessible(self, where):
@@ -250,7 +251,7 @@ def main():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", f"--user-data-dir={workdir}/profile"]:
+                "--window-size=1280,1100", f"--user-data-dir={workdir}/profile"]:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download anything.
@@ -408,9 +409,10 @@ def run(p, vault):
     d.find_element(By.CSS_SELECTOR, '#nav button[data-view="tokens"]').click()
     p.visible("issue-form")
 
-    def issue(action, agent, description):
-        p.by_id("issue-action").send_keys(action)
-        p.fill("issue-agent", agent)
+    def issue(action, agent, description, keep_fields=False):
+        if not keep_fields:
+            p.by_id("issue-action").send_keys(action)
+            p.fill("issue-agent", agent)
         p.fill("issue-description", description)
         p.fill("issue-ttl", "1h")
         p.by_id("issue-form").submit()
@@ -424,6 +426,20 @@ def run(p, vault):
 
     reader = issue("read", "support-bot", "portal test reader")
     writer = issue("manage", "other-bot", "portal test writer")
+    # Two scopes in one token, with the builder.
+    p.by_id("issue-action").send_keys("read")
+    p.fill("issue-agent", "support-bot")
+    p.fill("issue-pattern", "STRIPE_*")
+    p.by_id("issue-add-scope").click()
+    p.by_id("issue-action").send_keys("manage")
+    p.fill("issue-pattern", "*")
+    p.by_id("issue-add-scope").click()
+    p.fill("issue-pattern", "STRIPE_*")
+    two = issue("read", "support-bot", "portal test two scopes", keep_fields=True)
+    two_id = two.split("_")[1]
+    row = [t for t in vault.api("GET", "/v1/tokens")["tokens"] if t["id"] == two_id][0]
+    assert row["scopes"] == ["secrets:read:support-bot/STRIPE_*", "secrets:write:support-bot/*"], row
+    p.fill("issue-pattern", "*")
     doomed = issue("read", "support-bot", "portal test doomed")
     doomed_id = doomed.split("_")[1]
     p.click("Revoke token " + doomed_id)
@@ -455,7 +471,7 @@ def run(p, vault):
     assert widths[0] <= widths[1], f"page wider than a narrow window: {widths}"
     p.shot("agent-narrow")
     p.assert_accessible("agent page, narrow")
-    d.set_window_size(1280, 900)
+    d.set_window_size(1280, 1100)
 
     # Sign out; the page asks for a token again and the old session is gone.
     p.by_id("signout").click()

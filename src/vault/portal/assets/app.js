@@ -61,6 +61,11 @@ async function call(method, path, body) {
 }
 
 function show(view) {
+  if (view !== 'tokens') {
+    // A token shown once does not stay in the page once the operator moves on.
+    $('issued-token').value = '';
+    $('issued').hidden = true;
+  }
   for (const section of document.querySelectorAll('main > section')) {
     section.hidden = section.id !== 'view-' + view;
   }
@@ -314,12 +319,31 @@ async function loadTokens() {
   $('tokens-body').replaceChildren(...rows);
 }
 
+// The scope builder: the fields make one scope; "Add this scope" collects several. Issuing
+// uses the collected scopes, or the fields' scope when none was added.
+function builtScope() {
+  const action = $('issue-action').value;
+  return action === 'admin' ? 'admin'
+    : 'secrets:' + action + ':' + $('issue-agent').value.trim() + '/' + ($('issue-pattern').value.trim() || '*');
+}
+
+function collectedScopes() {
+  return Array.from($('issue-scopes').querySelectorAll('li')).map((li) => li.getAttribute('data-scope'));
+}
+
+$('issue-add-scope').addEventListener('click', () => {
+  const scope = builtScope();
+  if (collectedScopes().includes(scope)) return;
+  const item = el('li', { 'data-scope': scope }, el('code', {}, scope), ' ');
+  item.append(button('Remove', () => item.remove(), 'Remove scope ' + scope));
+  $('issue-scopes').append(item);
+  status('Added scope ' + scope + '.');
+});
+
 $('issue-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  const action = $('issue-action').value;
-  const scope = action === 'admin' ? 'admin'
-    : 'secrets:' + action + ':' + $('issue-agent').value.trim() + '/' + ($('issue-pattern').value.trim() || '*');
-  const body = { scopes: [scope] };
+  const collected = collectedScopes();
+  const body = { scopes: collected.length ? collected : [builtScope()] };
   const ttl = $('issue-ttl').value.trim();
   if (ttl) body.ttl = ttl;
   const description = $('issue-description').value;
@@ -328,6 +352,7 @@ $('issue-form').addEventListener('submit', (event) => {
     const issued = await call('POST', '/v1/tokens', body);
     $('issued-token').value = issued.token;
     $('issued').hidden = false;
+    $('issue-scopes').replaceChildren();
     await loadTokens();
     status('Issued token ' + issued.id + ' (' + issued.scopes.join(' ') + ').');
   });
