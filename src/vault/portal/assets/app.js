@@ -97,7 +97,13 @@ function signedOut(message) {
   error(message || '');
 }
 
+// The last thing the operator did: background polling stops a while after it, so an
+// open page does not keep its session alive past the idle limit.
+let lastAction = Date.now();
+const POLL_AFTER_ACTION_MS = 5 * 60 * 1000;
+
 async function withErrors(action) {
+  lastAction = Date.now();
   error('');
   status('');
   try { await action(); } catch (e) { error(e.message); }
@@ -193,24 +199,30 @@ async function loadEntries() {
 // is on screen.
 let deliveryTimer = null;
 
+// Returns whether some entry is still waiting for a launcher to read it.
 async function refreshDelivery() {
   const agent = currentAgent;
-  if (!agent || !session || $('view-agent').hidden) return;
+  if (!agent || !session || $('view-agent').hidden) return false;
   const data = await call('GET', '/ui/api/agents/' + encodeURIComponent(agent) + '/delivery');
-  if (agent !== currentAgent) return;
+  if (agent !== currentAgent) return false;
   for (const e of data.entries) {
     const mark = document.querySelector('td[data-delivery="' + e.key + '"]');
     if (mark) mark.textContent = e.delivered ? 'delivered' : (e.last_read_at ? 'not yet read' : 'never read');
     const read = document.querySelector('td[data-last-read="' + e.key + '"]');
     if (read) read.textContent = e.last_read_at || 'never';
   }
+  return data.entries.some((e) => !e.delivered);
 }
 
+// Poll while an entry waits for a launcher, the agent is on screen, and the operator acted
+// in the last few minutes.
 function scheduleDelivery() {
   clearTimeout(deliveryTimer);
   deliveryTimer = setTimeout(async () => {
-    try { await refreshDelivery(); } catch (_) { /* a lost session shows the sign-in */ }
-    if (session && !$('view-agent').hidden) scheduleDelivery();
+    let pending = false;
+    try { pending = await refreshDelivery(); } catch (_) { /* a lost session shows the sign-in */ }
+    const recent = Date.now() - lastAction < POLL_AFTER_ACTION_MS;
+    if (pending && recent && session && !$('view-agent').hidden) scheduleDelivery();
   }, 2000);
 }
 
