@@ -57,7 +57,8 @@ AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/ag
     cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*
 
 say "the web portal in a real headless browser (tests/browser/portal_test.py)"
-AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault python3 tests/browser/portal_test.py
+AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
+    python3 tests/browser/portal_test.py
 
 say "systemd units (systemd-analyze verify)"
 command -v systemd-analyze >/dev/null || apt-get install -y systemd
