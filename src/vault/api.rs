@@ -298,6 +298,8 @@ type ApiResult = Result<Response, ApiError>;
 /// Build the router over a store.
 pub fn router(vault: Vault) -> Router {
     Router::new()
+        // The web portal (`/ui`, `/ui/api/…`); `portal::install` adds its session store.
+        .merge(super::portal::router())
         .route("/v1/health", get(health))
         .route("/v1/runtime/secrets", get(runtime_secrets))
         .route("/v1/runtime/revision", get(runtime_revision))
@@ -325,9 +327,6 @@ pub fn router(vault: Vault) -> Router {
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/audit", get(audit))
-        // The web portal (`/ui`, `/ui/api/…`) and its session store.
-        .merge(super::portal::router())
-        .layer(axum::Extension(super::portal::Sessions::default()))
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(no_store))

@@ -214,8 +214,7 @@ pub async fn run_with(
     limits: ServeLimits,
     shutdown: impl Future,
 ) -> Result<()> {
-    let router =
-        api::router(vault.clone()).layer(axum::Extension(portal::Transport { tls: tls.is_some() }));
+    let router = portal::install(api::router(vault.clone()), tls.is_some());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let limit = Arc::new(Semaphore::new(limits.max_connections));
     let heads = HeadGate::new(limits);

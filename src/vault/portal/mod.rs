@@ -38,8 +38,8 @@ use crate::protocol::wire::{ImportEntry, ImportRequest};
 use session::SessionInfo;
 pub use session::Sessions;
 
-/// Whether the store serves TLS (an `Extension` set by `vault::run_with`): the session
-/// cookie is `Secure` then.
+/// Whether the store serves TLS (an `Extension` set by [`install`]): the session cookie is
+/// `Secure` then.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Transport {
     pub tls: bool,
@@ -51,6 +51,14 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+
+/// Give the whole router (API and portal) what the portal needs on every request: the one
+/// session store, and whether connections are TLS. Called once by `vault::run_with`.
+pub fn install(router: Router, tls: bool) -> Router {
+    router
+        .layer(Extension(Sessions::default()))
+        .layer(Extension(Transport { tls }))
+}
 
 /// The portal's routes (merged into the API's router in `api::router`).
 pub fn router() -> Router<Vault> {
