@@ -4,7 +4,7 @@
 Starts a real agent-vault (AGENT_VAULT_BIN, else target/debug/agent-vault) and agent-run
 (AGENT_RUN_BIN, else target/debug/agent-run) on loopback and drives Debian's chromium
 through Debian's chromedriver with Selenium (nothing is downloaded: the driver path is
-given and Selenium Manager runs offline). Covers: sign in; create an agent's secrets;
+given and Selenium Manager runs offline). Covers: sign in with the keyboard only; create an agent's secrets;
 rotate one and see a running agent-run's child restarted with the new value (and the row
 marked delivered); edit a description; roll back (the child restarted with the old value);
 import a .env file (a broken one imports nothing); delete with a confirmation; issue and
@@ -34,6 +34,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -299,9 +300,15 @@ def run(p, vault):
     p.shot("signin")
     p.assert_accessible("sign-in page")
 
-    # Sign in as admin.
-    p.fill("signin-token", vault.admin)
-    p.by_id("signin-form").submit()
+    # Sign in as admin with the keyboard only: Tab reaches the token field, Enter submits.
+    focused = None
+    for _ in range(10):
+        d.switch_to.active_element.send_keys(Keys.TAB)
+        focused = d.switch_to.active_element.get_attribute("id")
+        if focused == "signin-token":
+            break
+    assert focused == "signin-token", f"Tab never reached the token field (at {focused!r})"
+    d.switch_to.active_element.send_keys(vault.admin + Keys.ENTER)
     p.visible("nav")
     admin_id = vault.admin.split("_")[1]
     p.text_in("whoami", admin_id)
