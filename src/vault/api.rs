@@ -161,7 +161,14 @@ impl FromRequestParts<Vault> for Auth {
                     .eq_ignore_ascii_case("bearer")
                     .then(|| SecretString::from(token.trim()))
             });
-        let caller = vault.authenticate(bearer.as_ref()).map_err(|err| {
+        // Without a bearer token, a portal session's cookie (`portal::session`) may stand in;
+        // it carries no read scope, and a change needs the session's CSRF header.
+        let caller = match bearer {
+            None => super::portal::session_caller(parts, vault),
+            Some(_) => None,
+        }
+        .unwrap_or_else(|| vault.authenticate(bearer.as_ref()))
+        .map_err(|err| {
             debug!(error = %err, "authentication failed");
             ApiError::Vault(err)
         })?;
@@ -292,6 +299,8 @@ type ApiResult = Result<Response, ApiError>;
 /// Build the router over a store.
 pub fn router(vault: Vault) -> Router {
     Router::new()
+        // The web portal (`/ui`, `/ui/api/…`); `portal::install` adds its session store.
+        .merge(super::portal::router())
         .route("/v1/health", get(health))
         .route("/v1/runtime/secrets", get(runtime_secrets))
         .route("/v1/runtime/revision", get(runtime_revision))

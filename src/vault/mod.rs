@@ -30,6 +30,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod portal;
 pub mod probes;
 pub mod service;
 pub mod tokens;
@@ -215,7 +216,7 @@ pub async fn run_with(
     limits: ServeLimits,
     shutdown: impl Future,
 ) -> Result<()> {
-    let router = api::router(vault.clone());
+    let router = portal::install(api::router(vault.clone()), tls.is_some());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let limit = Arc::new(Semaphore::new(limits.max_connections));
     let heads = HeadGate::new(limits);

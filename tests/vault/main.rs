@@ -16,6 +16,7 @@ mod logs;
 mod metrics;
 mod migrate;
 mod ops;
+mod portal;
 mod runtime;
 mod server;
 mod tls;

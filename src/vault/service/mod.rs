@@ -19,6 +19,7 @@ pub mod backup;
 mod export;
 mod health;
 mod lifecycle;
+mod portal;
 pub mod rekey;
 mod runtime;
 mod secrets;
@@ -26,6 +27,7 @@ mod tokens;
 mod validate;
 
 pub use lifecycle::init;
+pub use portal::{AgentOverview, EntryDelivery};
 use runtime::bump;
 pub use runtime::OwnerState;
 use secrets::open_version;
