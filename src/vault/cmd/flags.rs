@@ -104,10 +104,13 @@ pub enum Command {
     #[command(after_help = "Example:\n  agent-vault audit --agent support-bot --since 1h")]
     Audit(AuditArgs),
     /// The agents the store knows (those with entries of their own).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  agent-vault agents list")]
     Agents(AgentsCommand),
     /// Make TLS certificates for `serve`.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  agent-vault tls generate --name vault.internal,10.0.0.5 --out /etc/agent-vault/tls"
+    )]
     Tls(TlsCommand),
     // ---- operations (issue 15) ----
     /// Copy the database to a new file (0600), consistently, while the server runs and takes
@@ -131,7 +134,10 @@ pub enum Command {
     )]
     Rekey(RekeyArgs),
     /// Move the store elsewhere (offline: the server stopped, the master key at hand).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  BAO_TOKEN=... agent-vault migrate openbao --address https://bao.internal:8200 --mount secret"
+    )]
     Migrate(MigrateCommand),
 }
 
@@ -140,6 +146,9 @@ pub enum Command {
 pub enum TlsCommand {
     /// Make a private CA and a server certificate signed by it, for `serve --tls-cert
     /// DIR/cert.pem --tls-key DIR/key.pem`; clients trust DIR/ca.pem with --ca-cert.
+    #[command(
+        after_help = "Example:\n  agent-vault tls generate --name vault.internal,10.0.0.5 --out /etc/agent-vault/tls\n  agent-vault serve --tls-cert /etc/agent-vault/tls/cert.pem --tls-key /etc/agent-vault/tls/key.pem"
+    )]
     Generate(TlsGenerateArgs),
 }
 
@@ -169,6 +178,7 @@ pub struct TlsGenerateArgs {
 pub enum AgentsCommand {
     /// List agents with entries: entry counts and the last run-time read. Project variables
     /// are not counted as an agent's entries (their count is shown apart).
+    #[command(after_help = "Example:\n  agent-vault agents list --json")]
     List {
         #[command(flatten)]
         connect: ConnectArgs,
