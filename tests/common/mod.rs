@@ -97,29 +97,28 @@ pub fn agent_run_bin() -> &'static str {
     })
 }
 
-/// Path of an example program. Next to the debug binary, `cargo build --examples` runs once
+/// Path of an example program. Next to `AGENT_RUN_BIN` when scripts/build-release.sh built
+/// it there (`test_child`, `vault_load`); any other (e.g. `reload_agent` in the release
+/// memory scan) comes from the debug build. For those, `cargo build --examples` runs once
 /// per test process (a no-op when they are fresh): a test run alone, or after an example
-/// changed, must never use a stale one. Next to `AGENT_RUN_BIN`, the examples are the ones
-/// scripts/build-release.sh built with it.
+/// changed, must never use a stale one.
 pub fn example(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let dir = Path::new(agent_run_bin())
-        .parent()
-        .unwrap()
-        .join("examples");
-    let path = dir.join(name);
+    let examples_of = |bin: &str| Path::new(bin).parent().unwrap().join("examples");
+    let debug_build = agent_run_bin() == env!("CARGO_BIN_EXE_agent-run");
+    let beside = examples_of(agent_run_bin()).join(name);
+    if !debug_build && beside.exists() {
+        return beside;
+    }
     BUILT.get_or_init(|| {
-        let debug_build = agent_run_bin() == env!("CARGO_BIN_EXE_agent-run");
-        if debug_build || !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--examples"])
-                .status()
-                .expect("cargo build --examples");
-            assert!(status.success(), "building the examples failed");
-        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--examples"])
+            .status()
+            .expect("cargo build --examples");
+        assert!(status.success(), "building the examples failed");
     });
-    path
+    examples_of(env!("CARGO_BIN_EXE_agent-run")).join(name)
 }
 
 pub fn test_child() -> PathBuf {
