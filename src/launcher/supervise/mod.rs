@@ -27,6 +27,7 @@ use crate::source::{self, SecretSet, SourceEvent};
 use crate::sys;
 
 mod fetcher;
+mod handoff;
 mod mount;
 mod reload;
 mod remap;

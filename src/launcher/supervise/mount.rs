@@ -8,20 +8,15 @@
 //! (however it ends) and removed when agent-run ends. The content is built in one buffer
 //! sized up front and wiped on drop; the values come from the locked environment block.
 
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
+use super::handoff::Handoff;
 use crate::launcher::env::EnvBlock;
 
 /// The variable that tells the child which inherited descriptor holds its secrets.
 pub const MOUNT_FD_VARIABLE: &str = "AGENT_RUN_MOUNT_FD";
-
-/// tmpfs and ramfs: memory-backed.
-const MEMORY_FILESYSTEMS: [i64; 2] = [0x0102_1994, 0x8584_58f6];
 
 /// `--mount-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,62 +49,37 @@ pub enum Error {
 
 /// Where the child reads its secrets.
 #[derive(Debug)]
-pub enum MountTarget {
-    /// Inherited by the child (no close-on-exec; created before any other thread exists).
-    Memfd(OwnedFd, MountFormat),
-    File(PathBuf, MountFormat),
+pub struct MountTarget {
+    handoff: Handoff,
+    format: MountFormat,
 }
 
 impl MountTarget {
     pub fn new(settings: &MountSettings) -> Result<MountTarget, Error> {
-        let Some(path) = &settings.path else {
-            let fd = nix::sys::memfd::memfd_create(
-                c"agent-run-secrets",
-                nix::sys::memfd::MFdFlags::empty(),
-            )
-            .map_err(Error::Memfd)?;
-            return Ok(MountTarget::Memfd(fd, settings.format));
+        let handoff = match &settings.path {
+            None => Handoff::memfd(c"agent-run-secrets").map_err(Error::Memfd)?,
+            Some(path) => {
+                Handoff::file(path, settings.allow_disk).map_err(|reason| Error::File {
+                    path: path.clone(),
+                    reason: format!("{reason} (--mount-allow-disk if that is really wanted)"),
+                })?
+            }
         };
-        let bad = |reason: String| Error::File {
-            path: path.clone(),
-            reason,
-        };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let fs = nix::sys::statfs::statfs(dir).map_err(|e| bad(format!("{e}")))?;
-        let kind = fs.filesystem_type().0 as i64;
-        if !settings.allow_disk && !MEMORY_FILESYSTEMS.contains(&kind) {
-            return Err(bad(format!(
-                "{} is not a tmpfs (e.g. /dev/shm, /run): the secrets would land on a disk \
-                 (--mount-allow-disk if that is really wanted)",
-                dir.display()
-            )));
-        }
-        Ok(MountTarget::File(path.clone(), settings.format))
+        Ok(MountTarget {
+            handoff,
+            format: settings.format,
+        })
     }
 
     /// The variable agent-run adds to the child's environment, if any.
     pub fn variable(&self) -> Option<(&'static str, String)> {
-        match self {
-            MountTarget::Memfd(fd, _) => Some((MOUNT_FD_VARIABLE, fd.as_raw_fd().to_string())),
-            MountTarget::File(..) => None,
-        }
+        self.handoff.variable(MOUNT_FD_VARIABLE)
     }
 
     /// Replaces the content with `secrets`, rendered in the configured format.
     pub fn write(&self, secrets: &EnvBlock) -> Result<(), Error> {
-        let (MountTarget::Memfd(_, format) | MountTarget::File(_, format)) = self;
-        let content = render(secrets, *format);
-        let written = match self {
-            MountTarget::Memfd(fd, _) => fd.try_clone().and_then(|fd| {
-                let file = std::fs::File::from(fd);
-                file.set_len(0)?;
-                file.write_all_at(&content, 0)
-            }),
-            MountTarget::File(path, _) => write_file(path, &content),
-        };
+        let content = render(secrets, self.format);
+        let written = self.handoff.replace(&content);
         drop(content);
         crate::sys::wipe_stack();
         written.map_err(Error::Write)
@@ -117,16 +87,7 @@ impl MountTarget {
 
     /// The child has exited: nothing of its secrets stays behind.
     pub fn clear(&self) {
-        match self {
-            MountTarget::Memfd(fd, _) => {
-                if let Ok(fd) = fd.try_clone() {
-                    let _ = std::fs::File::from(fd).set_len(0);
-                }
-            }
-            MountTarget::File(path, _) => {
-                let _ = std::fs::remove_file(path);
-            }
-        }
+        self.handoff.clear();
     }
 }
 
@@ -134,24 +95,6 @@ impl Drop for MountTarget {
     fn drop(&mut self) {
         self.clear();
     }
-}
-
-fn write_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".agent-run-{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let _ = std::fs::remove_file(&tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(content))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 /// The whole content in one buffer allocated at its worst-case size (every byte escaped
