@@ -6,7 +6,7 @@ use std::fmt::Write;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::launcher::env::{InjectedFrom, Summary};
+use crate::launcher::env::{EnvBlock, InjectedFrom, Summary};
 use crate::source::{Kind, SecretSet};
 
 /// One variable the child would receive from a secret or a mapping.
@@ -15,6 +15,9 @@ pub struct Row {
     pub name: String,
     /// The secret it comes from (differs from `name` for `--env KEY=@SECRET`).
     pub secret: Option<String>,
+    /// The secrets an `--env KEY='… @{SECRET} …'` value references, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
     pub kind: &'static str,
     pub source: String,
     pub preview: String,
@@ -37,8 +40,9 @@ fn kind_name(kind: Kind) -> &'static str {
 }
 
 /// The rows of what `env::compose` injected (its [`Summary`], so `--check` lists, and
-/// refuses, exactly what a run would), with each value's masked preview from `secrets`.
-pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
+/// refuses, exactly what a run would), with each value's masked preview from `secrets`,
+/// or for a composed value from the composed `block` (the one place it exists).
+pub fn rows(summary: &Summary, secrets: &SecretSet, block: &EnvBlock) -> Vec<Row> {
     let mut rows: Vec<Row> = summary
         .variables
         .iter()
@@ -46,6 +50,7 @@ pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
             InjectedFrom::Literal => Row {
                 name: variable.name.clone(),
                 secret: None,
+                references: Vec::new(),
                 kind: "literal",
                 source: "--env".into(),
                 preview: "(literal)".into(),
@@ -54,6 +59,7 @@ pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
                 Some(secret) => Row {
                     name: variable.name.clone(),
                     secret: Some(secret_name.clone()),
+                    references: Vec::new(),
                     kind: kind_name(secret.origin.kind()),
                     source: secret.origin.to_string(),
                     preview: preview(secret.value.expose_secret(), secret.origin.kind()),
@@ -63,6 +69,12 @@ pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
                 None => missing_row(&variable.name, secret_name),
             },
             InjectedFrom::Missing(secret_name) => missing_row(&variable.name, secret_name),
+            InjectedFrom::Composed(references) => composed_row(
+                &variable.name,
+                references,
+                secrets,
+                block.var(&variable.name).and_then(|v| v.to_str()),
+            ),
         })
         .collect();
     // A source's key that `--preserve-env` left to the inherited variable: listed, so the
@@ -71,6 +83,7 @@ pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
     rows.extend(summary.preserved.iter().map(|name| Row {
         name: name.clone(),
         secret: None,
+        references: Vec::new(),
         kind: "inherited",
         source: "inherited (--preserve-env)".into(),
         preview: "-".into(),
@@ -79,10 +92,35 @@ pub fn rows(summary: &Summary, secrets: &SecretSet) -> Vec<Row> {
     rows
 }
 
+/// A composed value is a secret if any value it references is one (a plain one is shown
+/// whole, as plain configuration is).
+fn composed_row(
+    name: &str,
+    references: &[String],
+    secrets: &SecretSet,
+    value: Option<&str>,
+) -> Row {
+    let secret = references.iter().any(|r| {
+        secrets
+            .get(r)
+            .is_none_or(|s| s.origin.kind() == Kind::Secret)
+    });
+    let kind = if secret { Kind::Secret } else { Kind::Plain };
+    Row {
+        name: name.to_owned(),
+        secret: None,
+        references: references.to_vec(),
+        kind: kind_name(kind),
+        source: crate::launcher::env::composed_origin(references),
+        preview: value.map_or_else(|| "****".into(), |v| preview(v, kind)),
+    }
+}
+
 fn missing_row(name: &str, secret_name: &str) -> Row {
     Row {
         name: name.to_owned(),
         secret: Some(secret_name.to_owned()),
+        references: Vec::new(),
         kind: "missing",
         source: "-".into(),
         preview: "-".into(),

@@ -26,6 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
+use crate::launcher::template::{self, Parsed, Piece, Problem, Template};
 use crate::source::digest::{Digest, DigestKey, NamedDigests};
 use crate::source::{Origin, SecretSet};
 use crate::sys;
@@ -73,8 +74,11 @@ const MAX_ENTRY_LEN: usize = 32 * 4096;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("--env {spec:?}: expected KEY=@SECRET, KEY=@, KEY=\\@literal or KEY=value")]
+    #[error("--env {spec:?}: expected KEY=@SECRET, KEY=@, KEY=\\@literal, KEY=value or KEY='text @{{SECRET}} text'")]
     BadMapping { spec: String },
+    /// An `@{` without its `}`, or an empty `@{}`.
+    #[error("--env {spec:?}: {problem}; write @{{SECRET}} to reference a secret, or \\@{{ for a literal @{{")]
+    BadReference { spec: String, problem: &'static str },
     #[error("{what} {name:?} is not a valid environment variable name (letters, digits, '_', not starting with a digit)")]
     InvalidName { what: String, name: String },
     #[error("{name} ({origin}): the value contains a NUL byte, which an environment cannot hold")]
@@ -88,10 +92,20 @@ pub enum Error {
     },
     #[error("--env {key}=@{secret}: no source has a secret named {secret} (use --allow-missing to skip it)")]
     MissingSecret { key: String, secret: String },
+    /// The `MissingSecret` of an `@{SECRET}` inside a value.
+    #[error("--env {key}=…@{{{secret}}}…: no source has a secret named {secret} (use --allow-missing to skip {key})")]
+    MissingReference { key: String, secret: String },
     /// The source saw the secret but did not read it (a FIFO in a secrets dir); `reason`
     /// says why, naming the file, never a value.
     #[error("--env {key}=@{secret}: {reason}")]
     SkippedSecret {
+        key: String,
+        secret: String,
+        reason: String,
+    },
+    /// The `SkippedSecret` of an `@{SECRET}` inside a value.
+    #[error("--env {key}=…@{{{secret}}}…: {reason}")]
+    SkippedReference {
         key: String,
         secret: String,
         reason: String,
@@ -119,6 +133,8 @@ pub enum MappingValue {
     Secret(String),
     /// `KEY=value` / `KEY=\@value`: not a secret, it was on the command line.
     Literal(String),
+    /// `KEY=text @{SECRET} text`: composed in the `EnvBlock` itself.
+    Template(Template),
 }
 
 /// One `--env KEY=SPEC`.
@@ -141,14 +157,27 @@ impl Mapping {
                 key: key.to_owned(),
             });
         }
-        let value = if let Some(literal) = rhs.strip_prefix("\\@") {
-            MappingValue::Literal(format!("@{literal}"))
-        } else if rhs == "@" {
+        let value = if rhs == "@" {
             MappingValue::Secret(key.to_owned())
-        } else if let Some(secret) = rhs.strip_prefix('@') {
+        } else if let Some(secret) = rhs.strip_prefix('@').filter(|s| !s.starts_with('{')) {
             MappingValue::Secret(secret.to_owned())
         } else {
-            MappingValue::Literal(rhs.to_owned())
+            // `KEY=\@literal`: a leading `\@` is an `@` (`\@{` is the template's own
+            // escape, handled there); an `@` not followed by `{` is literal text.
+            let text = match rhs.strip_prefix('\\') {
+                Some(rest) if rest.starts_with('@') && !rest.starts_with("@{") => rest,
+                _ => rhs,
+            };
+            match template::parse(text).map_err(|problem| Error::BadReference {
+                spec: spec.to_owned(),
+                problem: match problem {
+                    Problem::Unterminated => "an @{ has no closing }",
+                    Problem::Empty => "@{} names no secret",
+                },
+            })? {
+                Parsed::Literal(text) => MappingValue::Literal(text),
+                Parsed::Template(template) => MappingValue::Template(template),
+            }
         };
         Ok(Mapping {
             key: key.to_owned(),
@@ -320,8 +349,11 @@ pub enum InjectedFrom {
     Secret(String),
     /// A `--env KEY=value` literal.
     Literal,
-    /// A `--env KEY=@SECRET` whose secret no source has, skipped under `--allow-missing`.
+    /// A `--env KEY=@SECRET` whose secret no source has, skipped under `--allow-missing`
+    /// (for `@{SECRET}` references, the first one missing).
     Missing(String),
+    /// A `--env KEY='… @{SECRET} …'`: the secrets it references, in order.
+    Composed(Vec<String>),
 }
 
 enum Value<'a> {
@@ -333,15 +365,37 @@ enum Value<'a> {
         secret: &'a str,
     },
     Literal(&'a str),
+    /// `--env KEY='text @{SECRET} text'`: the pieces in order, borrowed from the mapping's
+    /// text and the secrets' values; joined only inside the `EnvBlock`.
+    Composed {
+        pieces: Vec<&'a [u8]>,
+        /// The secrets referenced, in order of first appearance.
+        references: Vec<&'a str>,
+    },
 }
 
 impl Value<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Value::Inherited(v) => v.as_bytes(),
-            Value::Secret { value, .. } => value.expose_secret().as_bytes(),
-            Value::Literal(v) => v.as_bytes(),
-        }
+    /// The value's bytes, in as many pieces as it has (one but for a composed value).
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> + Clone {
+        let one = match self {
+            Value::Inherited(v) => Some(v.as_bytes()),
+            Value::Secret { value, .. } => Some(value.expose_secret().as_bytes()),
+            Value::Literal(v) => Some(v.as_bytes()),
+            Value::Composed { .. } => None,
+        };
+        let many: &[&[u8]] = match self {
+            Value::Composed { pieces, .. } => pieces,
+            _ => &[],
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    fn len(&self) -> usize {
+        self.pieces().map(<[u8]>::len).sum()
+    }
+
+    fn is_blank(&self) -> bool {
+        self.pieces().all(crate::launcher::require::is_blank)
     }
 
     fn origin(&self) -> String {
@@ -349,8 +403,15 @@ impl Value<'_> {
             Value::Inherited(_) => "inherited".to_owned(),
             Value::Secret { origin, .. } => origin.clone(),
             Value::Literal(_) => "--env".to_owned(),
+            Value::Composed { references, .. } => composed_origin(references),
         }
     }
+}
+
+/// How `--check` and errors name a composed variable's source: `--env (A, B)`.
+pub fn composed_origin(references: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = references.iter().map(AsRef::as_ref).collect();
+    format!("--env ({})", names.join(", "))
 }
 
 fn secret_origin(origin: &Origin) -> String {
@@ -425,6 +486,8 @@ fn compose_block(
         );
     }
 
+    // `--allow-missing` skips: (variable, the secret it referenced that no source has).
+    let mut missing_refs: Vec<(String, String)> = Vec::new();
     for mapping in &policy.mappings {
         let value = match &mapping.value {
             MappingValue::Literal(text) => {
@@ -440,6 +503,7 @@ fn compose_block(
                 None if policy.allow_missing => {
                     tracing::warn!(key = %mapping.key, secret = %secret_name, "referenced secret is missing; skipped");
                     summary.missing.push(mapping.key.clone());
+                    missing_refs.push((mapping.key.clone(), secret_name.clone()));
                     vars.remove(mapping.key.as_bytes());
                     continue;
                 }
@@ -457,18 +521,54 @@ fn compose_block(
                     })
                 }
             },
+            MappingValue::Template(template) => {
+                match compose_template(&mapping.key, template, secrets)? {
+                    Some(value) => value,
+                    // A half-built value (`Bearer `) would fail later and less clearly
+                    // than no variable: skipped whole, as `KEY=@MISSING` is.
+                    None if policy.allow_missing => {
+                        let secret = template
+                            .references()
+                            .into_iter()
+                            .find(|name| secrets.get(name).is_none())
+                            .unwrap_or_default();
+                        tracing::warn!(key = %mapping.key, secret = %secret, "referenced secret is missing; skipped");
+                        summary.missing.push(mapping.key.clone());
+                        missing_refs.push((mapping.key.clone(), secret.to_owned()));
+                        vars.remove(mapping.key.as_bytes());
+                        continue;
+                    }
+                    None => {
+                        let secret = template
+                            .references()
+                            .into_iter()
+                            .find(|name| secrets.get(name).is_none())
+                            .unwrap_or_default();
+                        return Err(match secrets.skipped(secret) {
+                            Some(reason) => Error::SkippedReference {
+                                key: mapping.key.clone(),
+                                secret: secret.to_owned(),
+                                reason: reason.to_owned(),
+                            },
+                            None => Error::MissingReference {
+                                key: mapping.key.clone(),
+                                secret: secret.to_owned(),
+                            },
+                        });
+                    }
+                }
+            }
         };
         vars.insert(mapping.key.as_bytes().to_vec(), value);
     }
     summary.injected = vars
         .iter()
-        .filter(|(_, value)| matches!(value, Value::Secret { .. }))
+        .filter(|(_, value)| matches!(value, Value::Secret { .. } | Value::Composed { .. }))
         .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
         .collect();
-    summary.variables = injected_variables(&vars, policy, &summary.missing);
+    summary.variables = injected_variables(&vars, &missing_refs);
 
     for (name, value) in &vars {
-        let bytes = value.bytes();
         let name_text = String::from_utf8_lossy(name).into_owned();
         if !matches!(value, Value::Inherited(_))
             && crate::protocol::names::is_dangerous(&name_text)
@@ -479,13 +579,13 @@ fn compose_block(
                 origin: value.origin(),
             });
         }
-        if bytes.contains(&0) {
+        if value.pieces().any(|piece| piece.contains(&0)) {
             return Err(Error::NulInValue {
                 name: name_text,
                 origin: value.origin(),
             });
         }
-        let len = name.len() + 1 + bytes.len() + 1;
+        let len = name.len() + 1 + value.len() + 1;
         if len > MAX_ENTRY_LEN {
             return Err(Error::EntryTooLarge {
                 name: name_text,
@@ -506,25 +606,47 @@ fn compose_block(
                     .map(|(name, value)| {
                         (
                             std::str::from_utf8(name).unwrap_or_default(),
-                            crate::launcher::require::is_blank(value.bytes()),
+                            value.is_blank(),
                         )
                     }),
             ),
         summary.injected.len() + shadowed.len(),
     )?;
-    let block = EnvBlock::build(
+    let block = EnvBlock::build_pieces(
         vars.iter()
-            .map(|(name, value)| (name.as_slice(), value.bytes())),
+            .map(|(name, value)| (name.as_slice(), value.pieces())),
     );
     Ok((block, summary))
 }
 
-/// `Summary::variables`: the secret and literal entries of `vars`, and the references
-/// skipped as missing that nothing set afterwards, by name.
+/// `--env KEY='text @{SECRET} text'`: the value as borrowed pieces (the mapping's text and
+/// the referenced values), or `None` when a referenced secret is missing. A referenced
+/// value is copied as it is, `@{` and all: never expanded again.
+fn compose_template<'a>(
+    key: &str,
+    template: &'a Template,
+    secrets: &'a SecretSet,
+) -> Result<Option<Value<'a>>, Error> {
+    let mut pieces = Vec::with_capacity(template.pieces.len());
+    for piece in &template.pieces {
+        match piece {
+            Piece::Text(text) => pieces.push(text.as_bytes()),
+            Piece::Ref(name) => match secrets.get(name) {
+                Some(secret) => pieces.push(secret.value.expose_secret().as_bytes()),
+                None => return Ok(None),
+            },
+        }
+    }
+    let references = template.references();
+    tracing::debug!(key, references = ?references, "composed from references");
+    Ok(Some(Value::Composed { pieces, references }))
+}
+
+/// `Summary::variables`: the secret, literal and composed entries of `vars`, and the
+/// references skipped as missing (variable, secret) that nothing set afterwards, by name.
 fn injected_variables(
     vars: &BTreeMap<Vec<u8>, Value<'_>>,
-    policy: &Policy,
-    missing: &[String],
+    missing: &[(String, String)],
 ) -> Vec<Injected> {
     let mut variables: BTreeMap<String, InjectedFrom> = vars
         .iter()
@@ -533,20 +655,17 @@ fn injected_variables(
                 Value::Inherited(_) => return None,
                 Value::Secret { secret, .. } => InjectedFrom::Secret((*secret).to_owned()),
                 Value::Literal(_) => InjectedFrom::Literal,
+                Value::Composed { references, .. } => {
+                    InjectedFrom::Composed(references.iter().map(|r| r.to_string()).collect())
+                }
             };
             Some((String::from_utf8_lossy(name).into_owned(), from))
         })
         .collect();
-    for key in missing {
-        if vars.contains_key(key.as_bytes()) {
-            continue;
-        }
-        let secret = policy.mappings.iter().rev().find_map(|m| match &m.value {
-            MappingValue::Secret(secret) if m.key == *key => Some(secret.clone()),
-            _ => None,
-        });
-        if let Some(secret) = secret {
-            variables.insert(key.clone(), InjectedFrom::Missing(secret));
+    // The last skip of a name is the one that counts.
+    for (key, secret) in missing.iter().rev() {
+        if !vars.contains_key(key.as_bytes()) && !variables.contains_key(key) {
+            variables.insert(key.clone(), InjectedFrom::Missing(secret.clone()));
         }
     }
     variables
@@ -572,7 +691,20 @@ pub struct EnvBlock {
 
 impl EnvBlock {
     fn build<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> EnvBlock {
-        let len: usize = entries.clone().map(|(n, v)| n.len() + v.len() + 2).sum();
+        EnvBlock::build_pieces(entries.map(|(name, value)| (name, std::iter::once(value))))
+    }
+
+    /// `build` for values in pieces (a composed `--env` value): each value's pieces are
+    /// written one after the other into the one buffer, so the joined value exists only
+    /// here.
+    fn build_pieces<'a, P>(entries: impl Iterator<Item = (&'a [u8], P)> + Clone) -> EnvBlock
+    where
+        P: Iterator<Item = &'a [u8]> + Clone,
+    {
+        let len: usize = entries
+            .clone()
+            .map(|(n, v)| n.len() + v.map(<[u8]>::len).sum::<usize>() + 2)
+            .sum();
         let page = sys::page_size();
         let mut buf: Vec<u8> = Vec::with_capacity(len + 2 * page);
         let start = buf.as_ptr().align_offset(page).min(page);
@@ -582,7 +714,9 @@ impl EnvBlock {
             offsets.push(buf.len());
             buf.extend_from_slice(name);
             buf.push(b'=');
-            buf.extend_from_slice(value);
+            for piece in value {
+                buf.extend_from_slice(piece);
+            }
             buf.push(0);
         }
         debug_assert!(buf.len() <= buf.capacity() && buf.len() == start + len);
@@ -822,6 +956,96 @@ mod tests {
             Mapping::parse("AGENT_RUN_TOKEN=@X"),
             Err(Error::Reserved { .. })
         ));
+    }
+
+    #[test]
+    fn references_inside_a_value() {
+        let template = |k: &str, v: &str| match Mapping::parse(&format!("{k}={v}")).unwrap() {
+            Mapping {
+                value: MappingValue::Template(t),
+                ..
+            } => t,
+            other => panic!("not a template: {other:?}"),
+        };
+        assert_eq!(template("A", "Bearer @{K}").references(), ["K"]);
+        assert_eq!(template("A", "@{K}").references(), ["K"]);
+        // `\@{` escapes; a leading `\@` stays the old literal rule.
+        assert_eq!(
+            Mapping::parse("A=\\@{K}").unwrap().value,
+            MappingValue::Literal("@{K}".into())
+        );
+        assert_eq!(
+            Mapping::parse("A=x\\@{K}y").unwrap().value,
+            MappingValue::Literal("x@{K}y".into())
+        );
+        assert_eq!(template("A", "\\@x @{K}").references(), ["K"]);
+        for spec in ["A=Bearer @{K", "A=@{}"] {
+            let e = Mapping::parse(spec).unwrap_err();
+            assert!(
+                matches!(e, Error::BadReference { .. }) && e.to_string().contains(spec),
+                "{e}"
+            );
+        }
+
+        let set = secrets(&[("K", "sk-123"), ("L", "v@{K}x"), ("E", "")]);
+        let (block, summary) = compose(
+            &policy(&[
+                "AUTH=Bearer @{K}",
+                "NEST=<@{L}>",
+                "TWO=@{K}:@{K}",
+                "T=\\@{K}",
+            ]),
+            inherited(&[("AUTH", "inherited")]),
+            &set,
+        )
+        .unwrap();
+        assert_eq!(
+            vars(&block),
+            [
+                "AUTH=Bearer sk-123",
+                "E=",
+                "K=sk-123",
+                "L=v@{K}x",
+                "NEST=<v@{K}x>",
+                "T=@{K}",
+                "TWO=sk-123:sk-123"
+            ]
+        );
+        assert!(summary.injected.contains(&"AUTH".to_string()));
+        let auth = summary.variables.iter().find(|v| v.name == "AUTH").unwrap();
+        assert_eq!(auth.from, InjectedFrom::Composed(vec!["K".into()]));
+
+        // A missing reference names the variable and the key; --allow-missing skips the
+        // whole variable (an inherited one of that name too).
+        let e = compose(&policy(&["AUTH=Bearer @{K} @{NOPE}"]), Vec::new(), &set).unwrap_err();
+        assert!(
+            matches!(e, Error::MissingReference { ref key, ref secret } if key == "AUTH" && secret == "NOPE"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("sk-123"), "{e}");
+        let mut p = policy(&["AUTH=Bearer @{NOPE}"]);
+        p.allow_missing = true;
+        let (block, summary) = compose(&p, inherited(&[("AUTH", "x")]), &set).unwrap();
+        assert!(block.var("AUTH").is_none());
+        assert_eq!(summary.missing, ["AUTH"]);
+        let auth = summary.variables.iter().find(|v| v.name == "AUTH").unwrap();
+        assert_eq!(auth.from, InjectedFrom::Missing("NOPE".into()));
+
+        // The checks see the composed value: blank, NUL, size, dangerous names.
+        let mut p = policy(&["BLANK= @{E} "]);
+        p.require = crate::launcher::require::Requirements::new(&["BLANK".into()], false).unwrap();
+        assert!(matches!(
+            compose(&p, Vec::new(), &set),
+            Err(Error::Required(_))
+        ));
+        let nul = secrets(&[("N", "a\0b")]);
+        let e = compose(&policy(&["X=x@{N}"]), Vec::new(), &nul).unwrap_err();
+        assert!(matches!(e, Error::NulInValue { .. }), "{e}");
+        let big = secrets(&[("B", &"x".repeat(MAX_ENTRY_LEN / 2))]);
+        let e = compose(&policy(&["X=@{B}@{B}"]), Vec::new(), &big).unwrap_err();
+        assert!(matches!(e, Error::EntryTooLarge { .. }), "{e}");
+        let e = compose(&policy(&["LD_PRELOAD=/x/@{K}"]), Vec::new(), &set).unwrap_err();
+        assert!(e.to_string().contains("--env (K)"), "{e}");
     }
 
     #[test]

@@ -290,7 +290,9 @@ pub struct RunArgs {
     pub allow_env: Vec<String>,
 
     /// Set a variable: KEY=@SECRET injects secret SECRET as KEY, KEY=@ means KEY=@KEY,
-    /// KEY=\@x is the literal "@x", KEY=value is a literal (repeatable; wins over everything).
+    /// KEY=\@x is the literal "@x", KEY=value is a literal, and @{SECRET} inside a value is
+    /// replaced by that secret ('AUTHORIZATION=Bearer @{STRIPE_KEY}'; \@{ is a literal @{)
+    /// (repeatable; wins over everything).
     #[arg(
         long = "env",
         short = 'e',
@@ -313,7 +315,8 @@ pub struct RunArgs {
     pub only: Vec<String>,
 
     /// A --env reference to a secret no source has is skipped with a warning instead of
-    /// being an error.
+    /// being an error (a value with a missing @{SECRET} inside is skipped whole, never
+    /// half-built).
     #[arg(long, env = "AGENT_RUN_ALLOW_MISSING", help_heading = "Environment")]
     pub allow_missing: bool,
 

@@ -10,6 +10,7 @@ pub mod run;
 pub mod signals;
 pub mod spawn;
 pub mod supervise;
+pub mod template;
 
 pub use run::run;
 

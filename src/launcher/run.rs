@@ -191,8 +191,8 @@ fn check(config: &Config, sources: &mut [Box<dyn SecretSource>], json: bool) -> 
     let secrets = source::fetch_all(sources)?;
     // The same composition a run does, so `--check` refuses exactly what a run refuses.
     let (block, summary) = env::compose(&config.policy, std::env::vars_os(), &secrets)?;
+    let rows = crate::launcher::check::rows(&summary, &secrets, &block);
     drop(block);
-    let rows = crate::launcher::check::rows(&summary, &secrets);
     let output = if json {
         crate::launcher::check::render_json(&rows, secrets.revisions())
     } else {

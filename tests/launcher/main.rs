@@ -19,6 +19,7 @@ mod packaging;
 mod peers;
 mod pid1;
 mod reads;
+mod references;
 mod reload;
 mod remap;
 mod require;
