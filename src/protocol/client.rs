@@ -356,6 +356,11 @@ impl Client {
         )
     }
 
+    /// `vars import`: the same all-or-nothing import, into the project variables.
+    pub fn import_vars(&self, req: &ImportRequest) -> Result<ImportSummary> {
+        self.send_json(Method::POST, "/v1/vars", req)
+    }
+
     pub fn put_var(&self, key: &str, req: &PutSecretRequest) -> Result<PutResponse> {
         self.send_json(Method::PUT, &format!("/v1/vars/{}", segment(key)), req)
     }

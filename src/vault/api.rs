@@ -320,7 +320,7 @@ pub fn router(vault: Vault) -> Router {
             post(rollback_entry),
         )
         .route("/v1/agents/{agent}/import", post(import))
-        .route("/v1/vars", get(list_vars))
+        .route("/v1/vars", get(list_vars).post(import_vars))
         .route(
             "/v1/vars/{key}",
             get(describe_entry).put(put_entry).delete(delete_entry),
@@ -457,6 +457,16 @@ async fn import(
     JsonBody(req): JsonBody<ImportRequest>,
 ) -> ApiResult {
     Ok(Json(vault.import(&ctx, Owner::Agent(agent), req).await?).into_response())
+}
+
+/// `POST /v1/vars`: an import into the project variables (`POST` on the collection, so no
+/// path under `/v1/vars/{key}` is taken from a variable's names).
+async fn import_vars(
+    State(vault): State<Vault>,
+    Auth(ctx): Auth,
+    JsonBody(req): JsonBody<ImportRequest>,
+) -> ApiResult {
+    Ok(Json(vault.import(&ctx, Owner::Project, req).await?).into_response())
 }
 
 async fn list_vars(

@@ -13,6 +13,37 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
+/// `tokens issue --ttl`: what people type (`3600`, `90m`, `1h30m`, `30d`), or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlArg {
+    Never,
+    Seconds(u64),
+}
+
+/// Bare digits are seconds (the API's own form); anything else is a humantime duration,
+/// whole seconds only, as the API counts them.
+fn ttl(text: &str) -> Result<TtlArg, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("never") {
+        return Ok(TtlArg::Never);
+    }
+    let seconds = if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+        text.parse::<u64>().map_err(|e| e.to_string())?
+    } else {
+        let duration = humantime::parse_duration(text).map_err(|e| {
+            format!("{e}: give seconds (3600) or a duration such as 90m, 1h30m or 30d, or never")
+        })?;
+        if duration.subsec_nanos() != 0 {
+            return Err("a token lifetime is whole seconds".into());
+        }
+        duration.as_secs()
+    };
+    if seconds == 0 {
+        return Err("a token lifetime must be at least one second (or never)".into());
+    }
+    Ok(TtlArg::Seconds(seconds))
+}
+
 /// A credential flag, straight into a `SecretString` (redacted `Debug`, wiped on drop).
 fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(text))
@@ -384,9 +415,19 @@ pub struct ConnectArgs {
     pub allow_insecure_http: bool,
 }
 
-/// Where a new value comes from. Without --value or --stdin a masked prompt asks for it.
+/// Where a new value comes from. Without VALUE, --value or --stdin a masked prompt asks
+/// for it.
 #[derive(Debug, Args)]
 pub struct ValueArgs {
+    /// The value, as the hosted platforms' CLIs take it (`secrets set AGENT KEY VALUE`).
+    /// WARNING: it lands in shell history and `ps` (a warning says so on stderr); prefer
+    /// --stdin or the masked prompt.
+    #[arg(
+        value_name = "VALUE",
+        conflicts_with_all = ["value", "stdin"],
+        value_parser = secret
+    )]
+    pub positional: Option<SecretString>,
     /// The value itself. WARNING: visible in `ps` and shell history; prefer --stdin or the
     /// masked prompt.
     #[arg(long, conflicts_with = "stdin", value_name = "VALUE", value_parser = secret)]
@@ -419,8 +460,10 @@ pub struct SetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
-    /// Create or replace a secret (or, with --plain, a plain variable).
+    /// Create or replace a secret (or, with --plain, a plain variable). `secrets create`
+    /// is the same command.
     #[command(
+        visible_alias = "create",
         after_help = "Example:\n  agent-vault secrets set support-bot OPENAI_API_KEY --stdin < key.txt"
     )]
     Set {
@@ -498,34 +541,67 @@ pub enum SecretsCommand {
     )]
     Import {
         agent: String,
-        /// The .env file (dotenv syntax: quotes, escapes, `export`).
-        #[arg(long, value_name = "FILE")]
-        file: PathBuf,
-        /// Import every entry as a plain variable.
-        #[arg(long)]
-        plain: bool,
-        /// Import these keys as plain variables (comma separated).
-        #[arg(long, value_delimiter = ',', value_name = "K1,K2")]
-        plain_keys: Vec<String>,
-        /// Replace keys that already exist instead of skipping them.
-        #[arg(long)]
-        overwrite: bool,
-        /// Import names that change how the child starts (PATH, LD_*, NODE_OPTIONS…) too.
-        #[arg(long)]
-        allow_dangerous_name: bool,
         #[command(flatten)]
-        connect: ConnectArgs,
+        import: ImportArgs,
     },
+}
+
+/// What `secrets import` and `vars import` read and how.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The .env file (dotenv syntax: quotes, escapes, `export`).
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// Import every entry as a plain variable.
+    #[arg(long)]
+    pub plain: bool,
+    /// Import these keys as plain variables (comma separated).
+    #[arg(long, value_delimiter = ',', value_name = "K1,K2")]
+    pub plain_keys: Vec<String>,
+    /// Replace keys that already exist instead of skipping them.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Import names that change how the child starts (PATH, LD_*, NODE_OPTIONS…) too.
+    #[arg(long)]
+    pub allow_dangerous_name: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum VarsCommand {
-    /// Create or replace a project-wide variable (a secret unless --plain).
-    #[command(after_help = "Example:\n  agent-vault vars set REGION --plain --value eu-west-1")]
+    /// Create or replace a project-wide variable (a secret unless --plain). `vars create`
+    /// is the same command.
+    #[command(
+        visible_alias = "create",
+        after_help = "Example:\n  agent-vault vars set REGION --plain --value eu-west-1"
+    )]
     Set {
         key: String,
         #[command(flatten)]
         set: SetArgs,
+    },
+    /// Change an existing project variable's value and/or description. With only
+    /// --description the value is kept; with neither a masked prompt asks for the new value.
+    #[command(after_help = "Example:\n  agent-vault vars update REGION --value eu-west-2")]
+    Update {
+        key: String,
+        #[command(flatten)]
+        value: ValueArgs,
+        /// New description.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Import a .env file as project variables: all-or-nothing; blank values and existing
+    /// keys are skipped. A malformed line is reported with its line number.
+    #[command(
+        after_help = "Example:\n  agent-vault vars import --file project.env --plain-keys REGION,LOG_LEVEL"
+    )]
+    Import {
+        #[command(flatten)]
+        import: ImportArgs,
     },
     /// List project-wide variables.
     #[command(after_help = "Example:\n  agent-vault vars list --values")]
@@ -556,9 +632,11 @@ pub enum TokensCommand {
         /// `secrets:write:AGENT/PATTERN` (manage). Repeat for several.
         #[arg(long = "scope", required = true, value_name = "SCOPE")]
         scopes: Vec<String>,
-        /// Lifetime such as 90s, 1h, 30d. Without it the token does not expire.
-        #[arg(long, value_name = "DURATION")]
-        ttl: Option<String>,
+        /// Lifetime: seconds (`3600`) or a duration (`3600s`, `90m`, `1h30m`, `30d`), or
+        /// `never`. Default: scoped tokens expire after 30 days (`--ttl never` must be
+        /// explicit for one that does not); an admin token does not expire unless asked.
+        #[arg(long, value_name = "DURATION", value_parser = ttl)]
+        ttl: Option<TtlArg>,
         /// What the token is for.
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
@@ -632,6 +710,19 @@ mod tests {
     #[test]
     fn verify_cli() {
         VaultCli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(ttl("3600"), Ok(TtlArg::Seconds(3600)));
+        assert_eq!(ttl("3600s"), Ok(TtlArg::Seconds(3600)));
+        assert_eq!(ttl("90m"), Ok(TtlArg::Seconds(5400)));
+        assert_eq!(ttl("1h30m"), Ok(TtlArg::Seconds(5400)));
+        assert_eq!(ttl("30d"), Ok(TtlArg::Seconds(30 * 86_400)));
+        assert_eq!(ttl("never"), Ok(TtlArg::Never));
+        for bad in ["0", "0s", "", "soon", "1.5s", "-5"] {
+            assert!(ttl(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

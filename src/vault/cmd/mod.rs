@@ -191,7 +191,20 @@ fn token_from_file(path: &PathBuf) -> Result<SecretString> {
 }
 
 /// The value to store: --value, --stdin, or a masked prompt on the terminal.
+/// Whether the command line gives a new value (else, where optional, the value is kept).
+fn value_given(args: &ValueArgs) -> bool {
+    args.positional.is_some() || args.value.is_some() || args.stdin
+}
+
 fn read_value(args: &ValueArgs, key: &str) -> Result<SecretString> {
+    if let Some(value) = &args.positional {
+        // Allowed because users of the hosted platforms type it (Castari); said out loud
+        // because the value is now in the shell's history and, while this runs, in `ps`.
+        eprintln!(
+            "agent-vault: warning: the value of {key} was given on the command line, so it              is in your shell history and visible in `ps`; prefer --stdin or the masked prompt"
+        );
+        return Ok(value.clone());
+    }
     if let Some(value) = &args.value {
         return Ok(value.clone());
     }

@@ -5,10 +5,12 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-use super::flags::{SecretsCommand, SetArgs};
+use super::flags::{ConnectArgs, ImportArgs, SecretsCommand, SetArgs, ValueArgs};
 use super::output::{print_entries, print_entry, print_json, print_table, report_put};
-use super::{connect, read_value, Result};
-use crate::protocol::wire::{ImportEntry, ImportRequest, Kind, PutResponse, PutSecretRequest};
+use super::{connect, read_value, value_given, Result};
+use crate::protocol::wire::{
+    ImportEntry, ImportRequest, ImportSummary, Kind, PutResponse, PutSecretRequest, SecretMeta,
+};
 use crate::protocol::{self, Client};
 
 /// `secrets set` and `vars set`: read the value, send it with `put`, report the outcome.
@@ -76,19 +78,17 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
             value,
             description,
             connect: c,
-        } => {
-            let client = connect(&c)?;
-            // Update means "it exists": fail clearly instead of creating a new entry.
-            client.describe_secret(&agent, &key)?;
-            let new_value = if value.value.is_none() && !value.stdin && description.is_some() {
-                None
-            } else {
-                Some(read_value(&value, &key)?)
-            };
-            let response =
-                client.put_secret(&agent, &key, &put_request(new_value, description, None))?;
-            report_put(c.json, &format!("{agent}/{key}"), &response)
-        }
+        } => update(
+            Update {
+                key: &key,
+                what: &format!("{agent}/{key}"),
+                value: &value,
+                description,
+                connect: &c,
+            },
+            |client| client.describe_secret(&agent, &key),
+            |client, req| client.put_secret(&agent, &key, req),
+        ),
         SecretsCommand::List {
             agent,
             values,
@@ -167,51 +167,81 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
         }
         SecretsCommand::Import {
             agent,
-            file,
-            plain,
-            plain_keys,
-            overwrite,
-            allow_dangerous_name,
-            connect: c,
-        } => {
-            let client = connect(&c)?;
-            let entries = read_env_file(&file)?;
-            let summary = client.import(
-                &agent,
-                &ImportRequest {
-                    entries,
-                    plain,
-                    plain_keys,
-                    overwrite,
-                    allow_dangerous_name,
-                },
-            )?;
-            if c.json {
-                return print_json(&summary);
-            }
-            let names = |list: &[String]| {
-                if list.is_empty() {
-                    "-".to_string()
-                } else {
-                    list.join(", ")
-                }
-            };
-            println!(
-                "created ({}): {}",
-                summary.created.len(),
-                names(&summary.created)
-            );
-            println!(
-                "skipped ({}): {}",
-                summary.skipped.len(),
-                names(&summary.skipped)
-            );
-            println!(
-                "overwritten ({}): {}",
-                summary.overwritten.len(),
-                names(&summary.overwritten)
-            );
-            Ok(())
-        }
+            import: args,
+        } => import(args, |client, req| client.import(&agent, req)),
     }
+}
+
+/// What `update` changes, for `secrets update` and `vars update`.
+pub(super) struct Update<'a> {
+    pub key: &'a str,
+    pub what: &'a str,
+    pub value: &'a ValueArgs,
+    pub description: Option<String>,
+    pub connect: &'a ConnectArgs,
+}
+
+/// `secrets update` and `vars update`: the entry must exist (fail clearly instead of
+/// creating a new one); with only `--description` the value is kept.
+pub(super) fn update(
+    args: Update<'_>,
+    describe: impl FnOnce(&Client) -> Result<SecretMeta, protocol::Error>,
+    put: impl FnOnce(&Client, &PutSecretRequest) -> Result<PutResponse, protocol::Error>,
+) -> Result<()> {
+    let client = connect(args.connect)?;
+    describe(&client)?;
+    let new_value = if !value_given(args.value) && args.description.is_some() {
+        None
+    } else {
+        Some(read_value(args.value, args.key)?)
+    };
+    let response = put(&client, &put_request(new_value, args.description, None))?;
+    report_put(args.connect.json, args.what, &response)
+}
+
+/// `secrets import` and `vars import`: read the file (a malformed line is an error naming
+/// the file and its line number, before anything is sent), import all or nothing, and
+/// print what was created, skipped and overwritten.
+pub(super) fn import(
+    args: ImportArgs,
+    send: impl FnOnce(&Client, &ImportRequest) -> Result<ImportSummary, protocol::Error>,
+) -> Result<()> {
+    let entries = read_env_file(&args.file)?;
+    let client = connect(&args.connect)?;
+    let summary = send(
+        &client,
+        &ImportRequest {
+            entries,
+            plain: args.plain,
+            plain_keys: args.plain_keys,
+            overwrite: args.overwrite,
+            allow_dangerous_name: args.allow_dangerous_name,
+        },
+    )?;
+    if args.connect.json {
+        return print_json(&summary);
+    }
+    let names = |list: &[String]| {
+        if list.is_empty() {
+            "-".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    println!(
+        "created ({}): {}",
+        summary.created.len(),
+        names(&summary.created)
+    );
+    println!(
+        "skipped ({}): {}",
+        summary.skipped.len(),
+        names(&summary.skipped)
+    );
+    println!(
+        "overwritten ({}): {}",
+        summary.overwritten.len(),
+        names(&summary.overwritten)
+    );
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::ExposeSecret;
 
-use super::flags::TokensCommand;
+use super::flags::{TokensCommand, TtlArg};
 use super::output::{or_dash, print_json, print_table};
 use super::{connect, runtime, Error, Result};
 use crate::protocol::wire::{IssuedToken, TokenRequest, Ttl};
@@ -27,6 +27,21 @@ fn issue_offline(dir: &Path, key_file: Option<PathBuf>, req: TokenRequest) -> Re
     })
 }
 
+/// How long a scoped token lives when `--ttl` is not given: a token copied into an
+/// agent's configuration and forgotten should stop working on its own (the hosted
+/// platforms' tokens expire too). `--ttl never` keeps one forever, on purpose.
+pub const DEFAULT_SCOPED_TTL: u64 = 30 * 86_400;
+
+/// Without `--ttl`: an admin token (the operator's own, like `init`'s) does not expire;
+/// any other expires after [`DEFAULT_SCOPED_TTL`].
+fn default_ttl(scopes: &[String]) -> TtlArg {
+    if scopes.iter().any(|s| s == "admin") {
+        TtlArg::Never
+    } else {
+        TtlArg::Seconds(DEFAULT_SCOPED_TTL)
+    }
+}
+
 pub(super) fn run(cmd: TokensCommand) -> Result<()> {
     match cmd {
         TokensCommand::Issue {
@@ -39,9 +54,13 @@ pub(super) fn run(cmd: TokensCommand) -> Result<()> {
             key,
             connect: c,
         } => {
+            let ttl = match ttl.unwrap_or_else(|| default_ttl(&scopes)) {
+                TtlArg::Never => None,
+                TtlArg::Seconds(seconds) => Some(Ttl::Seconds(seconds)),
+            };
             let req = TokenRequest {
                 scopes,
-                ttl: ttl.map(Ttl::Text),
+                ttl,
                 description,
                 allow_empty,
             };

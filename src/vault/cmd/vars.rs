@@ -1,4 +1,5 @@
-//! `agent-vault vars …`: project-wide variables, shared by every agent.
+//! `agent-vault vars …`: project-wide variables, shared by every agent (set, update,
+//! import, list, delete: `secrets`' rules, through the same helpers).
 
 use super::flags::VarsCommand;
 use super::output::{print_entries, print_json};
@@ -9,6 +10,25 @@ pub(super) fn run(cmd: VarsCommand) -> Result<()> {
         VarsCommand::Set { key, set } => {
             let what = format!("project variable {key}");
             super::secrets::set(set, &key, &what, |client, req| client.put_var(&key, req))
+        }
+        VarsCommand::Update {
+            key,
+            value,
+            description,
+            connect: c,
+        } => super::secrets::update(
+            super::secrets::Update {
+                key: &key,
+                what: &format!("project variable {key}"),
+                value: &value,
+                description,
+                connect: &c,
+            },
+            |client| client.describe_var(&key),
+            |client, req| client.put_var(&key, req),
+        ),
+        VarsCommand::Import { import } => {
+            super::secrets::import(import, |client, req| client.import_vars(req))
         }
         VarsCommand::List { values, connect: c } => {
             let list = connect(&c)?.list_vars(values)?;
