@@ -8,6 +8,10 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
+use crate::common::vault::start_vault;
+
 use crate::common::{
     agent_run, env_log_child, memscan, random_values, sh, start_signals_child, starts, wait_until,
     Dir, MODES,
@@ -317,5 +321,95 @@ fn no_secret_stays_in_agent_run_after_a_reference() {
                 "a value reached the log at -vvv"
             );
         }
+    }
+}
+
+/// The same through a real agent-vault: a store value that looks like a reference is not
+/// expanded, a plain variable referenced is shown whole by `--check`, and a rotation of the
+/// referenced secret in the store restarts the child with the new composed value.
+#[test]
+fn through_the_store_a_rotation_recomposes_and_plain_references_show_whole() {
+    let vault = start_vault();
+    vault.set("ref-bot", "STRIPE_KEY", "store_first_value_0005");
+    vault.set("ref-bot", "LOOKS", "x@{STRIPE_KEY}y");
+    let (status, body) = vault.put(
+        "/v1/agents/ref-bot/secrets/REGION",
+        &vault.admin,
+        json!({"value": "eu-west-1", "kind": "plain"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, token) = vault.issue(&["secrets:read:ref-bot/*"], Some(json!("1h")));
+    let store = vault.addr.as_str();
+
+    let dir = Dir::new("refs-store-check");
+    let out = agent_run(
+        crate::common::Mode::Plain,
+        [
+            "--store",
+            store,
+            "--env",
+            "URL=https://@{REGION}.example",
+            "--env",
+            "AUTH=Bearer @{STRIPE_KEY}",
+            "--check",
+        ],
+    )
+    .env("AGENT_RUN_TOKEN", &token)
+    .run(&dir);
+    out.assert_code(0);
+    let row = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} row: {}", out.description))
+            .to_owned()
+    };
+    let url = row("URL");
+    assert!(
+        url.contains("plain") && url.contains("https://eu-west-1.example"),
+        "{url}"
+    );
+    let auth = row("AUTH");
+    assert!(
+        auth.contains("secret") && auth.contains("****0005"),
+        "{auth}"
+    );
+    assert!(!out.stdout.contains("store_first"), "{}", out.description);
+
+    for mode in MODES {
+        vault.set("ref-bot", "STRIPE_KEY", "store_first_value_0005");
+        let dir = Dir::new("refs-store-rotate");
+        let log = dir.join("env.log");
+        let args = with_command(
+            &["--store", store, "--env", "AUTH=Bearer:@{STRIPE_KEY}"],
+            env_log_child(&log, &["AUTH", "LOOKS"]),
+        );
+        let mut launcher = agent_run(mode, &args)
+            .env("AGENT_RUN_TOKEN", &token)
+            .start(&dir);
+        wait_until(LONG, "first start", || {
+            !starts(&dir.read("env.log"), "AUTH").is_empty()
+        });
+        vault.set("ref-bot", "STRIPE_KEY", "store_second_value_0005");
+        wait_until(LONG, "a restart with the new composed value", || {
+            starts(&dir.read("env.log"), "AUTH").len() >= 2
+        });
+        let log = dir.read("env.log");
+        let values: Vec<String> = starts(&log, "AUTH").into_iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            values,
+            [
+                "Bearer:store_first_value_0005",
+                "Bearer:store_second_value_0005"
+            ],
+            "{mode:?}"
+        );
+        assert!(
+            starts(&log, "LOOKS")
+                .iter()
+                .all(|(_, v)| v == "x@{STRIPE_KEY}y"),
+            "{log}"
+        );
+        launcher.stop().assert_code(0);
     }
 }
