@@ -413,3 +413,41 @@ fn through_the_store_a_rotation_recomposes_and_plain_references_show_whole() {
         launcher.stop().assert_code(0);
     }
 }
+
+/// A composed variable is a secret of the composition: `--mount` moves it into the mounted
+/// set with the secret it is built from, out of the child's environment.
+#[test]
+fn with_mount_a_composed_variable_is_mounted_not_in_the_environment() {
+    for mode in MODES {
+        let dir = Dir::new("refs-mount");
+        let env_file = dir.write("app.env", "STRIPE_KEY=mount_value_0006\n");
+        let script = format!(
+            "env > {d}/env.tmp; mv {d}/env.tmp {d}/env.log; \
+             cat /proc/self/fd/$AGENT_RUN_MOUNT_FD > {d}/mount.tmp; mv {d}/mount.tmp {d}/mount.log",
+            d = dir.path().display()
+        );
+        let args = with_command(
+            &[
+                "--env-file",
+                env_file.to_str().unwrap(),
+                "--mount",
+                "--env",
+                "AUTHORIZATION=Bearer @{STRIPE_KEY}",
+            ],
+            sh(&script),
+        );
+        let out = agent_run(mode, &args).run(&dir);
+        out.assert_code(0);
+        let env = dir.read("env.log");
+        assert!(
+            !env.contains("mount_value_0006") && !env.contains("AUTHORIZATION"),
+            "{env}"
+        );
+        let mounted = dir.read("mount.log");
+        assert!(
+            mounted.contains("AUTHORIZATION=\"Bearer mount_value_0006\"")
+                && mounted.contains("STRIPE_KEY=\"mount_value_0006\""),
+            "{mounted}"
+        );
+    }
+}
