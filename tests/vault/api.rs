@@ -691,3 +691,52 @@ fn dangerous_names_are_refused_unless_allowed() {
         200
     );
 }
+
+/// Issue 14 item 7: `POST /v1/vars` imports project variables by the agents' import rules:
+/// bad input is a 400 with a stable code and changes nothing; a token that may manage one
+/// agent cannot import project variables (403); audited as `import`.
+#[test]
+fn issue_14_vars_import_is_all_or_nothing_and_admin_only() {
+    let vault = start_vault();
+    for (entries, code) in [
+        (
+            json!([{"key": "NEW_VAR", "value": "fine"}, {"key": "BAD", "value": "a\u{0}b"}]),
+            "invalid_value",
+        ),
+        (
+            json!([{"key": "NEW_VAR", "value": "fine"}, {"key": "1BAD", "value": "x"}]),
+            "invalid_name",
+        ),
+    ] {
+        let (status, body) = vault.post("/v1/vars", &vault.admin, json!({ "entries": entries }));
+        assert_eq!((status, error_code(&body).as_str()), (400, code), "{body}");
+        assert_eq!(vault.get("/v1/vars/NEW_VAR", &vault.admin).0, 404);
+    }
+    vault.set("writer-bot", "OWN", "own-value-00000001");
+    let (_, writer) = vault.issue(&["secrets:write:writer-bot/*"], Some(json!("1h")));
+    let (status, body) = vault.post(
+        "/v1/vars",
+        &writer,
+        json!({"entries": [{"key": "NEW_VAR", "value": "fine"}]}),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(vault.get("/v1/vars/NEW_VAR", &vault.admin).0, 404);
+
+    let (status, body) = vault.post(
+        "/v1/vars",
+        &vault.admin,
+        json!({"entries": [{"key": "NEW_VAR", "value": "imported-var-value-1"}], "plain_keys": []}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["created"], json!(["NEW_VAR"]));
+    let audit = vault.get_json("/v1/audit", &vault.admin);
+    assert!(
+        audit["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .any(|r| r["action"] == "import"),
+        "{audit}"
+    );
+    vault.assert_not_stored_or_logged(&["imported-var-value-1"]);
+}
