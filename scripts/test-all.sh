@@ -34,6 +34,12 @@ python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selen
 # axe-core (the accessibility rules the browser test injects), kept out of the repository.
 [ -f target/browser-deps/node_modules/axe-core/axe.min.js ] ||
     npm install --silent --no-save --prefix target/browser-deps axe-core
+# The SDKs' tests (sdk/): httpx is the Python SDK's one dependency, pytest-asyncio runs its
+# async tests, PyYAML reads docs/openapi.yaml for the SDKs' contract check; the TypeScript
+# SDK's dev dependencies (typescript, @types/node) come from its committed package-lock.json.
+python3 -c 'import httpx, pytest, pytest_asyncio, yaml' 2>/dev/null ||
+    python3 -m pip install --quiet httpx pytest pytest-asyncio pyyaml
+[ -x sdk/typescript/node_modules/.bin/tsc ] || npm ci --silent --prefix sdk/typescript
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 # kubernetes-validate (with PyYAML) checks packaging/; it bundles the Kubernetes schemas.
 command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
@@ -76,6 +82,13 @@ AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/ag
 say "the web portal in a real headless browser (tests/browser/portal_test.py)"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
     python3 tests/browser/portal_test.py
+
+say "the SDKs against a real agent-vault and agent-run (sdk/python, sdk/typescript, sdk/tests)"
+AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
+    python3 -m pytest -q sdk/python
+AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
+    npm test --prefix sdk/typescript
+python3 -m pytest -q sdk/tests   # both SDKs' calls and error codes against docs/openapi.yaml
 
 say "systemd units (systemd-analyze verify)"
 bash scripts/verify-systemd-units.sh
