@@ -535,6 +535,13 @@ fn issue_14_one_entry_read_obeys_the_set_reads_rules() {
         Value::Null,
         "OTHER_KEY was never read"
     );
+    // /metrics counts the reads under the route template, never a key's name.
+    let metrics = vault.call("GET", "/metrics", None, None).1;
+    assert!(
+        metrics.contains(r#"route="/v1/runtime/secrets/{key}""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("STRIPE_KEY"), "{metrics}");
     vault.assert_not_stored_or_logged(&[
         "stripe-value-v1-0001",
         "stripe-value-v2-0002",

@@ -53,6 +53,9 @@ async def test_get_secret_reads_one_value_with_the_token_from_the_variable(vault
         assert "****" in shown
     with pytest.raises(TypeError):
         pickle.dumps(secret.value)
+    with pytest.raises(TypeError):
+        hash(secret.value)
+    assert secret.value == SecretValue("sk-python-value-v2-0002") != SecretValue("other")
     # The read is audited by key name, never with the value.
     records = vault.wait_audit(
         "py-bot",

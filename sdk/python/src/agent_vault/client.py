@@ -130,8 +130,11 @@ class _Core:
             raise ConfigurationError(f"the token file {self._token_file} is empty")
         return SecretValue(first)
 
-    def headers(self) -> Dict[str, str]:
-        return {"Authorization": f"Bearer {self.token().reveal()}", "Accept": "application/json"}
+    def headers(self, request: _Request) -> Dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token().reveal()}", "Accept": "application/json"}
+        if request.body is not None:
+            headers["Content-Type"] = "application/json"
+        return headers
 
     def check(self, request: _Request, response: httpx.Response) -> Any:
         """The answer's JSON, or the typed error of an error answer."""
@@ -299,7 +302,7 @@ class Client:
                 request.path,
                 params=request.params,
                 content=_content(request),
-                headers={**self._core.headers(), "Content-Type": "application/json"},
+                headers=self._core.headers(request),
             )
         except httpx.HTTPError as err:
             raise TransportError(
@@ -399,7 +402,7 @@ class SyncClient:
                 request.path,
                 params=request.params,
                 content=_content(request),
-                headers={**self._core.headers(), "Content-Type": "application/json"},
+                headers=self._core.headers(request),
             )
         except httpx.HTTPError as err:
             raise TransportError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Dict, List, Optional
@@ -38,12 +39,13 @@ class SecretValue:
         return format(_MASK, spec)
 
     def __eq__(self, other: object) -> bool:
+        # In constant time, as the store compares tokens.
         if isinstance(other, SecretValue):
-            return self._value == other._value
+            return hmac.compare_digest(self._value.encode(), other._value.encode())
         return NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(self._value)
+    # Not a dict key or set member: a hash is derived from the value.
+    __hash__ = None  # type: ignore[assignment]
 
     def __reduce__(self) -> Any:
         # Pickling would write the value to wherever the pickle goes.
