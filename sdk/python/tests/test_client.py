@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
@@ -157,6 +158,17 @@ async def _read(vault, path: str) -> str:
     agent, key = path.split("/")
     async with Client(vault.addr, vault.issue(f"secrets:read:{agent}/*")) as c:
         return (await c.get_secret(key)).value.reveal()
+
+
+async def test_a_burst_of_reads_waits_in_the_client_not_in_httpxs_pool(vault):
+    """300 reads gathered at once: queued in httpx's own pool they crawled (~25 reads/s with
+    a pool of 100 on the debug build) and the late ones failed with PoolTimeout once they
+    had waited `timeout` (1 s here); now at most `max_in_flight` are sent at a time, the
+    rest wait in the client, and every one answers."""
+    vault.set("py-burst", "K", "burst-value-000000001")
+    async with Client(vault.addr, vault.issue("secrets:read:py-burst/*"), timeout=1) as client:
+        got = await asyncio.gather(*(client.get_secret("K") for _ in range(300)))
+    assert {s.value.reveal() for s in got} == {"burst-value-000000001"}
 
 
 def test_configuration_errors_say_what_to_set(monkeypatch):
