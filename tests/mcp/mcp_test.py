@@ -65,9 +65,10 @@ class Vault:
         self.admin = init.stdout.strip()
         assert self.admin.startswith("avt_"), init
         self.proc = subprocess.Popen(
-            [vault_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+            [vault_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data, "-vvv"],
             env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
+        self.data = data
         self.log = []
         found = threading.Event()
 
@@ -222,6 +223,15 @@ async def admin_session(vault, workdir, transcript, stray):
             read_back = {e["name"]: e for e in runtime["secrets"]}
             assert read_back["REGION"]["value"] == "eu-west-1", read_back
             assert read_back["REGION"]["kind"] == "plain", read_back
+            # Not even a plain value comes back through MCP: previews only.
+            assert "value" not in plain.structured_content["entry"], plain
+            region = await call("describe_entry", {"agent": "support-bot", "key": "REGION"})
+            assert not region.is_error and "value" not in region.structured_content, region
+            assert region.structured_content["kind"] == "plain", region
+            again = await call("list_entries", {"agent": "support-bot"})
+            assert [e for e in again.structured_content["entries"] if e["key"] == "REGION"], again
+            assert all("value" not in e for e in again.structured_content["entries"]), again
+            assert "eu-west-1" not in region.model_dump_json() + again.model_dump_json()
             project = await call("set_project_variable", {"key": "LOG_LEVEL", "value": "debug"})
             assert not project.is_error, project
             project_list = await call("list_project_variables")
@@ -335,7 +345,14 @@ def main():
             assert not stray, f"stdout carried something that is not an MCP message: {stray}"
             log = "".join(vault.log)
             for needle in [SECRET, OTHER_SECRET, SENT_BY_MISTAKE]:
-                assert needle not in log, "a value in agent-vault's log"
+                assert needle not in log, "a value in agent-vault's log (-vvv)"
+            # The refused value never reached the store; the secrets are there encrypted only.
+            for name in os.listdir(vault.data):
+                if name.startswith("vault.db"):
+                    with open(os.path.join(vault.data, name), "rb") as f:
+                        stored = f.read()
+                    for needle in [SECRET, OTHER_SECRET, SENT_BY_MISTAKE]:
+                        assert needle.encode() not in stored, f"a value in plaintext in {name}"
         finally:
             vault.stop()
     print(f"mcp_test: {len(transcript.texts)} MCP answers checked")
