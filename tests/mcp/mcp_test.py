@@ -15,7 +15,7 @@ in any MCP message either way, nor in the MCP server's stderr at -vvv, and stdou
 nothing but protocol messages (the SDK reports anything else to the message handler).
 
 Run: python3 tests/mcp/mcp_test.py   (tests/vault/mcp.rs runs it under `cargo test`)
-Needs: pip install mcp
+Needs: pip install 'mcp>=2.3,<3' (the 2.x API: snake_case fields)
 """
 
 import asyncio

@@ -1,6 +1,6 @@
 //! `agent-vault mcp` (issue 14 item 5): the MCP server on stdio. The full session runs in
-//! `tests/mcp/mcp_test.py` with the official MCP Python SDK (`pip install mcp`, installed
-//! by scripts/test-all.sh); the tests here run that script against this build, and check
+//! `tests/mcp/mcp_test.py` with the official MCP Python SDK (`pip install 'mcp>=2.3,<3'`,
+//! installed by scripts/test-all.sh); the tests here run that script against this build, and check
 //! what a client library hides: the raw lines on stdout, the end of input, and the start-up
 //! refusals.
 
@@ -20,7 +20,7 @@ fn mcp_session_through_the_python_sdk() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("1 passed, 0 failed"),
-        "tests/mcp/mcp_test.py failed (the SDK missing? pip install mcp):\n{stdout}\n{}",
+        "tests/mcp/mcp_test.py failed (the SDK missing? pip install 'mcp>=2.3,<3'):\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

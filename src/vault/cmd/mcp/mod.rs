@@ -4,10 +4,10 @@
 //! the `initialize` handshake, `ping`, `tools/list` and `tools/call`. What each tool does, and
 //! what it refuses, is `tools`.
 //!
-//! Hand-written rather than built on `rmcp` (the official Rust SDK): its server side is async
-//! only, pulls in schemars, its proc macros, chrono, futures and a second sha2, and needs a
-//! newer Rust than this crate's `rust-version`, while this server is five methods over the
-//! admin CLI's blocking `protocol::Client` and needs no runtime. The tests speak to it with
+//! Hand-written rather than built on `rmcp` (the official Rust SDK, 3.11): its server side is
+//! async only, its `server` feature pulls in schemars, chrono, futures, uuid and a second
+//! sha2, and it needs Rust 1.88 where this crate's `rust-version` is 1.85, while this server
+//! is five methods over the admin CLI's blocking `protocol::Client` and needs no runtime. The tests speak to it with
 //! the official Python SDK (`tests/mcp/mcp_test.py`), so what a real client sends is covered.
 //!
 //! stdout carries the protocol and nothing else: logs go to stderr (the binary's subscriber),
