@@ -83,6 +83,25 @@ fn mcp_answers_raw_lines_in_order_and_ends_with_its_input() {
     }
     assert!(stderr.contains("mcp tool called"), "{stderr}");
     vault.assert_not_stored_or_logged(&[secret]);
+
+    // A 2025-03-26 client: the same answer as text only (structured results came later).
+    let older = [
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_entries","arguments":{"agent":"support-bot"}}}),
+    ];
+    let input: String = older.iter().map(|l| format!("{l}\n")).collect();
+    let out = run(&mut mcp, Some(input.as_bytes()));
+    let answers: Vec<Value> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(answers[0]["result"]["protocolVersion"], "2025-03-26");
+    let result = &answers[1]["result"];
+    assert!(result.get("structuredContent").is_none(), "{result}");
+    let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().expect("text"))
+        .expect("the text is the JSON answer");
+    assert_eq!(text["entries"][0]["preview"], "****L4k2", "{result}");
 }
 
 /// No token, or plain http to a remote address: refused at start (exit 2), before reading

@@ -7,8 +7,9 @@
 //! Hand-written rather than built on `rmcp` (the official Rust SDK, 3.11): its server side is
 //! async only, its `server` feature pulls in schemars, chrono, futures, uuid and a second
 //! sha2, and it needs Rust 1.88 where this crate's `rust-version` is 1.85, while this server
-//! is five methods over the admin CLI's blocking `protocol::Client` and needs no runtime. The tests speak to it with
-//! the official Python SDK (`tests/mcp/mcp_test.py`), so what a real client sends is covered.
+//! is five methods over the admin CLI's blocking `protocol::Client` and needs no runtime. The
+//! tests speak to it with the official Python SDK (`tests/mcp/mcp_test.py`), so what a real
+//! client sends is covered.
 //!
 //! stdout carries the protocol and nothing else: logs go to stderr (the binary's subscriber),
 //! and this module is the only writer of stdout while it runs. Requests are answered one at a
@@ -31,9 +32,10 @@ use tools::Tools;
 /// methods used here are the same in all three.
 const PROTOCOL_VERSIONS: [&str; 3] = ["2025-06-18", "2025-03-26", "2024-11-05"];
 
-/// The longest message read. A plain value is at most what the store accepts, far below
-/// this; a longer line is answered with an error and skipped, not buffered whole.
-const MAX_MESSAGE: usize = 4 << 20;
+/// The longest message read: room for the largest value the store accepts with JSON
+/// escaping to spare. A longer line is answered with an error and skipped, not buffered
+/// whole.
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// What the server tells the client about itself in `initialize` (shown to the model by
 /// most clients): the one rule an assistant needs to know before it calls anything.
@@ -146,6 +148,8 @@ fn error_answer(id: Value, error: RpcError) -> Value {
 /// The session: the negotiated revision and the tools.
 struct Server {
     tools: Tools,
+    /// Set by `initialize`; until then the newest.
+    version: &'static str,
     initialized: bool,
 }
 
@@ -153,6 +157,7 @@ impl Server {
     fn new(tools: Tools) -> Server {
         Server {
             tools,
+            version: PROTOCOL_VERSIONS[0],
             initialized: false,
         }
     }
@@ -243,7 +248,11 @@ impl Server {
 
     fn request(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
         match method {
-            "initialize" => Ok(initialize(&params)),
+            "initialize" => {
+                let (version, result) = initialize(&params);
+                self.version = version;
+                Ok(result)
+            }
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({"tools": tools::definitions()})),
             "tools/call" => {
@@ -253,12 +262,19 @@ impl Server {
                     warn!("mcp tools/call before notifications/initialized");
                 }
                 let (name, arguments) = call_params(params)?;
-                self.tools.call(&name, arguments).ok_or_else(|| {
+                let mut result = self.tools.call(&name, arguments).ok_or_else(|| {
                     RpcError::new(
                         rpc::INVALID_PARAMS,
                         format!("unknown tool {name:?}: tools/list names every tool"),
                     )
-                })
+                })?;
+                // Structured results came with 2025-06-18; older clients get the text.
+                if self.version != "2025-06-18" {
+                    if let Value::Object(fields) = &mut result {
+                        fields.remove("structuredContent");
+                    }
+                }
+                Ok(result)
             }
             _ => Err(RpcError::new(
                 rpc::METHOD_NOT_FOUND,
@@ -269,18 +285,20 @@ impl Server {
 }
 
 /// `initialize`: the client's revision if this server speaks it, else the newest it does.
-fn initialize(params: &Value) -> Value {
+fn initialize(params: &Value) -> (&'static str, Value) {
     let asked = params.get("protocolVersion").and_then(Value::as_str);
     let version = PROTOCOL_VERSIONS
         .iter()
-        .find(|v| Some(**v) == asked)
-        .unwrap_or(&PROTOCOL_VERSIONS[0]);
-    json!({
+        .copied()
+        .find(|v| Some(*v) == asked)
+        .unwrap_or(PROTOCOL_VERSIONS[0]);
+    let result = json!({
         "protocolVersion": version,
         "capabilities": {"tools": {"listChanged": false}},
         "serverInfo": {"name": "agent-vault", "title": "agent-vault", "version": crate::VERSION},
         "instructions": INSTRUCTIONS,
-    })
+    });
+    (version, result)
 }
 
 /// `tools/call`'s `name` and `arguments` (absent arguments are an empty object).
