@@ -126,3 +126,29 @@ fn mcp_refuses_to_start_without_a_token_or_on_plain_remote_http() {
         "{out:?}"
     );
 }
+
+/// A token the store does not accept (revoked, expired, mistyped): the server still starts,
+/// and each tool call is a tool error that says how to fix it, never a protocol error.
+#[test]
+fn mcp_with_a_token_the_store_refuses_says_what_to_do() {
+    let vault = start_vault();
+    let (id, token) = vault.issue(&["admin"], None);
+    let (status, body) = vault.delete(&format!("/v1/tokens/{id}"), &vault.admin);
+    assert!(status == 200 || status == 204, "revoke: {status} {body}");
+    let call =
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_agents"}});
+    let mut mcp = vault_cmd();
+    mcp.arg("mcp")
+        .env("AGENT_VAULT_ADDR", &vault.addr)
+        .env("AGENT_VAULT_TOKEN", &token);
+    let out = run(&mut mcp, Some(format!("{call}\n").as_bytes()));
+    assert!(out.status.success(), "{out:?}");
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("one JSON answer");
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .expect("text");
+    assert!(text.contains("unauthorized"), "{text}");
+    assert!(text.contains("restart it with a valid"), "{text}");
+    assert!(!text.contains(&token), "{text}");
+}
