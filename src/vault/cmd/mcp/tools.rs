@@ -572,32 +572,17 @@ impl Tools {
 /// `set_secret`: the command the user runs instead. A value sent anyway is not stored, not
 /// echoed, and said to be exposed.
 fn refuse_set_secret(arguments: &Map<String, Value>) -> Outcome {
-    let agent = text_arg(arguments, "agent");
-    let key = text_arg(arguments, "key").unwrap_or_else(|| "KEY".into());
-    let (command, prompt) = match &agent {
-        Some(agent) => {
-            let base = format!(
-                "agent-vault secrets set {} {}",
-                shell_quote(agent),
-                shell_quote(&key)
-            );
-            (format!("{base} --stdin < file-with-the-value"), base)
-        }
-        None if arguments.contains_key("agent") || !arguments.contains_key("key") => {
-            let base = format!("agent-vault secrets set AGENT {}", shell_quote(&key));
-            (format!("{base} --stdin < file-with-the-value"), base)
-        }
-        None => {
-            let base = format!("agent-vault vars set {}", shell_quote(&key));
-            (format!("{base} --stdin < file-with-the-value"), base)
-        }
-    };
+    let agent = text_arg(arguments, "agent").map_or_else(|| "AGENT".into(), |a| shell_quote(&a));
+    let key = text_arg(arguments, "key").map_or_else(|| "KEY".into(), |k| shell_quote(&k));
+    let prompt = format!("agent-vault secrets set {agent} {key}");
+    let command = format!("{prompt} --stdin < file-with-the-value");
     let mut text = format!(
         "Refused: agent-vault's MCP server never takes a secret's value, so that it never \
          passes through a model's context (nor its logs or transcripts). Ask the user to run, \
          in a terminal:\n  {command}\nwhich reads the value from standard input without showing \
-         it, or, for a masked prompt:\n  {prompt}\nDo not ask the user for the value here. A \
-         non-secret setting can be set with set_plain_variable."
+         it, or, for a masked prompt:\n  {prompt}\n(A project-wide secret: agent-vault vars set \
+         {key} --stdin.) Do not ask the user for the value here. A non-secret setting can be \
+         set with set_plain_variable."
     );
     if arguments.contains_key("value") {
         text.push_str(
