@@ -328,6 +328,25 @@ fn the_mount_pipe_goes_when_the_child_exits_is_killed_or_agent_run_is_stopped() 
             "{mode:?}: the pipe outlived a SIGKILL of the child"
         );
 
+        // A child that deletes the pipe after one read (of two): the writer thread waits on
+        // a FIFO no path leads to any more, and agent-run still stops at once.
+        let dir = Dir::new("mount-pipe-rm");
+        let env_file = dir.write("app.env", "API_KEY=v1\n");
+        let path = shm_path("pipe-rm");
+        let mut args = pipe_args(&env_file, &path, "dotenv");
+        args.extend(sh(&format!(
+            "cat {p} > {d}/read.log; rm {p}; touch {d}/removed; exec sleep 1000",
+            p = path.display(),
+            d = dir.path().display()
+        )));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "the child to remove the pipe", || {
+            dir.join("removed").exists()
+        });
+        assert_eq!(dir.read("read.log"), "API_KEY=\"v1\"\n");
+        launcher.stop().assert_code(143);
+        assert!(!path.exists());
+
         // A child that never reads: agent-run still forwards signals, and its own TERM
         // ends it and removes the pipe.
         let dir = Dir::new("mount-pipe-term");

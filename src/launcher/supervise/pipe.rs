@@ -11,15 +11,18 @@
 //! it holds the only copy of the rendered bytes (wiped when it ends: reads used up, or
 //! stopped because the child exited or agent-run ends). Writes are non-blocking and polled
 //! against a wake-up pipe, so a reader that never reads cannot hold up a stop; a reader that
-//! left early (EPIPE) has had its serving. What the mount does with the set is `mount`'s
-//! business; this module only serves bytes.
+//! left early (EPIPE) has had its serving. Every open of a FIFO, the thread's and the
+//! stop's, goes through an `O_PATH` handle taken when it was made (`/proc/self/fd/N`), so
+//! the stop always releases the very FIFO the thread waits on, even when someone (a child
+//! that deletes its secrets file after reading) removed or replaced the path meanwhile.
+//! What the mount does with the set is `mount`'s business; this module only serves bytes.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use nix::errno::Errno;
@@ -36,10 +39,19 @@ pub struct NamedPipe {
     server: Option<Server>,
 }
 
+/// What the writer thread and the stop share.
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    /// The `O_PATH` handle of the FIFO the thread serves next: replaced by the thread only
+    /// between an `open` that returned and its next `open`.
+    current: Mutex<Option<OwnedFd>>,
+}
+
 /// A running writer thread and what stops it.
 #[derive(Debug)]
 struct Server {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     /// Written to on stop, wakes the thread's `poll`. Its read end lives in `wake_rx` as
     /// long as the server does, so this write never raises SIGPIPE in the supervisor's own
     /// thread (which would show up in its signalfd and be forwarded to the child).
@@ -66,19 +78,21 @@ impl NamedPipe {
     /// wiped).
     pub fn serve(&mut self, content: Zeroizing<Vec<u8>>) -> std::io::Result<()> {
         self.stop();
-        fresh_fifo(&self.path)?;
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            current: Mutex::new(Some(fresh_fifo(&self.path)?)),
+        });
         let (wake_rx, wake_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let wake_rx = Arc::new(wake_rx);
-        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (path, stop, wake_rx) = (self.path.clone(), stop.clone(), wake_rx.clone());
+            let (path, shared, wake_rx) = (self.path.clone(), shared.clone(), wake_rx.clone());
             let reads = self.max_reads;
             std::thread::Builder::new()
                 .name("mount-pipe".into())
-                .spawn(move || serve_readers(&path, content, reads, &stop, &wake_rx))?
+                .spawn(move || serve_readers(&path, content, reads, &shared, &wake_rx))?
         };
         self.server = Some(Server {
-            stop,
+            shared,
             wake_tx,
             _wake_rx: wake_rx,
             thread,
@@ -99,15 +113,17 @@ impl NamedPipe {
         let Some(server) = self.server.take() else {
             return;
         };
-        server.stop.store(true, Ordering::SeqCst);
+        server.shared.stop.store(true, Ordering::SeqCst);
         let _ = nix::unistd::write(&server.wake_tx, b"x");
-        // A thread waiting in `open` for a reader gets one. It waits on the FIFO now at the
-        // path: only the thread itself replaces that, and never while it waits. Nothing
-        // there (ENOENT): the thread has no `open` left to make.
-        let release = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(&self.path);
+        // A thread waiting in `open` for a reader gets one: it waits on `current`, which
+        // it replaces only after an `open` has returned (and then sees `stop` first).
+        let release = server
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|fifo| open_fifo(fifo, &self.path, false));
         if server.thread.join().is_err() {
             warn!(path = %self.path.display(), "the --mount pipe's writer thread panicked");
         }
@@ -127,18 +143,26 @@ fn serve_readers(
     path: &Path,
     content: Zeroizing<Vec<u8>>,
     reads: u32,
-    stop: &AtomicBool,
+    shared: &Shared,
     wake: &OwnedFd,
 ) {
+    let stopped = || shared.stop.load(Ordering::SeqCst);
     let mut left = reads;
-    while left > 0 && !stop.load(Ordering::SeqCst) {
+    while left > 0 && !stopped() {
+        let fifo = shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(OwnedFd::try_clone);
+        let Some(Ok(fifo)) = fifo else {
+            warn!(path = %path.display(), "lost the --mount pipe's handle; no more reads are served");
+            break;
+        };
         // Blocks until a reader opens the FIFO (or `stop` opens it to release us). No
         // signal interrupts it: every signal is blocked in agent-run's threads.
-        let opened = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path);
-        if stop.load(Ordering::SeqCst) {
+        let opened = open_fifo(&fifo, path, true);
+        if stopped() {
             break;
         }
         let pipe = match opened.and_then(|f| ours(f, path)) {
@@ -152,9 +176,17 @@ fn serve_readers(
         // The next opener must not join this reader's pipe: a fresh FIFO takes the path
         // before a byte is written, or, after the last serving, the path goes.
         if left > 0 {
-            if let Err(e) = fresh_fifo(path) {
-                warn!(path = %path.display(), error = %e, "cannot renew the --mount pipe; no more reads are served");
-                left = 0;
+            match fresh_fifo(path) {
+                Ok(next) => {
+                    *shared
+                        .current
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(next)
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot renew the --mount pipe; no more reads are served");
+                    left = 0;
+                }
             }
         }
         if left == 0 {
@@ -175,6 +207,23 @@ fn serve_readers(
         debug!(path = %path.display(), "--mount pipe reads used up; the set is wiped");
     }
     drop(content);
+}
+
+/// Opens the FIFO `fifo` (an `O_PATH` handle) for writing (blocks until a reader comes)
+/// or for reading (never blocks). Through `/proc/self/fd`, the one way to open the inode
+/// itself; without `/proc`, through `path`.
+fn open_fifo(fifo: &OwnedFd, path: &Path, write: bool) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options
+        .read(!write)
+        .write(write)
+        .custom_flags(if write { 0 } else { libc::O_NONBLOCK });
+    match options.open(format!("/proc/self/fd/{}", fifo.as_raw_fd())) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => options
+            .custom_flags(libc::O_NOFOLLOW | if write { 0 } else { libc::O_NONBLOCK })
+            .open(path),
+        opened => opened,
+    }
 }
 
 /// The opened file, if it is still the FIFO agent-run made (nobody swapped the path for a
@@ -244,9 +293,9 @@ fn check_replaceable(path: &Path) -> Result<(), String> {
     }
 }
 
-/// A new 0600 FIFO made beside `path` and renamed over it: a reader opening `path` finds
-/// the old FIFO or the new one, never nothing.
-fn fresh_fifo(path: &Path) -> std::io::Result<()> {
+/// A new 0600 FIFO made beside `path` and renamed over it (a reader opening `path` finds
+/// the old FIFO or the new one, never nothing); its `O_PATH` handle.
+fn fresh_fifo(path: &Path) -> std::io::Result<OwnedFd> {
     check_replaceable(path)
         .map_err(|reason| std::io::Error::other(format!("{}: {reason}", path.display())))?;
     let mut name = path.file_name().unwrap_or_default().to_owned();
@@ -260,7 +309,15 @@ fn fresh_fifo(path: &Path) -> std::io::Result<()> {
     .map_err(std::io::Error::from)
     // The umask may have taken bits away; agent-run must still open it for writing.
     .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
-    .and_then(|()| std::fs::rename(&tmp, path));
+    .and_then(|()| {
+        let handle = nix::fcntl::open(
+            &tmp,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        std::fs::rename(&tmp, path)?;
+        Ok(handle)
+    });
     if made.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -315,6 +372,18 @@ mod tests {
         }
         // A reader that never reads: stop must not wait for it.
         let _stuck = std::fs::File::open(&path).unwrap();
+        pipe.clear();
+        assert!(path.symlink_metadata().is_err());
+    }
+
+    #[test]
+    fn a_stop_releases_the_thread_after_the_path_was_removed() {
+        let path = temp_path("removed");
+        let mut pipe = NamedPipe::new(&path, 2).unwrap();
+        pipe.serve(Zeroizing::new(b"A=1\n".to_vec())).unwrap();
+        assert_eq!(read_all(&path).unwrap(), b"A=1\n");
+        // The reader deletes the file it read; the thread waits on the fresh FIFO.
+        std::fs::remove_file(&path).unwrap();
         pipe.clear();
         assert!(path.symlink_metadata().is_err());
     }
