@@ -466,3 +466,56 @@ fn mount_max_reads_without_a_path_or_zero_or_over_a_file_is_refused() {
     );
     assert!(!marker.exists());
 }
+
+#[test]
+fn a_reader_that_leaves_early_counts_as_a_read_and_wedges_nothing() {
+    for mode in MODES {
+        let dir = Dir::new("mount-pipe-early");
+        // More than a pipe's 64 KiB buffer: the write to a reader that left fails (EPIPE)
+        // instead of landing whole in the buffer.
+        let values = crate::common::random_values_of(&[4096; 24], 29);
+        let env: String = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("SECRET_{i}={v}\n"))
+            .collect();
+        let env_file = dir.write("app.env", env);
+        let path = shm_path("pipe-early");
+        let mut args = pipe_args(&env_file, &path, "dotenv");
+        args.push("-v".into());
+        args.extend(sh(&format!(
+            ": < {p}; cat {p} > {d}/read.log; \
+             if [ -e {p} ]; then echo present; else echo gone; fi > {d}/third.tmp; \
+             mv {d}/third.tmp {d}/third.log; exec sleep 1000",
+            p = path.display(),
+            d = dir.path().display()
+        )));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "the child's second read", || {
+            dir.join("third.log").exists()
+        });
+        let read = dir.read("read.log");
+        for (i, value) in values.iter().enumerate() {
+            assert!(
+                read.contains(&format!("SECRET_{i}=\"{value}\"\n")),
+                "{mode:?}: the second reader missed SECRET_{i}"
+            );
+        }
+        assert_eq!(read.lines().count(), values.len(), "{mode:?}");
+        assert_eq!(
+            dir.read("third.log"),
+            "gone\n",
+            "{mode:?}: the early reader was not counted"
+        );
+        // agent-run is unharmed (no SIGPIPE of its own reached the child) and stops as asked.
+        assert!(launcher.try_wait().is_none(), "{mode:?}: agent-run ended");
+        let out = launcher.stop();
+        out.assert_code(143);
+        assert!(
+            out.stderr.contains("reader left early"),
+            "{mode:?}: {}",
+            out.description
+        );
+        assert!(!out.stderr.contains(&values[0]), "a value reached the log");
+    }
+}
