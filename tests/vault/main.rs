@@ -21,3 +21,4 @@ mod runtime;
 mod server;
 mod tls;
 mod tokens;
+mod transit;

@@ -24,13 +24,17 @@ pub(super) fn backup(args: BackupArgs) -> Result<()> {
 
 pub(super) fn restore(args: RestoreArgs) -> Result<()> {
     let dir = args.data.data_dir;
-    let source = backup::restore(&args.backup, &dir, args.key.master_key_file.as_deref()).map_err(
-        Error::store(format!(
-            "restoring {} into {}",
-            args.backup.display(),
-            dir.display()
-        )),
-    )?;
+    let source = backup::restore(
+        &args.backup,
+        &dir,
+        args.key.master_key_file.as_deref(),
+        args.key.transit().as_ref(),
+    )
+    .map_err(Error::store(format!(
+        "restoring {} into {}",
+        args.backup.display(),
+        dir.display()
+    )))?;
     eprintln!(
         "agent-vault: restored {} into {}; {source} opens it: start the server with the same \
          key, e.g. `agent-vault serve --data-dir {}`{}",

@@ -243,8 +243,27 @@ pub struct RekeyArgs {
     pub key: MasterKeyArgs,
     /// The new master key: used if the file exists (mode 0600 or stricter), else created
     /// (0600) with a random key.
-    #[arg(long, env = "AGENT_VAULT_NEW_MASTER_KEY_FILE", value_name = "FILE")]
-    pub new_master_key_file: PathBuf,
+    #[arg(
+        long,
+        env = "AGENT_VAULT_NEW_MASTER_KEY_FILE",
+        value_name = "FILE",
+        required_unless_present = "new_master_key",
+        conflicts_with = "new_master_key"
+    )]
+    pub new_master_key_file: Option<PathBuf>,
+    /// The new master key in OpenBao Transit (openbao-transit://HOST:PORT/MOUNT/KEY, as
+    /// --master-key): a new random key, wrapped by this Transit key into
+    /// DATA_DIR/master.key.transit.
+    #[arg(long, env = "AGENT_VAULT_NEW_MASTER_KEY_URL", value_name = "URL")]
+    pub new_master_key: Option<crate::vault::transit::TransitKey>,
+    /// The OpenBao token for --new-master-key (first line of FILE); without it, the token of
+    /// --master-key-token-file, BAO_TOKEN or VAULT_TOKEN.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_NEW_MASTER_KEY_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub new_master_key_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +311,33 @@ pub struct MasterKeyArgs {
     /// the systemd credential $CREDENTIALS_DIRECTORY/master-key, then DATA_DIR/master.key.
     #[arg(long, env = "AGENT_VAULT_MASTER_KEY_FILE", value_name = "FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Keep the master key in OpenBao Transit: openbao-transit://HOST:PORT/MOUNT/KEY (https;
+    /// add ?tls=off for plain http to a loopback OpenBao; BAO_CACERT adds a CA). `init` wraps
+    /// a new random key with that Transit key and keeps only the ciphertext, in
+    /// DATA_DIR/master.key.transit; every start has Transit decrypt it. Nothing on disk opens
+    /// the store without OpenBao.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_MASTER_KEY_URL",
+        value_name = "URL",
+        conflicts_with = "master_key_file"
+    )]
+    pub master_key: Option<crate::vault::transit::TransitKey>,
+    /// The OpenBao token for --master-key (first line of FILE); without it BAO_TOKEN, then
+    /// VAULT_TOKEN (both taken out of agent-vault's environment at start). Its policy needs
+    /// `update` on MOUNT/encrypt/KEY (init, rekey) and MOUNT/decrypt/KEY.
+    #[arg(long, env = "AGENT_VAULT_MASTER_KEY_TOKEN_FILE", value_name = "FILE")]
+    pub master_key_token_file: Option<PathBuf>,
+}
+
+impl MasterKeyArgs {
+    /// The Transit key of `--master-key`, with the token file it is reached with.
+    pub fn transit(&self) -> Option<crate::vault::transit::TransitKey> {
+        self.master_key.clone().map(|mut key| {
+            key.token_file = self.master_key_token_file.clone();
+            key
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -545,6 +591,8 @@ pub enum VarsCommand {
     },
 }
 
+// Parsed once per run: the size of `Issue` (its master key flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Issue a token; it is printed once and never shown again.

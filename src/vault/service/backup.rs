@@ -79,7 +79,12 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<u64> {
 /// `agent-vault restore`: check that the master key (`KeySource::resolve(key_file, …)`)
 /// opens `backup`, then copy it into `data_dir` (created 0700, or existing and empty).
 /// Nothing is written before every check passed. Returns where the key came from.
-pub fn restore(backup: &Path, data_dir: &Path, key_file: Option<&Path>) -> Result<KeySource> {
+pub fn restore(
+    backup: &Path,
+    data_dir: &Path,
+    key_file: Option<&Path>,
+    transit: Option<&crate::vault::transit::TransitKey>,
+) -> Result<KeySource> {
     if !backup.is_file() {
         return Err(Error::InvalidRequest(format!(
             "{} is not a file",
@@ -87,7 +92,7 @@ pub fn restore(backup: &Path, data_dir: &Path, key_file: Option<&Path>) -> Resul
         )));
     }
     let conn = db::open_read_only(backup)?;
-    let source = KeySource::resolve(key_file, data_dir);
+    let source = KeySource::resolve(key_file, transit, data_dir);
     let master = MasterKey::load(&source)?;
     if key_fit(&conn, &master)? == KeyFit::Wrong {
         return Err(Error::MasterKey {

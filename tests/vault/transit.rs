@@ -1,0 +1,459 @@
+//! The master key kept by OpenBao Transit (issue 15), against a real `bao server -dev` with
+//! the transit engine: init and serve with `--master-key openbao-transit://…`, values read back
+//! through agent-run after a restart, no plaintext key anywhere in the data directory, and
+//! the refusals (wrong key name, revoked token, OpenBao stopped, no `--master-key`), each
+//! naming the Transit key; rekey between Transit keys and to and from a key file.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::common::openbao::Bao;
+use crate::common::vault::ops::{init_with, serve_existing, spawn_serve};
+use crate::common::vault::{file_mode, serve_cmd, vault_cmd, VaultServer};
+use crate::common::{agent_run, contains, describe, run, Dir, Mode};
+
+/// A policy that may use one Transit key and nothing else: what the docs tell an operator to
+/// give agent-vault's token.
+fn transit_policy(key: &str) -> String {
+    format!(
+        "path \"transit/encrypt/{key}\" {{ capabilities = [\"update\"] }}\n\
+         path \"transit/decrypt/{key}\" {{ capabilities = [\"update\"] }}\n"
+    )
+}
+
+/// A dev OpenBao with the transit engine and the keys `agent-vault` and `other`.
+fn transit_bao(dir: &Dir) -> Bao {
+    let bao = Bao::dev(dir);
+    bao.ok(
+        reqwest::Method::POST,
+        "sys/mounts/transit",
+        Some(json!({ "type": "transit" })),
+    );
+    for key in ["agent-vault", "other"] {
+        bao.ok(reqwest::Method::POST, &format!("transit/keys/{key}"), None);
+        bao.ok(
+            reqwest::Method::PUT,
+            &format!("sys/policies/acl/transit-{key}"),
+            Some(json!({ "policy": transit_policy(key) })),
+        );
+    }
+    bao
+}
+
+/// A token whose only policy is `transit-KEY`, written to a 0600 file.
+fn token_file(bao: &Bao, dir: &Dir, key: &str) -> (String, PathBuf) {
+    let reply = bao.ok(
+        reqwest::Method::POST,
+        "auth/token/create",
+        Some(json!({ "policies": [format!("transit-{key}")], "no_default_policy": true })),
+    );
+    let token = reply["auth"]["client_token"]
+        .as_str()
+        .expect("a client token")
+        .to_owned();
+    let path = dir.join(&format!("{key}.bao-token"));
+    std::fs::write(&path, format!("{token}\n")).expect("writing the token file");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (token, path)
+}
+
+fn url(bao: &Bao, key: &str) -> String {
+    format!(
+        "openbao-transit://{}/transit/{key}?tls=off",
+        bao.addr.trim_start_matches("http://")
+    )
+}
+
+fn key_args(url: &str, token: &Path) -> Vec<String> {
+    vec![
+        "--master-key".into(),
+        url.into(),
+        "--master-key-token-file".into(),
+        token.to_str().expect("utf-8").into(),
+    ]
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// `serve` that is expected to refuse: its output (exit status and stderr).
+fn serve_refused(data: &Path, args: &[String]) -> Output {
+    let mut serve = serve_cmd(data, "127.0.0.1:0");
+    serve.args(args);
+    let out = run(&mut serve, None);
+    assert!(
+        !out.status.success(),
+        "serve started:{}",
+        describe(&serve, &out)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The launcher's view: the secrets `reader` may read, as agent-run injects them, plainly
+/// and as PID 1 of a new PID namespace.
+fn assert_agent_run_reads(server: &VaultServer, reader: &str, key: &str, value: &str) {
+    for mode in [Mode::Plain, Mode::Pid1] {
+        let launched = agent_run(mode, ["--store", &server.addr, "--", "/usr/bin/env"])
+            .env("AGENT_RUN_TOKEN", reader)
+            .run(&Dir::new("transit-launch"));
+        launched.assert_code(0);
+        assert!(
+            launched
+                .stdout
+                .lines()
+                .any(|l| l == format!("{key}={value}")),
+            "{key} missing: {}",
+            launched.stdout
+        );
+    }
+}
+
+/// Every file under `dir`, read.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+#[test]
+fn transit_key_opens_the_store_across_restarts_with_no_key_on_disk() {
+    let dir = Dir::new("transit");
+    let bao = transit_bao(&dir);
+    let (_, token) = token_file(&bao, &dir, "agent-vault");
+    let data = dir.join("data");
+    let args = key_args(&url(&bao, "agent-vault"), &token);
+    let admin = init_with(&data, &strs(&args));
+    assert!(!data.join("master.key").exists(), "no plaintext key file");
+    let wrapped = data.join("master.key.transit");
+    assert_eq!(file_mode(&wrapped), 0o600);
+    let text = std::fs::read_to_string(&wrapped).expect("the wrapped key");
+    let ciphertext = text
+        .lines()
+        .find(|l| l.starts_with("vault:v1:"))
+        .unwrap_or_else(|| panic!("no Transit ciphertext in {text:?}"))
+        .to_owned();
+    assert!(text.contains(&url(&bao, "agent-vault")), "{text}");
+
+    let mut server = serve_existing(
+        Dir::new("transit-server"),
+        data.clone(),
+        admin,
+        &strs(&args),
+    );
+    server.set("bot", "API_KEY", "value-under-transit");
+    let (_, reader) = server.issue(&["secrets:read:bot/*"], None);
+    server.terminate();
+    // Restarted: Transit unwraps the key again and the value comes back through agent-run.
+    server.start_again();
+    assert_agent_run_reads(&server, &reader, "API_KEY", "value-under-transit");
+    server.assert_not_stored_or_logged(&["value-under-transit"]);
+    drop(server);
+
+    // The master key itself, as Transit gives it to a holder of the ciphertext and a token:
+    // nowhere in the data directory, in any encoding.
+    let reply = bao.ok(
+        reqwest::Method::POST,
+        "transit/decrypt/agent-vault",
+        Some(json!({ "ciphertext": ciphertext })),
+    );
+    let b64 = reply["data"]["plaintext"].as_str().expect("plaintext");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    assert_eq!(key.len(), 32);
+    let hex_key = hex::encode(&key);
+    for (path, bytes) in files_under(&data) {
+        for needle in [&key[..], hex_key.as_bytes(), b64.as_bytes()] {
+            assert!(
+                !contains(&bytes, needle),
+                "{} holds the master key",
+                path.display()
+            );
+        }
+    }
+    // And it is this store's key: given directly, it opens the store.
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve.env("AGENT_VAULT_MASTER_KEY", &hex_key);
+    let (mut child, _) = spawn_serve(&mut serve).expect("the unwrapped key opens the store");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn transit_refusals_name_the_key_and_change_nothing() {
+    let dir = Dir::new("transit-refusals");
+    let mut bao = transit_bao(&dir);
+    let (token, token_path) = token_file(&bao, &dir, "agent-vault");
+    let data = dir.join("data");
+    let good = url(&bao, "agent-vault");
+    init_with(&data, &strs(&key_args(&good, &token_path)));
+
+    // No --master-key: says the key is wrapped by Transit and which URL to pass.
+    let out = serve_refused(&data, &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains(&format!("pass --master-key {good}")),
+        "{}",
+        stderr(&out)
+    );
+
+    let root_token = dir.join("root.bao-token");
+    std::fs::write(&root_token, &bao.token).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root_token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    // A key name Transit does not have (a root token may use any).
+    let missing = url(&bao, "no-such-key");
+    let out = serve_refused(&data, &key_args(&missing, &root_token));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "the master key wrapped by OpenBao Transit {missing}"
+        )) && text.contains("check the mount and key name"),
+        "{text}"
+    );
+
+    // Another existing key: it cannot decrypt this ciphertext, and the refusal names the key
+    // the file was wrapped by.
+    let other = url(&bao, "other");
+    let out = serve_refused(&data, &key_args(&other, &root_token));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&other) && text.contains(&format!("was wrapped by {good}")),
+        "{text}"
+    );
+
+    // The token revoked: refused, naming the Transit key and what the token needs.
+    bao.ok(
+        reqwest::Method::POST,
+        "auth/token/revoke",
+        Some(json!({ "token": token })),
+    );
+    let out = serve_refused(&data, &key_args(&good, &token_path));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!("the master key wrapped by OpenBao Transit {good}"))
+            && text.contains("OpenBao refused the token (HTTP 403"),
+        "{text}"
+    );
+    assert!(!text.contains(&token), "the token is never printed: {text}");
+
+    // A copy of the data directory holds only Transit's ciphertext: with OpenBao stopped,
+    // nothing opens it.
+    let copy = dir.join("copy");
+    std::fs::create_dir(&copy).expect("mkdir");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    for name in ["vault.db", "master.key.transit"] {
+        std::fs::copy(data.join(name), copy.join(name)).expect("copy");
+    }
+    bao.kill();
+    let out = serve_refused(&copy, &key_args(&good, &root_token));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!("the master key wrapped by OpenBao Transit {good}"))
+            && text.contains(&format!("cannot reach OpenBao at {}", bao.addr)),
+        "{text}"
+    );
+    // init against a stopped OpenBao makes nothing.
+    let fresh = dir.join("fresh");
+    let mut init = crate::common::vault::init_cmd(&fresh);
+    init.args(key_args(&good, &root_token));
+    let out = run(&mut init, None);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&init, &out));
+    assert!(!fresh.exists(), "a refused init leaves nothing behind");
+
+    // Plain http off loopback is a usage error, before anything is read or sent.
+    let out = serve_refused(
+        &data,
+        &key_args(
+            "openbao-transit://10.255.255.1:8200/transit/agent-vault?tls=off",
+            &token_path,
+        ),
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+}
+
+/// The variable gives the token too, and leaves agent-vault's environment at start.
+#[test]
+fn transit_token_from_bao_token_is_scrubbed_from_the_environment() {
+    let dir = Dir::new("transit-env");
+    let bao = transit_bao(&dir);
+    let (token, _) = token_file(&bao, &dir, "agent-vault");
+    let data = dir.join("data");
+    let good = url(&bao, "agent-vault");
+    let mut init = crate::common::vault::init_cmd(&data);
+    init.args(["--master-key", &good]).env("BAO_TOKEN", &token);
+    let out = run(&mut init, None);
+    assert!(out.status.success(), "{}", describe(&init, &out));
+    let mut serve = serve_cmd(&data, "127.0.0.1:0");
+    serve
+        .env("AGENT_VAULT_MASTER_KEY_URL", &good)
+        .env("BAO_TOKEN", &token);
+    let (mut child, _) = spawn_serve(&mut serve).expect("serves with BAO_TOKEN");
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let environ = environ.expect("reading the server's environ (the tests run as root)");
+    assert!(
+        contains(&environ, b"BAO_TOKEN=") && !contains(&environ, token.as_bytes()),
+        "BAO_TOKEN's value is still in /proc/PID/environ"
+    );
+}
+
+fn rekey(data: &Path, args: &[String]) -> Output {
+    let mut cmd = vault_cmd();
+    cmd.arg("rekey").arg("--data-dir").arg(data).args(args);
+    let out = run(&mut cmd, None);
+    assert!(
+        out.status.success(),
+        "rekey failed:{}",
+        describe(&cmd, &out)
+    );
+    out
+}
+
+fn reads_back(data: &Path, args: &[String], reader: &str) {
+    let server = serve_existing(
+        Dir::new("transit-rekeyed"),
+        data.to_path_buf(),
+        String::new(),
+        &strs(args),
+    );
+    assert_agent_run_reads(&server, reader, "K", "kept-through-rekeys");
+}
+
+#[test]
+fn rekey_between_transit_keys_and_to_and_from_a_key_file() {
+    let dir = Dir::new("transit-rekey");
+    let bao = transit_bao(&dir);
+    let root_token = dir.join("root.bao-token");
+    std::fs::write(&root_token, &bao.token).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root_token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (a, b) = (url(&bao, "agent-vault"), url(&bao, "other"));
+    let on_a = key_args(&a, &root_token);
+    let on_b = key_args(&b, &root_token);
+    let data = dir.join("data");
+    let admin = init_with(&data, &strs(&on_a));
+    let server = serve_existing(Dir::new("transit-rk"), data.clone(), admin, &strs(&on_a));
+    server.set("bot", "K", "kept-through-rekeys");
+    let (_, reader) = server.issue(&["secrets:read:bot/*"], None);
+    drop(server);
+
+    // Transit key A → Transit key B: A no longer opens the store, B does.
+    let mut args = on_a.clone();
+    args.extend(["--new-master-key".to_string(), b.clone()]);
+    rekey(&data, &args);
+    assert!(!data.join("master.key.transit.new").exists());
+    serve_refused(&data, &on_a);
+    reads_back(&data, &on_b, &reader);
+
+    // Transit B → a key file: the wrapped key, which opens nothing now, is removed.
+    let file = dir.join("master-key");
+    let file_arg = vec![
+        "--master-key-file".to_string(),
+        file.to_str().expect("utf-8").to_string(),
+    ];
+    let mut args = on_b.clone();
+    args.extend(["--new-master-key-file".to_string(), file_arg[1].clone()]);
+    rekey(&data, &args);
+    assert!(!data.join("master.key.transit").exists());
+    reads_back(&data, &file_arg, &reader);
+
+    // A key file → Transit A.
+    let mut args = file_arg.clone();
+    args.extend([
+        "--new-master-key".to_string(),
+        a.clone(),
+        "--new-master-key-token-file".to_string(),
+        root_token.to_str().expect("utf-8").to_string(),
+    ]);
+    rekey(&data, &args);
+    serve_refused(&data, &file_arg);
+    reads_back(&data, &on_a, &reader);
+
+    // A rekey cut off after its commit, before the rename (the state a SIGKILL leaves there):
+    // master.key.transit still holds the old wrapped key, master.key.transit.new the new one.
+    // Starting with the new key finishes the rename.
+    let old_wrapped = std::fs::read(data.join("master.key.transit")).expect("read");
+    let mut args = on_a.clone();
+    args.extend(["--new-master-key".to_string(), b.clone()]);
+    rekey(&data, &args);
+    std::fs::rename(
+        data.join("master.key.transit"),
+        data.join("master.key.transit.new"),
+    )
+    .expect("rename");
+    std::fs::write(data.join("master.key.transit"), old_wrapped).expect("write");
+    reads_back(&data, &on_b, &reader);
+    assert!(!data.join("master.key.transit.new").exists());
+    serve_refused(&data, &on_a);
+}
+
+/// https is the default: OpenBao's CA from BAO_CACERT; without it the refusal names the fix,
+/// and so does plain http to a TLS listener.
+#[test]
+fn transit_over_https_trusts_bao_cacert() {
+    let dir = Dir::new("transit-tls");
+    let bao = Bao::dev_tls(&dir);
+    bao.ok(
+        reqwest::Method::POST,
+        "sys/mounts/transit",
+        Some(json!({ "type": "transit" })),
+    );
+    bao.ok(reqwest::Method::POST, "transit/keys/agent-vault", None);
+    let ca = bao.ca.clone().expect("the dev server's CA");
+    let host = bao.addr.trim_start_matches("https://");
+    let https = format!("openbao-transit://{host}/transit/agent-vault");
+    let mut init = crate::common::vault::init_cmd(&dir.join("data"));
+    init.args(["--master-key", &https])
+        .env("BAO_TOKEN", &bao.token)
+        .env("BAO_CACERT", &ca);
+    let out = run(&mut init, None);
+    assert!(out.status.success(), "{}", describe(&init, &out));
+
+    let mut serve = serve_cmd(&dir.join("data"), "127.0.0.1:0");
+    serve
+        .args(["--master-key", &https])
+        .env("BAO_TOKEN", &bao.token)
+        .env("BAO_CACERT", &ca);
+    let (mut child, _) = spawn_serve(&mut serve).expect("serves over https");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut serve = serve_cmd(&dir.join("data"), "127.0.0.1:0");
+    serve
+        .args(["--master-key", &https])
+        .env("BAO_TOKEN", &bao.token)
+        .env_remove("BAO_CACERT")
+        .env_remove("VAULT_CACERT");
+    let text = stderr(&run(&mut serve, None));
+    assert!(text.contains("set BAO_CACERT"), "{text}");
+
+    let mut serve = serve_cmd(&dir.join("data"), "127.0.0.1:0");
+    serve
+        .args(["--master-key", &format!("{https}?tls=off")])
+        .env("BAO_TOKEN", &bao.token);
+    let text = stderr(&run(&mut serve, None));
+    assert!(text.contains("drop ?tls=off"), "{text}");
+}
