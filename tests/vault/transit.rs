@@ -2,7 +2,8 @@
 //! the transit engine: init and serve with `--master-key openbao-transit://…`, values read back
 //! through agent-run after a restart, no plaintext key anywhere in the data directory, and
 //! the refusals (wrong key name, revoked token, OpenBao stopped, no `--master-key`), each
-//! naming the Transit key; rekey between Transit keys and to and from a key file.
+//! naming the Transit key; backup and restore; rekey between Transit keys and to and from a
+//! key file.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -163,10 +164,37 @@ fn transit_key_opens_the_store_across_restarts_with_no_key_on_disk() {
     server.start_again();
     assert_agent_run_reads(&server, &reader, "API_KEY", "value-under-transit");
     server.assert_not_stored_or_logged(&["value-under-transit"]);
+
+    // An online backup carries the wrapped key beside it (BACKUP.transit); restored with
+    // the same --master-key into a new directory, the value comes back.
+    let backup = dir.join("backup.db");
+    let mut cmd = vault_cmd();
+    cmd.arg("backup").arg(&backup).arg("--data-dir").arg(&data);
+    let out = run(&mut cmd, None);
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    assert_eq!(file_mode(&dir.join("backup.db.transit")), 0o600);
+    drop(server);
+    let restored = dir.join("restored");
+    let mut cmd = vault_cmd();
+    cmd.arg("restore")
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(&args);
+    let out = run(&mut cmd, None);
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    assert!(!restored.join("master.key").exists());
+    let server = serve_existing(
+        Dir::new("transit-restored"),
+        restored.clone(),
+        String::new(),
+        &strs(&args),
+    );
+    assert_agent_run_reads(&server, &reader, "API_KEY", "value-under-transit");
     drop(server);
 
     // The master key itself, as Transit gives it to a holder of the ciphertext and a token:
-    // nowhere in the data directory, in any encoding.
+    // nowhere in the data directory, the backup or the restored copy, in any encoding.
     let reply = bao.ok(
         reqwest::Method::POST,
         "transit/decrypt/agent-vault",
@@ -178,7 +206,12 @@ fn transit_key_opens_the_store_across_restarts_with_no_key_on_disk() {
         .expect("base64");
     assert_eq!(key.len(), 32);
     let hex_key = hex::encode(&key);
-    for (path, bytes) in files_under(&data) {
+    let mut files = files_under(&data);
+    files.extend(files_under(&restored));
+    for path in [backup.clone(), dir.join("backup.db.transit")] {
+        files.push((path.clone(), std::fs::read(&path).expect("read")));
+    }
+    for (path, bytes) in files {
         for needle in [&key[..], hex_key.as_bytes(), b64.as_bytes()] {
             assert!(
                 !contains(&bytes, needle),

@@ -13,11 +13,21 @@ pub(super) fn backup(args: BackupArgs) -> Result<()> {
         dir.display(),
         args.path.display()
     )))?;
+    let wrapped = backup::wrapped_beside(&args.path);
     eprintln!(
         "agent-vault: backed up {} to {} ({bytes} bytes, mode 0600); it holds no master key: \
-         keep the key apart, you need it to restore",
+         keep the key apart, you need it to restore{}",
         dir.display(),
-        args.path.display()
+        args.path.display(),
+        if wrapped.exists() {
+            format!(
+                ". The key as OpenBao Transit wrapped it is in {} (keep it with the backup; \
+                 restore with --master-key)",
+                wrapped.display()
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -41,9 +51,10 @@ pub(super) fn restore(args: RestoreArgs) -> Result<()> {
         args.backup.display(),
         dir.display(),
         dir.display(),
-        match &args.key.master_key_file {
-            Some(path) => format!(" --master-key-file {}", path.display()),
-            None => String::new(),
+        match (&args.key.master_key_file, args.key.transit()) {
+            (_, Some(key)) => format!(" --master-key {key}"),
+            (Some(path), None) => format!(" --master-key-file {}", path.display()),
+            (None, None) => String::new(),
         }
     );
     Ok(())
