@@ -66,7 +66,7 @@ pub enum Command {
     /// Create the data directory (0700), the master key (0600) and the database, and print
     /// the first admin token once.
     #[command(
-        after_help = "Example:\n  agent-vault init --data-dir /var/lib/agent-vault --admin-token-file admin-token"
+        after_help = "Example:\n  agent-vault init --data-dir /var/lib/agent-vault --admin-token-file admin-token\n  BAO_TOKEN=... agent-vault init --master-key openbao-transit://bao.internal:8200/transit/agent-vault   # the key kept by OpenBao Transit"
     )]
     Init(InitArgs),
     /// Run the HTTP server.
@@ -130,7 +130,7 @@ pub enum Command {
     /// stopped). A crash leaves the store opened by exactly one of the two keys; afterwards
     /// only the new key opens it.
     #[command(
-        after_help = "Example:\n  agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new"
+        after_help = "Example:\n  agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new\n  agent-vault rekey --master-key-file /etc/agent-vault/master-key --new-master-key openbao-transit://bao.internal:8200/transit/agent-vault   # to OpenBao Transit"
     )]
     Rekey(RekeyArgs),
     /// Move the store elsewhere (offline: the server stopped, the master key at hand).
