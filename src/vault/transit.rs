@@ -187,12 +187,20 @@ impl TransitKey {
     /// ciphertext to keep with [`write_wrapped`].
     pub fn seal_new(&self) -> Result<(Zeroizing<[u8; KEY_LEN]>, String)> {
         let key = super::crypto::random_array::<KEY_LEN>()?;
-        let body = Zeroizing::new(
-            serde_json::to_vec(&serde_json::json!({
-                "plaintext": base64::engine::general_purpose::STANDARD.encode(key.as_ref()),
-            }))
-            .map_err(|e| Error::Internal(format!("encoding a Transit request: {e}")))?,
-        );
+        // The key's base64 goes into one buffer sized up front (no reallocation leaves a copy
+        // behind), wiped on drop.
+        const HEAD: &[u8] = br#"{"plaintext":""#;
+        const TAIL: &[u8] = br#""}"#;
+        let encoded_len = KEY_LEN.div_ceil(3) * 4;
+        let mut body = Zeroizing::new(vec![0u8; HEAD.len() + encoded_len + TAIL.len()]);
+        body[..HEAD.len()].copy_from_slice(HEAD);
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(
+                key.as_ref(),
+                &mut body[HEAD.len()..HEAD.len() + encoded_len],
+            )
+            .map_err(|e| Error::Internal(format!("encoding a Transit request: {e}")))?;
+        body[HEAD.len() + encoded_len..].copy_from_slice(TAIL);
         let reply: EncryptReply = self.call("encrypt", body)?;
         if !reply.data.ciphertext.starts_with("vault:") {
             return Err(self.error("Transit answered without a ciphertext".to_owned()));
@@ -505,9 +513,9 @@ pub fn load(key: &TransitKey, path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>> {
     let (ciphertext, named) = read_wrapped(path).map_err(|e| {
         key.error(if e.kind() == std::io::ErrorKind::NotFound {
             format!(
-                "{shown} does not exist: this data directory's key is not wrapped by Transit \
-                 (init it with --master-key, or move to Transit with `agent-vault rekey \
-                 --new-master-key`)"
+                "{shown} does not exist: no key wrapped by Transit is kept there (`init \
+                 --master-key` writes it into a data directory, `backup` beside a backup; \
+                 `rekey --new-master-key` moves a store to Transit)"
             )
         } else {
             format!("reading {shown}: {e}")

@@ -136,7 +136,7 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn transit_key_opens_the_store_across_restarts_with_no_key_on_disk() {
     let dir = Dir::new("transit");
     let bao = transit_bao(&dir);
-    let (_, token) = token_file(&bao, &dir, "agent-vault");
+    let (bao_token, token) = token_file(&bao, &dir, "agent-vault");
     let data = dir.join("data");
     let args = key_args(&url(&bao, "agent-vault"), &token);
     let admin = init_with(&data, &strs(&args));
@@ -164,6 +164,7 @@ fn transit_key_opens_the_store_across_restarts_with_no_key_on_disk() {
     server.start_again();
     assert_agent_run_reads(&server, &reader, "API_KEY", "value-under-transit");
     server.assert_not_stored_or_logged(&["value-under-transit"]);
+    let mut logs = server.log();
 
     // An online backup carries the wrapped key beside it (BACKUP.transit); restored with
     // the same --master-key into a new directory, the value comes back.
@@ -191,7 +192,26 @@ fn transit_key_opens_the_store_across_restarts_with_no_key_on_disk() {
         &strs(&args),
     );
     assert_agent_run_reads(&server, &reader, "API_KEY", "value-under-transit");
+    logs.push_str(&server.log());
     drop(server);
+    // Without the wrapped key beside it, a restore with --master-key is refused, saying why.
+    let bare = dir.join("bare.db");
+    std::fs::copy(&backup, &bare).expect("copy");
+    let mut cmd = vault_cmd();
+    cmd.arg("restore")
+        .arg(&bare)
+        .arg("--data-dir")
+        .arg(dir.join("restored-bare"))
+        .args(&args);
+    let out = run(&mut cmd, None);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+    assert!(
+        stderr(&out).contains("bare.db.transit does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.join("restored-bare").exists());
+    assert!(!logs.contains(&bao_token), "the OpenBao token was logged");
 
     // The master key itself, as Transit gives it to a holder of the ciphertext and a token:
     // nowhere in the data directory, the backup or the restored copy, in any encoding.
@@ -206,6 +226,10 @@ fn transit_key_opens_the_store_across_restarts_with_no_key_on_disk() {
         .expect("base64");
     assert_eq!(key.len(), 32);
     let hex_key = hex::encode(&key);
+    assert!(
+        !logs.contains(&hex_key) && !logs.contains(b64),
+        "the master key was logged (-vvv)"
+    );
     let mut files = files_under(&data);
     files.extend(files_under(&restored));
     for path in [backup.clone(), dir.join("backup.db.transit")] {
@@ -422,8 +446,25 @@ fn rekey_between_transit_keys_and_to_and_from_a_key_file() {
         root_token.to_str().expect("utf-8").to_string(),
     ]);
     rekey(&data, &args);
-    serve_refused(&data, &file_arg);
+    // The old key file, still about, is refused with the URL that opens the store now.
+    let text = stderr(&serve_refused(&data, &file_arg));
+    assert!(text.contains(&format!("pass --master-key {a}")), "{text}");
     reads_back(&data, &on_a, &reader);
+    // Offline recovery (`tokens issue --offline`) opens the store through Transit too.
+    let mut cmd = vault_cmd();
+    cmd.args([
+        "tokens",
+        "issue",
+        "--offline",
+        "--scope",
+        "admin",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .args(&on_a);
+    let out = run(&mut cmd, None);
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("avt_"));
 
     // A rekey cut off after its commit, before the rename (the state a SIGKILL leaves there):
     // master.key.transit still holds the old wrapped key, master.key.transit.new the new one.

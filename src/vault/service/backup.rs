@@ -133,6 +133,17 @@ pub fn restore(
     let (master, wrapped) = match &source {
         KeySource::Transit { key, .. } => {
             let from = wrapped_beside(backup);
+            if !from.exists() {
+                return Err(Error::MasterKey {
+                    source_name: source.to_string(),
+                    reason: format!(
+                        "{} does not exist: `agent-vault backup` writes the wrapped key there, \
+                         beside a backup of a store whose key Transit keeps; put it back, or \
+                         restore with the key that store used",
+                        from.display()
+                    ),
+                });
+            }
             let bytes = crate::vault::transit::load(key, &from)?;
             (MasterKey::from_bytes(&bytes), Some(from))
         }

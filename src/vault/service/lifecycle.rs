@@ -270,6 +270,17 @@ impl Vault {
             other => Arc::new(MasterKey::load(other)?),
         };
         let check = master.clone();
+        // A store rekeyed to Transit may still have its old key file about: say which URL
+        // opens it now.
+        let wrapped = config.data_dir.join(WRAPPED_FILE);
+        let hint = match (&source, crate::vault::transit::read_wrapped(&wrapped)) {
+            (KeySource::Transit { .. }, _) | (_, Err(_)) => String::new(),
+            (_, Ok((_, named))) => format!(
+                "; {} says OpenBao Transit keeps this store's key: pass --master-key {}",
+                wrapped.display(),
+                named.unwrap_or_else(|| "openbao-transit://HOST:PORT/MOUNT/KEY".into())
+            ),
+        };
         let wrong = {
             let source = source.to_string();
             let db_path = db_path.clone();
@@ -277,7 +288,7 @@ impl Vault {
                 source_name: source,
                 reason: format!(
                     "does not open {} (wrong key?); give the key this store was created or \
-                     last rekeyed with",
+                     last rekeyed with{hint}",
                     db_path.display()
                 ),
             }
