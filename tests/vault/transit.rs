@@ -531,3 +531,129 @@ fn transit_over_https_trusts_bao_cacert() {
     let text = stderr(&run(&mut serve, None));
     assert!(text.contains("drop ?tls=off"), "{text}");
 }
+
+/// Which of the Transit keys `urls` opens the store: each tried with a real `serve`, in
+/// order; for the one that opens, every run-time value `reader` sees.
+fn opened_by_transit(
+    data: &Path,
+    urls: &[&str],
+    token: &Path,
+    reader: &str,
+) -> Vec<(usize, std::collections::BTreeMap<String, String>)> {
+    let mut opened = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        let mut serve = serve_cmd(data, "127.0.0.1:0");
+        serve.args(key_args(url, token));
+        match spawn_serve(&mut serve) {
+            Ok((mut child, addr)) => {
+                let body: serde_json::Value = reqwest::blocking::Client::new()
+                    .get(format!("{addr}/v1/runtime/secrets"))
+                    .bearer_auth(reader)
+                    .send()
+                    .expect("GET")
+                    .json()
+                    .expect("JSON");
+                let _ = child.kill();
+                let _ = child.wait();
+                let values = body["secrets"]
+                    .as_array()
+                    .expect("secrets")
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["name"].as_str().expect("name").to_string(),
+                            s["value"].as_str().expect("value").to_string(),
+                        )
+                    })
+                    .collect();
+                opened.push((i, values));
+            }
+            Err(err) => assert!(
+                err.contains(&format!("the master key wrapped by OpenBao Transit {url}")),
+                "{err}"
+            ),
+        }
+    }
+    opened
+}
+
+/// A rekey between two Transit keys killed with SIGKILL at random points (before its
+/// transaction, inside it, between its commit and the rename of `master.key.transit.new`,
+/// after it) leaves a store that opens with exactly one of the two keys and loses nothing.
+#[test]
+fn transit_rekey_survives_sigkill_at_random_points() {
+    let dir = Dir::new("transit-rekey-kill");
+    let bao = transit_bao(&dir);
+    let root_token = dir.join("root.bao-token");
+    std::fs::write(&root_token, &bao.token).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root_token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let urls = [url(&bao, "agent-vault"), url(&bao, "other")];
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let data = dir.join("data");
+    let admin = init_with(&data, &strs(&key_args(urls[0], &root_token)));
+    let server = serve_existing(
+        Dir::new("transit-rekey-kill-server"),
+        data.clone(),
+        admin,
+        &strs(&key_args(urls[0], &root_token)),
+    );
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..25 {
+        let value = format!("transit-rekey-value-{i:03}");
+        server.set("rk", &format!("K_{i}"), &value);
+        expected.insert(format!("K_{i}"), value);
+    }
+    let (_, reader) = server.issue(&["secrets:read:rk/*"], None);
+    drop(server);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
+        | 1;
+    let mut rng = seed;
+    let mut current = 0;
+    for round in 0..10 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // 25 versions at 4 ms each: the transaction lasts about 100 ms after two Transit
+        // calls; kill anywhere in 0–300 ms.
+        let kill_after = std::time::Duration::from_millis(rng % 300);
+        let mut rekey = vault_cmd();
+        rekey
+            .arg("rekey")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(key_args(urls[current], &root_token))
+            .args(["--new-master-key", urls[1 - current]])
+            .env("AGENT_VAULT_TEST_REKEY_ROW_DELAY_MS", "4")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = rekey.spawn().expect("spawn rekey");
+        std::thread::sleep(kill_after);
+        let _ = child.kill();
+        let _ = child.wait();
+        let opened = opened_by_transit(&data, &urls, &root_token, &reader);
+        assert_eq!(
+            opened.len(),
+            1,
+            "round {round} (seed {seed}, killed after {kill_after:?}): opened by keys {:?}",
+            opened.iter().map(|(i, _)| *i).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            opened[0].1, expected,
+            "round {round} (seed {seed}): values lost or changed"
+        );
+        eprintln!(
+            "round {round}: killed after {kill_after:?}, opened by {}",
+            urls[opened[0].0]
+        );
+        current = opened[0].0;
+        assert!(
+            !data.join("master.key.transit.new").exists(),
+            "round {round}: a start left the pending wrapped key behind"
+        );
+    }
+}
