@@ -35,6 +35,7 @@ pub mod portal;
 pub mod probes;
 pub mod service;
 pub mod tokens;
+pub mod transit;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -22,3 +22,4 @@ mod runtime;
 mod server;
 mod tls;
 mod tokens;
+mod transit;
