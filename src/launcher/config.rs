@@ -218,12 +218,11 @@ fn store_config(args: &RunArgs, url: Url, proxy: Option<Url>) -> Result<StoreCon
         reason: reason.to_owned(),
     };
     if let Some(agent) = &args.agent {
-        if agent.is_empty()
-            || !agent
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(bad(&format!("--agent {agent:?} is not a valid agent name")));
+        if !crate::protocol::ident::valid_agent(agent) {
+            return Err(bad(&format!(
+                "--agent {agent:?} is not a valid agent name: {}",
+                crate::protocol::ident::AGENT_RULE
+            )));
         }
     }
     let ca_pem = ca_pem(args, false, env_var)?;
