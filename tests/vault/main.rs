@@ -15,6 +15,7 @@ mod empty_value;
 mod logs;
 mod metrics;
 mod migrate;
+mod namespaces;
 mod ops;
 mod portal;
 mod runtime;
