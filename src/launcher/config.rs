@@ -778,6 +778,31 @@ mod tests {
         let store = c.store.unwrap();
         assert_eq!(store.url, "http://127.0.0.1:8200");
         assert_eq!(store.agent.as_deref(), Some("bot"));
+        let c = config(&[
+            "--store",
+            "http://127.0.0.1:1",
+            "--agent",
+            "production/openai",
+        ]);
+        assert_eq!(
+            c.unwrap().store.unwrap().agent.as_deref(),
+            Some("production/openai")
+        );
+        for bad in [
+            "production//openai",
+            "/production",
+            "production/",
+            "a/../b",
+            "Bot",
+        ] {
+            assert!(
+                matches!(
+                    config(&["--store", "http://127.0.0.1:1", "--agent", bad]),
+                    Err(Error::BadStore { .. })
+                ),
+                "{bad}"
+            );
+        }
         assert!(config(&["--store", "https://vault.example.com"])
             .unwrap()
             .store
