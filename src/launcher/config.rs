@@ -240,12 +240,11 @@ fn store_config(args: &RunArgs, url: Url, proxy: Option<Url>) -> Result<StoreCon
         reason: reason.to_owned(),
     };
     if let Some(agent) = &args.agent {
-        if agent.is_empty()
-            || !agent
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(bad(&format!("--agent {agent:?} is not a valid agent name")));
+        if !crate::protocol::ident::valid_agent(agent) {
+            return Err(bad(&format!(
+                "--agent {agent:?} is not a valid agent name: {}",
+                crate::protocol::ident::AGENT_RULE
+            )));
         }
     }
     let ca_pem = ca_pem(args, false, env_var)?;
@@ -801,6 +800,31 @@ mod tests {
         let store = c.store.unwrap();
         assert_eq!(store.url, "http://127.0.0.1:8200");
         assert_eq!(store.agent.as_deref(), Some("bot"));
+        let c = config(&[
+            "--store",
+            "http://127.0.0.1:1",
+            "--agent",
+            "production/openai",
+        ]);
+        assert_eq!(
+            c.unwrap().store.unwrap().agent.as_deref(),
+            Some("production/openai")
+        );
+        for bad in [
+            "production//openai",
+            "/production",
+            "production/",
+            "a/../b",
+            "Bot",
+        ] {
+            assert!(
+                matches!(
+                    config(&["--store", "http://127.0.0.1:1", "--agent", bad]),
+                    Err(Error::BadStore { .. })
+                ),
+                "{bad}"
+            );
+        }
         assert!(config(&["--store", "https://vault.example.com"])
             .unwrap()
             .store

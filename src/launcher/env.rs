@@ -7,7 +7,11 @@
 //!    ([`CREDENTIAL_VARIABLES`], unless `--allow-env` names one);
 //! 2. every secret of every source under its own name (narrowed by `--only`), with
 //!    `--prefix` in front of it; with `--preserve-env` an inherited variable of the same
-//!    final name wins instead;
+//!    final name wins instead. A key that is not an environment name (`api-key`, `db.url`,
+//!    as the hosted vaults name them) goes in under `protocol::ident::env_name`'s one rule
+//!    (upper-cased, `-` and `.` to `_`: `API_KEY`); a valid name is never renamed. Such a
+//!    key that an `--env NAME=@key` names goes in under NAME only. Two keys that end up
+//!    with the same name are refused, naming both (`--check` refuses them the same way);
 //! 3. the `--env` mappings, in order (later wins).
 //!
 //! A variable of 2. or 3. whose final name is on `protocol::names::DANGEROUS_NAMES`
@@ -27,6 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroize;
 
 use crate::launcher::template::{self, Parsed, Piece, Problem, Template};
+use crate::protocol::ident;
 use crate::source::digest::{Digest, DigestKey, NamedDigests};
 use crate::source::{Origin, SecretSet};
 use crate::sys;
@@ -119,6 +124,15 @@ pub enum Error {
     /// A name on `protocol::names::DANGEROUS_NAMES` from a source or `--env`.
     #[error("{name} ({origin}) changes how the loader, a shell or a runtime starts the child, so agent-run does not inject it; pass --allow-env {name} if it is meant to")]
     DangerousName { name: String, origin: String },
+    /// Two keys that become the same variable by `protocol::ident::env_name` (`api-key` and
+    /// `API_KEY`); names only.
+    #[error("keys {first} and {second} both become the variable {name} (a key that is not an environment name is upper-cased, '-' and '.' turned into '_'); inject one under another name with --env OTHER_NAME=@{renamed}, or leave one out with --only")]
+    NameCollision {
+        name: String,
+        first: String,
+        second: String,
+        renamed: String,
+    },
     #[error("invalid glob {pattern:?}: {reason}")]
     BadGlob { pattern: String, reason: String },
     /// `--require` / `--require-nonempty` not met (names only).
@@ -188,9 +202,7 @@ impl Mapping {
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: the portable shell name, the only kind every program can read.
 pub fn is_valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+    ident::valid_env_name(name)
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
@@ -456,14 +468,44 @@ fn compose_block(
     // Secrets `--preserve-env` left out for an inherited variable: (final name, blank), so
     // `--require` still counts what the sources gave.
     let mut shadowed: Vec<(String, bool)> = Vec::new();
+    // Each final name and the key it came from, to refuse two keys that map to one name.
+    let mut sources: BTreeMap<String, &str> = BTreeMap::new();
     for (name, secret) in secrets.iter() {
         if !policy.only.is_empty() && !policy.only.iter().any(|p| p.matches(name)) {
             continue;
         }
+        let env_name = ident::env_name(name);
+        // A key that needs the rule and that an `--env NAME=@key` names goes in under NAME
+        // only: the explicit mapping is the way out of a collision.
+        if env_name != name
+            && policy
+                .mappings
+                .iter()
+                .any(|m| matches!(&m.value, MappingValue::Secret(s) if s == name))
+        {
+            continue;
+        }
         let final_name = match &policy.prefix {
-            Some(prefix) => format!("{prefix}{name}"),
-            None => name.to_owned(),
+            Some(prefix) => format!("{prefix}{env_name}"),
+            None => env_name.into_owned(),
         };
+        if let Some(first) = sources.get(&final_name) {
+            let (first, second) = (first.to_string(), name.to_owned());
+            // Suggest the explicit mapping for a key the rule renamed (a name the rule kept
+            // would still be injected under its own name).
+            let renamed = if ident::env_name(&second) != second {
+                second.clone()
+            } else {
+                first.clone()
+            };
+            return Err(Error::NameCollision {
+                name: final_name,
+                first,
+                second,
+                renamed,
+            });
+        }
+        sources.insert(final_name.clone(), name);
         if final_name.starts_with(RESERVED_PREFIX) {
             tracing::warn!(name = %final_name, origin = %secret.origin, "secret name is reserved for agent-run; not injected");
             continue;
@@ -1080,6 +1122,67 @@ mod tests {
     }
 
     #[test]
+    fn keys_that_are_not_environment_names_are_mapped_by_one_rule() {
+        let set = secrets(&[("api-key", "k"), ("db.url", "u"), ("lower_ok", "l")]);
+        let (block, summary) = compose(&policy(&[]), inherited(&[]), &set).unwrap();
+        assert_eq!(vars(&block), ["API_KEY=k", "DB_URL=u", "lower_ok=l"]);
+        assert_eq!(
+            summary.variables[0],
+            Injected {
+                name: "API_KEY".into(),
+                from: InjectedFrom::Secret("api-key".into()),
+            }
+        );
+        // The rule applies after `--prefix` is chosen, to the key part.
+        let mut p = policy(&[]);
+        p.prefix = Some("APP_".into());
+        let (block, _) = compose(&p, inherited(&[]), &secrets(&[("api-key", "k")])).unwrap();
+        assert_eq!(vars(&block), ["APP_API_KEY=k"]);
+    }
+
+    #[test]
+    fn an_explicit_mapping_replaces_the_rule_for_its_key() {
+        let set = secrets(&[("api-key", "k")]);
+        let (block, _) = compose(&policy(&["OPENAI=@api-key"]), inherited(&[]), &set).unwrap();
+        assert_eq!(vars(&block), ["OPENAI=k"]);
+    }
+
+    #[test]
+    fn two_keys_that_map_to_one_name_are_refused_naming_both() {
+        for pair in [
+            ["API_KEY", "api-key"],
+            ["api-key", "api.key"],
+            ["A-B", "A_B"],
+        ] {
+            let set = secrets(&[(pair[0], "secret-one"), (pair[1], "secret-two")]);
+            let err = compose(&policy(&[]), inherited(&[]), &set).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, Error::NameCollision { .. }), "{text}");
+            assert!(text.contains(pair[0]) && text.contains(pair[1]), "{text}");
+            assert!(!text.contains("secret-"), "{text}");
+        }
+        // Named explicitly, the renamed one no longer collides.
+        let set = secrets(&[("API_KEY", "one"), ("api-key", "two")]);
+        let (block, _) = compose(&policy(&["OTHER=@api-key"]), inherited(&[]), &set).unwrap();
+        assert_eq!(vars(&block), ["API_KEY=one", "OTHER=two"]);
+    }
+
+    #[test]
+    fn a_mapped_name_is_checked_against_the_dangerous_names() {
+        let set = secrets(&[("ld.preload", "/tmp/x.so")]);
+        let err = compose(&policy(&[]), inherited(&[]), &set).unwrap_err();
+        assert!(
+            matches!(&err, Error::DangerousName { name, .. } if name == "LD_PRELOAD"),
+            "{err}"
+        );
+        let set = secrets(&[("bad key", "v")]);
+        assert!(matches!(
+            compose(&policy(&[]), inherited(&[]), &set),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+
+    #[test]
     fn summary_lists_each_injected_variable_and_its_origin_without_values() {
         let inh = inherited(&[("HOME", "/root"), ("B", "inherited")]);
         let set = secrets(&[("A", "secret-a"), ("S", "secret-s")]);
@@ -1263,12 +1366,12 @@ mod tests {
         let err = compose(
             &Policy::default(),
             Vec::new(),
-            &secrets(&[("tls.crt", "s3cr3t")]),
+            &secrets(&[("9tls.crt", "s3cr3t")]),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("tls.crt") && err.contains("/s/tls.crt") && !err.contains("s3cr3t"),
+            err.contains("9TLS_CRT") && err.contains("/s/9tls.crt") && !err.contains("s3cr3t"),
             "{err}"
         );
         let err = compose(

@@ -71,7 +71,9 @@ pub struct RunArgs {
     )]
     pub stores: Vec<String>,
 
-    /// The agent whose secrets to read, when the token may read more than one.
+    /// The agent whose secrets to read, when the token may read more than one (several
+    /// scopes, or every agent below a prefix: `secrets:read:production/**/*`). Names may be
+    /// hierarchical: `--agent production/openai`.
     #[arg(
         long,
         value_name = "NAME",

@@ -6,6 +6,8 @@
 //!   ([`preview`]) and the stable error codes.
 //! - `transport`: which addresses may be spoken to in plain http; the one reqwest setup
 //!   (no proxy from the environment, `--proxy` off loopback only, extra CAs).
+//! - `ident`: agent names (hierarchical: `production/openai`), key names, and the one rule
+//!   mapping a key that is not an environment name to one (`api-key` → `API_KEY`).
 //! - `names`: the one deny list of environment names that change how a child starts
 //!   (refused by the store and by agent-run's injection).
 //! - `tls`: TLS failures that cannot heal (a plain-HTTP server, a CA certificate as the
@@ -17,6 +19,7 @@
 //! launcher; arrows point into it.
 
 pub mod client;
+pub mod ident;
 pub mod names;
 pub mod tls;
 pub mod transport;

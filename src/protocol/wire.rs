@@ -543,6 +543,9 @@ pub mod code {
     /// A read scope for an agent that has no entries of its own, without `allow_empty`
     /// (usually a misspelt agent; the message names close existing agents).
     pub const UNKNOWN_AGENT: &str = "unknown_agent";
+    /// A run-time read without `agent` by a token that reads several agents (several read
+    /// scopes, or one over every agent below a prefix, `production/**`).
+    pub const AGENT_REQUIRED: &str = "agent_required";
     pub const NOT_FOUND: &str = "not_found";
     pub const UNAUTHORIZED: &str = "unauthorized";
     pub const FORBIDDEN: &str = "forbidden";

@@ -59,6 +59,12 @@ pub enum Error {
          `agent-vault tokens issue --scope secrets:read:AGENT/*`"
     )]
     NotAReadToken { url: String },
+    /// The token reads several agents (several scopes, or every agent below a prefix such
+    /// as `production/**`) and agent-run did not say which.
+    #[error(
+        "the store at {url} needs to know which agent to read: the token reads several agents          (or every agent below a prefix); name one with --agent NAME (AGENT_RUN_AGENT)"
+    )]
+    AgentRequired { url: String },
     #[error("the store at {url} answered {status}: {message}")]
     Store {
         url: String,

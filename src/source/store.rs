@@ -522,6 +522,7 @@ impl Shared {
     fn status_error(&self, status: u16, body: &[u8]) -> Error {
         let code = protocol_client::error_code(body).filter(|code| self.is_safe_code(code));
         let not_a_read_token = code.as_deref() == Some(wire_code::NOT_A_READ_TOKEN);
+        let agent_required = code.as_deref() == Some(wire_code::AGENT_REQUIRED);
         let message = match code {
             Some(code) => format!("error code {code}"),
             None => "no error code".to_owned(),
@@ -531,6 +532,9 @@ impl Shared {
                 url: self.url.clone(),
             },
             403 if not_a_read_token => Error::NotAReadToken {
+                url: self.url.clone(),
+            },
+            400 if agent_required => Error::AgentRequired {
                 url: self.url.clone(),
             },
             403 => Error::Forbidden {

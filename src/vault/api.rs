@@ -72,6 +72,7 @@ impl IntoResponse for ApiError {
                     Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, code::INVALID_REQUEST),
                     Error::InvalidScope { .. } => (StatusCode::BAD_REQUEST, code::INVALID_SCOPE),
                     Error::UnknownAgent { .. } => (StatusCode::BAD_REQUEST, code::UNKNOWN_AGENT),
+                    Error::AgentRequired { .. } => (StatusCode::BAD_REQUEST, code::AGENT_REQUIRED),
                     Error::NotFound(_) => (StatusCode::NOT_FOUND, code::NOT_FOUND),
                     Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
                     Error::Forbidden(_) => (StatusCode::FORBIDDEN, code::FORBIDDEN),

@@ -31,6 +31,12 @@ pub enum Error {
     /// `hint` is "; did you mean …?" or a pointer to `agents list`.
     #[error("agent {agent} has no entries, so a read token for it reads nothing of its own{hint}; issue it anyway with allow_empty (agent-vault: --allow-empty) if its entries come later")]
     UnknownAgent { agent: String, hint: String },
+    /// A run-time read without `agent` by a token that reads more than one agent (several
+    /// scopes, or a `PREFIX/**` one): the store will not guess which.
+    #[error(
+        "token {token_id} reads {what}; name the agent: ?agent=NAME (agent-run: --agent NAME)"
+    )]
+    AgentRequired { token_id: String, what: String },
     #[error("{0} not found")]
     NotFound(String),
     #[error("authentication required: {0}")]

@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 
 use super::crypto::random_array;
 use super::error::{Error, Result};
+use crate::protocol::ident;
 
 /// Visible prefix of every token.
 pub const TOKEN_PREFIX: &str = "avt_";
@@ -30,16 +31,43 @@ const ID_HEX_LEN: usize = 12;
 const MAX_SCOPES: usize = 64;
 
 /// What a token may do.
+///
+/// The agent part of a read or write scope is either an agent name (`production/openai`)
+/// or a prefix ending in `/**` (`production/**`): every agent strictly below the prefix, at
+/// any depth (`production/openai`, `production/eu/x`), but not the agent named by the prefix
+/// itself (`production`), as a path glob's `production/**/*` does not match `production/x`'s
+/// parent. The key pattern comes after the LAST `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// Manage everything: secrets of every agent, project variables, tokens, audit. Does not
     /// read values at run time (issue a read token for that).
     Admin,
     /// `secrets:read:AGENT/PATTERN`: read matching values of AGENT (and project variables
-    /// whose key matches) at run time.
+    /// whose key matches) at run time. `agent` may end in `/**`.
     Read { agent: String, pattern: String },
-    /// `secrets:write:AGENT/PATTERN`: manage AGENT's entries whose key matches.
+    /// `secrets:write:AGENT/PATTERN`: manage AGENT's entries whose key matches. `agent` may
+    /// end in `/**`.
     Write { agent: String, pattern: String },
+}
+
+/// The suffix of an agent part that selects every agent below a prefix.
+const BELOW: &str = "/**";
+
+/// Does the agent part of a scope (a name, or `PREFIX/**`) select `agent`?
+pub fn agent_selected(selector: &str, agent: &str) -> bool {
+    match selector.strip_suffix(BELOW) {
+        // `agent` is `PREFIX/` followed by at least one more segment.
+        Some(prefix) => agent
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| !rest.is_empty()),
+        None => selector == agent,
+    }
+}
+
+/// The prefix of a `PREFIX/**` agent part; `None` for a plain agent name.
+pub fn selector_prefix(selector: &str) -> Option<&str> {
+    selector.strip_suffix(BELOW)
 }
 
 impl Scope {
@@ -61,22 +89,45 @@ impl Scope {
                 "expected `admin`, `secrets:read:AGENT/PATTERN` or `secrets:write:AGENT/PATTERN`",
             ));
         };
-        let (agent, pattern) = rest
-            .split_once('/')
-            .ok_or_else(|| bad("expected AGENT/PATTERN after the action"))?;
-        if !valid_agent(agent) {
+        let (agent, pattern) = rest.rsplit_once('/').ok_or_else(|| {
+            bad("expected AGENT/KEY_PATTERN after the action (the key pattern follows the last `/`)")
+        })?;
+        if agent == "**" || agent == BELOW {
             return Err(bad(
-                "the agent must be a literal agent name ([a-z0-9][a-z0-9_-]{0,62})",
+                "`**` needs a prefix before it (secrets:read:production/**/*); a scope over every agent is an admin's",
             ));
+        }
+        let name = agent.strip_suffix(BELOW).unwrap_or(agent);
+        if name.split('/').any(|segment| segment == "**") {
+            return Err(bad(
+                "`**` may only be the last segment of the agent part (production/**/KEY_PATTERN)",
+            ));
+        }
+        if name.contains('*') || name.contains('?') {
+            return Err(bad("an agent segment is a literal name: `*` and `?` belong to the key pattern after the last `/`; `/**` selects every agent below a prefix"));
+        }
+        if name
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        {
+            return Err(bad("the agent part has an empty, `.` or `..` segment"));
+        }
+        if !ident::valid_agent(name) {
+            return Err(bad(
+                "the agent part must be an agent name (segments of [a-z0-9][a-z0-9_-]{0,62} joined by `/`), optionally followed by `/**`",
+            ));
+        }
+        if pattern.contains("**") {
+            return Err(bad("`**` selects agents, not keys: production/**/* is every key of every agent below production, production/* every key of production"));
         }
         if pattern.is_empty()
             || pattern.len() > 256
             || !pattern
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'*' || b == b'?')
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'*' | b'?'))
         {
             return Err(bad(
-                "the pattern may use letters, digits, `_`, `*` and `?` only",
+                "the key pattern may use letters, digits, `_`, `.`, `-`, `*` and `?` only",
             ));
         }
         let (agent, pattern) = (agent.to_string(), pattern.to_string());
@@ -88,26 +139,14 @@ impl Scope {
     }
 }
 
-/// Agent names: `[a-z0-9][a-z0-9_-]{0,62}`.
+/// Agent names: segments of `[a-z0-9][a-z0-9_-]{0,62}` joined by `/` (`protocol::ident`).
 pub fn valid_agent(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    ident::valid_agent(name)
 }
 
-/// Keys are environment variable names: `[A-Za-z_][A-Za-z0-9_]{0,255}`.
+/// Key names: `[A-Za-z_][A-Za-z0-9_.-]{0,255}` (`protocol::ident`).
 pub fn valid_key(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 256
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+    ident::valid_key(name)
 }
 
 /// `*` matches any run of characters, `?` exactly one; everything else matches itself.
@@ -220,7 +259,9 @@ impl Caller {
     /// that agent).
     pub fn can_read(&self, agent: &str, key: &str) -> bool {
         self.scopes.iter().any(|s| match s {
-            Scope::Read { agent: a, pattern } => a == agent && glob_match(pattern, key),
+            Scope::Read { agent: a, pattern } => {
+                agent_selected(a, agent) && glob_match(pattern, key)
+            }
             _ => false,
         })
     }
@@ -229,10 +270,10 @@ impl Caller {
     pub fn reads_agent(&self, agent: &str) -> bool {
         self.scopes
             .iter()
-            .any(|s| matches!(s, Scope::Read { agent: a, .. } if a == agent))
+            .any(|s| matches!(s, Scope::Read { agent: a, .. } if agent_selected(a, agent)))
     }
 
-    /// The distinct agents named by read scopes, in scope order.
+    /// The distinct agent parts of read scopes (names and `PREFIX/**`), in scope order.
     pub fn read_agents(&self) -> Vec<&str> {
         let mut agents: Vec<&str> = Vec::new();
         for scope in self.scopes.iter() {
@@ -249,7 +290,9 @@ impl Caller {
     pub fn can_write(&self, agent: &str, key: &str) -> bool {
         self.is_admin()
             || self.scopes.iter().any(|s| match s {
-                Scope::Write { agent: a, pattern } => a == agent && glob_match(pattern, key),
+                Scope::Write { agent: a, pattern } => {
+                    agent_selected(a, agent) && glob_match(pattern, key)
+                }
                 _ => false,
             })
     }
@@ -260,7 +303,7 @@ impl Caller {
             || self
                 .scopes
                 .iter()
-                .any(|s| matches!(s, Scope::Write { agent: a, .. } if a == agent))
+                .any(|s| matches!(s, Scope::Write { agent: a, .. } if agent_selected(a, agent)))
     }
 }
 
@@ -380,7 +423,92 @@ mod tests {
         assert!(Scope::parse("secrets:read:Bad/x").is_err());
         assert!(Scope::parse("secrets:read:bot").is_err());
         assert!(Scope::parse("secrets:delete:bot/*").is_err());
-        assert!(Scope::parse("secrets:read:bot/a-b").is_err());
+        assert!(Scope::parse("secrets:read:bot/a=b").is_err());
+        assert!(Scope::parse("secrets:read:bot/a-b.*").is_ok());
+    }
+
+    #[test]
+    fn namespaced_scopes_parse() {
+        let read = |agent: &str, pattern: &str| Scope::Read {
+            agent: agent.into(),
+            pattern: pattern.into(),
+        };
+        let ok = |text: &str| Scope::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            ok("secrets:read:production/openai/*"),
+            read("production/openai", "*")
+        );
+        assert_eq!(
+            ok("secrets:read:production/openai/api-key"),
+            read("production/openai", "api-key")
+        );
+        assert_eq!(
+            ok("secrets:read:production/**/*"),
+            read("production/**", "*")
+        );
+        assert_eq!(ok("secrets:read:a/b/**/db.*"), read("a/b/**", "db.*"));
+        assert!(matches!(
+            ok("secrets:write:production/**/STRIPE_*"),
+            Scope::Write { .. }
+        ));
+        // The key pattern follows the LAST `/`.
+        assert_eq!(
+            ok("secrets:read:production/openai"),
+            read("production", "openai")
+        );
+        for refused in [
+            "secrets:read:prod*",
+            "secrets:read:prod*/x",
+            "secrets:read:production/*/x",
+            "secrets:read:production/op?nai/*",
+            "secrets:read:../x",
+            "secrets:read:production/../x/*",
+            "secrets:read:production/./x/*",
+            "secrets:read:production//openai/*",
+            "secrets:read:/production/*",
+            "secrets:read:production/",
+            "secrets:read:**/*",
+            "secrets:read:/**/*",
+            "secrets:read:production/**/x/*",
+            "secrets:read:**/x/*",
+            "secrets:read:production/**/**/*",
+            "secrets:read:production/**",
+            "secrets:read:production/x/**",
+            "secrets:read:production/a b",
+            "secrets:read:Production/*",
+        ] {
+            let err = Scope::parse(refused).expect_err(refused);
+            assert!(
+                matches!(err, Error::InvalidScope { .. }),
+                "{refused}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_scopes_select_the_agents_below_only() {
+        assert!(agent_selected("production/**", "production/openai"));
+        assert!(agent_selected("production/**", "production/eu/x"));
+        assert!(!agent_selected("production/**", "production"));
+        assert!(!agent_selected("production/**", "productionx/openai"));
+        assert!(!agent_selected("production/**", "staging/openai"));
+        assert!(agent_selected("production/openai", "production/openai"));
+        assert!(!agent_selected("production/openai", "production/openai/x"));
+        let caller = Caller {
+            token_id: "0".into(),
+            scopes: Arc::from(vec![
+                Scope::parse("secrets:read:production/**/*").unwrap(),
+                Scope::parse("secrets:write:staging/**/api-*").unwrap(),
+            ]),
+        };
+        assert!(caller.can_read("production/openai", "api-key"));
+        assert!(caller.reads_agent("production/x"));
+        assert!(!caller.reads_agent("production"));
+        assert!(!caller.can_read("staging/openai", "api-key"));
+        assert!(caller.can_write("staging/openai", "api-key"));
+        assert!(!caller.can_write("staging/openai", "db.url"));
+        assert!(caller.manages_agent("staging/a/b"));
+        assert!(!caller.manages_agent("production/openai"));
     }
 
     #[test]

@@ -423,7 +423,8 @@ fn bad_input_is_refused_before_anything_starts() {
     let touch = format!("touch {}", marker.display());
     let bad_name = dir.write("bad-name.env", "GOOD=1\n9LIVES=s3cr3t-bad-name\n");
     let bad_dir = dir.join("bad-dir");
-    dir.write("bad-dir/tls.crt", "s3cr3t-cert");
+    // `tls.crt` would be injected as TLS_CRT (the key rule); a leading digit stays invalid.
+    dir.write("bad-dir/9tls.crt", "s3cr3t-cert");
     let nul_dir = dir.join("nul-dir");
     dir.write("nul-dir/TOKEN", b"s3cr3t\0tail");
     let unreadable = dir.join("missing.env");
@@ -435,7 +436,7 @@ fn bad_input_is_refused_before_anything_starts() {
         ),
         (
             vec!["--secrets-dir".into(), bad_dir.display().to_string()],
-            "tls.crt",
+            "9tls.crt",
         ),
         (
             vec!["--secrets-dir".into(), nul_dir.display().to_string()],

@@ -1039,3 +1039,139 @@ fn issue_11_a_world_writable_token_file_is_refused() {
         out.description
     );
 }
+
+/// Issue 14 item 1: a `production/**` token reads one agent below the prefix, named with
+/// `--agent production/openai` (encoded by agent-run); keys from the hosted vaults go in
+/// under the one rule (`api-key` → `API_KEY`) or an explicit `--env NAME=@api-key`; without
+/// `--agent` the run stops with 125 before anything starts.
+#[test]
+fn issue_14_hosted_key_names_are_mapped_and_a_prefix_token_needs_an_agent() {
+    let vault = start_vault();
+    vault.set("production%2Fopenai", "api-key", "sk-prod-openai-1401");
+    vault.set("production%2Fopenai", "db.url", "postgres://prod-1402");
+    vault.set("production%2Fx", "api-key", "sk-prod-x-00001403");
+    vault.set("staging%2Fopenai", "api-key", "sk-stag-openai-1404");
+    let (_, token) = vault.issue(&["secrets:read:production/**/*"], Some(json!("1h")));
+    for mode in common::MODES {
+        for (agent, expected) in [
+            ("production/openai", "sk-prod-openai-1401"),
+            ("production/x", "sk-prod-x-00001403"),
+        ] {
+            let dir = Dir::new("ns-mapped");
+            let mut args: Vec<String> = ["--store", &vault.addr, "--agent", agent, "-e"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.push("OPENAI=@api-key".into());
+            args.extend(env_log_child(
+                &dir.join("child.log"),
+                &["API_KEY", "OPENAI", "DB_URL", "api-key"],
+            ));
+            let mut run = agent_run(mode, args)
+                .env("AGENT_RUN_TOKEN", &token)
+                .start(&dir);
+            let start = &wait_for_starts(&dir, 1)[0];
+            // `api-key` is named by an `--env`, so it goes in under that name only.
+            assert_eq!(start["OPENAI"], expected, "{mode:?} {agent}");
+            assert_eq!(start["API_KEY"], "<unset>", "{mode:?} {agent}");
+            assert_eq!(start["api-key"], "<unset>", "{mode:?} {agent}");
+            if agent == "production/openai" {
+                assert_eq!(start["DB_URL"], "postgres://prod-1402", "{mode:?}");
+            } else {
+                assert_eq!(start["DB_URL"], "<unset>", "{mode:?}");
+            }
+            run.stop();
+        }
+        // Without an explicit mapping, `api-key` is API_KEY.
+        let dir = Dir::new("ns-rule");
+        let mut args: Vec<String> = ["--store", &vault.addr, "--agent", "production/openai"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(env_log_child(
+            &dir.join("child.log"),
+            &["API_KEY", "DB_URL"],
+        ));
+        let mut run = agent_run(mode, args)
+            .env("AGENT_RUN_TOKEN", &token)
+            .start(&dir);
+        let start = &wait_for_starts(&dir, 1)[0];
+        assert_eq!(start["API_KEY"], "sk-prod-openai-1401", "{mode:?}");
+        assert_eq!(start["DB_URL"], "postgres://prod-1402", "{mode:?}");
+        run.stop();
+
+        // No --agent, or one outside the prefix: 125, nothing started.
+        for agent in [None, Some("staging/openai"), Some("production")] {
+            let dir = Dir::new("ns-refused");
+            let marker = dir.join("started");
+            let mut args: Vec<String> = vec!["--store".into(), vault.addr.clone()];
+            if let Some(agent) = agent {
+                args.extend(["--agent".to_string(), agent.to_string()]);
+            }
+            args.extend(["--".into(), "touch".into(), marker.display().to_string()]);
+            let out = agent_run(mode, args)
+                .env("AGENT_RUN_TOKEN", &token)
+                .run(&dir);
+            out.assert_code(125);
+            let expected = if agent.is_none() {
+                "--agent"
+            } else {
+                "scoped to another agent"
+            };
+            assert!(
+                out.stderr.contains(expected),
+                "{mode:?} {agent:?}: {}",
+                out.description
+            );
+            assert!(!marker.exists());
+            assert!(!out.stderr.contains("sk-stag") && !out.stderr.contains(&token));
+        }
+    }
+}
+
+/// Issue 14 item 1: two keys that become one variable (`api-key` and `API_KEY`) stop the run
+/// and `--check` with 125, naming both keys and never a value.
+#[test]
+fn issue_14_two_keys_mapping_to_one_name_are_refused_naming_both() {
+    let vault = start_vault();
+    vault.set("production%2Fopenai", "api-key", "sk-collide-one-1411");
+    vault.set("production%2Fopenai", "API_KEY", "sk-collide-two-1412");
+    let token = read_token(&vault, "production/openai");
+    for mode in common::MODES {
+        let dir = Dir::new("ns-collision");
+        let marker = dir.join("started");
+        for extra in [
+            vec!["--check"],
+            vec!["--", "touch", marker.to_str().unwrap()],
+        ] {
+            let mut args = vec!["--store", vault.addr.as_str()];
+            args.extend(extra.iter().copied());
+            let out = agent_run(mode, &args)
+                .env("AGENT_RUN_TOKEN", &token)
+                .run(&dir);
+            out.assert_code(125);
+            assert!(
+                out.stderr.contains("api-key")
+                    && out.stderr.contains("API_KEY")
+                    && out.stderr.contains("--env OTHER_NAME=@api-key"),
+                "{mode:?} {extra:?}: {}",
+                out.description
+            );
+            assert!(!out.stderr.contains("sk-collide") && !out.stdout.contains("sk-collide"));
+            assert!(!marker.exists());
+        }
+        // The explicit mapping resolves it.
+        let out = agent_run(
+            mode,
+            ["--store", &vault.addr, "--check", "-e", "LEGACY=@api-key"],
+        )
+        .env("AGENT_RUN_TOKEN", &token)
+        .run(&dir);
+        out.assert_code(0);
+        assert!(
+            out.stdout.contains("LEGACY (=@api-key)") && out.stdout.contains("****1412"),
+            "{}",
+            out.description
+        );
+    }
+}

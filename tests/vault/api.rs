@@ -449,7 +449,7 @@ fn malformed_input_is_rejected_and_changes_nothing() {
             "invalid_name",
         ),
         (
-            "/v1/agents/bot/secrets/HAS-DASH",
+            "/v1/agents/bot/secrets/HAS%20SPACE",
             br#"{"value":"x"}"#.to_vec(),
             400,
             "invalid_name",

@@ -16,6 +16,7 @@ mod logs;
 mod mcp;
 mod metrics;
 mod migrate;
+mod namespaces;
 mod ops;
 mod portal;
 mod runtime;

@@ -130,9 +130,14 @@ fn runtime_agent_may_be_omitted_only_for_single_agent_tokens() {
         "one"
     );
     let (status, body) = vault.get("/v1/runtime/secrets", &double);
+    // Issue 14: the same code as a token over every agent below a prefix.
     assert_eq!(
         (status, error_code(&body).as_str()),
-        (400, "invalid_request")
+        (400, "agent_required")
+    );
+    assert!(
+        body.contains("one, two") && body.contains("?agent=NAME"),
+        "{body}"
     );
     assert_eq!(vault.get("/v1/runtime/secrets?agent=one", &double).0, 200);
 }

@@ -705,7 +705,9 @@ pub enum TokensCommand {
     )]
     Issue {
         /// A scope: `admin`, `secrets:read:AGENT/PATTERN` (run-time reads) or
-        /// `secrets:write:AGENT/PATTERN` (manage). Repeat for several.
+        /// `secrets:write:AGENT/PATTERN` (manage); the key pattern follows the last `/`, and
+        /// an AGENT of `PREFIX/**` is every agent below the prefix
+        /// (`secrets:read:production/**/*`). Repeat for several.
         #[arg(long = "scope", required = true, value_name = "SCOPE")]
         scopes: Vec<String>,
         /// Lifetime: seconds (`3600`) or a duration (`3600s`, `90m`, `1h30m`, `30d`), or

@@ -3,12 +3,14 @@
 //! agent with none is refused (`unknown_agent`, with the close names that do exist) unless
 //! the request says `allow_empty`. Project variables do not make an agent known: every
 //! read token reads them, so a misspelt agent would still look "non-empty" through them.
+//! A `PREFIX/**` scope is known when some agent with entries lies below the prefix; its
+//! "did you mean" names the prefixes that have agents below them.
 
 use super::{format_ms, Ctx, Vault};
 use crate::protocol::wire::{AgentList, AgentSummary};
 use crate::vault::db::{self, PROJECT};
 use crate::vault::error::{Error, Result};
-use crate::vault::tokens::Scope;
+use crate::vault::tokens::{agent_selected, selector_prefix, Scope};
 
 /// Most suggestions in one "did you mean" hint.
 const MAX_SUGGESTIONS: usize = 3;
@@ -91,12 +93,46 @@ impl Vault {
             .db
             .read(|tx| Ok(db::agents(tx)?.into_iter().map(|row| row.name).collect()))
             .await?;
-        match wanted.into_iter().find(|agent| !known.contains(agent)) {
+        let missing = wanted
+            .into_iter()
+            .find(|wanted| match selector_prefix(wanted) {
+                Some(_) => !known.iter().any(|agent| agent_selected(wanted, agent)),
+                None => !known.contains(wanted),
+            });
+        match missing {
             None => Ok(()),
-            Some(agent) => {
-                let hint = hint(&close_names(&agent, &known));
-                Err(Error::UnknownAgent { agent, hint })
-            }
+            Some(wanted) => match selector_prefix(&wanted) {
+                // A prefix with no agent below it: suggest the prefixes that have some.
+                Some(prefix) => {
+                    let mut prefixes: Vec<String> = known
+                        .iter()
+                        .flat_map(|agent| {
+                            agent
+                                .match_indices('/')
+                                .map(|(at, _)| agent[..at].to_string())
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    prefixes.sort();
+                    prefixes.dedup();
+                    let close: Vec<String> = close_names(prefix, &prefixes)
+                        .into_iter()
+                        .map(|p| format!("{p}/**"))
+                        .collect();
+                    let hint = hint(&close.iter().map(String::as_str).collect::<Vec<_>>());
+                    Err(Error::UnknownAgent {
+                        agent: wanted,
+                        hint,
+                    })
+                }
+                None => {
+                    let hint = hint(&close_names(&wanted, &known));
+                    Err(Error::UnknownAgent {
+                        agent: wanted,
+                        hint,
+                    })
+                }
+            },
         }
     }
 }

@@ -13,7 +13,7 @@ use tracing::info;
 use super::{format_ms, now_ms, record, validate_owner_name, Ctx, Owner, Vault};
 use crate::vault::db::{self, PROJECT};
 use crate::vault::error::{Error, Result};
-use crate::vault::tokens::{Caller, Scope};
+use crate::vault::tokens::{agent_selected, selector_prefix, Caller, Scope};
 
 /// One agent as the portal's agents page shows it: names and counts, never a value.
 #[derive(Debug, Serialize)]
@@ -103,13 +103,35 @@ impl Vault {
                         .filter(|owner| owner != PROJECT)
                         .collect()
                 } else {
-                    caller
+                    let selectors: Vec<&str> = caller
                         .scopes
                         .iter()
                         .filter_map(|scope| match scope {
-                            Scope::Write { agent, .. } => Some(agent.clone()),
+                            Scope::Write { agent, .. } => Some(agent.as_str()),
                             _ => None,
                         })
+                        .collect();
+                    // A `PREFIX/**` scope shows the agents below the prefix that exist.
+                    let below: Vec<String> =
+                        if selectors.iter().any(|s| selector_prefix(s).is_some()) {
+                            db::all_owner_seqs(tx)?
+                                .into_iter()
+                                .map(|(owner, _)| owner)
+                                .filter(|owner| {
+                                    owner != PROJECT
+                                        && selectors.iter().any(|s| {
+                                            selector_prefix(s).is_some() && agent_selected(s, owner)
+                                        })
+                                })
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                    selectors
+                        .iter()
+                        .filter(|s| selector_prefix(s).is_none())
+                        .map(|s| s.to_string())
+                        .chain(below)
                         .collect()
                 };
                 agents.sort();

@@ -10,7 +10,7 @@ use crate::protocol::wire::{Kind, Origin, RuntimeEntry, RuntimeSecret, RuntimeSe
 use crate::vault::db;
 use crate::vault::db::PROJECT;
 use crate::vault::error::{Error, Result};
-use crate::vault::tokens::Caller;
+use crate::vault::tokens::{selector_prefix, Caller};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -135,7 +135,7 @@ impl Vault {
             None => {
                 let agents = ctx.caller.read_agents();
                 match agents.as_slice() {
-                    [one] => one.to_string(),
+                    [one] if selector_prefix(one).is_none() => one.to_string(),
                     [] => {
                         let denied = self
                             .deny(ctx, "runtime.read", &Owner::Project, Vec::new())
@@ -145,10 +145,20 @@ impl Vault {
                             other => other,
                         });
                     }
-                    _ => {
-                        return Err(Error::InvalidRequest(
-                            "this token reads several agents; pass ?agent=NAME".into(),
-                        ))
+                    [prefix] => {
+                        return Err(Error::AgentRequired {
+                            token_id: ctx.caller.token_id.clone(),
+                            what: format!(
+                                "every agent below {}/",
+                                selector_prefix(prefix).unwrap_or(prefix)
+                            ),
+                        })
+                    }
+                    many => {
+                        return Err(Error::AgentRequired {
+                            token_id: ctx.caller.token_id.clone(),
+                            what: format!("several agents ({})", many.join(", ")),
+                        })
                     }
                 }
             }

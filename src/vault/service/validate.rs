@@ -22,7 +22,7 @@ pub fn validate_agent(agent: &str) -> Result<()> {
         Err(Error::InvalidName {
             what: "agent",
             name: agent.chars().take(100).collect(),
-            rule: "agent names match [a-z0-9][a-z0-9_-]{0,62}",
+            rule: crate::protocol::ident::AGENT_RULE,
         })
     }
 }
@@ -34,7 +34,7 @@ pub fn validate_key(key: &str) -> Result<()> {
         Err(Error::InvalidName {
             what: "key",
             name: key.chars().take(100).collect(),
-            rule: "keys are environment variable names: [A-Za-z_][A-Za-z0-9_]{0,255}",
+            rule: crate::protocol::ident::KEY_RULE,
         })
     }
 }
