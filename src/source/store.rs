@@ -400,7 +400,13 @@ impl SecretSource for StoreSource {
             }
             Err(error) => error,
         };
-        let Some(path) = self.fallback.clone().filter(|_| error.is_transient()) else {
+        // A pending approval is not an outage: the fallback file must not stand in for it.
+        let pending = matches!(error, Error::ApprovalPending { .. });
+        let Some(path) = self
+            .fallback
+            .clone()
+            .filter(|_| error.is_transient() && !pending)
+        else {
             return Err(error);
         };
         match self.fallback_file(&path).and_then(|(f, _)| f.load()) {
@@ -522,6 +528,22 @@ impl Shared {
     fn status_error(&self, status: u16, body: &[u8]) -> Error {
         let code = protocol_client::error_code(body).filter(|code| self.is_safe_code(code));
         let not_a_read_token = code.as_deref() == Some(wire_code::NOT_A_READ_TOKEN);
+        let approval = protocol_client::approval_id(body).filter(|id| self.is_safe_code(id));
+        match (status, code.as_deref(), approval) {
+            (403, Some(wire_code::APPROVAL_REQUIRED), Some(id)) => {
+                return Error::ApprovalPending {
+                    url: self.url.clone(),
+                    id,
+                }
+            }
+            (403, Some(wire_code::APPROVAL_DENIED), Some(id)) => {
+                return Error::ApprovalDenied {
+                    url: self.url.clone(),
+                    id,
+                }
+            }
+            _ => {}
+        }
         let message = match code {
             Some(code) => format!("error code {code}"),
             None => "no error code".to_owned(),

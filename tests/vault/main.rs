@@ -19,5 +19,7 @@ mod ops;
 mod portal;
 mod runtime;
 mod server;
+mod tags;
+mod tiers;
 mod tls;
 mod tokens;

@@ -5,10 +5,12 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-use super::flags::{SecretsCommand, SetArgs};
+use super::flags::{LabelArgs, SecretsCommand, SetArgs};
 use super::output::{print_entries, print_entry, print_json, print_table, report_put};
-use super::{connect, read_value, Result};
-use crate::protocol::wire::{ImportEntry, ImportRequest, Kind, PutResponse, PutSecretRequest};
+use super::{connect, read_value, Error, Result};
+use crate::protocol::wire::{
+    ImportEntry, ImportRequest, Kind, ListQuery, PutResponse, PutSecretRequest, Tags, Tier,
+};
 use crate::protocol::{self, Client};
 
 /// `secrets set` and `vars set`: read the value, send it with `put`, report the outcome.
@@ -18,6 +20,7 @@ pub(super) fn set(
     what: &str,
     put: impl FnOnce(&Client, &PutSecretRequest) -> Result<PutResponse, protocol::Error>,
 ) -> Result<()> {
+    let (tags, tier) = labels(&set.labels)?;
     let client = connect(&set.connect)?;
     let value = read_value(&set.value, key)?;
     let response = put(
@@ -25,6 +28,8 @@ pub(super) fn set(
         &PutSecretRequest {
             allow_dangerous_name: set.allow_dangerous_name,
             allow_empty_value: set.allow_empty_value,
+            tags,
+            tier,
             ..put_request(Some(value), set.description, Some(set.plain))
         },
     )?;
@@ -41,9 +46,38 @@ pub(super) fn put_request(
         value,
         description,
         kind: plain.map(|plain| if plain { Kind::Plain } else { Kind::Secret }),
+        tags: None,
+        untag: Vec::new(),
+        tier: None,
         allow_dangerous_name: false,
         allow_empty_value: false,
     }
+}
+
+/// `--tag NAME=VALUE…` and `--tier` as the request carries them (`None`: not given). The
+/// store validates names and values; here only the `=` is required.
+pub(super) fn labels(args: &LabelArgs) -> Result<(Option<Tags>, Option<Tier>)> {
+    let mut tags = Tags::new();
+    for tag in &args.tags {
+        let (name, value) = tag.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--tag {tag}: expected NAME=VALUE (e.g. --tag team=ml)"
+            ))
+        })?;
+        tags.insert(name.to_string(), value.to_string());
+    }
+    let tier = args.tier.as_deref().and_then(Tier::parse);
+    Ok(((!tags.is_empty()).then_some(tags), tier))
+}
+
+/// `--tag NAME=VALUE` / `--tag NAME` filters as the list query's `tag=NAME:VALUE,NAME`.
+pub(super) fn tag_filter(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| {
+        tags.iter()
+            .map(|tag| tag.replacen('=', ":", 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 /// Parse a .env file with agent-run's own literal reader (no `$` substitution), through the
@@ -75,26 +109,67 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
             key,
             value,
             description,
+            labels: l,
             connect: c,
         } => {
+            let (tags, tier) = labels(&l)?;
             let client = connect(&c)?;
             // Update means "it exists": fail clearly instead of creating a new entry.
             client.describe_secret(&agent, &key)?;
-            let new_value = if value.value.is_none() && !value.stdin && description.is_some() {
+            let metadata_only = description.is_some() || tags.is_some() || tier.is_some();
+            let new_value = if value.value.is_none() && !value.stdin && metadata_only {
                 None
             } else {
                 Some(read_value(&value, &key)?)
             };
-            let response =
-                client.put_secret(&agent, &key, &put_request(new_value, description, None))?;
+            let request = PutSecretRequest {
+                tags,
+                tier,
+                ..put_request(new_value, description, None)
+            };
+            let response = client.put_secret(&agent, &key, &request)?;
             report_put(c.json, &format!("{agent}/{key}"), &response)
+        }
+        SecretsCommand::Tag {
+            agent,
+            key,
+            labels: l,
+            untag,
+            connect: c,
+        } => {
+            let (tags, tier) = labels(&l)?;
+            if tags.is_none() && tier.is_none() && untag.is_empty() {
+                return Err(Error::Usage(
+                    "secrets tag: give at least one --tag NAME=VALUE, --untag NAME or --tier"
+                        .into(),
+                ));
+            }
+            let client = connect(&c)?;
+            // Only an existing entry is tagged: without a value the store refuses to create.
+            let request = PutSecretRequest {
+                tags,
+                untag,
+                tier,
+                ..put_request(None, None, None)
+            };
+            let response = client.put_secret(&agent, &key, &request)?;
+            if c.json {
+                return print_json(&response);
+            }
+            print_entry(&response.secret);
+            Ok(())
         }
         SecretsCommand::List {
             agent,
             values,
+            tags,
             connect: c,
         } => {
-            let list = connect(&c)?.list_secrets(&agent, values)?;
+            let query = ListQuery {
+                values: Some(values),
+                tag: tag_filter(&tags),
+            };
+            let list = connect(&c)?.list_secrets(&agent, &query)?;
             if c.json {
                 return print_json(&list);
             }
@@ -172,8 +247,10 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
             plain_keys,
             overwrite,
             allow_dangerous_name,
+            labels: l,
             connect: c,
         } => {
+            let (tags, tier) = labels(&l)?;
             let client = connect(&c)?;
             let entries = read_env_file(&file)?;
             let summary = client.import(
@@ -184,6 +261,8 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
                     plain_keys,
                     overwrite,
                     allow_dangerous_name,
+                    tier,
+                    tags,
                 },
             )?;
             if c.json {

@@ -10,8 +10,16 @@ pub(super) fn run(cmd: VarsCommand) -> Result<()> {
             let what = format!("project variable {key}");
             super::secrets::set(set, &key, &what, |client, req| client.put_var(&key, req))
         }
-        VarsCommand::List { values, connect: c } => {
-            let list = connect(&c)?.list_vars(values)?;
+        VarsCommand::List {
+            values,
+            tags,
+            connect: c,
+        } => {
+            let query = crate::protocol::wire::ListQuery {
+                values: Some(values),
+                tag: super::secrets::tag_filter(&tags),
+            };
+            let list = connect(&c)?.list_vars(&query)?;
             if c.json {
                 return print_json(&list);
             }

@@ -277,6 +277,8 @@ impl Vault {
         let Some(agent) = self.runtime_agent_past(ctx, agent, since, wait).await? else {
             return Ok(None);
         };
+        // Tier critical: nothing at all until the token is approved (`approvals`).
+        self.require_approval(ctx, &agent).await?;
         let master = self.inner.master.clone();
         let caller = ctx.caller.clone();
         let name = agent.clone();
