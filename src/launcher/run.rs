@@ -108,6 +108,9 @@ fn fetch_until(
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 std::thread::sleep(delay.min(left));
                 delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                if matches!(e, crate::source::Error::ApprovalPending { .. }) {
+                    delay = delay.min(crate::launcher::supervise::APPROVAL_POLL);
+                }
             }
             Err(e) => return Err(e.into()),
         }
