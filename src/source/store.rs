@@ -875,5 +875,23 @@ mod tests {
             !text("bad_request").contains(" m"),
             "the message is never shown"
         );
+        // Issue 14 item 2: a pending or denied approval names its request (hex id only).
+        let approval = |code: &str, id: &str| {
+            let body =
+                format!(r#"{{"error":{{"code":"{code}","message":"m","approval_id":"{id}"}}}}"#);
+            shared.status_error(403, body.as_bytes())
+        };
+        match approval("approval_required", "0a1b2c3d4e5f") {
+            Error::ApprovalPending { id, .. } => assert_eq!(id, "0a1b2c3d4e5f"),
+            other => panic!("{other}"),
+        }
+        assert!(approval("approval_required", "0a1b2c3d4e5f").is_transient());
+        match approval("approval_denied", "0a1b2c3d4e5f") {
+            Error::ApprovalDenied { id, .. } => assert_eq!(id, "0a1b2c3d4e5f"),
+            other => panic!("{other}"),
+        }
+        // Not a hex id (could be an echo of the request): a plain 403, nothing of it shown.
+        let t = approval("approval_required", "avt_abc").to_string();
+        assert!(!t.contains("avt_") && t.contains("refused access"), "{t}");
     }
 }

@@ -931,16 +931,17 @@ pub fn insert_approval(tx: &Transaction<'_>, row: &ApprovalRow) -> Result<()> {
     Ok(())
 }
 
+/// Decide a request that is still pending; false if it is not (decided meanwhile).
 pub fn decide_approval(
     tx: &Transaction<'_>,
     id: &str,
     status: &str,
     at: i64,
     by: &str,
-) -> Result<()> {
-    tx.execute(
-        "UPDATE approvals SET status = ?2, decided_at = ?3, decided_by = ?4 WHERE id = ?1",
+) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE approvals SET status = ?2, decided_at = ?3, decided_by = ?4
+         WHERE id = ?1 AND status = 'pending'",
         params![id, status, at, by],
-    )?;
-    Ok(())
+    )? == 1)
 }

@@ -141,6 +141,35 @@ fn tags_are_set_changed_filtered_and_audited_over_the_api() {
     assert_eq!(vars["vars"][0]["key"], "REGION");
     assert_eq!(vars["vars"][0]["tags"], json!({"scope": "global"}));
 
+    // An import sets tags and tier on what it creates or overwrites.
+    let (status, body) = vault.post(
+        "/v1/agents/bot/import",
+        &vault.admin,
+        json!({"entries": [{"key": "IMPORTED", "value": "imported-value-0001"}],
+               "tags": {"source": "dotenv"}, "tier": "sensitive"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let imported = vault.get_json("/v1/agents/bot/secrets/IMPORTED", &vault.admin);
+    assert_eq!(imported["tags"], json!({"source": "dotenv"}));
+    assert_eq!(imported["tier"], "sensitive");
+    let (status, body) = vault.post(
+        "/v1/agents/bot/import",
+        &vault.admin,
+        json!({"entries": [{"key": "IMPORTED_TWO", "value": "imported-value-0002"}],
+               "tags": {"Bad": "x"}}),
+    );
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (400, "invalid_tag"),
+        "{body}"
+    );
+    assert_eq!(
+        vault
+            .get("/v1/agents/bot/secrets/IMPORTED_TWO", &vault.admin)
+            .0,
+        404
+    );
+
     // Audited as entry.tags with the entry's name; never a value.
     let actions = audit_actions(&vault);
     assert!(

@@ -223,7 +223,13 @@ impl Vault {
         self.inner
             .db
             .write(move |tx| {
-                db::decide_approval(tx, &row2.id, status, now, &approver2)?;
+                // Pending is checked again here: two admins deciding at once, one wins.
+                if !db::decide_approval(tx, &row2.id, status, now, &approver2)? {
+                    return Err(Error::Conflict(format!(
+                        "request {} was decided meanwhile; see agent-vault approvals list",
+                        row2.id
+                    )));
+                }
                 audit_log::write(
                     tx,
                     &record(
