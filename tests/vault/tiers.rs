@@ -326,4 +326,38 @@ fn the_cli_lists_approves_and_denies() {
     assert_eq!(vault.get("/v1/runtime/secrets", &reader).0, 200);
     let out = vault.cli_run(&["approvals", "deny", &id], None);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // The tier changes without a value: `update --tier` and `tag --tier`, no new version.
+    let out = vault.cli_run(
+        &[
+            "secrets",
+            "update",
+            "bot",
+            "PAYMENTS_KEY",
+            "--tier",
+            "sensitive",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = vault.cli_run(&["secrets", "describe", "bot", "PAYMENTS_KEY"], None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("tier:         sensitive") && text.contains("version:      1"),
+        "{text}"
+    );
+    let out = vault.cli_run(
+        &[
+            "secrets",
+            "tag",
+            "bot",
+            "PAYMENTS_KEY",
+            "--tier",
+            "critical",
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tier:         critical"),
+        "{out:?}"
+    );
 }
