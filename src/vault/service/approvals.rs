@@ -15,8 +15,15 @@ use crate::vault::audit as audit_log;
 use crate::vault::crypto::random_array;
 use crate::vault::db::{self, ApprovalRow, PROJECT};
 use crate::vault::error::{Error, Result};
-use crate::vault::tokens::TokenRecord;
+use crate::vault::tokens::{Caller, TokenRecord};
 use tracing::info;
+
+/// What stops a run-time read: the critical keys the scope covers, and the token's request
+/// (none before its first attempt).
+pub(super) struct Unapproved {
+    critical: Vec<String>,
+    request: Option<ApprovalRow>,
+}
 
 const PENDING: &str = "pending";
 const APPROVED: &str = "approved";
@@ -50,30 +57,45 @@ impl Vault {
         }
     }
 
-    /// The gate of the run-time read of `agent`: Ok when the caller's scope covers no
-    /// critical entry or its token is approved; otherwise `approval_required` (creating the
-    /// request at the first attempt) or `approval_denied`. Refusals are audited.
-    pub(super) async fn require_approval(&self, ctx: &Ctx, agent: &str) -> Result<()> {
-        let caller = ctx.caller.clone();
-        let name = agent.to_string();
-        let (critical, existing) = self
-            .inner
-            .db
-            .read(move |tx| {
-                let mut keys = Vec::new();
-                for owner in [name.as_str(), PROJECT] {
-                    for entry in db::list_entries(tx, owner)? {
-                        if entry.tier == Tier::Critical && caller.can_read(&name, &entry.key) {
-                            keys.push(entry.key);
-                        }
-                    }
+    /// The gate of the run-time read of `agent`, inside the read's own transaction: `None`
+    /// when the caller's scope covers no critical entry or its token is approved; otherwise
+    /// the critical keys and the token's request, if it made one, for [`Vault::refuse_read`].
+    pub(super) fn gate(
+        tx: &rusqlite::Connection,
+        caller: &Caller,
+        agent: &str,
+    ) -> Result<Option<Unapproved>> {
+        let mut critical = Vec::new();
+        for owner in [agent, PROJECT] {
+            for entry in db::list_entries(tx, owner)? {
+                if entry.tier == Tier::Critical && caller.can_read(agent, &entry.key) {
+                    critical.push(entry.key);
                 }
-                Ok((keys, db::approval_of_token(tx, &caller.token_id)?))
-            })
-            .await?;
-        if critical.is_empty() {
-            return Ok(());
+            }
         }
+        if critical.is_empty() {
+            return Ok(None);
+        }
+        let request = db::approval_of_token(tx, &caller.token_id)?;
+        if request.as_ref().is_some_and(|row| row.status == APPROVED) {
+            return Ok(None);
+        }
+        Ok(Some(Unapproved { critical, request }))
+    }
+
+    /// The answer to a read [`Vault::gate`] stopped: `approval_required` (making the request
+    /// at the first attempt) or `approval_denied`. Audited.
+    pub(super) async fn refuse_read(&self, ctx: &Ctx, agent: &str, gate: Unapproved) -> Error {
+        match self.refusal(ctx, agent, gate).await {
+            Ok(error) | Err(error) => error,
+        }
+    }
+
+    async fn refusal(&self, ctx: &Ctx, agent: &str, gate: Unapproved) -> Result<Error> {
+        let Unapproved {
+            critical,
+            request: existing,
+        } = gate;
         let owner = Owner::Agent(agent.to_string());
         let token_id = ctx.caller.token_id.clone();
         let row = match existing {
@@ -111,7 +133,6 @@ impl Vault {
             }
         };
         let (outcome, error) = match row.status.as_str() {
-            APPROVED => return Ok(()),
             DENIED => (
                 "approval_denied",
                 Error::ApprovalDenied {
@@ -133,7 +154,7 @@ impl Vault {
             .audit
             .push(record(ctx, "runtime.read", &owner, critical, outcome))
             .await;
-        Err(error)
+        Ok(error)
     }
 
     /// `GET /v1/approvals` (admin), oldest first.

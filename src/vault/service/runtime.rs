@@ -277,15 +277,17 @@ impl Vault {
         let Some(agent) = self.runtime_agent_past(ctx, agent, since, wait).await? else {
             return Ok(None);
         };
-        // Tier critical: nothing at all until the token is approved (`approvals`).
-        self.require_approval(ctx, &agent).await?;
         let master = self.inner.master.clone();
         let caller = ctx.caller.clone();
         let name = agent.clone();
-        let (revision, secrets, reads) = self
+        let read = self
             .inner
             .db
             .read(move |tx| {
+                // Tier critical: nothing at all until the token is approved (`approvals`).
+                if let Some(unapproved) = Vault::gate(tx, &caller, &name)? {
+                    return Ok(Err(unapproved));
+                }
                 let revision = scope_revision(
                     &caller,
                     &name,
@@ -325,9 +327,20 @@ impl Vault {
                     };
                     reads.push((owner, secret.name.clone()));
                 }
-                Ok((revision, by_key.into_values().collect::<Vec<_>>(), reads))
+                Ok(Ok((
+                    revision,
+                    by_key.into_values().collect::<Vec<_>>(),
+                    reads,
+                )))
             })
-            .await?;
+            .await?
+            .map_err(|unapproved| (agent.clone(), unapproved));
+        let (revision, secrets, reads) = match read {
+            Ok(read) => read,
+            Err((agent, unapproved)) => {
+                return Err(self.refuse_read(ctx, &agent, unapproved).await)
+            }
+        };
         // The token may have been revoked while this read ran: answer nothing then.
         self.recheck(ctx, &agent).await?;
         let keys: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
