@@ -1125,6 +1125,46 @@ fn waits_for_the_approval_of_a_critical_scope_then_starts() {
         // Said once, not at every retry.
         assert_eq!(stderr.matches("approvals approve").count(), 1, "{stderr}");
 
+        // --once waits the same way, then runs the command in its place.
+        let once_token = issue(&admin2);
+        let once_dir = Dir::new("approval-once");
+        let mut args: Vec<String> = vec![
+            "--store".into(),
+            vault.addr.clone(),
+            "--once".into(),
+            "--start-timeout".into(),
+            "60s".into(),
+        ];
+        args.extend(env_log_child(
+            &once_dir.join("child.log"),
+            &["PAYMENTS_KEY"],
+        ));
+        let mut once = agent_run(mode, args)
+            .env("AGENT_RUN_TOKEN", &once_token)
+            .start(&once_dir);
+        let mut once_id = String::new();
+        wait_until(LONG, "--once names its request", || {
+            let list = vault.get_json("/v1/approvals?status=pending", &vault.admin);
+            once_id = list["approvals"][0]["id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            !once_id.is_empty()
+                && once
+                    .stderr()
+                    .contains(&format!("`agent-vault approvals approve {once_id}`"))
+        });
+        let (status, _) = vault.post(
+            &format!("/v1/approvals/{once_id}/approve"),
+            &vault.admin,
+            json!({}),
+        );
+        assert_eq!(status, 200);
+        let started = wait_for_starts(&once_dir, 1);
+        assert_eq!(started[0]["PAYMENTS_KEY"], "sk-critical-payments-0042");
+        assert_eq!(once.stderr().matches("approvals approve").count(), 1);
+        once.stop();
+
         // Denied: the start fails with 125 and says so.
         let denied = issue(&admin2);
         let out = agent_run(
