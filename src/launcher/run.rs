@@ -100,14 +100,24 @@ fn fetch_until(
 ) -> Result<source::SecretSet, Error> {
     let deadline = std::time::Instant::now() + timeout;
     let mut delay = std::time::Duration::from_millis(100);
+    // A pending approval is said once (see the supervisor's first start), not every 2 s.
+    let mut said = String::new();
     loop {
         match source::fetch_all(sources) {
             Ok(secrets) => return Ok(secrets),
             Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
-                warn!(error = %e, retry_in = ?delay, "cannot fetch secrets yet; retrying until --start-timeout");
+                let text = e.to_string();
+                let pending = matches!(e, crate::source::Error::ApprovalPending { .. });
+                if !(pending && text == said) {
+                    warn!(error = %e, retry_in = ?delay, "cannot fetch secrets yet; retrying until --start-timeout");
+                }
+                said = text;
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 std::thread::sleep(delay.min(left));
                 delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                if pending {
+                    delay = delay.min(crate::launcher::supervise::APPROVAL_POLL);
+                }
             }
             Err(e) => return Err(e.into()),
         }

@@ -21,9 +21,10 @@ use zeroize::Zeroizing;
 
 use super::transport::http_client_builder;
 use super::wire::{
-    AgentList, AuditList, AuditQuery, ErrorBody, Health, ImportRequest, ImportSummary, IssuedToken,
-    PutResponse, PutSecretRequest, RollbackRequest, RollbackResponse, SecretList, SecretMeta,
-    TokenList, TokenRequest, VarList, VersionList,
+    AgentList, Approval, ApprovalList, ApprovalQuery, AuditList, AuditQuery, ErrorBody, Health,
+    ImportRequest, ImportSummary, IssuedToken, ListQuery, PutResponse, PutSecretRequest,
+    RollbackRequest, RollbackResponse, SecretList, SecretMeta, TokenList, TokenRequest, VarList,
+    VersionList,
 };
 
 /// What can go wrong talking to a store. Carries addresses, paths, statuses and error
@@ -156,6 +157,20 @@ pub fn error_code(body: &[u8]) -> Option<String> {
         .ok()
         .map(|b| b.error.code)
         .filter(|code| well_formed_code(code))
+}
+
+/// The approval request id of an `approval_required` / `approval_denied` answer: lower-case
+/// hex of at most 32 digits, or nothing (anything else could be an echo of the request).
+pub fn approval_id(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.error.approval_id)
+        .filter(|id| {
+            (1..=32).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 impl Client {
@@ -303,11 +318,10 @@ impl Client {
         self.get_json("/v1/agents")
     }
 
-    pub fn list_secrets(&self, agent: &str, values: bool) -> Result<SecretList> {
-        self.get_json(&format!(
-            "/v1/agents/{}/secrets?values={values}",
-            segment(agent)
-        ))
+    pub fn list_secrets(&self, agent: &str, query: &ListQuery) -> Result<SecretList> {
+        let path = format!("/v1/agents/{}/secrets", segment(agent));
+        let builder = self.request(Method::GET, &path)?.query(query);
+        self.json(builder, &path)
     }
 
     pub fn describe_secret(&self, agent: &str, key: &str) -> Result<SecretMeta> {
@@ -365,8 +379,10 @@ impl Client {
         self.send_json(Method::PUT, &format!("/v1/vars/{}", segment(key)), req)
     }
 
-    pub fn list_vars(&self, values: bool) -> Result<VarList> {
-        self.get_json(&format!("/v1/vars?values={values}"))
+    pub fn list_vars(&self, query: &ListQuery) -> Result<VarList> {
+        let path = "/v1/vars";
+        let builder = self.request(Method::GET, path)?.query(query);
+        self.json(builder, path)
     }
 
     pub fn describe_var(&self, key: &str) -> Result<SecretMeta> {
@@ -387,6 +403,19 @@ impl Client {
 
     pub fn revoke_token(&self, id: &str) -> Result<()> {
         self.delete(&format!("/v1/tokens/{}", segment(id)))
+    }
+
+    pub fn list_approvals(&self, query: &ApprovalQuery) -> Result<ApprovalList> {
+        let path = "/v1/approvals";
+        let builder = self.request(Method::GET, path)?.query(query);
+        self.json(builder, path)
+    }
+
+    /// `approve` true approves, false denies.
+    pub fn decide_approval(&self, id: &str, approve: bool) -> Result<Approval> {
+        let verb = if approve { "approve" } else { "deny" };
+        let path = format!("/v1/approvals/{}/{verb}", segment(id));
+        self.send_json(Method::POST, &path, &serde_json::json!({}))
     }
 
     pub fn audit(&self, query: &AuditQuery) -> Result<AuditList> {

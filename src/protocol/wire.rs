@@ -40,6 +40,40 @@ impl Kind {
     }
 }
 
+/// How carefully an entry is guarded (issue 14 item 2): `critical` entries are read only by a
+/// token an admin other than its issuer has approved; `sensitive` reads are audited (as every
+/// run-time read is) with the token id and remote address; `standard` is the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    #[default]
+    Standard,
+    Sensitive,
+    Critical,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Standard => "standard",
+            Tier::Sensitive => "sensitive",
+            Tier::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Tier> {
+        match text {
+            "standard" => Some(Tier::Standard),
+            "sensitive" => Some(Tier::Sensitive),
+            "critical" => Some(Tier::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// An entry's tags (`{"team": "ml"}`): never secret, stored and shown in clear, sorted by name.
+pub type Tags = std::collections::BTreeMap<String, String>;
+
 /// Where a run-time entry came from: the agent's own entry, or a project-wide variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -235,6 +269,16 @@ pub struct PutSecretRequest {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Kind>,
+    /// Tags to set (added or replaced by name; the others are kept). Changing tags alone
+    /// writes no new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Tag names to remove (after `tags` is applied); a name that is not set is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untag: Vec<String>,
+    /// The entry's tier; on create the default is `standard`, on update the tier is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
     /// Create the entry even though its name is on `protocol::names::DANGEROUS_NAMES`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_dangerous_name: bool,
@@ -250,6 +294,9 @@ impl fmt::Debug for PutSecretRequest {
             .field("value", &self.value.as_ref().map(|_| "[REDACTED]"))
             .field("description", &self.description)
             .field("kind", &self.kind)
+            .field("tags", &self.tags)
+            .field("untag", &self.untag)
+            .field("tier", &self.tier)
             .finish()
     }
 }
@@ -263,6 +310,12 @@ pub struct SecretMeta {
     pub agent: Option<String>,
     pub key: String,
     pub kind: Kind,
+    /// `standard`, `sensitive` or `critical` (issue 14 item 2).
+    #[serde(default)]
+    pub tier: Tier,
+    /// Never secret: shown in clear to whoever may list the entry.
+    #[serde(default)]
+    pub tags: Tags,
     pub description: String,
     pub version: i64,
     pub created_at: String,
@@ -306,6 +359,10 @@ pub struct VarList {
 pub struct ListQuery {
     #[serde(default)]
     pub values: Option<bool>,
+    /// Only entries carrying every tag given: `NAME:VALUE` (that value) or `NAME` (any
+    /// value), comma separated, e.g. `team:ml,env:prod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// Metadata of one kept version; never its value.
@@ -376,6 +433,13 @@ pub struct ImportRequest {
     /// Import names on `protocol::names::DANGEROUS_NAMES` too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_dangerous_name: bool,
+    /// The tier of every entry this import creates or overwrites (default `standard`; an
+    /// overwritten entry keeps its tier unless this is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// Tags set on every entry this import creates or overwrites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
 }
 
 /// What an import did, by key name. Blank values, existing keys (without `overwrite`) and
@@ -510,6 +574,41 @@ pub struct AuditQuery {
     pub after: Option<i64>,
 }
 
+/// One approval request (issue 14 item 2): a run-time token whose scope covers a critical
+/// entry asks, at its first read, to be approved by an admin other than its issuer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    /// The token waiting (its id, never the token).
+    pub token_id: String,
+    /// The admin token that issued it; `null` for `init`'s and offline-issued tokens.
+    pub issued_by: Option<String>,
+    pub agent: String,
+    /// The critical keys its scope covers at the time of the request.
+    pub keys: Vec<String>,
+    /// `pending`, `approved`, `denied`, or `expired` (the token expired or was revoked: an
+    /// approval ends with its token).
+    pub status: String,
+    pub requested_at: String,
+    pub decided_at: Option<String>,
+    pub decided_by: Option<String>,
+}
+
+/// `GET /v1/approvals`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalList {
+    pub approvals: Vec<Approval>,
+}
+
+/// Query of `GET /v1/approvals`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalQuery {
+    /// Only requests in this status (`pending`, `approved`, `denied`, `expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
 /// `GET /v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
@@ -526,6 +625,10 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// With `approval_required` and `approval_denied`: the approval request's id, apart
+    /// from the message so a client can show it without showing the server's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 /// The stable error codes of [`ErrorDetail::code`]: clients may branch on them, so they
@@ -562,6 +665,15 @@ pub mod code {
     pub const BODY_TOO_LARGE: &str = "body_too_large";
     pub const BAD_BODY: &str = "bad_body";
     pub const INVALID_QUERY: &str = "invalid_query";
+    /// A tag name or value outside the rules, or too many tags.
+    pub const INVALID_TAG: &str = "invalid_tag";
+    /// A run-time read by a token whose scope covers a critical entry and that no admin
+    /// (other than its issuer) has approved yet; `approval_id` names the request.
+    pub const APPROVAL_REQUIRED: &str = "approval_required";
+    /// The token's approval request was denied: it reads nothing.
+    pub const APPROVAL_DENIED: &str = "approval_denied";
+    /// An admin token tried to approve (or deny) a token it issued itself, or itself.
+    pub const SELF_APPROVAL: &str = "self_approval";
 }
 
 #[cfg(test)]

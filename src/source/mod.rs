@@ -65,6 +65,19 @@ pub enum Error {
         "the store at {url} needs to know which agent to read: the token reads several agents          (or every agent below a prefix); name one with --agent NAME (AGENT_RUN_AGENT)"
     )]
     AgentRequired { url: String },
+    /// The token's scope covers a critical entry and no admin has approved it yet:
+    /// transient, so agent-run keeps retrying until `--start-timeout`.
+    #[error(
+        "the store at {url} holds every secret of this token until an admin approves request \
+         {id} (its scope covers a critical entry): run `agent-vault approvals approve {id}` \
+         with an admin token other than the one that issued this token"
+    )]
+    ApprovalPending { url: String, id: String },
+    #[error(
+        "the store at {url} refused the token: its approval request {id} was denied; issue a \
+         token whose scope leaves out the critical entries, or a new token and ask again"
+    )]
+    ApprovalDenied { url: String, id: String },
     #[error("the store at {url} answered {status}: {message}")]
     Store {
         url: String,
@@ -99,8 +112,10 @@ pub enum Error {
 impl Error {
     /// Worth retrying: the store may come back. Everything else needs a person.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unreachable { .. })
-            || matches!(self, Error::Store { status, .. } | Error::Server { status, .. } if *status >= 500)
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::ApprovalPending { .. }
+        ) || matches!(self, Error::Store { status, .. } | Error::Server { status, .. } if *status >= 500)
     }
 
     /// The credentials are the problem (expired, revoked, wrong scope).
@@ -110,6 +125,7 @@ impl Error {
             Error::Unauthorized { .. }
                 | Error::Forbidden { .. }
                 | Error::NotAReadToken { .. }
+                | Error::ApprovalDenied { .. }
                 | Error::Denied { .. }
                 | Error::Auth { .. }
         )

@@ -400,7 +400,13 @@ impl SecretSource for StoreSource {
             }
             Err(error) => error,
         };
-        let Some(path) = self.fallback.clone().filter(|_| error.is_transient()) else {
+        // A pending approval is not an outage: the fallback file must not stand in for it.
+        let pending = matches!(error, Error::ApprovalPending { .. });
+        let Some(path) = self
+            .fallback
+            .clone()
+            .filter(|_| error.is_transient() && !pending)
+        else {
             return Err(error);
         };
         match self.fallback_file(&path).and_then(|(f, _)| f.load()) {
@@ -523,6 +529,22 @@ impl Shared {
         let code = protocol_client::error_code(body).filter(|code| self.is_safe_code(code));
         let not_a_read_token = code.as_deref() == Some(wire_code::NOT_A_READ_TOKEN);
         let agent_required = code.as_deref() == Some(wire_code::AGENT_REQUIRED);
+        let approval = protocol_client::approval_id(body).filter(|id| self.is_safe_code(id));
+        match (status, code.as_deref(), approval) {
+            (403, Some(wire_code::APPROVAL_REQUIRED), Some(id)) => {
+                return Error::ApprovalPending {
+                    url: self.url.clone(),
+                    id,
+                }
+            }
+            (403, Some(wire_code::APPROVAL_DENIED), Some(id)) => {
+                return Error::ApprovalDenied {
+                    url: self.url.clone(),
+                    id,
+                }
+            }
+            _ => {}
+        }
         let message = match code {
             Some(code) => format!("error code {code}"),
             None => "no error code".to_owned(),
@@ -857,5 +879,23 @@ mod tests {
             !text("bad_request").contains(" m"),
             "the message is never shown"
         );
+        // Issue 14 item 2: a pending or denied approval names its request (hex id only).
+        let approval = |code: &str, id: &str| {
+            let body =
+                format!(r#"{{"error":{{"code":"{code}","message":"m","approval_id":"{id}"}}}}"#);
+            shared.status_error(403, body.as_bytes())
+        };
+        match approval("approval_required", "0a1b2c3d4e5f") {
+            Error::ApprovalPending { id, .. } => assert_eq!(id, "0a1b2c3d4e5f"),
+            other => panic!("{other}"),
+        }
+        assert!(approval("approval_required", "0a1b2c3d4e5f").is_transient());
+        match approval("approval_denied", "0a1b2c3d4e5f") {
+            Error::ApprovalDenied { id, .. } => assert_eq!(id, "0a1b2c3d4e5f"),
+            other => panic!("{other}"),
+        }
+        // Not a hex id (could be an echo of the request): a plain 403, nothing of it shown.
+        let t = approval("approval_required", "avt_abc").to_string();
+        assert!(!t.contains("avt_") && t.contains("refused access"), "{t}");
     }
 }

@@ -26,9 +26,9 @@ use zeroize::Zeroize;
 use super::error::Error;
 use super::service::{Ctx, Owner, Vault};
 use crate::protocol::wire::{
-    code, AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery, PutSecretRequest,
-    RevisionResponse, RollbackRequest, RuntimeKeyQuery, RuntimeQuery, SecretList, TokenRequest,
-    VarList,
+    code, ApprovalQuery, AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery,
+    PutSecretRequest, RevisionResponse, RollbackRequest, RuntimeKeyQuery, RuntimeQuery, SecretList,
+    TokenRequest, VarList,
 };
 
 /// Largest request body accepted (an import of many entries fits; one value is capped at
@@ -59,6 +59,12 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let approval_id = match &self {
+            ApiError::Vault(
+                Error::ApprovalRequired { id, .. } | Error::ApprovalDenied { id, .. },
+            ) => Some(id.clone()),
+            _ => None,
+        };
         let (status, code, message) = match self {
             ApiError::Vault(err) => {
                 let (status, code) = match &err {
@@ -73,6 +79,12 @@ impl IntoResponse for ApiError {
                     Error::InvalidScope { .. } => (StatusCode::BAD_REQUEST, code::INVALID_SCOPE),
                     Error::UnknownAgent { .. } => (StatusCode::BAD_REQUEST, code::UNKNOWN_AGENT),
                     Error::AgentRequired { .. } => (StatusCode::BAD_REQUEST, code::AGENT_REQUIRED),
+                    Error::InvalidTag { .. } => (StatusCode::BAD_REQUEST, code::INVALID_TAG),
+                    Error::ApprovalRequired { .. } => {
+                        (StatusCode::FORBIDDEN, code::APPROVAL_REQUIRED)
+                    }
+                    Error::ApprovalDenied { .. } => (StatusCode::FORBIDDEN, code::APPROVAL_DENIED),
+                    Error::SelfApproval { .. } => (StatusCode::FORBIDDEN, code::SELF_APPROVAL),
                     Error::NotFound(_) => (StatusCode::NOT_FOUND, code::NOT_FOUND),
                     Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED),
                     Error::Forbidden(_) => (StatusCode::FORBIDDEN, code::FORBIDDEN),
@@ -129,6 +141,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: code.to_string(),
                 message,
+                approval_id,
             },
         };
         let mut response = (status, Json(body)).into_response();
@@ -333,6 +346,9 @@ pub fn router(vault: Vault) -> Router {
         .route("/v1/vars/{key}/rollback", post(rollback_entry))
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/deny", post(deny))
         .route("/v1/audit", get(audit))
         // Operations (issue 15): probes and metrics, without a token; no names, no values.
         .route("/healthz", get(super::probes::healthz))
@@ -423,6 +439,7 @@ async fn list_secrets(
             &ctx,
             Owner::Agent(agent.clone()),
             query.values.unwrap_or(false),
+            query.tag.as_deref(),
         )
         .await?;
     Ok(Json(SecretList { agent, secrets }).into_response())
@@ -490,7 +507,12 @@ async fn list_vars(
     Q(query): Q<ListQuery>,
 ) -> ApiResult {
     let vars = vault
-        .list(&ctx, Owner::Project, query.values.unwrap_or(false))
+        .list(
+            &ctx,
+            Owner::Project,
+            query.values.unwrap_or(false),
+            query.tag.as_deref(),
+        )
         .await?;
     Ok(Json(VarList { vars }).into_response())
 }
@@ -511,6 +533,22 @@ async fn list_tokens(State(vault): State<Vault>, Auth(ctx): Auth) -> ApiResult {
 async fn revoke_token(State(vault): State<Vault>, Auth(ctx): Auth, P(id): P<String>) -> ApiResult {
     vault.revoke_token(&ctx, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_approvals(
+    State(vault): State<Vault>,
+    Auth(ctx): Auth,
+    Q(query): Q<ApprovalQuery>,
+) -> ApiResult {
+    Ok(Json(vault.list_approvals(&ctx, query).await?).into_response())
+}
+
+async fn approve(State(vault): State<Vault>, Auth(ctx): Auth, P(id): P<String>) -> ApiResult {
+    Ok(Json(vault.decide_approval(&ctx, id, true).await?).into_response())
+}
+
+async fn deny(State(vault): State<Vault>, Auth(ctx): Auth, P(id): P<String>) -> ApiResult {
+    Ok(Json(vault.decide_approval(&ctx, id, false).await?).into_response())
 }
 
 async fn audit(State(vault): State<Vault>, Auth(ctx): Auth, Q(query): Q<AuditQuery>) -> ApiResult {

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use super::crypto::Sealed;
 use super::error::{Error, Result};
 use super::tokens::TokenRecord;
-use crate::protocol::wire::{format_ms, AuditEntry, Kind};
+use crate::protocol::wire::{format_ms, AuditEntry, Kind, Tags, Tier};
 
 /// Owner name of project-wide variables. `@` cannot appear in an agent name, so it never
 /// collides with one.
@@ -101,6 +101,24 @@ CREATE TABLE schema_migrations (
     applied_at INTEGER NOT NULL,
     by_version TEXT NOT NULL
 );
+"#,
+    // 3 (issue 14 items 2 and 3): tags and tiers on every entry, the issuer of each token
+    // (an approval must come from another admin), and the approval requests.
+    r#"
+ALTER TABLE entries ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE entries ADD COLUMN tier TEXT NOT NULL DEFAULT 'standard';
+-- NULL: issued by `init` or offline, before issuers were recorded, or by no token.
+ALTER TABLE tokens ADD COLUMN issued_by TEXT;
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL UNIQUE,
+    agent TEXT NOT NULL,
+    keys TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    decided_at INTEGER,
+    decided_by TEXT
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -424,6 +442,8 @@ pub struct EntryRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_read_at: Option<i64>,
+    pub tags: Tags,
+    pub tier: Tier,
 }
 
 /// One kept version (metadata and ciphertext).
@@ -476,7 +496,7 @@ pub fn all_owner_seqs(conn: &Connection) -> Result<Vec<(String, i64)>> {
 }
 
 const ENTRY_COLUMNS: &str =
-    "owner, key, kind, description, version, created_at, updated_at, last_read_at";
+    "owner, key, kind, description, version, created_at, updated_at, last_read_at, tags, tier";
 
 fn entry_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok(EntryRow {
@@ -488,6 +508,9 @@ fn entry_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
         last_read_at: row.get(7)?,
+        // Only `service` writes these columns, from validated tags and Tier::as_str.
+        tags: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
+        tier: Tier::parse(&row.get::<_, String>(9)?).unwrap_or(Tier::Critical),
     })
 }
 
@@ -510,12 +533,14 @@ pub fn list_entries(conn: &Connection, owner: &str) -> Result<Vec<EntryRow>> {
 }
 
 pub fn upsert_entry(tx: &Transaction<'_>, entry: &EntryRow) -> Result<()> {
+    let tags = serde_json::to_string(&entry.tags)
+        .map_err(|err| Error::Internal(format!("encoding tags: {err}")))?;
     tx.execute(
-        "INSERT INTO entries (owner, key, kind, description, version, created_at, updated_at, last_read_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO entries (owner, key, kind, description, version, created_at, updated_at, last_read_at, tags, tier)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (owner, key) DO UPDATE SET kind = excluded.kind,
              description = excluded.description, version = excluded.version,
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, tags = excluded.tags, tier = excluded.tier",
         params![
             entry.owner,
             entry.key,
@@ -524,7 +549,9 @@ pub fn upsert_entry(tx: &Transaction<'_>, entry: &EntryRow) -> Result<()> {
             entry.version,
             entry.created_at,
             entry.updated_at,
-            entry.last_read_at
+            entry.last_read_at,
+            tags,
+            entry.tier.as_str()
         ],
     )?;
     Ok(())
@@ -677,8 +704,8 @@ pub fn insert_token(tx: &Transaction<'_>, record: &TokenRecord) -> Result<()> {
     let scopes = serde_json::to_string(&record.scopes)
         .map_err(|err| Error::Internal(format!("encoding scopes: {err}")))?;
     tx.execute(
-        "INSERT INTO tokens (id, hash, scopes, description, created_at, expires_at, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO tokens (id, hash, scopes, description, created_at, expires_at, revoked_at, issued_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             record.id,
             record.hash.as_slice(),
@@ -686,7 +713,8 @@ pub fn insert_token(tx: &Transaction<'_>, record: &TokenRecord) -> Result<()> {
             record.description,
             record.created_at,
             record.expires_at,
-            record.revoked_at
+            record.revoked_at,
+            record.issued_by
         ],
     )?;
     Ok(())
@@ -694,7 +722,7 @@ pub fn insert_token(tx: &Transaction<'_>, record: &TokenRecord) -> Result<()> {
 
 pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, hash, scopes, description, created_at, expires_at, revoked_at
+        "SELECT id, hash, scopes, description, created_at, expires_at, revoked_at, issued_by
          FROM tokens ORDER BY created_at, id",
     )?;
     let rows = stmt.query_map([], |row| {
@@ -709,6 +737,7 @@ pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenRecord>> {
                 created_at: row.get(4)?,
                 expires_at: row.get(5)?,
                 revoked_at: row.get(6)?,
+                issued_by: row.get(7)?,
             },
             hash,
             scopes,
@@ -822,4 +851,97 @@ pub fn query_audit_after(
     )?;
     let rows = stmt.query_map(params![after, since_ms, agent, limit], audit_entry)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One approval request as stored (see migration 3).
+#[derive(Debug, Clone)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub token_id: String,
+    pub agent: String,
+    pub keys: Vec<String>,
+    pub status: String,
+    pub requested_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+}
+
+const APPROVAL_COLUMNS: &str =
+    "id, token_id, agent, keys, status, requested_at, decided_at, decided_by";
+
+fn approval_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
+    Ok(ApprovalRow {
+        id: row.get(0)?,
+        token_id: row.get(1)?,
+        agent: row.get(2)?,
+        keys: serde_json::from_str(&row.get::<_, String>(3)?).unwrap_or_default(),
+        status: row.get(4)?,
+        requested_at: row.get(5)?,
+        decided_at: row.get(6)?,
+        decided_by: row.get(7)?,
+    })
+}
+
+/// The approval request of one token, if it has made one.
+pub fn approval_of_token(conn: &Connection, token_id: &str) -> Result<Option<ApprovalRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE token_id = ?1"),
+            params![token_id],
+            approval_from,
+        )
+        .optional()?)
+}
+
+pub fn get_approval(conn: &Connection, id: &str) -> Result<Option<ApprovalRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"),
+            params![id],
+            approval_from,
+        )
+        .optional()?)
+}
+
+pub fn list_approvals(conn: &Connection) -> Result<Vec<ApprovalRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals ORDER BY requested_at, id"
+    ))?;
+    let rows = stmt.query_map([], approval_from)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Insert a pending request; a token has one request at most (its UNIQUE `token_id`), so
+/// two first reads at once insert one and both see it.
+pub fn insert_approval(tx: &Transaction<'_>, row: &ApprovalRow) -> Result<()> {
+    let keys = serde_json::to_string(&row.keys)
+        .map_err(|err| Error::Internal(format!("encoding approval keys: {err}")))?;
+    tx.execute(
+        "INSERT OR IGNORE INTO approvals (id, token_id, agent, keys, status, requested_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            row.id,
+            row.token_id,
+            row.agent,
+            keys,
+            row.status,
+            row.requested_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Decide a request that is still pending; false if it is not (decided meanwhile).
+pub fn decide_approval(
+    tx: &Transaction<'_>,
+    id: &str,
+    status: &str,
+    at: i64,
+    by: &str,
+) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE approvals SET status = ?2, decided_at = ?3, decided_by = ?4
+         WHERE id = ?1 AND status = 'pending'",
+        params![id, status, at, by],
+    )? == 1)
 }

@@ -37,6 +37,24 @@ pub enum Error {
         "token {token_id} reads {what}; name the agent: ?agent=NAME (agent-run: --agent NAME)"
     )]
     AgentRequired { token_id: String, what: String },
+    #[error("invalid tag {tag:?}: {rule}")]
+    InvalidTag { tag: String, rule: &'static str },
+    /// A run-time read whose token covers a critical entry, before an approval.
+    #[error("token {token_id} may read a critical entry of agent {agent} ({keys}), so it reads nothing until an admin other than its issuer approves request {id}: agent-vault approvals approve {id}")]
+    ApprovalRequired {
+        id: String,
+        token_id: String,
+        agent: String,
+        keys: String,
+    },
+    #[error("approval request {id} for token {token_id} was denied: it reads nothing; issue a token whose scope leaves out the critical entries, or a new token and ask again")]
+    ApprovalDenied { id: String, token_id: String },
+    #[error("token {approver} may not decide approval request {id}: {why}; another admin token must approve it")]
+    SelfApproval {
+        id: String,
+        approver: String,
+        why: &'static str,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("authentication required: {0}")]

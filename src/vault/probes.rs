@@ -37,6 +37,7 @@ pub async fn readyz(State(vault): State<Vault>) -> Response {
                     error: ErrorDetail {
                         code: code::NOT_READY.to_string(),
                         message: format!("not ready: {reason}"),
+                        approval_id: None,
                     },
                 }),
             )

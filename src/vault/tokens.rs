@@ -183,6 +183,9 @@ pub struct TokenRecord {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The admin token that issued this one (`None`: `init`, offline, or an older store),
+    /// so its approval can be refused to that same admin.
+    pub issued_by: Option<String>,
 }
 
 /// A freshly issued token: the record to store and the token to show once.
@@ -220,6 +223,7 @@ pub fn issue(
             created_at: now_ms,
             expires_at,
             revoked_at: None,
+            issued_by: None,
         },
         token: SecretString::from(token),
     })

@@ -339,6 +339,10 @@ def run(p, vault):
     p.launchers.append(launcher)
     launcher.wait_for([sha256(VALUES["first"])], "agent-run's first start")
 
+    # Tags and tier (issue 14), set through the API: shown per entry at the next reload.
+    vault.api("PUT", "/v1/agents/support-bot/secrets/OPENAI_KEY",
+              {"tags": {"team": "ml"}, "tier": "sensitive"})
+
     # Rotate one.
     p.click("Rotate STRIPE_KEY")
     assert p.by_id("set-key").get_attribute("value") == "STRIPE_KEY"
@@ -346,6 +350,10 @@ def run(p, vault):
     p.fill("set-value", VALUES["rotated"])
     p.by_id("set-save").click()
     p.text_in("status", "Saved STRIPE_KEY (version 2)")
+    p.wait(lambda d: d.find_element(By.CSS_SELECTOR, 'td[data-tags="OPENAI_KEY"]').text
+           == "team=ml")
+    assert d.find_element(By.CSS_SELECTOR, 'td[data-tier="OPENAI_KEY"]').text == "sensitive"
+    assert d.find_element(By.CSS_SELECTOR, 'td[data-tier="STRIPE_KEY"]').text == "standard"
     p.text_in("entries-body", "****K4m8")
     p.assert_no_values("after rotating")
     # The running child is restarted with the new value, and the row shows it arrived.

@@ -1175,3 +1175,164 @@ fn issue_14_two_keys_mapping_to_one_name_are_refused_naming_both() {
         );
     }
 }
+
+/// Issue 14 item 2: a token whose scope covers a critical entry. agent-run says at start
+/// which approval request is waiting and what to run, keeps retrying within
+/// `--start-timeout`, and starts the child (critical key included) once another admin
+/// approves; a denied request ends the start with 125. Plainly and as PID 1.
+#[test]
+fn waits_for_the_approval_of_a_critical_scope_then_starts() {
+    for mode in common::MODES {
+        let vault = start_vault();
+        vault.set("pay-bot", "PAYMENTS_KEY", "sk-critical-payments-0042");
+        vault.set("pay-bot", "REGION", "eu-west-1-region");
+        let (status, body) = vault.put(
+            "/v1/agents/pay-bot/secrets/PAYMENTS_KEY",
+            &vault.admin,
+            json!({"tier": "critical"}),
+        );
+        assert_eq!(status, 200, "{body}");
+        // The reader comes from a second admin, so init's admin token may approve it.
+        let (status, body) = vault.post("/v1/tokens", &vault.admin, json!({"scopes": ["admin"]}));
+        assert_eq!(status, 201, "{body}");
+        let admin2 = common::vault::json(&body)["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let issue = |admin: &str| {
+            let (status, body) = vault.post(
+                "/v1/tokens",
+                admin,
+                json!({"scopes": ["secrets:read:pay-bot/*"], "ttl": "1h"}),
+            );
+            assert_eq!(status, 201, "{body}");
+            common::vault::json(&body)["token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let token = issue(&admin2);
+        let dir = Dir::new("approval-wait");
+        let mut args: Vec<String> = vec![
+            "--store".into(),
+            vault.addr.clone(),
+            "--start-timeout".into(),
+            "60s".into(),
+        ];
+        args.extend(env_log_child(
+            &dir.join("child.log"),
+            &["PAYMENTS_KEY", "REGION"],
+        ));
+        let mut run = agent_run(mode, args)
+            .env("AGENT_RUN_TOKEN", &token)
+            .start(&dir);
+        let mut id = String::new();
+        wait_until(LONG, "the pending approval request", || {
+            let list = vault.get_json("/v1/approvals?status=pending", &vault.admin);
+            match list["approvals"][0]["id"].as_str() {
+                Some(found) => {
+                    id = found.to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        wait_until(
+            LONG,
+            "agent-run to name the request and what to run",
+            || {
+                run.stderr()
+                    .contains(&format!("`agent-vault approvals approve {id}`"))
+            },
+        );
+        assert!(!dir.join("child.log").exists(), "started before approval");
+        let (status, body) = vault.post(
+            &format!("/v1/approvals/{id}/approve"),
+            &vault.admin,
+            json!({}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let started = wait_for_starts(&dir, 1);
+        assert_eq!(started[0]["PAYMENTS_KEY"], "sk-critical-payments-0042");
+        assert_eq!(started[0]["REGION"], "eu-west-1-region");
+        run.stop().assert_code(0);
+        let stderr = run.stderr();
+        assert!(!stderr.contains("sk-critical-payments-0042"));
+        // Said once, not at every retry.
+        assert_eq!(stderr.matches("approvals approve").count(), 1, "{stderr}");
+
+        // --once waits the same way, then runs the command in its place.
+        let once_token = issue(&admin2);
+        let once_dir = Dir::new("approval-once");
+        let mut args: Vec<String> = vec![
+            "--store".into(),
+            vault.addr.clone(),
+            "--once".into(),
+            "--start-timeout".into(),
+            "60s".into(),
+        ];
+        args.extend(env_log_child(
+            &once_dir.join("child.log"),
+            &["PAYMENTS_KEY"],
+        ));
+        let mut once = agent_run(mode, args)
+            .env("AGENT_RUN_TOKEN", &once_token)
+            .start(&once_dir);
+        let mut once_id = String::new();
+        wait_until(LONG, "--once names its request", || {
+            let list = vault.get_json("/v1/approvals?status=pending", &vault.admin);
+            once_id = list["approvals"][0]["id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            !once_id.is_empty()
+                && once
+                    .stderr()
+                    .contains(&format!("`agent-vault approvals approve {once_id}`"))
+        });
+        let (status, _) = vault.post(
+            &format!("/v1/approvals/{once_id}/approve"),
+            &vault.admin,
+            json!({}),
+        );
+        assert_eq!(status, 200);
+        let started = wait_for_starts(&once_dir, 1);
+        assert_eq!(started[0]["PAYMENTS_KEY"], "sk-critical-payments-0042");
+        assert_eq!(once.stderr().matches("approvals approve").count(), 1);
+        once.stop();
+
+        // Denied: the start fails with 125 and says so.
+        let denied = issue(&admin2);
+        let out = agent_run(
+            mode,
+            [
+                "--store",
+                &vault.addr,
+                "--start-timeout",
+                "1s",
+                "--",
+                "true",
+            ],
+        )
+        .env("AGENT_RUN_TOKEN", &denied)
+        .run(&dir);
+        out.assert_code(125);
+        let list = vault.get_json("/v1/approvals?status=pending", &vault.admin);
+        let id = list["approvals"][0]["id"]
+            .as_str()
+            .expect("a request")
+            .to_string();
+        let (status, _) = vault.post(&format!("/v1/approvals/{id}/deny"), &vault.admin, json!({}));
+        assert_eq!(status, 200);
+        let out = agent_run(mode, ["--store", &vault.addr, "--", "true"])
+            .env("AGENT_RUN_TOKEN", &denied)
+            .run(&dir);
+        out.assert_code(125);
+        assert!(
+            out.stderr
+                .contains(&format!("approval request {id} was denied")),
+            "{}",
+            out.description
+        );
+    }
+}

@@ -21,6 +21,8 @@ mod ops;
 mod portal;
 mod runtime;
 mod server;
+mod tags;
+mod tiers;
 mod tls;
 mod tokens;
 mod transit;

@@ -388,6 +388,15 @@ fn a_newer_binary_migrates_the_first_release_database() {
     assert_eq!(history.len() as i64, latest);
     assert_eq!(history[0], (1, "before schema history".to_string()));
     assert_eq!(history[1].1, env!("CARGO_PKG_VERSION"));
+    // Migration 3 (issue 14): every old entry is standard and untagged.
+    let labels: Vec<(String, String)> = conn
+        .prepare("SELECT DISTINCT tier, tags FROM entries")
+        .expect("tier and tags columns")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("label rows");
+    assert_eq!(labels, vec![("standard".to_string(), "{}".to_string())]);
     drop(conn);
     let mut serve = serve_cmd(&data, "127.0.0.1:0");
     serve.env("AGENT_VAULT_MASTER_KEY", OTHER_KEY);

@@ -48,6 +48,9 @@ pub use settings::{Inputs, Jitter, Job, OnChange, RestartBudget, RestartPolicy, 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// The longest wait between two fetches while the store holds the secrets for an approval
+/// (issue 14 item 2): one small request every 2 s, and the child starts within 2 s of it.
+pub(crate) const APPROVAL_POLL: Duration = Duration::from_secs(2);
 
 /// Watches start this long after the first child; each source reports any change made
 /// since its fetch (see `SecretSource::watch`). Why wait at all: closing an inotify instance costs the
@@ -369,9 +372,26 @@ impl Supervisor {
                         .start_deadline
                         .is_some_and(|d| Instant::now() < d) =>
             {
-                warn!(error = %e, retry_in = ?self.restart_state.backoff, "cannot fetch secrets yet; retrying until --start-timeout");
+                // A pending approval waits on a person: ask every APPROVAL_POLL (so the child
+                // starts soon after the approval) and say it once, not at every retry.
+                let pending = matches!(e, crate::source::Error::ApprovalPending { .. });
+                if pending {
+                    self.restart_state.backoff = self.restart_state.backoff.min(APPROVAL_POLL);
+                }
+                let repeated = pending
+                    && self
+                        .startup
+                        .start_error
+                        .as_ref()
+                        .is_some_and(|last| last.to_string() == e.to_string());
+                if !repeated {
+                    warn!(error = %e, retry_in = ?self.restart_state.backoff, "cannot fetch secrets yet; retrying until --start-timeout");
+                }
                 self.startup.start_error = Some(e);
                 self.schedule_start();
+                if pending {
+                    self.restart_state.backoff = self.restart_state.backoff.min(APPROVAL_POLL);
+                }
             }
             Err(e) => self.outcome.fatal = Some(e),
         }

@@ -115,6 +115,12 @@ pub enum Command {
     #[command(after_help = "Example:\n  agent-vault vars set REGION --plain --value eu-west-1")]
     #[command(subcommand)]
     Vars(VarsCommand),
+    /// Approve or deny read tokens that cover critical entries.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  agent-vault approvals list --status pending\n  agent-vault approvals approve 3f9a0c1b2d4e"
+    )]
+    Approvals(ApprovalsCommand),
     /// Issue, list and revoke access tokens.
     #[command(
         after_help = "Example:\n  agent-vault tokens issue --scope 'secrets:read:support-bot/*' --ttl 30d --description 'support-bot, prod'"
@@ -511,6 +517,19 @@ pub struct ValueArgs {
     pub stdin: bool,
 }
 
+/// Tags and tier of `set`, `update`, `tag` and `import` (issue 14 items 2 and 3).
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// Set a tag (`NAME=VALUE`; names [a-z][a-z0-9_.-], values [A-Za-z0-9_.:/@+-]); repeat for
+    /// several. Tags are never secret: shown in clear in list and describe.
+    #[arg(long = "tag", value_name = "NAME=VALUE")]
+    pub tags: Vec<String>,
+    /// The tier: `standard` (default), `sensitive` or `critical` (a read token whose scope
+    /// covers a critical entry reads nothing until another admin approves it).
+    #[arg(long, value_parser = ["standard", "sensitive", "critical"], value_name = "TIER")]
+    pub tier: Option<String>,
+}
+
 /// What `secrets set` and `vars set` write.
 #[derive(Debug, Args)]
 pub struct SetArgs {
@@ -528,6 +547,8 @@ pub struct SetArgs {
     /// Store an empty (or whitespace-only) value, which is refused otherwise.
     #[arg(long, env = "AGENT_VAULT_ALLOW_EMPTY_VALUE")]
     pub allow_empty_value: bool,
+    #[command(flatten)]
+    pub labels: LabelArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -547,12 +568,16 @@ pub enum SecretsCommand {
         set: SetArgs,
     },
     /// List an agent's entries: metadata and masked previews.
-    #[command(after_help = "Example:\n  agent-vault secrets list support-bot")]
+    #[command(after_help = "Example:\n  agent-vault secrets list support-bot --tag team=ml")]
     List {
         agent: String,
         /// Also show plain variables' values (secrets stay masked).
         #[arg(long)]
         values: bool,
+        /// Only entries with this tag (`NAME=VALUE`, or `NAME` for any value); repeat to
+        /// require several.
+        #[arg(long = "tag", value_name = "NAME[=VALUE]")]
+        tags: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -577,6 +602,23 @@ pub enum SecretsCommand {
         /// New description.
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        #[command(flatten)]
+        labels: LabelArgs,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Change an entry's tags (and tier) without touching its value: no new version.
+    #[command(
+        after_help = "Example:\n  agent-vault secrets tag support-bot OPENAI_API_KEY --tag team=ml --untag owner"
+    )]
+    Tag {
+        agent: String,
+        key: String,
+        #[command(flatten)]
+        labels: LabelArgs,
+        /// Remove a tag by name; repeat for several.
+        #[arg(long = "untag", value_name = "NAME")]
+        untag: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
     },
@@ -620,6 +662,35 @@ pub enum SecretsCommand {
     },
 }
 
+/// `agent-vault approvals …` (issue 14 item 2).
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approval requests: the token waiting, its issuer, the critical keys, the status.
+    #[command(after_help = "Example:\n  agent-vault approvals list --status pending")]
+    List {
+        /// Only requests in this status.
+        #[arg(long, value_parser = ["pending", "approved", "denied", "expired"], value_name = "STATUS")]
+        status: Option<String>,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Approve a request: its token may then read, critical entries included, until it
+    /// expires or is revoked. Needs an admin token other than the one that issued it.
+    #[command(after_help = "Example:\n  agent-vault approvals approve 3f9a0c1b2d4e")]
+    Approve {
+        id: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+    /// Deny a request: its token reads nothing (`approval_denied`).
+    #[command(after_help = "Example:\n  agent-vault approvals deny 3f9a0c1b2d4e")]
+    Deny {
+        id: String,
+        #[command(flatten)]
+        connect: ConnectArgs,
+    },
+}
+
 /// What `secrets import` and `vars import` read and how.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -638,6 +709,9 @@ pub struct ImportArgs {
     /// Import names that change how the child starts (PATH, LD_*, NODE_OPTIONS…) too.
     #[arg(long)]
     pub allow_dangerous_name: bool,
+    /// Tags and tier for every entry created or overwritten.
+    #[command(flatten)]
+    pub labels: LabelArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -666,6 +740,8 @@ pub enum VarsCommand {
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
         #[command(flatten)]
+        labels: LabelArgs,
+        #[command(flatten)]
         connect: ConnectArgs,
     },
     /// Import a .env file as project variables: all-or-nothing; blank values and existing
@@ -683,6 +759,9 @@ pub enum VarsCommand {
         /// Also show plain variables' values.
         #[arg(long)]
         values: bool,
+        /// Only variables with this tag (`NAME=VALUE`, or `NAME`); repeat to require several.
+        #[arg(long = "tag", value_name = "NAME[=VALUE]")]
+        tags: Vec<String>,
         #[command(flatten)]
         connect: ConnectArgs,
     },

@@ -8,6 +8,7 @@
 //! in a tokio runtime of their own.
 
 mod agents;
+mod approvals;
 mod audit;
 mod backup;
 pub mod flags;
@@ -101,6 +102,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Secrets(cmd) => secrets::run(cmd),
         Command::Vars(cmd) => vars::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),
+        Command::Approvals(cmd) => approvals::run(cmd),
         Command::Completions { shell } => completions::print(shell),
         Command::Audit(args) => audit::run(args),
         Command::Agents(cmd) => agents::run(cmd),

@@ -1,7 +1,7 @@
 //! What admin commands print: JSON for scripts (`--json`), aligned tables for people.
 //! Shows metadata and masked previews only; plain values only when the server sent them.
 
-use crate::protocol::wire::{PutResponse, SecretMeta};
+use crate::protocol::wire::{PutResponse, SecretMeta, Tags};
 
 use super::Result;
 
@@ -39,6 +39,16 @@ pub(super) fn or_dash(text: Option<&str>) -> String {
     text.filter(|t| !t.is_empty()).unwrap_or("-").to_string()
 }
 
+/// Tags as `name=value,name=value` (`-` without any).
+pub(super) fn tags_text(tags: &Tags) -> String {
+    let text = tags
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    or_dash(Some(&text))
+}
+
 pub(super) fn print_entries(entries: &[SecretMeta]) {
     let rows = entries
         .iter()
@@ -51,6 +61,8 @@ pub(super) fn print_entries(entries: &[SecretMeta]) {
                 e.created_at.clone(),
                 e.updated_at.clone(),
                 or_dash(e.last_read_at.as_deref()),
+                e.tier.as_str().to_string(),
+                tags_text(&e.tags),
                 or_dash(Some(&e.description)),
             ]
         })
@@ -64,6 +76,8 @@ pub(super) fn print_entries(entries: &[SecretMeta]) {
             "CREATED",
             "UPDATED",
             "LAST READ",
+            "TIER",
+            "TAGS",
             "DESCRIPTION",
         ],
         rows,
@@ -81,6 +95,8 @@ pub(super) fn print_entry(e: &SecretMeta) {
         Some(value) => println!("value:        {value}"),
         None => println!("preview:      {}", e.preview),
     }
+    println!("tier:         {}", e.tier.as_str());
+    println!("tags:         {}", tags_text(&e.tags));
     println!("description:  {}", or_dash(Some(&e.description)));
     println!("created:      {}", e.created_at);
     println!("updated:      {}", e.updated_at);

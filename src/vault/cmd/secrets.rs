@@ -5,11 +5,12 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-use super::flags::{ConnectArgs, ImportArgs, SecretsCommand, SetArgs, ValueArgs};
+use super::flags::{ConnectArgs, ImportArgs, LabelArgs, SecretsCommand, SetArgs, ValueArgs};
 use super::output::{print_entries, print_entry, print_json, print_table, report_put};
-use super::{connect, read_value, value_given, Result};
+use super::{connect, read_value, value_given, Error, Result};
 use crate::protocol::wire::{
-    ImportEntry, ImportRequest, ImportSummary, Kind, PutResponse, PutSecretRequest, SecretMeta,
+    ImportEntry, ImportRequest, ImportSummary, Kind, ListQuery, PutResponse, PutSecretRequest,
+    SecretMeta, Tags, Tier,
 };
 use crate::protocol::{self, Client};
 
@@ -20,6 +21,7 @@ pub(super) fn set(
     what: &str,
     put: impl FnOnce(&Client, &PutSecretRequest) -> Result<PutResponse, protocol::Error>,
 ) -> Result<()> {
+    let (tags, tier) = labels(&set.labels)?;
     let client = connect(&set.connect)?;
     let value = read_value(&set.value, key)?;
     let response = put(
@@ -27,6 +29,8 @@ pub(super) fn set(
         &PutSecretRequest {
             allow_dangerous_name: set.allow_dangerous_name,
             allow_empty_value: set.allow_empty_value,
+            tags,
+            tier,
             ..put_request(Some(value), set.description, Some(set.plain))
         },
     )?;
@@ -43,9 +47,38 @@ pub(super) fn put_request(
         value,
         description,
         kind: plain.map(|plain| if plain { Kind::Plain } else { Kind::Secret }),
+        tags: None,
+        untag: Vec::new(),
+        tier: None,
         allow_dangerous_name: false,
         allow_empty_value: false,
     }
+}
+
+/// `--tag NAME=VALUE…` and `--tier` as the request carries them (`None`: not given). The
+/// store validates names and values; here only the `=` is required.
+pub(super) fn labels(args: &LabelArgs) -> Result<(Option<Tags>, Option<Tier>)> {
+    let mut tags = Tags::new();
+    for tag in &args.tags {
+        let (name, value) = tag.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--tag {tag}: expected NAME=VALUE (e.g. --tag team=ml)"
+            ))
+        })?;
+        tags.insert(name.to_string(), value.to_string());
+    }
+    let tier = args.tier.as_deref().and_then(Tier::parse);
+    Ok(((!tags.is_empty()).then_some(tags), tier))
+}
+
+/// `--tag NAME=VALUE` / `--tag NAME` filters as the list query's `tag=NAME:VALUE,NAME`.
+pub(super) fn tag_filter(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| {
+        tags.iter()
+            .map(|tag| tag.replacen('=', ":", 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 /// Parse a .env file with agent-run's own literal reader (no `$` substitution), through the
@@ -77,6 +110,7 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
             key,
             value,
             description,
+            labels: l,
             connect: c,
         } => update(
             Update {
@@ -84,17 +118,52 @@ pub(super) fn run(cmd: SecretsCommand) -> Result<()> {
                 what: &format!("{agent}/{key}"),
                 value: &value,
                 description,
+                labels: &l,
                 connect: &c,
             },
             |client| client.describe_secret(&agent, &key),
             |client, req| client.put_secret(&agent, &key, req),
         ),
+        SecretsCommand::Tag {
+            agent,
+            key,
+            labels: l,
+            untag,
+            connect: c,
+        } => {
+            let (tags, tier) = labels(&l)?;
+            if tags.is_none() && tier.is_none() && untag.is_empty() {
+                return Err(Error::Usage(
+                    "secrets tag: give at least one --tag NAME=VALUE, --untag NAME or --tier"
+                        .into(),
+                ));
+            }
+            let client = connect(&c)?;
+            // Only an existing entry is tagged: without a value the store refuses to create.
+            let request = PutSecretRequest {
+                tags,
+                untag,
+                tier,
+                ..put_request(None, None, None)
+            };
+            let response = client.put_secret(&agent, &key, &request)?;
+            if c.json {
+                return print_json(&response);
+            }
+            print_entry(&response.secret);
+            Ok(())
+        }
         SecretsCommand::List {
             agent,
             values,
+            tags,
             connect: c,
         } => {
-            let list = connect(&c)?.list_secrets(&agent, values)?;
+            let query = ListQuery {
+                values: Some(values),
+                tag: tag_filter(&tags),
+            };
+            let list = connect(&c)?.list_secrets(&agent, &query)?;
             if c.json {
                 return print_json(&list);
             }
@@ -178,6 +247,7 @@ pub(super) struct Update<'a> {
     pub what: &'a str,
     pub value: &'a ValueArgs,
     pub description: Option<String>,
+    pub labels: &'a LabelArgs,
     pub connect: &'a ConnectArgs,
 }
 
@@ -188,14 +258,22 @@ pub(super) fn update(
     describe: impl FnOnce(&Client) -> Result<SecretMeta, protocol::Error>,
     put: impl FnOnce(&Client, &PutSecretRequest) -> Result<PutResponse, protocol::Error>,
 ) -> Result<()> {
+    let (tags, tier) = labels(args.labels)?;
     let client = connect(args.connect)?;
     describe(&client)?;
-    let new_value = if !value_given(args.value) && args.description.is_some() {
+    // Only metadata given (description, tags, tier): the value is kept.
+    let metadata_only = args.description.is_some() || tags.is_some() || tier.is_some();
+    let new_value = if !value_given(args.value) && metadata_only {
         None
     } else {
         Some(read_value(args.value, args.key)?)
     };
-    let response = put(&client, &put_request(new_value, args.description, None))?;
+    let request = PutSecretRequest {
+        tags,
+        tier,
+        ..put_request(new_value, args.description, None)
+    };
+    let response = put(&client, &request)?;
     report_put(args.connect.json, args.what, &response)
 }
 
@@ -206,6 +284,7 @@ pub(super) fn import(
     args: ImportArgs,
     send: impl FnOnce(&Client, &ImportRequest) -> Result<ImportSummary, protocol::Error>,
 ) -> Result<()> {
+    let (tags, tier) = labels(&args.labels)?;
     let entries = read_env_file(&args.file)?;
     let client = connect(&args.connect)?;
     let summary = send(
@@ -216,6 +295,8 @@ pub(super) fn import(
             plain_keys: args.plain_keys,
             overwrite: args.overwrite,
             allow_dangerous_name: args.allow_dangerous_name,
+            tier,
+            tags,
         },
     )?;
     if args.connect.json {

@@ -15,6 +15,7 @@ pub(super) fn run(cmd: VarsCommand) -> Result<()> {
             key,
             value,
             description,
+            labels,
             connect: c,
         } => super::secrets::update(
             super::secrets::Update {
@@ -22,6 +23,7 @@ pub(super) fn run(cmd: VarsCommand) -> Result<()> {
                 what: &format!("project variable {key}"),
                 value: &value,
                 description,
+                labels: &labels,
                 connect: &c,
             },
             |client| client.describe_var(&key),
@@ -30,8 +32,16 @@ pub(super) fn run(cmd: VarsCommand) -> Result<()> {
         VarsCommand::Import { import } => {
             super::secrets::import(import, |client, req| client.import_vars(req))
         }
-        VarsCommand::List { values, connect: c } => {
-            let list = connect(&c)?.list_vars(values)?;
+        VarsCommand::List {
+            values,
+            tags,
+            connect: c,
+        } => {
+            let query = crate::protocol::wire::ListQuery {
+                values: Some(values),
+                tag: super::secrets::tag_filter(&tags),
+            };
+            let list = connect(&c)?.list_vars(&query)?;
             if c.json {
                 return print_json(&list);
             }

@@ -281,6 +281,8 @@ async fn import_dotenv(
         plain_keys: req.plain_keys,
         overwrite: req.overwrite,
         allow_dangerous_name: req.allow_dangerous_name,
+        tier: None,
+        tags: None,
     };
     let ctx = Ctx {
         caller: info.caller,

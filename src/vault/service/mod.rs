@@ -14,6 +14,7 @@
 //! masked preview, or answer the run-time read) and never logged.
 
 mod agents;
+mod approvals;
 mod audit;
 pub mod backup;
 mod export;

@@ -356,10 +356,14 @@ impl Vault {
         let master = self.inner.master.clone();
         let caller = ctx.caller.clone();
         let name = agent.clone();
-        let (revision, secrets, reads) = self
+        let read = self
             .inner
             .db
             .read(move |tx| {
+                // Tier critical: nothing at all until the token is approved (`approvals`).
+                if let Some(unapproved) = Vault::gate(tx, &caller, &name)? {
+                    return Ok(Err(unapproved));
+                }
                 let revision = scope_revision(
                     &caller,
                     &name,
@@ -403,9 +407,20 @@ impl Vault {
                     };
                     reads.push((owner, secret.name.clone()));
                 }
-                Ok((revision, by_key.into_values().collect::<Vec<_>>(), reads))
+                Ok(Ok((
+                    revision,
+                    by_key.into_values().collect::<Vec<_>>(),
+                    reads,
+                )))
             })
-            .await?;
+            .await?
+            .map_err(|unapproved| (agent.clone(), unapproved));
+        let (revision, secrets, reads) = match read {
+            Ok(read) => read,
+            Err((agent, unapproved)) => {
+                return Err(self.refuse_read(ctx, &agent, unapproved).await)
+            }
+        };
         // The token may have been revoked while this read ran: answer nothing then.
         self.recheck(ctx, &agent).await?;
         if let (Some(key), true) = (only, secrets.is_empty()) {

@@ -2,6 +2,7 @@
 //! import. Every change is one transaction that bumps the owner's state (see `runtime`)
 //! and appends its audit record; values are decrypted only inside `spawn_blocking`.
 
+use super::validate::{parse_tag_filter, validate_tag_count, validate_tag_name, validate_tags};
 use super::{
     bump, format_ms, is_blank, now_ms, record, validate_description, validate_key,
     validate_not_blank, validate_not_dangerous, validate_owner_name, validate_value, Ctx, Owner,
@@ -9,7 +10,7 @@ use super::{
 };
 use crate::protocol::wire::{
     preview, ImportRequest, ImportSummary, Kind, PutResponse, PutSecretRequest, RollbackResponse,
-    SecretMeta, VersionList, VersionMeta,
+    SecretMeta, Tags, Tier, VersionList, VersionMeta,
 };
 use crate::vault::audit as audit_log;
 use crate::vault::crypto::{Aad, MasterKey};
@@ -25,6 +26,8 @@ pub(super) fn meta(entry: &EntryRow, value: &SecretString, show_plain: bool) -> 
         agent: (entry.owner != PROJECT).then(|| entry.owner.clone()),
         key: entry.key.clone(),
         kind: entry.kind,
+        tier: entry.tier,
+        tags: entry.tags.clone(),
         description: entry.description.clone(),
         version: entry.version,
         created_at: format_ms(entry.created_at),
@@ -120,7 +123,14 @@ impl Vault {
         if let Some(description) = &req.description {
             validate_description(description)?;
         }
+        if let Some(tags) = &req.tags {
+            validate_tags(tags)?;
+        }
+        for name in &req.untag {
+            validate_tag_name(name)?;
+        }
         self.require_manage(ctx, "set", &owner, Some(&key)).await?;
+        let is_admin = ctx.caller.is_admin();
         let master = self.inner.master.clone();
         let keep = self.inner.keep_versions;
         let owner_name = owner.name().to_string();
@@ -134,83 +144,119 @@ impl Vault {
                 let now = now_ms();
                 let (owner, key) = (&owner_name, &key2);
                 let existing = db::get_entry(tx, owner, key)?;
-                let (entry, value, created, changed) = match existing {
-                    None => {
-                        validate_not_dangerous(key, req.allow_dangerous_name)?;
-                        // Without a value this is an update of something that does not exist.
-                        let value = req.value.ok_or_else(|| {
-                            Error::NotFound(format!(
-                                "entry {key} (a value is required to create it)"
-                            ))
-                        })?;
-                        let kind = req.kind.unwrap_or(Kind::Secret);
-                        store_version(tx, &master, keep, owner, key, 1, kind, &value, now)?;
-                        let entry = EntryRow {
-                            owner: owner.clone(),
-                            key: key.clone(),
-                            kind,
-                            description: req.description.unwrap_or_default(),
-                            version: 1,
-                            created_at: now,
-                            updated_at: now,
-                            last_read_at: None,
-                        };
-                        db::upsert_entry(tx, &entry)?;
-                        (entry, value, true, true)
-                    }
-                    Some(mut entry) => {
-                        let kind = req.kind.unwrap_or(entry.kind);
-                        if entry.kind == Kind::Secret && kind == Kind::Plain && req.value.is_none()
-                        {
-                            // A plain entry is shown in clear: turning a secret into one
-                            // without replacing its value would read it back.
-                            return Err(Error::InvalidRequest(format!(
-                                "{key} is a secret; making it plain needs a new value"
-                            )));
+                let (entry, value, created, content_changed, tags_changed, tier_changed) =
+                    match existing {
+                        None => {
+                            validate_not_dangerous(key, req.allow_dangerous_name)?;
+                            // Without a value this is an update of something that does not exist.
+                            let value = req.value.ok_or_else(|| {
+                                Error::NotFound(format!(
+                                    "entry {key} (a value is required to create it)"
+                                ))
+                            })?;
+                            let kind = req.kind.unwrap_or(Kind::Secret);
+                            let tags = retag(&Tags::new(), req.tags.as_ref(), &req.untag)?;
+                            store_version(tx, &master, keep, owner, key, 1, kind, &value, now)?;
+                            let entry = EntryRow {
+                                owner: owner.clone(),
+                                key: key.clone(),
+                                kind,
+                                description: req.description.unwrap_or_default(),
+                                version: 1,
+                                created_at: now,
+                                updated_at: now,
+                                last_read_at: None,
+                                tags,
+                                tier: req.tier.unwrap_or_default(),
+                            };
+                            db::upsert_entry(tx, &entry)?;
+                            (entry, value, true, true, false, false)
                         }
-                        let mut changed = false;
-                        // Every write of a value is a new version, even of the same bytes:
-                        // "unchanged" would confirm a guessed value to a write-only caller.
-                        let value = match req.value {
-                            Some(value) => {
-                                Self::new_version(
-                                    tx, &master, keep, owner, key, &mut entry, kind, &value, now,
-                                )?;
-                                changed = true;
-                                value
+                        Some(mut entry) => {
+                            let kind = req.kind.unwrap_or(entry.kind);
+                            if entry.kind == Kind::Secret
+                                && kind == Kind::Plain
+                                && req.value.is_none()
+                            {
+                                // A plain entry is shown in clear: turning a secret into one
+                                // without replacing its value would read it back.
+                                return Err(Error::InvalidRequest(format!(
+                                    "{key} is a secret; making it plain needs a new value"
+                                )));
                             }
-                            None => {
-                                let current = current_value(tx, &master, &entry)?;
-                                if kind != entry.kind {
+                            let mut changed = false;
+                            // Every write of a value is a new version, even of the same bytes:
+                            // "unchanged" would confirm a guessed value to a write-only caller.
+                            let value = match req.value {
+                                Some(value) => {
                                     Self::new_version(
-                                        tx, &master, keep, owner, key, &mut entry, kind, &current,
+                                        tx, &master, keep, owner, key, &mut entry, kind, &value,
                                         now,
                                     )?;
                                     changed = true;
+                                    value
                                 }
-                                current
+                                None => {
+                                    let current = current_value(tx, &master, &entry)?;
+                                    if kind != entry.kind {
+                                        Self::new_version(
+                                            tx, &master, keep, owner, key, &mut entry, kind,
+                                            &current, now,
+                                        )?;
+                                        changed = true;
+                                    }
+                                    current
+                                }
+                            };
+                            if let Some(description) = req.description {
+                                if description != entry.description {
+                                    entry.description = description;
+                                    changed = true;
+                                }
                             }
-                        };
-                        if let Some(description) = req.description {
-                            if description != entry.description {
-                                entry.description = description;
-                                changed = true;
+                            let tags = retag(&entry.tags, req.tags.as_ref(), &req.untag)?;
+                            let tags_changed = tags != entry.tags;
+                            entry.tags = tags;
+                            let tier = req.tier.unwrap_or(entry.tier);
+                            if entry.tier == Tier::Critical && tier != Tier::Critical && !is_admin {
+                                // A write token could otherwise open a critical entry to every
+                                // reader without an approval.
+                                return Err(Error::Forbidden(format!(
+                                    "{key} is critical; only an admin token may lower its tier"
+                                )));
                             }
+                            let tier_changed = tier != entry.tier;
+                            entry.tier = tier;
+                            if changed || tags_changed || tier_changed {
+                                entry.updated_at = now;
+                                db::upsert_entry(tx, &entry)?;
+                            }
+                            (entry, value, false, changed, tags_changed, tier_changed)
                         }
-                        if changed {
-                            entry.updated_at = now;
-                            db::upsert_entry(tx, &entry)?;
-                        }
-                        (entry, value, false, changed)
-                    }
-                };
+                    };
+                let changed = content_changed || tags_changed || tier_changed;
                 let seq = if changed {
                     Some(bump(tx, owner)?)
                 } else {
                     None
                 };
                 let action = if created { "create" } else { "update" };
-                audit_log::write(tx, &record(&ctx2, action, &owner2, vec![key.clone()], "ok"))?;
+                // A change of tags or tier alone has its own record; names only, no values.
+                if created || content_changed || !(tags_changed || tier_changed) {
+                    audit_log::write(tx, &record(&ctx2, action, &owner2, vec![key.clone()], "ok"))?;
+                }
+                if tags_changed {
+                    audit_log::write(
+                        tx,
+                        &record(&ctx2, "entry.tags", &owner2, vec![key.clone()], "ok"),
+                    )?;
+                }
+                if tier_changed {
+                    audit_log::write(
+                        tx,
+                        &record(&ctx2, "entry.tier", &owner2, vec![key.clone()], "ok"),
+                    )?;
+                }
                 Ok((
                     PutResponse {
                         created,
@@ -259,8 +305,15 @@ impl Vault {
     }
 
     /// Metadata of every entry of `owner` (filtered to the keys a scoped token manages).
-    pub async fn list(&self, ctx: &Ctx, owner: Owner, show_plain: bool) -> Result<Vec<SecretMeta>> {
+    pub async fn list(
+        &self,
+        ctx: &Ctx,
+        owner: Owner,
+        show_plain: bool,
+        tag_filter: Option<&str>,
+    ) -> Result<Vec<SecretMeta>> {
         validate_owner_name(&owner)?;
+        let filter = tag_filter.map(parse_tag_filter).transpose()?;
         self.require_manage(ctx, "list", &owner, None).await?;
         let master = self.inner.master.clone();
         let caller = ctx.caller.clone();
@@ -275,6 +328,15 @@ impl Vault {
                         if !caller.can_write(agent, &entry.key) {
                             continue;
                         }
+                    }
+                    let wanted = filter.iter().flatten().all(|(name, value)| {
+                        entry
+                            .tags
+                            .get(name)
+                            .is_some_and(|have| value.as_ref().is_none_or(|want| want == have))
+                    });
+                    if !wanted {
+                        continue;
                     }
                     let value = current_value(tx, &master, &entry)?;
                     out.push(meta(&entry, &value, show_plain));
@@ -469,6 +531,10 @@ impl Vault {
         for key in &req.plain_keys {
             validate_key(key)?;
         }
+        if let Some(tags) = &req.tags {
+            validate_tags(tags)?;
+        }
+        let is_admin = ctx.caller.is_admin();
         for entry in &req.entries {
             self.require_manage(ctx, "import", &owner, Some(&entry.key))
                 .await?;
@@ -521,12 +587,28 @@ impl Vault {
                                     created_at: now,
                                     updated_at: now,
                                     last_read_at: None,
+                                    tags: req.tags.clone().unwrap_or_default(),
+                                    tier: req.tier.unwrap_or_default(),
                                 },
                             )?;
                             summary.created.push(key.clone());
                         }
                         Some(_) if !req.overwrite => summary.skipped.push(key.clone()),
                         Some(mut entry) => {
+                            if let Some(tier) = req.tier {
+                                if entry.tier == Tier::Critical
+                                    && tier != Tier::Critical
+                                    && !is_admin
+                                {
+                                    return Err(Error::Forbidden(format!(
+                                        "{key} is critical; only an admin token may lower its tier"
+                                    )));
+                                }
+                                entry.tier = tier;
+                            }
+                            if let Some(tags) = &req.tags {
+                                entry.tags = retag(&entry.tags, Some(tags), &[])?;
+                            }
                             // Overwriting is always a new version, whatever the value (see put).
                             Self::new_version(
                                 tx,
@@ -568,4 +650,18 @@ impl Vault {
             overwritten = summary.overwritten.len(), "import done");
         Ok(summary)
     }
+}
+
+/// `current` with `set` added (replacing same-named tags) and `remove` taken away; refused
+/// past the most tags an entry may carry.
+fn retag(current: &Tags, set: Option<&Tags>, remove: &[String]) -> Result<Tags> {
+    let mut tags = current.clone();
+    if let Some(set) = set {
+        tags.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    for name in remove {
+        tags.remove(name);
+    }
+    validate_tag_count(&tags)?;
+    Ok(tags)
 }

@@ -53,7 +53,9 @@ impl Vault {
         }
         let now = now_ms();
         let expires_at = ttl.map(|ttl| now + ttl.as_millis() as i64);
-        let new = vault_tokens::issue(scopes, description, now, expires_at)?;
+        let mut new = vault_tokens::issue(scopes, description, now, expires_at)?;
+        // Recorded so this admin cannot approve the token's critical reads itself.
+        new.record.issued_by = ctx.map(|ctx| ctx.caller.token_id.clone());
         let record_row = new.record.clone();
         let audit_record = match ctx {
             Some(ctx) => record(

@@ -175,3 +175,106 @@ mod tests {
         );
     }
 }
+
+/// Most tags one entry may carry.
+pub const MAX_TAGS: usize = 16;
+const MAX_TAG_NAME: usize = 63;
+const MAX_TAG_VALUE: usize = 128;
+
+/// Tag names: `[a-z][a-z0-9_.-]{0,62}`, so they read the same in a table, a URL and a shell.
+pub(super) fn validate_tag_name(name: &str) -> Result<()> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_TAG_NAME
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidTag {
+            tag: name.chars().take(100).collect(),
+            rule: "tag names match [a-z][a-z0-9_.-]{0,62}",
+        })
+    }
+}
+
+/// Tag values: up to 128 of `[A-Za-z0-9_.:/@+-]` (no `,` or `=`: they separate filters and
+/// `--tag NAME=VALUE`), possibly empty.
+pub(super) fn validate_tag_value(name: &str, value: &str) -> Result<()> {
+    let ok = value.len() <= MAX_TAG_VALUE
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'/' | b'@' | b'+' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidTag {
+            tag: name.to_string(),
+            rule: "tag values are at most 128 of [A-Za-z0-9_.:/@+-]",
+        })
+    }
+}
+
+/// Every name and value of a tag set, and the count.
+pub(super) fn validate_tags(tags: &crate::protocol::wire::Tags) -> Result<()> {
+    for (name, value) in tags {
+        validate_tag_name(name)?;
+        validate_tag_value(name, value)?;
+    }
+    validate_tag_count(tags)
+}
+
+pub(super) fn validate_tag_count(tags: &crate::protocol::wire::Tags) -> Result<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::InvalidTag {
+            tag: format!("{} tags", tags.len()),
+            rule: "an entry carries at most 16 tags",
+        });
+    }
+    Ok(())
+}
+
+/// A list filter `NAME:VALUE,NAME` (`?tag=`): each part a tag with that value, or with any
+/// value when the part has no `:`.
+pub(super) fn parse_tag_filter(text: &str) -> Result<Vec<(String, Option<String>)>> {
+    text.split(',')
+        .map(|part| {
+            let (name, value) = match part.split_once(':') {
+                Some((name, value)) => (name, Some(value)),
+                None => (part, None),
+            };
+            validate_tag_name(name)?;
+            if let Some(value) = value {
+                validate_tag_value(name, value)?;
+            }
+            Ok((name.to_string(), value.map(str::to_string)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn tag_rules() {
+        assert!(validate_tag_name("team").is_ok());
+        assert!(validate_tag_name("cost-center.v2").is_ok());
+        for bad in ["", "Team", "1team", "a b", "a=b", &"a".repeat(64)] {
+            assert!(validate_tag_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_tag_value("t", "").is_ok());
+        assert!(validate_tag_value("t", "ml/infra@eu:1").is_ok());
+        for bad in ["a,b", "a=b", "a b", &"v".repeat(129)] {
+            assert!(validate_tag_value("t", bad).is_err(), "{bad:?}");
+        }
+        let filter = parse_tag_filter("team:ml,env").expect("valid filter");
+        assert_eq!(
+            filter,
+            vec![("team".into(), Some("ml".into())), ("env".into(), None)]
+        );
+        assert!(parse_tag_filter("team:ml,").is_err());
+    }
+}

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use crate::protocol::wire::{code, AuditQuery, Kind, PutResponse, PutSecretRequest, SecretMeta};
+use crate::protocol::wire::{
+    code, AuditQuery, Kind, ListQuery, PutResponse, PutSecretRequest, SecretMeta,
+};
 use crate::protocol::{self, Client};
 
 /// Most audit records one `read_audit` returns when the call names no `limit`: the CLI's
@@ -441,7 +443,7 @@ impl Tools {
             "list_entries" => {
                 let args: AgentArgs = parse(name, arguments)?;
                 let list = client
-                    .list_secrets(&args.agent, false)
+                    .list_secrets(&args.agent, &masked_list())
                     .map_err(store_error)?;
                 let entries: Vec<SecretMeta> = list.secrets.into_iter().map(masked).collect();
                 Outcome::ok(json!({"agent": list.agent, "entries": to_value(&entries)}))
@@ -455,7 +457,7 @@ impl Tools {
             }
             "list_project_variables" => {
                 parse::<NoArgs>(name, arguments)?;
-                let list = client.list_vars(false).map_err(store_error)?;
+                let list = client.list_vars(&masked_list()).map_err(store_error)?;
                 let vars: Vec<SecretMeta> = list.vars.into_iter().map(masked).collect();
                 Outcome::ok(json!({"vars": to_value(&vars)}))
             }
@@ -553,6 +555,10 @@ impl Tools {
             value: Some(args.value),
             description: args.description,
             kind: Some(Kind::Plain),
+            // Tags and tier stay as they are; MCP sets neither.
+            tags: None,
+            untag: Vec::new(),
+            tier: None,
             allow_dangerous_name: false,
             allow_empty_value: false,
         };
@@ -618,6 +624,14 @@ fn refuse_issue_token(arguments: &Map<String, Value>) -> Outcome {
         scopes.join(" "),
         shell_quote(&ttl)
     ))
+}
+
+/// A list query without plain values (every tool answer is masked) and without a tag filter.
+fn masked_list() -> ListQuery {
+    ListQuery {
+        values: Some(false),
+        tag: None,
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,12 @@ function agentPath(agent, key) {
   return path;
 }
 
+// Tags are never secret: `name=value` pairs, shown as text (never as HTML).
+function tagsText(tags) {
+  const pairs = Object.entries(tags || {}).map(([name, value]) => name + '=' + value);
+  return pairs.length ? pairs.join(', ') : '—';
+}
+
 function openAgent(agent) {
   currentAgent = agent;
   $('agent-title').textContent = 'Agent ' + agent;
@@ -178,6 +184,8 @@ async function loadEntries() {
   const rows = data.secrets.map((s) => el('tr', {},
     el('th', { scope: 'row' }, s.key),
     el('td', {}, s.kind),
+    el('td', { 'data-tier': s.key }, s.tier),
+    el('td', { 'data-tags': s.key }, tagsText(s.tags)),
     el('td', { class: 'mono' }, s.preview),
     el('td', {}, s.description),
     el('td', {}, s.version),
@@ -188,7 +196,7 @@ async function loadEntries() {
       button('Rotate', () => startRotate(s), 'Rotate ' + s.key),
       button('Versions', () => withErrors(() => loadVersions(s.key)), 'Versions of ' + s.key),
       button('Delete', () => deleteEntry(s.key), 'Delete ' + s.key))));
-  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: '9' }, 'No entries you manage.')));
+  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: '11' }, 'No entries you manage.')));
   $('entries-body').replaceChildren(...rows);
   await refreshDelivery();
   scheduleDelivery();
