@@ -212,6 +212,8 @@ pub struct ChildSetup {
     pub hand_terminal: bool,
     /// Write end of a CLOEXEC pipe: gets the exec errno if every candidate fails.
     pub error_fd: RawFd,
+    /// `--mask`: the pipes the child's stdout and stderr become.
+    pub output_fds: Option<[RawFd; 2]>,
 }
 
 /// Stack for the child between `clone` and `execve`: it only makes syscalls.
@@ -259,6 +261,11 @@ fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
         // Own process group: a signal for agent-run's group (Ctrl-C at a shell that runs
         // agent-run in the background, `kill -- -PGID`) is forwarded by us, not doubled.
         libc::setpgid(0, 0);
+        if let Some([out, err]) = setup.output_fds {
+            // dup2 clears close-on-exec on 1 and 2 only; the originals close at exec.
+            libc::dup2(out, libc::STDOUT_FILENO);
+            libc::dup2(err, libc::STDERR_FILENO);
+        }
         if setup.hand_terminal {
             // Our mask still blocks SIGTTOU here, so a background group may take the
             // terminal; the parent only asks for it when agent-run was in the foreground.

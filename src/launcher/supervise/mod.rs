@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::exit::ChildStatus;
 use crate::launcher::env::{self, EnvBlock};
+use crate::launcher::mask::{Fingerprints, MaskKey};
 use crate::launcher::signals;
 use crate::launcher::spawn::{self, Started};
 use crate::launcher::Error;
@@ -29,6 +30,7 @@ use crate::sys;
 mod fetcher;
 mod handoff;
 mod mount;
+mod output;
 mod reload;
 mod remap;
 mod settings;
@@ -185,6 +187,12 @@ pub struct Supervisor {
     /// names of the last composition's secrets; names only).
     mount: Option<MountTarget>,
     secret_names: Vec<String>,
+    /// `--mask`: the pipes and threads the child's output goes through, the per-process
+    /// fingerprint base, and the fingerprints of the last composition's secrets (applied
+    /// when a child starts or reloads with it).
+    output: Option<output::Output>,
+    mask_key: MaskKey,
+    mask_next: Option<Fingerprints>,
 }
 
 impl Supervisor {
@@ -231,6 +239,9 @@ impl Supervisor {
             reload: None,
             mount: None,
             secret_names: Vec::new(),
+            output: None,
+            mask_key: MaskKey::random(),
+            mask_next: None,
         }
     }
 
@@ -238,6 +249,16 @@ impl Supervisor {
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
     /// The loop never waits on a source: fetches run on the fetcher thread.
     pub fn run(mut self) -> Result<u8, Error> {
+        if self.job.settings.mask {
+            // `launcher::run` has blocked every signal: the threads inherit the mask.
+            self.output =
+                Some(
+                    output::Output::start(self.mask_key).map_err(|errno| Error::Setup {
+                        what: "starting the output masker (--mask)",
+                        errno,
+                    })?,
+                );
+        }
         if let Some(settings) = &self.job.settings.mount {
             self.mount = Some(MountTarget::new(settings)?);
         }
@@ -288,6 +309,17 @@ impl Supervisor {
         drop(secrets);
         if self.mount.is_some() {
             self.secret_names = summary.injected.clone();
+        }
+        if self.output.is_some() {
+            // Secrets only: inherited variables and `--env` literals are not masked.
+            let secret = |name: &[u8]| summary.injected.iter().any(|n| n.as_bytes() == name);
+            self.mask_next = Some(Fingerprints::of_values(
+                self.mask_key,
+                block
+                    .entries()
+                    .filter(|(name, _)| secret(name))
+                    .map(|(_, value)| value),
+            ));
         }
         debug!(
             secrets = summary.injected.len(),
@@ -383,11 +415,15 @@ impl Supervisor {
         let env = self.for_mount(env)?;
         let env = self.for_reload(env)?;
         let vars = env.len();
+        if let (Some(output), Some(prints)) = (&mut self.output, self.mask_next.take()) {
+            output.switch(prints);
+        }
         let started = spawn::spawn(
             &self.job.program,
             &env,
             &self.job.spawn_options,
             self.may_take_terminal(),
+            self.output.as_ref().map(output::Output::child_fds),
         );
         drop(env);
         crate::sys::wipe_stack();
@@ -825,6 +861,10 @@ impl Supervisor {
                 Ok(env) => {
                     drop(env);
                     crate::sys::wipe_stack();
+                    if let (Some(output), Some(prints)) = (&mut self.output, self.mask_next.take())
+                    {
+                        output.switch(prints);
+                    }
                     self.send(signal as i32);
                     self.child.env_digest = Some(digest);
                     self.child.env_names = Some(names);
