@@ -423,7 +423,9 @@ impl Supervisor {
             &env,
             &self.job.spawn_options,
             self.may_take_terminal(),
-            self.output.as_ref().map(output::Output::child_fds),
+            self.output
+                .as_ref()
+                .map_or(sys::ChildIo::Inherit, output::Output::child_io),
         );
         drop(env);
         crate::sys::wipe_stack();
@@ -497,6 +499,9 @@ impl Supervisor {
     /// which is gone by the time its successor starts: `last_pid`): never steal it from a
     /// shell that moved us to the background.
     fn may_take_terminal(&self) -> bool {
+        if self.output.as_ref().is_some_and(output::Output::is_pty) {
+            return false; // the child's terminal is our pty
+        }
         let stdin = std::io::stdin();
         if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
             return false;
@@ -607,6 +612,11 @@ impl Supervisor {
         }
         if signo == libc::SIGCONT && self.outcome.suspended {
             self.resume_after_suspend();
+            return;
+        }
+        // `--mask` at a terminal: the child's terminal is our pty, whose new size makes
+        // the kernel signal the child's foreground group.
+        if signo == libc::SIGWINCH && self.output.as_ref().is_some_and(output::Output::resize) {
             return;
         }
         let Some(child) = &self.child.running else {
@@ -1085,7 +1095,10 @@ impl Supervisor {
     /// Job control: the child was stopped from the terminal (Ctrl-Z). Take the terminal
     /// back and stop ourselves, so the shell sees the job stopped; `fg` sends us SIGCONT.
     fn on_child_stopped(&mut self, signal: Signal) {
-        let terminal_stop = matches!(signal, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU);
+        // On `--mask`'s pty, Ctrl-Z arrives as SIGSTOP (see `output::copy_stdin`).
+        let pty = self.output.as_ref().is_some_and(output::Output::is_pty);
+        let terminal_stop = matches!(signal, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+            || (pty && signal == Signal::SIGSTOP);
         let stdin = std::io::stdin();
         if !terminal_stop
             || nix::unistd::getpid().as_raw() == 1
@@ -1094,6 +1107,9 @@ impl Supervisor {
             return;
         }
         let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), nix::unistd::getpgrp());
+        if let Some(output) = &self.output {
+            output.suspend(); // the shell gets its terminal settings back
+        }
         self.outcome.suspended = true;
         debug!(signal = %signal, "child stopped from the terminal; suspending");
         let _ = nix::sys::signal::raise(Signal::SIGSTOP);
@@ -1105,8 +1121,15 @@ impl Supervisor {
         let Some(child) = &self.child.running else {
             return;
         };
+        let pty = match &self.output {
+            Some(output) if output.is_pty() => {
+                output.resume();
+                true
+            }
+            _ => false,
+        };
         // `fg` hands the terminal back to us; pass it on. `bg` does not: leave it.
-        if nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(nix::unistd::getpgrp()) {
+        if !pty && nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(nix::unistd::getpgrp()) {
             let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), child.pid);
         }
         let _ = sys::send_signal(-child.pid.as_raw(), libc::SIGCONT);

@@ -6,22 +6,29 @@
 //! The threads start in `Supervisor::run`, after `launcher::run` blocked every signal, so
 //! they inherit the mask ("No thread before the signal mask") and never fork. The pipes'
 //! write ends stay with agent-run (close-on-exec) and are handed to each child, so a
-//! restart keeps one ordered stream per output. Not yet a pty: at a terminal the child
-//! sees pipes (a warning says so).
+//! restart keeps one ordered stream per output.
+//!
+//! At a terminal (stdin and stdout), a pty instead: each child gets the slave as its
+//! controlling terminal in a session of its own, so `isatty` holds and colours stay;
+//! agent-run's terminal goes raw (restored on every way out: `Drop`, and before agent-run
+//! suspends itself), its keys go to the master, whose line discipline signals the child
+//! (Ctrl-C once, by the pty alone), and a SIGWINCH resizes the pty.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::termios::{self, SetArg, Termios};
 use tracing::{debug, warn};
 use zeroize::Zeroize;
 
 use crate::launcher::mask::{Fingerprints, MaskKey, Stream};
+use crate::sys;
 
 /// How long a pipe stays quiet before the held-back tail is written out: a prompt
 /// without a newline must appear, and a value written in two parts this far apart is
@@ -40,58 +47,160 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// The two pipes and their threads; dropping it closes agent-run's write ends, lets the
-/// threads write out what is left and joins them.
+/// How the child's output reaches agent-run.
+enum Plumbing {
+    /// stdout's and stderr's write ends, dup'ed onto each child's 1 and 2.
+    Pipes(Vec<OwnedFd>),
+    /// The slave every child gets as its terminal, the master (a copy; the pump thread
+    /// reads its own) for window sizes, and agent-run's terminal settings before raw mode.
+    Pty {
+        slave: OwnedFd,
+        master: OwnedFd,
+        saved: Termios,
+    },
+}
+
+/// The pipes or the pty and their threads; dropping it closes agent-run's ends of the
+/// child's, lets the threads write out what is left, joins them and (pty) gives the
+/// terminal its settings back.
 pub struct Output {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    /// stdout's and stderr's write ends, dup'ed onto each child's 1 and 2.
-    write_ends: Vec<OwnedFd>,
+    plumbing: Option<Plumbing>,
     /// The fingerprints of the running child's environment.
     child_prints: Fingerprints,
 }
 
 impl Output {
+    /// A pty when agent-run's stdin and stdout are a terminal (an interactive session),
+    /// else pipes.
     pub fn start(key: MaskKey) -> Result<Output, Errno> {
-        let at_terminal = [std::io::stdout().as_fd(), std::io::stderr().as_fd()]
-            .into_iter()
-            .any(|fd| nix::unistd::isatty(fd).unwrap_or(false));
-        if at_terminal {
-            warn!("--mask at a terminal: the child's output goes through pipes, so the child does not see a terminal (no pty yet)");
-        }
         let shared = Arc::new(Shared {
             prints: Mutex::new(Arc::new(Fingerprints::empty(key))),
             stop: AtomicBool::new(false),
         });
         let mut output = Output {
-            shared: shared.clone(),
+            shared,
             threads: Vec::new(),
-            write_ends: Vec::new(),
+            plumbing: None,
             child_prints: Fingerprints::empty(key),
         };
+        let tty = |fd: BorrowedFd<'_>| nix::unistd::isatty(fd).unwrap_or(false);
+        let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+        if tty(stdin.as_fd()) && tty(stdout.as_fd()) {
+            output.start_pty()?;
+        } else {
+            if tty(std::io::stderr().as_fd()) || tty(stdout.as_fd()) {
+                warn!("--mask: agent-run's stdin is not a terminal, so the child's output goes through pipes and the child does not see a terminal");
+            }
+            output.start_pipes()?;
+        }
+        Ok(output)
+    }
+
+    fn start_pipes(&mut self) -> Result<(), Errno> {
+        let mut write_ends = Vec::new();
         for (target, name) in [
             (libc::STDOUT_FILENO, "mask-stdout"),
             (libc::STDERR_FILENO, "mask-stderr"),
         ] {
             let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
             fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-            let shared = shared.clone();
-            let thread = std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || pump(read, target, &shared))
-                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
-            output.threads.push(thread);
-            output.write_ends.push(write);
+            self.spawn_pump(read, target, name)?;
+            write_ends.push(write);
         }
-        Ok(output)
+        self.plumbing = Some(Plumbing::Pipes(write_ends));
+        Ok(())
     }
 
-    /// The descriptors the child's stdout and stderr become.
-    pub fn child_fds(&self) -> [RawFd; 2] {
-        [
-            self.write_ends[0].as_raw_fd(),
-            self.write_ends[1].as_raw_fd(),
-        ]
+    /// The child's terminal is a pty with agent-run's terminal's settings and size;
+    /// agent-run's own goes raw, so every key (Ctrl-C, Ctrl-Z) reaches the pty's line
+    /// discipline, which signals the child's group itself.
+    fn start_pty(&mut self) -> Result<(), Errno> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd())?;
+        let size = sys::window_size(libc::STDIN_FILENO);
+        let pty = nix::pty::openpty(size.as_ref(), &saved)?;
+        for fd in [&pty.master, &pty.slave] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        }
+        let reader = pty.master.try_clone().map_err(io_errno)?;
+        fcntl(&reader, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        let writer = pty.master.try_clone().map_err(io_errno)?;
+        self.spawn_pump(reader, libc::STDOUT_FILENO, "mask-pty")?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSADRAIN, &raw)?;
+        self.plumbing = Some(Plumbing::Pty {
+            slave: pty.slave,
+            master: pty.master,
+            saved,
+        });
+        // Blocked in read(0) until agent-run exits: never joined, holds no value.
+        std::thread::Builder::new()
+            .name("mask-stdin".into())
+            .spawn(move || copy_stdin(writer))
+            .map_err(io_errno)?;
+        Ok(())
+    }
+
+    fn spawn_pump(&mut self, read: OwnedFd, target: RawFd, name: &str) -> Result<(), Errno> {
+        let shared = self.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || pump(read, target, &shared))
+            .map_err(io_errno)?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    /// Where the child's standard streams go.
+    pub fn child_io(&self) -> sys::ChildIo {
+        match &self.plumbing {
+            Some(Plumbing::Pipes(ends)) => sys::ChildIo::Pipes {
+                stdout: ends[0].as_raw_fd(),
+                stderr: ends[1].as_raw_fd(),
+            },
+            Some(Plumbing::Pty { slave, .. }) => sys::ChildIo::Pty {
+                slave: slave.as_raw_fd(),
+            },
+            None => sys::ChildIo::Inherit,
+        }
+    }
+
+    /// Whether the child is on our pty (then agent-run's terminal is not the child's).
+    pub fn is_pty(&self) -> bool {
+        matches!(self.plumbing, Some(Plumbing::Pty { .. }))
+    }
+
+    /// SIGWINCH on agent-run's terminal: the pty takes its size, and the kernel signals
+    /// the child's foreground group. False without a pty (the caller forwards it).
+    pub fn resize(&self) -> bool {
+        let Some(Plumbing::Pty { master, .. }) = &self.plumbing else {
+            return false;
+        };
+        if let Some(size) = sys::window_size(libc::STDIN_FILENO) {
+            sys::set_window_size(master.as_raw_fd(), &size);
+        }
+        true
+    }
+
+    /// Before agent-run stops itself (the child was stopped from the pty): the terminal
+    /// gets its settings back for the shell.
+    pub fn suspend(&self) {
+        if let Some(Plumbing::Pty { saved, .. }) = &self.plumbing {
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, saved);
+        }
+    }
+
+    /// After `fg`: raw again, and the pty takes the size the window may have meanwhile.
+    pub fn resume(&self) {
+        if let Some(Plumbing::Pty { saved, .. }) = &self.plumbing {
+            let mut raw = saved.clone();
+            termios::cfmakeraw(&mut raw);
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, &raw);
+            self.resize();
+        }
     }
 
     /// A child starts (or reloads) with a new environment: mask its values from now on,
@@ -106,12 +215,79 @@ impl Output {
 
 impl Drop for Output {
     fn drop(&mut self) {
-        self.write_ends.clear();
+        let saved = match self.plumbing.take() {
+            Some(Plumbing::Pty { saved, .. }) => Some(saved),
+            _ => None,
+        };
         self.shared.stop.store(true, Ordering::SeqCst);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        if let Some(saved) = saved {
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, &saved);
+        }
     }
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// agent-run's stdin to the pty: what the user types, keys as bytes (raw mode).
+///
+/// Ctrl-Z is the one key not passed on while the pty generates signals (ISIG): the
+/// child's session has no parent inside it, so the kernel discards a terminal stop signal
+/// whose action is the default (POSIX's orphaned process group). The group gets SIGSTOP
+/// instead, which the supervisor sees as a stop from the terminal and suspends itself.
+/// Not as PID 1, which never suspends itself: there Ctrl-Z does what it does under any
+/// container's init.
+fn copy_stdin(master: OwnedFd) {
+    let job_control = nix::unistd::getpid().as_raw() != 1;
+    let mut buf = zeroize::Zeroizing::new([0u8; 4096]);
+    loop {
+        let n = match nix::unistd::read(std::io::stdin(), &mut buf[..]) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
+            Err(_) => return,
+        };
+        let suspend = termios::tcgetattr(&master)
+            .ok()
+            .filter(|_| job_control)
+            .and_then(|t| {
+                t.local_flags
+                    .contains(termios::LocalFlags::ISIG)
+                    .then_some(t.control_chars[termios::SpecialCharacterIndices::VSUSP as usize])
+                    .filter(|&c| c != 0)
+            });
+        for piece in buf[..n].split_inclusive(|&b| Some(b) == suspend) {
+            let (bytes, stop) = match piece.split_last() {
+                Some((&last, rest)) if Some(last) == suspend => (rest, true),
+                _ => (piece, false),
+            };
+            if !write_all_to(&master, bytes) {
+                return;
+            }
+            if stop {
+                if let Ok(group) = nix::unistd::tcgetpgrp(&master) {
+                    let _ = sys::send_signal(-group.as_raw(), libc::SIGSTOP);
+                }
+            }
+        }
+        buf[..n].zeroize();
+    }
+}
+
+fn write_all_to(fd: &OwnedFd, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// One stream: read what the child wrote, write out what the matcher lets go, write the
