@@ -205,3 +205,95 @@ fn no_secret_stays_in_agent_run_while_masking() {
         );
     }
 }
+
+/// At a terminal (tmux: a real pty for agent-run), the child gets a pty of its own: it
+/// sees a terminal on all three streams, its colours reach the screen, the value does
+/// not, Ctrl-C reaches it once, a resize reaches it as SIGWINCH with the new size, Ctrl-Z
+/// suspends it with agent-run and `fg` brings both back (plain mode: PID 1 never suspends
+/// itself), keys reach it, and the terminal is cooked again after agent-run exits.
+#[test]
+fn mask_at_a_terminal_gives_the_child_a_pty() {
+    use crate::terminal::Tmux;
+    for mode in MODES {
+        let dir = Dir::new("mask-pty");
+        let token = "pty-secret-value-4242";
+        let env_file = dir.write("app.env", format!("TOKEN={token}\nV=1\n"));
+        let script = dir.write(
+            "child.sh",
+            "trap 'echo int-$V' INT\n\
+             trap 'echo winch-$(stty size | tr \" \" x)' WINCH\n\
+             trap 'echo cont-$V' CONT\n\
+             if [ -t 0 ] && [ -t 1 ] && [ -t 2 ]; then echo isatty-yes; fi\n\
+             echo \"v=$TOKEN\"\n\
+             printf '\\033[31mred-text\\033[0m\\n'\n\
+             echo child-up\n\
+             while :; do read line; [ \"$line\" = quit ] && exit 3; done\n",
+        );
+        let launcher = match mode {
+            crate::common::Mode::Plain => crate::common::agent_run_bin().to_owned(),
+            crate::common::Mode::Pid1 => format!(
+                "unshare --pid --fork --mount-proc --kill-child {}",
+                crate::common::agent_run_bin()
+            ),
+        };
+        let tmux = Tmux::start("mask-pty");
+        tmux.keys(&[
+            &format!(
+                "{launcher} --mask --env-file {} -- sh {}",
+                env_file.display(),
+                script.display()
+            ),
+            "Enter",
+        ]);
+        wait_until(LONG, "the child", || tmux.screen().contains("child-up"));
+        let screen = tmux.screen();
+        assert!(screen.contains("isatty-yes"), "{mode:?}:\n{screen}");
+        assert!(
+            screen.contains("v=****") && !screen.contains(token),
+            "{mode:?}:\n{screen}"
+        );
+        assert!(
+            tmux.screen_with_colours().contains("\u{1b}[31mred-text"),
+            "{mode:?}: no colour:\n{}",
+            tmux.screen_with_colours()
+        );
+        tmux.keys(&["C-c"]);
+        wait_until(LONG, "Ctrl-C to reach the child", || {
+            tmux.count("int-1") == 1
+        });
+        tmux.resize(90, 30);
+        wait_until(LONG, "the new size to reach the child", || {
+            tmux.screen().contains("winch-30x90")
+        });
+        if mode == crate::common::Mode::Plain {
+            tmux.keys(&["C-z"]);
+            wait_until(LONG, "agent-run to be suspended", || {
+                tmux.screen().contains("Stopped")
+            });
+            tmux.keys(&["fg", "Enter"]);
+            wait_until(LONG, "the child to continue", || {
+                tmux.screen().contains("cont-1")
+            });
+        }
+        tmux.keys(&["quit", "Enter"]);
+        wait_until(LONG, "the shell's prompt after agent-run", || {
+            tmux.screen()
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                == Some("ready>")
+        });
+        tmux.keys(&["echo rc=$?", "Enter"]);
+        wait_until(LONG, "agent-run to exit with the child's 3", || {
+            tmux.screen().contains("rc=3")
+        });
+        tmux.keys(&["stty -a | grep -o -- ' -*icanon'", "Enter"]);
+        wait_until(LONG, "the terminal to be cooked again", || {
+            tmux.screen().lines().any(|l| l.trim() == "icanon")
+        });
+        let screen = tmux.screen();
+        assert_eq!(tmux.count("int-1"), 1, "{mode:?}:\n{screen}");
+        assert!(!screen.contains(token), "{mode:?}:\n{screen}");
+    }
+}
