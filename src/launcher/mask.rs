@@ -10,7 +10,9 @@
 //! buffer dropped at once; the matcher keeps a rolling hash per distinct length over the
 //! output. Two different windows of one length collide with probability about L/2^61, so
 //! over N bytes and n values the expected false matches are about N·n·L/2^61 (none in the
-//! benchmark's gigabyte).
+//! benchmark's gigabyte). For speed, a window's fingerprint is computed only when a cheap
+//! keyed hash of the whole window (mod 2^32, one multiply) passes a bit filter that the
+//! forms set; that filter decides nothing, the fingerprint does.
 //!
 //! Values shorter than `MIN_LEN` are not masked: masking `a` would mask every `a`.
 
@@ -57,10 +59,12 @@ fn sub(a: u64, b: u64) -> u64 {
     }
 }
 
-/// The per-process base of every fingerprint.
+/// The per-process bases: of every fingerprint (mod 2^61−1), and of the cheap 32-bit hash
+/// (mod 2^32) whose filter most windows fail before a fingerprint is computed.
 #[derive(Clone, Copy)]
 pub struct MaskKey {
     base: u64,
+    quick: u32,
 }
 
 impl MaskKey {
@@ -72,14 +76,19 @@ impl MaskKey {
             getrandom::fill(&mut bytes).expect("the kernel's random number generator");
             let base = u64::from_le_bytes(bytes) % P;
             if base > 1 << 16 {
-                return MaskKey { base };
+                // Odd, so multiplying by it loses nothing mod 2^32.
+                let quick = (u64::from_le_bytes(bytes) >> 32) as u32 | 1;
+                return MaskKey { base, quick };
             }
         }
     }
 
     #[cfg(test)]
     fn fixed(base: u64) -> MaskKey {
-        MaskKey { base }
+        MaskKey {
+            base,
+            quick: base as u32 | 1,
+        }
     }
 
     /// Bytes enter as `b + 1`, so a run of zero bytes still moves the hash.
@@ -94,6 +103,18 @@ impl MaskKey {
     fn pow(&self, len: usize) -> u64 {
         (0..len).fold(1, |p, _| mul(p, self.base))
     }
+
+    fn quick_step(&self, h: u32, byte: u8) -> u32 {
+        h.wrapping_mul(self.quick).wrapping_add(u32::from(byte) + 1)
+    }
+
+    fn quick_hash(&self, bytes: &[u8]) -> u32 {
+        bytes.iter().fold(0, |h, &b| self.quick_step(h, b))
+    }
+
+    fn quick_pow(&self, len: usize) -> u32 {
+        (0..len).fold(1u32, |p, _| p.wrapping_mul(self.quick))
+    }
 }
 
 /// Every fingerprint of one length, and base^length (what a window's start is scaled by).
@@ -101,6 +122,7 @@ impl MaskKey {
 struct Length {
     len: usize,
     pow: u64,
+    quick_pow: u32,
     prints: Vec<u64>,
 }
 
@@ -130,7 +152,7 @@ impl Fingerprints {
     /// The fingerprints of `values` and of their encoded forms (see `encoded_forms`);
     /// values shorter than `MIN_LEN` are skipped.
     pub fn of_values<'a>(key: MaskKey, values: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        let mut pairs: Vec<(usize, u64)> = Vec::new();
+        let mut pairs: Vec<(usize, u64, u32)> = Vec::new();
         let mut newline = false;
         for value in values {
             if value.len() < MIN_LEN {
@@ -138,17 +160,23 @@ impl Fingerprints {
             }
             encoded_forms(value, |form| {
                 newline |= form.contains(&b'\n');
-                pairs.push((form.len(), key.fingerprint(form)));
+                pairs.push((form.len(), key.fingerprint(form), key.quick_hash(form)));
             });
         }
         let mut prints = Fingerprints::empty(key);
         prints.newline = newline;
-        prints.insert(pairs);
+        prints.insert(
+            pairs
+                .into_iter()
+                .map(|(len, print, quick)| (len, print, Some(quick))),
+        );
         prints
     }
 
-    fn insert(&mut self, pairs: Vec<(usize, u64)>) {
-        for (len, print) in pairs {
+    /// Adds (length, fingerprint, quick hash) triples; a quick hash of `None` leaves the
+    /// filter alone (`union` ORs the other filter in).
+    fn insert(&mut self, entries: impl IntoIterator<Item = (usize, u64, Option<u32>)>) {
+        for (len, print, quick) in entries {
             let slot = match self.lengths.binary_search_by_key(&len, |l| l.len) {
                 Ok(i) => i,
                 Err(i) => {
@@ -157,6 +185,7 @@ impl Fingerprints {
                         Length {
                             len,
                             pow: self.key.pow(len),
+                            quick_pow: self.key.quick_pow(len),
                             prints: Vec::new(),
                         },
                     );
@@ -167,8 +196,10 @@ impl Fingerprints {
             if let Err(i) = prints.binary_search(&print) {
                 prints.insert(i, print);
             }
-            let bit = filter_bit(len, print);
-            self.filter[bit / 64] |= 1 << (bit % 64);
+            if let Some(quick) = quick {
+                let bit = filter_bit(len, quick);
+                self.filter[bit / 64] |= 1 << (bit % 64);
+            }
         }
     }
 
@@ -181,9 +212,11 @@ impl Fingerprints {
             other
                 .lengths
                 .iter()
-                .flat_map(|l| l.prints.iter().map(move |&p| (l.len, p)))
-                .collect(),
+                .flat_map(|l| l.prints.iter().map(move |&p| (l.len, p, None))),
         );
+        for (mine, theirs) in merged.filter.iter_mut().zip(&other.filter) {
+            *mine |= theirs;
+        }
         merged
     }
 
@@ -200,15 +233,15 @@ impl Fingerprints {
         self.lengths.last().map_or(0, |l| l.len)
     }
 
-    fn contains(&self, length: &Length, print: u64) -> bool {
-        let bit = filter_bit(length.len, print);
+    /// Whether a window of this length whose quick hash is `quick` may match.
+    fn may_contain(&self, length: &Length, quick: u32) -> bool {
+        let bit = filter_bit(length.len, quick);
         self.filter[bit / 64] & (1 << (bit % 64)) != 0
-            && length.prints.binary_search(&print).is_ok()
     }
 }
 
-fn filter_bit(len: usize, print: u64) -> usize {
-    ((print ^ (len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) as usize) % FILTER_BITS
+fn filter_bit(len: usize, quick: u32) -> usize {
+    (quick ^ (len as u32).wrapping_mul(0x9e37_79b9)) as usize % FILTER_BITS
 }
 
 /// `each` gets the value itself, its base64 (standard and URL-safe, with and without
@@ -265,6 +298,7 @@ pub struct Stream {
     ctx: usize,
     /// Prefix hashes of `buf` (as good as the bytes: wiped after each pass).
     prefix: Vec<u64>,
+    quick: Vec<u32>,
     marks: Vec<(usize, usize)>,
 }
 
@@ -345,24 +379,38 @@ impl Stream {
         let key = &prints.key;
         self.prefix.clear();
         self.prefix.reserve(self.buf.len() + 1);
-        let mut h = 0;
+        self.quick.clear();
+        self.quick.reserve(self.buf.len() + 1);
+        let (mut h, mut q) = (0, 0);
         self.prefix.push(h);
+        self.quick.push(q);
         for &b in &self.buf {
             h = key.step(h, b);
+            q = key.quick_step(q, b);
             self.prefix.push(h);
+            self.quick.push(q);
         }
-        for end in self.ctx + 1..=self.buf.len() {
-            for length in &prints.lengths {
-                if length.len > end {
-                    break;
-                }
+        // By length, then along the output: the quick hash of each window is one wrapping
+        // multiply; only a window that passes the filter gets its fingerprint computed.
+        let n = self.buf.len();
+        for length in &prints.lengths {
+            if length.len > n {
+                break;
+            }
+            for end in (self.ctx + 1).max(length.len)..=n {
                 let start = end - length.len;
+                let quick =
+                    self.quick[end].wrapping_sub(self.quick[start].wrapping_mul(length.quick_pow));
+                if !prints.may_contain(length, quick) {
+                    continue;
+                }
                 let window = sub(self.prefix[end], mul(self.prefix[start], length.pow));
-                if prints.contains(length, window) {
+                if length.prints.binary_search(&window).is_ok() {
                     self.marks.push((start, end));
                 }
             }
         }
+        self.quick.zeroize();
         self.prefix.zeroize();
         self.marks.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.marks.len());
@@ -380,6 +428,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.buf.zeroize();
         self.prefix.zeroize();
+        self.quick.zeroize();
     }
 }
 
@@ -513,14 +562,18 @@ mod tests {
     fn the_rolling_window_equals_the_direct_fingerprint() {
         let key = MaskKey::fixed(0x1f2e_3d4c_5b6a);
         let text = b"the quick brown fox";
-        let mut prefix = vec![0];
+        let (mut prefix, mut quick) = (vec![0], vec![0]);
         for &b in text {
             prefix.push(key.step(*prefix.last().unwrap(), b));
+            quick.push(key.quick_step(*quick.last().unwrap(), b));
         }
         for start in 0..text.len() {
             for end in start..=text.len() {
                 let window = sub(prefix[end], mul(prefix[start], key.pow(end - start)));
                 assert_eq!(window, key.fingerprint(&text[start..end]));
+                let quick =
+                    quick[end].wrapping_sub(quick[start].wrapping_mul(key.quick_pow(end - start)));
+                assert_eq!(quick, key.quick_hash(&text[start..end]));
             }
         }
     }
