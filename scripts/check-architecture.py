@@ -5,7 +5,7 @@
    inside its folder's entry, as `y.rs`); a folder's `mod.rs` as `x/`; a root module
    (`sys.rs`, `exit.rs`) as `sys`/`exit`.
 2. Every path the map names exists: each backticked `a/b.rs`, `a/b/` or `b.rs` that looks
-   like a module of src/ must be a file or folder there (tests/, docs/, packaging/ … are
+   like a module of src/ must be a file or folder there (tests/, docs/, packaging/, sdk/ … are
    checked against the repository root instead).
 
 Prints what disagrees and exits 1; silent and 0 when both hold.
@@ -40,7 +40,7 @@ for f in files:
     if not candidates & named:
         problems.append(f"src/{f} is not on the code map (name it as `{f}`)")
 
-other_roots = ("tests/", "docs/", "packaging/", "examples/", "benches/", "scripts/", ".ci/")
+other_roots = ("tests/", "docs/", "packaging/", "examples/", "benches/", "scripts/", ".ci/", "sdk/")
 for name in sorted(named):
     if not re.fullmatch(r"[A-Za-z0-9_./-]+(\.rs|/)", name) or "://" in name or name == "src/":
         continue

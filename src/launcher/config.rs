@@ -35,6 +35,10 @@ pub enum Error {
     BadJitter { value: String },
     #[error("--mount takes the secrets out of the environment a reload would write: use --on-change restart with --mount")]
     MountWithReload,
+    #[error("--mount-max-reads {0}: {1}")]
+    BadMaxReads(u32, &'static str),
+    #[error("--mount-max-reads needs --mount=PATH (the named pipe's path, e.g. --mount=/dev/shm/app.env): {0}")]
+    MaxReadsWithoutPath(&'static str),
     #[error("--reload-file needs --on-change reload:SIG")]
     ReloadFileWithoutReload,
     #[error("--on-change {value:?}: expected restart, signal:SIG, reload:SIG, exit or none")]
@@ -166,6 +170,7 @@ impl Config {
                     MountFormatArg::Json => MountFormat::Json,
                 },
                 allow_disk: args.mount_allow_disk,
+                max_reads: args.mount_max_reads,
             }),
             restart_budget: restart_budget(&args)?,
             restart_jitter: args.restart_jitter.as_deref().map(jitter).transpose()?,
@@ -179,6 +184,23 @@ impl Config {
         };
         if supervise.mount.is_some() && matches!(supervise.on_change, OnChange::Reload(_)) {
             return Err(Error::MountWithReload);
+        }
+        if let Some(reads) = args.mount_max_reads {
+            match &supervise.mount {
+                None => return Err(Error::MaxReadsWithoutPath("there is no --mount")),
+                Some(mount) if mount.path.is_none() => {
+                    return Err(Error::MaxReadsWithoutPath(
+                        "the memfd of --mount alone is read as often as the child likes",
+                    ))
+                }
+                Some(_) if reads == 0 => {
+                    return Err(Error::BadMaxReads(
+                        reads,
+                        "give at least 1 (how many times the child may read the set per start)",
+                    ))
+                }
+                Some(_) => {}
+            }
         }
         if supervise.reload_file.is_some() && !matches!(supervise.on_change, OnChange::Reload(_)) {
             return Err(Error::ReloadFileWithoutReload);
@@ -814,6 +836,21 @@ mod tests {
         assert!(e.to_string().contains("mixes"), "{e}");
         let e = config(&["--store", "https://a:1,https://b:2"]).unwrap_err();
         assert!(e.to_string().contains("single"), "{e}");
+    }
+
+    #[test]
+    fn mount_max_reads_needs_a_path_and_one_read() {
+        let err = |args: &[&str]| config(args).unwrap_err().to_string();
+        for args in [
+            &["--mount-max-reads", "2"][..],
+            &["--mount", "--mount-max-reads", "2"],
+            &["--mount=/dev/shm/x", "--mount-max-reads", "0"],
+        ] {
+            let e = err(args);
+            assert!(e.starts_with("--mount-max-reads"), "{args:?}: {e}");
+        }
+        let c = config(&["--mount=/dev/shm/x", "--mount-max-reads", "2"]).unwrap();
+        assert_eq!(c.supervise.mount.unwrap().max_reads, Some(2));
     }
 
     #[test]

@@ -532,8 +532,9 @@ pub struct RunArgs {
     /// Put the secrets in a file instead of the environment (as doppler run --mount): with
     /// --mount=PATH a 0600 file in a tmpfs directory (/dev/shm, /run), replaced atomically;
     /// with --mount alone an inherited memfd whose descriptor the child finds in
-    /// AGENT_RUN_MOUNT_FD. Emptied or removed when the child exits, removed when agent-run
-    /// exits. The child's environment then carries none of the secrets' values.
+    /// AGENT_RUN_MOUNT_FD; with --mount-max-reads, PATH is a named pipe. Emptied or removed
+    /// when the child exits, removed when agent-run exits. The child's environment then
+    /// carries none of the secrets' values.
     #[arg(
         long = "mount",
         value_name = "PATH",
@@ -566,6 +567,16 @@ pub struct RunArgs {
         help_heading = "Supervision"
     )]
     pub mount_allow_disk: bool,
+
+    /// With --mount=PATH: PATH is a named pipe (0600, made fresh at each start) that hands
+    /// the whole set to N readers at most, each once then EOF; then it is removed.
+    #[arg(
+        long = "mount-max-reads",
+        value_name = "N",
+        env = "AGENT_RUN_MOUNT_MAX_READS",
+        help_heading = "Supervision"
+    )]
+    pub mount_max_reads: Option<u32>,
 
     // ---- logging -------------------------------------------------------------------
     /// Log format on stderr.

@@ -3,8 +3,9 @@
 //!
 //! Every field that can carry a value is a `SecretString` with an explicit `serialize_with`
 //! (`expose_value`) and `deserialize_with`: serde never sees a value by accident, and the types
-//! that hold one implement `Debug` by hand with the value redacted. The only *response* with
-//! values is [`RuntimeSecrets`]; the others carry values only in requests (set, import) and the
+//! that hold one implement `Debug` by hand with the value redacted. The only *responses* with
+//! values are the run-time reads, [`RuntimeSecrets`] and [`RuntimeEntry`] (the same read
+//! narrowed to one key); the others carry values only in requests (set, import) and the
 //! issued token (shown once).
 
 use std::fmt;
@@ -126,6 +127,9 @@ pub struct RuntimeSecret {
     pub value: SecretString,
     pub kind: Kind,
     pub origin: Origin,
+    /// The entry's current version (0 from a server older than this field).
+    #[serde(default)]
+    pub version: i64,
 }
 
 impl fmt::Debug for RuntimeSecret {
@@ -135,6 +139,7 @@ impl fmt::Debug for RuntimeSecret {
             .field("value", &"[REDACTED]")
             .field("kind", &self.kind)
             .field("origin", &self.origin)
+            .field("version", &self.version)
             .finish()
     }
 }
@@ -155,6 +160,43 @@ impl fmt::Debug for RuntimeSecrets {
             .field("secrets", &self.secrets)
             .finish()
     }
+}
+
+/// `GET /v1/runtime/secrets/{key}`: one entry, for an agent that reads at call time (the
+/// SDKs). `accessed_at` is the time of this read, the same the audit record carries.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RuntimeEntry {
+    pub agent: String,
+    pub key: String,
+    #[serde(serialize_with = "expose_value", deserialize_with = "secret_value")]
+    pub value: SecretString,
+    pub version: i64,
+    pub kind: Kind,
+    pub origin: Origin,
+    pub accessed_at: String,
+}
+
+impl fmt::Debug for RuntimeEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeEntry")
+            .field("agent", &self.agent)
+            .field("key", &self.key)
+            .field("value", &"[REDACTED]")
+            .field("version", &self.version)
+            .field("kind", &self.kind)
+            .field("origin", &self.origin)
+            .field("accessed_at", &self.accessed_at)
+            .finish()
+    }
+}
+
+/// Query of `GET /v1/runtime/secrets/{key}`: no long-poll (a caller that reads at call time
+/// asks again when it needs the value).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeKeyQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// `GET /v1/runtime/revision`: the long-poll answer, deliberately without values.
@@ -540,6 +582,7 @@ mod tests {
             value: SecretString::from("hunter2-secret"),
             kind: Kind::Secret,
             origin: Origin::Agent,
+            version: 1,
         };
         assert!(!format!("{entry:?}").contains("hunter2"));
         let req: PutSecretRequest =

@@ -27,7 +27,8 @@ use super::error::Error;
 use super::service::{Ctx, Owner, Vault};
 use crate::protocol::wire::{
     code, AuditQuery, ErrorBody, ErrorDetail, Health, ImportRequest, ListQuery, PutSecretRequest,
-    RevisionResponse, RollbackRequest, RuntimeQuery, SecretList, TokenRequest, VarList,
+    RevisionResponse, RollbackRequest, RuntimeKeyQuery, RuntimeQuery, SecretList, TokenRequest,
+    VarList,
 };
 
 /// Largest request body accepted (an import of many entries fits; one value is capped at
@@ -303,6 +304,8 @@ pub fn router(vault: Vault) -> Router {
         .merge(super::portal::router())
         .route("/v1/health", get(health))
         .route("/v1/runtime/secrets", get(runtime_secrets))
+        // Issue 14 item 4: one entry, for the SDKs that read at call time.
+        .route("/v1/runtime/secrets/{key}", get(runtime_secret))
         .route("/v1/runtime/revision", get(runtime_revision))
         // Issue 13 item 2: the agents the store knows (admin).
         .route("/v1/agents", get(list_agents))
@@ -376,6 +379,17 @@ async fn runtime_secrets(
         Some(secrets) => Ok(Json(secrets).into_response()),
         None => Ok(StatusCode::NOT_MODIFIED.into_response()),
     }
+}
+
+async fn runtime_secret(
+    State(vault): State<Vault>,
+    Auth(ctx): Auth,
+    P(key): P<String>,
+    Q(query): Q<RuntimeKeyQuery>,
+) -> ApiResult {
+    let entry = vault.runtime_secret(&ctx, query.agent, key).await?;
+    // Carries a value (serialized by `protocol::wire::expose_value`), as the set read does.
+    Ok(Json(entry).into_response())
 }
 
 async fn runtime_revision(

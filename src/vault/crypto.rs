@@ -87,11 +87,28 @@ pub enum KeySource {
     Credential(PathBuf),
     /// `DATA_DIR/master.key`, the file `init` writes when no other source is given.
     DataDir(PathBuf),
+    /// `--master-key openbao-transit://…`: the key Transit decrypts from `wrapped`
+    /// (`DATA_DIR/master.key.transit`).
+    Transit {
+        key: super::transit::TransitKey,
+        wrapped: PathBuf,
+    },
 }
 
 impl KeySource {
-    /// The source to use for a data directory, by the precedence above.
-    pub fn resolve(flag: Option<&Path>, data_dir: &Path) -> KeySource {
+    /// The source to use for a data directory, by the precedence above; `--master-key`
+    /// (`transit`) is a flag like `--master-key-file` (clap lets only one of them through).
+    pub fn resolve(
+        flag: Option<&Path>,
+        transit: Option<&super::transit::TransitKey>,
+        data_dir: &Path,
+    ) -> KeySource {
+        if let Some(key) = transit {
+            return KeySource::Transit {
+                key: key.clone(),
+                wrapped: data_dir.join(super::transit::WRAPPED_FILE),
+            };
+        }
         if let Some(path) = flag {
             return KeySource::Flag(path.to_path_buf());
         }
@@ -124,6 +141,9 @@ impl std::fmt::Display for KeySource {
                 )
             }
             KeySource::DataDir(path) => write!(f, "the master key file {}", Shown(path)),
+            KeySource::Transit { key, .. } => {
+                write!(f, "the master key wrapped by OpenBao Transit {key}")
+            }
         }
     }
 }
@@ -181,7 +201,7 @@ pub fn random_array<const N: usize>() -> Result<Zeroizing<[u8; N]>> {
 }
 
 impl MasterKey {
-    fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
+    pub(crate) fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
         MasterKey {
             cipher: Aes256Gcm::new(bytes.into()),
         }
@@ -220,6 +240,28 @@ impl MasterKey {
                             reason: "the variable is not set".into(),
                         })
                     })
+            }
+            KeySource::Transit { key, wrapped } => {
+                let bytes = super::transit::load(key, wrapped)?;
+                Ok(MasterKey::from_bytes(&bytes))
+            }
+            KeySource::DataDir(path)
+                if !path.exists() && path.with_file_name(super::transit::WRAPPED_FILE).exists() =>
+            {
+                let wrapped = path.with_file_name(super::transit::WRAPPED_FILE);
+                let named = super::transit::read_wrapped(&wrapped)
+                    .ok()
+                    .and_then(|(_, named)| named)
+                    .unwrap_or_else(|| "openbao-transit://HOST:PORT/MOUNT/KEY".to_owned());
+                Err(Error::MasterKey {
+                    source_name: name,
+                    reason: format!(
+                        "{} does not exist, and this store's key is wrapped by OpenBao \
+                         Transit ({}): pass --master-key {named}",
+                        crate::secret_file::Shown(path),
+                        crate::secret_file::Shown(&wrapped)
+                    ),
+                })
             }
             KeySource::DataDir(path) if !path.exists() => Err(Error::MasterKey {
                 source_name: name,

@@ -19,7 +19,8 @@
 //!
 //! # Invariants
 //! - `db` never sees a plaintext value; `crypto` never sees SQL.
-//! - The only response that carries values is the run-time read (`protocol::wire::RuntimeSecret`).
+//! - The only responses that carry values are the run-time reads (`protocol::wire::RuntimeSecret`,
+//!   and `RuntimeEntry` for one key).
 //! - Long-poll waiters hold no database connection or lock while they wait.
 //! - `run` never binds a port nor installs signal handlers (mini-redis `server::run` style).
 
@@ -34,6 +35,7 @@ pub mod portal;
 pub mod probes;
 pub mod service;
 pub mod tokens;
+pub mod transit;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::common::{agent_run, alive, memscan, random_values, sh, wait_until, Dir, Mode, MODES};
+use crate::common::{
+    agent_run, alive, memscan, random_values, sh, start_signals_child, wait_until, Dir, Mode, MODES,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -196,5 +198,324 @@ fn no_secret_stays_in_agent_run_with_a_mount() {
                 "a value reached the log"
             );
         }
+    }
+}
+
+/// `--mount=PATH --mount-max-reads N`: the child of start `n` reads the pipe twice (to
+/// `read-n-a.log` and `read-n-b.log`), then records whether PATH is still there
+/// (`third-n.log`: `present` or `gone`), then waits.
+fn pipe_child_script(dir: &Dir, path: &std::path::Path) -> Vec<String> {
+    sh(&format!(
+        "n=$(ls {d} | grep -c '^started-'); touch {d}/started-$n; env > {d}/env-$n.log; \
+         cat {p} > {d}/read-$n-a.log; cat {p} > {d}/read-$n-b.log; \
+         if [ -e {p} ]; then echo present; else echo gone; fi > {d}/third-$n.tmp; \
+         mv {d}/third-$n.tmp {d}/third-$n.log; exec sleep 1000",
+        d = dir.path().display(),
+        p = path.display()
+    ))
+}
+
+fn pipe_args(env_file: &std::path::Path, path: &std::path::Path, format: &str) -> Vec<String> {
+    vec![
+        "--env-file".into(),
+        env_file.display().to_string(),
+        format!("--mount={}", path.display()),
+        "--mount-max-reads".into(),
+        "2".into(),
+        "--mount-format".into(),
+        format.into(),
+    ]
+}
+
+fn is_fifo(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    path.symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_fifo())
+}
+
+#[test]
+fn a_mount_pipe_serves_the_set_max_reads_times_and_the_new_set_after_a_rotation() {
+    for mode in MODES {
+        for format in ["dotenv", "json"] {
+            let dir = Dir::new("mount-pipe");
+            let env_file = dir.write("app.env", "API_KEY=first-value-1\n");
+            let path = shm_path("pipe");
+            let mut args = pipe_args(&env_file, &path, format);
+            args.extend(pipe_child_script(&dir, &path));
+            let launcher = agent_run(mode, &args).start(&dir);
+            wait_until(LONG, "the child to read the pipe twice", || {
+                dir.join("third-0.log").exists()
+            });
+            let expected = |value: &str| match format {
+                "json" => format!("{{\"API_KEY\":\"{value}\"}}\n"),
+                _ => format!("API_KEY=\"{value}\"\n"),
+            };
+            assert_eq!(
+                dir.read("read-0-a.log"),
+                expected("first-value-1"),
+                "{mode:?} {format}"
+            );
+            assert_eq!(
+                dir.read("read-0-b.log"),
+                expected("first-value-1"),
+                "{mode:?} {format}"
+            );
+            assert_eq!(
+                dir.read("third-0.log"),
+                "gone\n",
+                "a third reader found the pipe"
+            );
+            assert!(!path.exists(), "the pipe outlived its reads");
+            let env_log = dir.read("env-0.log");
+            assert!(!env_log.contains("first-value-1"), "{env_log}");
+            assert!(!env_log.contains("API_KEY"), "{env_log}");
+
+            // A rotation restarts the child, which reads the new set, twice again.
+            dir.replace("app.env", "API_KEY=second-value-2\n");
+            wait_until(LONG, "the restarted child to read the pipe twice", || {
+                dir.join("third-1.log").exists()
+            });
+            assert_eq!(dir.read("read-1-a.log"), expected("second-value-2"));
+            assert_eq!(dir.read("read-1-b.log"), expected("second-value-2"));
+            assert_eq!(dir.read("third-1.log"), "gone\n");
+            assert!(!path.exists());
+            let leftovers = std::fs::read_dir("/dev/shm").unwrap().flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&*path.file_name().unwrap().to_string_lossy())
+            });
+            assert!(!leftovers, "a temporary FIFO was left");
+            let mut launcher = launcher;
+            let out = launcher.stop();
+            assert!(!out.stderr.contains("value-"), "a value reached the log");
+        }
+    }
+}
+
+#[test]
+fn the_mount_pipe_goes_when_the_child_exits_is_killed_or_agent_run_is_stopped() {
+    for mode in MODES {
+        // The child exits on its own after one read (of two allowed).
+        let dir = Dir::new("mount-pipe-exit");
+        let env_file = dir.write("app.env", "API_KEY=v1\n");
+        let path = shm_path("pipe-exit");
+        let mut args = pipe_args(&env_file, &path, "dotenv");
+        args.extend(sh(&format!(
+            "cat {p} > {d}/read.log; exit 3",
+            p = path.display(),
+            d = dir.path().display()
+        )));
+        agent_run(mode, &args).run(&dir).assert_code(3);
+        assert_eq!(dir.read("read.log"), "API_KEY=\"v1\"\n");
+        assert!(!path.exists(), "{mode:?}: the pipe outlived the child");
+
+        // SIGKILL of a child that has read nothing yet: the pipe goes with it.
+        let dir = Dir::new("mount-pipe-kill");
+        let env_file = dir.write("app.env", "API_KEY=v1\n");
+        let path = shm_path("pipe-kill");
+        let mut args = pipe_args(&env_file, &path, "dotenv");
+        args.extend(sh("exec sleep 1000"));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        let child = launcher.child();
+        wait_until(LONG, "the pipe", || is_fifo(&path));
+        let bits = path.symlink_metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(bits, 0o600);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL).unwrap();
+        let status = launcher.wait(LONG);
+        launcher.outcome(status).assert_code(137);
+        assert!(
+            !path.exists(),
+            "{mode:?}: the pipe outlived a SIGKILL of the child"
+        );
+
+        // A child that deletes the pipe after one read (of two): the writer thread waits on
+        // a FIFO no path leads to any more, and agent-run still stops at once.
+        let dir = Dir::new("mount-pipe-rm");
+        let env_file = dir.write("app.env", "API_KEY=v1\n");
+        let path = shm_path("pipe-rm");
+        let mut args = pipe_args(&env_file, &path, "dotenv");
+        args.extend(sh(&format!(
+            "cat {p} > {d}/read.log; rm {p}; touch {d}/removed; exec sleep 1000",
+            p = path.display(),
+            d = dir.path().display()
+        )));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "the child to remove the pipe", || {
+            dir.join("removed").exists()
+        });
+        assert_eq!(dir.read("read.log"), "API_KEY=\"v1\"\n");
+        launcher.stop().assert_code(143);
+        assert!(!path.exists());
+
+        // A child that never reads: agent-run still forwards signals, and its own TERM
+        // ends it and removes the pipe.
+        let dir = Dir::new("mount-pipe-term");
+        let env_file = dir.write("app.env", "API_KEY=v1\n");
+        let path = shm_path("pipe-term");
+        let mount = format!("--mount={}", path.display());
+        let env_flag = env_file.display().to_string();
+        let flags = [
+            "--env-file",
+            env_flag.as_str(),
+            mount.as_str(),
+            "--mount-max-reads",
+            "2",
+        ];
+        let mut launcher = start_signals_child(mode, &dir, &flags, &[]);
+        assert!(is_fifo(&path));
+        launcher.signal(Signal::SIGHUP);
+        wait_until(LONG, "the child to get SIGHUP", || {
+            dir.read("signals.log").contains("got SIGHUP")
+        });
+        launcher.stop().assert_code(0);
+        assert!(dir.read("signals.log").contains("got SIGTERM"));
+        assert!(!path.exists(), "{mode:?}: the pipe outlived agent-run");
+    }
+}
+
+#[test]
+fn no_secret_stays_in_agent_run_after_pipe_reads() {
+    for mode in MODES {
+        let dir = Dir::new("mount-pipe-memory");
+        let values = random_values(28, 23);
+        let env: String = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("SECRET_{i}={v}\n"))
+            .collect();
+        let env_file = dir.write("app.env", env);
+        let path = shm_path("pipe-memory");
+        let mut args = pipe_args(&env_file, &path, "json");
+        args.push("-vvv".into());
+        args.extend(pipe_child_script(&dir, &path));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "the child to read the pipe twice", || {
+            dir.join("third-0.log").exists()
+        });
+        assert!(dir.read("read-0-b.log").contains(&values[0]));
+        // The writer thread ends (and wipes the set) once the reads are used up.
+        let pid = launcher.pid;
+        wait_until(LONG, "the pipe's writer thread to end", || {
+            !thread_names(pid).iter().any(|n| n == "mount-pipe")
+        });
+        let control = env_file.display().to_string();
+        memscan::assert_no_secret_in_memory(pid, &values, &control, "after the pipe's reads");
+        let out = launcher.stop();
+        for value in &values {
+            assert!(
+                !out.stderr.contains(value.as_str()),
+                "a value reached the log"
+            );
+        }
+    }
+}
+
+/// The names of `pid`'s threads.
+fn thread_names(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn mount_max_reads_without_a_path_or_zero_or_over_a_file_is_refused() {
+    let dir = Dir::new("mount-pipe-refused");
+    let marker = dir.join("ran");
+    let command = ["--", "touch", marker.to_str().unwrap()];
+    let taken = shm_path("pipe-taken");
+    std::fs::write(&taken, "someone's file").unwrap();
+    let over_file = format!("--mount={}", taken.display());
+    let fresh = format!("--mount={}", shm_path("pipe-zero").display());
+    let cases: [(&[&str], &str); 4] = [
+        (&["--mount-max-reads", "2"], "--mount-max-reads"),
+        (&["--mount", "--mount-max-reads", "2"], "--mount-max-reads"),
+        (
+            &[fresh.as_str(), "--mount-max-reads", "0"],
+            "--mount-max-reads",
+        ),
+        (
+            &[over_file.as_str(), "--mount-max-reads", "2"],
+            "not a named pipe",
+        ),
+    ];
+    for (case, named) in cases {
+        let mut args = case.to_vec();
+        args.extend_from_slice(&command);
+        let out = agent_run(Mode::Plain, &args).run(&dir);
+        out.assert_code(125);
+        assert!(out.stderr.contains(named), "{case:?}: {}", out.description);
+        assert!(!marker.exists(), "{case:?}: the command ran");
+    }
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "someone's file");
+    std::fs::remove_file(&taken).unwrap();
+    // The variable is the flag.
+    let out = agent_run(Mode::Plain, ["--", "touch", marker.to_str().unwrap()])
+        .env("AGENT_RUN_MOUNT_MAX_READS", "2")
+        .run(&dir);
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("--mount-max-reads"),
+        "{}",
+        out.description
+    );
+    assert!(!marker.exists());
+}
+
+#[test]
+fn a_reader_that_leaves_early_counts_as_a_read_and_wedges_nothing() {
+    for mode in MODES {
+        let dir = Dir::new("mount-pipe-early");
+        // More than a pipe's 64 KiB buffer: the write to a reader that left fails (EPIPE)
+        // instead of landing whole in the buffer.
+        let values = crate::common::random_values_of(&[4096; 24], 29);
+        let env: String = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("SECRET_{i}={v}\n"))
+            .collect();
+        let env_file = dir.write("app.env", env);
+        let path = shm_path("pipe-early");
+        let mut args = pipe_args(&env_file, &path, "dotenv");
+        args.push("-v".into());
+        args.extend(sh(&format!(
+            ": < {p}; cat {p} > {d}/read.log; \
+             if [ -e {p} ]; then echo present; else echo gone; fi > {d}/third.tmp; \
+             mv {d}/third.tmp {d}/third.log; exec sleep 1000",
+            p = path.display(),
+            d = dir.path().display()
+        )));
+        let mut launcher = agent_run(mode, &args).start(&dir);
+        wait_until(LONG, "the child's second read", || {
+            dir.join("third.log").exists()
+        });
+        let read = dir.read("read.log");
+        for (i, value) in values.iter().enumerate() {
+            assert!(
+                read.contains(&format!("SECRET_{i}=\"{value}\"\n")),
+                "{mode:?}: the second reader missed SECRET_{i}"
+            );
+        }
+        assert_eq!(read.lines().count(), values.len(), "{mode:?}");
+        assert_eq!(
+            dir.read("third.log"),
+            "gone\n",
+            "{mode:?}: the early reader was not counted"
+        );
+        // agent-run is unharmed (no SIGPIPE of its own reached the child) and stops as asked.
+        assert!(launcher.try_wait().is_none(), "{mode:?}: agent-run ended");
+        let out = launcher.stop();
+        out.assert_code(143);
+        assert!(
+            out.stderr.contains("reader left early"),
+            "{mode:?}: {}",
+            out.description
+        );
+        assert!(!out.stderr.contains(&values[0]), "a value reached the log");
     }
 }

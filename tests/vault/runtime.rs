@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::vault::{assert_no_values, error_code, json, start_vault, start_vault_with};
 use crate::common::wait_until;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn long_poll_wakes_on_rotation_and_not_for_another_agent() {
@@ -375,4 +375,176 @@ fn issue_10_a_thousand_waiters_from_one_address_stay_served() {
             .unwrap_or_else(|e| panic!("waiter {i} got no answer: {e}"));
         assert_eq!(&head, b"HTTP/1.1 200", "waiter {i}");
     }
+}
+
+/// Issue 14 item 4: the run-time read of one entry (what the SDKs call) answers its value,
+/// version and `accessed_at`, is audited like the set read, and obeys the same rules: the
+/// token's read scopes, the project variable under the agent's own entry, no value for an
+/// admin or write token (the same answer as the set read gives them), 404 for a key in scope
+/// that does not exist, 403 (before any lookup) for one outside the scopes.
+#[test]
+fn issue_14_one_entry_read_obeys_the_set_reads_rules() {
+    let vault = start_vault();
+    let admin = vault.admin.as_str();
+    vault.set("bot", "STRIPE_KEY", "stripe-value-v1-0001");
+    vault.set("bot", "STRIPE_KEY", "stripe-value-v2-0002");
+    vault.set("bot", "OTHER_KEY", "other-value-000003");
+    vault.put(
+        "/v1/vars/SHARED_URL",
+        admin,
+        json!({"value": "https://shared.example", "kind": "plain"}),
+    );
+    let (reader_id, reader) = vault.issue(
+        &["secrets:read:bot/STRIPE_*", "secrets:read:bot/SHARED_*"],
+        None,
+    );
+
+    let read = vault.get_json("/v1/runtime/secrets/STRIPE_KEY", &reader);
+    assert_eq!(read["agent"], "bot");
+    assert_eq!(read["key"], "STRIPE_KEY");
+    assert_eq!(read["value"], "stripe-value-v2-0002");
+    assert_eq!(read["version"], 2);
+    assert_eq!(read["kind"], "secret");
+    assert_eq!(read["origin"], "agent");
+    let accessed_at = read["accessed_at"]
+        .as_str()
+        .expect("accessed_at")
+        .to_string();
+    humantime::parse_rfc3339(&accessed_at).expect("accessed_at is RFC 3339");
+    // The entry's "last read at" (written with the audit record, in the background) is the
+    // time the answer gave.
+    wait_until(Duration::from_secs(10), "STRIPE_KEY's last_read_at", || {
+        vault.get_json("/v1/agents/bot/secrets/STRIPE_KEY", admin)["last_read_at"]
+            == accessed_at.as_str()
+    });
+    // The set read says the same, version included.
+    let set = vault.get_json("/v1/runtime/secrets", &reader);
+    let in_set = set["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .find(|s| s["name"] == "STRIPE_KEY")
+        .expect("STRIPE_KEY in the set read")
+        .clone();
+    assert_eq!(
+        (&in_set["value"], &in_set["version"]),
+        (&read["value"], &read["version"])
+    );
+    // `?agent=` as the set read has it; a project variable the scope matches.
+    let shared = vault.get_json("/v1/runtime/secrets/SHARED_URL?agent=bot", &reader);
+    assert_eq!(
+        (&shared["value"], &shared["origin"], &shared["kind"]),
+        (
+            &json!("https://shared.example"),
+            &json!("project"),
+            &json!("plain")
+        )
+    );
+
+    let expect = |path: &str, token: &str, want: (u16, &str)| {
+        let (status, body) = vault.get(path, token);
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            want,
+            "GET {path}: {body}"
+        );
+        assert_no_values(path, &body, &["stripe-value", "other-value"]);
+        body
+    };
+    // Outside the scopes: refused, and the key named (it exists; so does the answer for one
+    // that does not, below, so the answer says nothing of existence).
+    let body = expect("/v1/runtime/secrets/OTHER_KEY", &reader, (403, "forbidden"));
+    assert!(body.contains("OTHER_KEY"), "{body}");
+    expect(
+        "/v1/runtime/secrets/NO_SUCH_OTHER",
+        &reader,
+        (403, "forbidden"),
+    );
+    // In scope, absent: 404 with a stable code, naming the key.
+    let body = expect(
+        "/v1/runtime/secrets/STRIPE_MISSING",
+        &reader,
+        (404, "not_found"),
+    );
+    assert!(body.contains("STRIPE_MISSING"), "{body}");
+    expect("/v1/runtime/secrets/a%20b", &reader, (400, "invalid_name"));
+    expect(
+        "/v1/runtime/secrets/STRIPE_KEY?since=1",
+        &reader,
+        (400, "invalid_query"),
+    );
+    // Another agent than the token reads.
+    expect(
+        "/v1/runtime/secrets/STRIPE_KEY?agent=other",
+        &reader,
+        (403, "forbidden"),
+    );
+
+    // A management token never reads a value: the same answer as the set read gives it.
+    let (_, writer) = vault.issue(&["secrets:write:bot/*"], None);
+    for token in [admin, writer.as_str()] {
+        let (set_status, set_body) = vault.get("/v1/runtime/secrets?agent=bot", token);
+        let one = expect(
+            "/v1/runtime/secrets/STRIPE_KEY?agent=bot",
+            token,
+            (set_status, error_code(&set_body).as_str()),
+        );
+        assert_eq!(set_status, 403, "{set_body}");
+        assert_eq!(error_code(&one), "not_a_read_token", "{one}");
+    }
+
+    // A revoked token reads nothing.
+    let (status, body) = vault.delete(&format!("/v1/tokens/{reader_id}"), admin);
+    assert_eq!(status, 204, "{body}");
+    expect(
+        "/v1/runtime/secrets/STRIPE_KEY",
+        &reader,
+        (401, "unauthorized"),
+    );
+
+    // Audited like the set read: one `runtime.read` record naming the key, at the time the
+    // answer gave; the denial and the miss too, by key name.
+    let records = || {
+        vault.get_json("/v1/audit?agent=bot", admin)["records"]
+            .as_array()
+            .expect("records")
+            .clone()
+    };
+    let found = |outcome: &str, key: &str| {
+        records().into_iter().any(|r| {
+            r["token_id"] == reader_id.as_str()
+                && r["action"] == "runtime.read"
+                && r["outcome"] == outcome
+                && r["keys"] == json!([key])
+        })
+    };
+    wait_until(Duration::from_secs(10), "the read's audit records", || {
+        found("ok", "STRIPE_KEY")
+            && found("denied", "OTHER_KEY")
+            && found("not_found", "STRIPE_MISSING")
+    });
+    assert!(
+        records()
+            .iter()
+            .any(|r| r["keys"] == json!(["STRIPE_KEY"]) && r["at"] == accessed_at.as_str()),
+        "no record at {accessed_at}"
+    );
+    let meta = vault.get_json("/v1/agents/bot/secrets/OTHER_KEY", admin);
+    assert_eq!(
+        meta["last_read_at"],
+        Value::Null,
+        "OTHER_KEY was never read"
+    );
+    // /metrics counts the reads under the route template, never a key's name.
+    let metrics = vault.call("GET", "/metrics", None, None).1;
+    assert!(
+        metrics.contains(r#"route="/v1/runtime/secrets/{key}""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("STRIPE_KEY"), "{metrics}");
+    vault.assert_not_stored_or_logged(&[
+        "stripe-value-v1-0001",
+        "stripe-value-v2-0002",
+        "other-value-000003",
+    ]);
 }

@@ -31,17 +31,8 @@ impl Handoff {
     /// `path`, once its directory is known to be memory-backed (or `allow_disk`). The error
     /// is the reason, for the caller to put behind its flag's name.
     pub fn file(path: &Path, allow_disk: bool) -> Result<Handoff, String> {
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let fs = nix::sys::statfs::statfs(dir).map_err(|e| e.to_string())?;
-        let kind = fs.filesystem_type().0 as i64;
-        if !allow_disk && !MEMORY_FILESYSTEMS.contains(&kind) {
-            return Err(format!(
-                "{} is not a tmpfs (e.g. /dev/shm, /run): the values would land on a disk",
-                dir.display()
-            ));
+        if !allow_disk {
+            memory_backed(path)?;
         }
         Ok(Handoff::File(path.to_owned()))
     }
@@ -89,6 +80,23 @@ impl Drop for Handoff {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Whether `path`'s directory is memory-backed (tmpfs, ramfs); the error says why not.
+pub fn memory_backed(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let fs = nix::sys::statfs::statfs(dir).map_err(|e| e.to_string())?;
+    let kind = fs.filesystem_type().0 as i64;
+    if !MEMORY_FILESYSTEMS.contains(&kind) {
+        return Err(format!(
+            "{} is not a tmpfs (e.g. /dev/shm, /run): the values would land on a disk",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// A new 0600 file beside `path`, renamed over it: a reader sees the old or the new

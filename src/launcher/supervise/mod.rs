@@ -31,6 +31,7 @@ mod fetcher;
 mod handoff;
 mod mount;
 mod output;
+mod pipe;
 mod reload;
 mod remap;
 mod settings;
@@ -444,8 +445,8 @@ impl Supervisor {
 
     /// With `--mount`: the environment without the secrets (and with the mount variable),
     /// the secrets written where the child reads them. Unchanged otherwise.
-    fn for_mount(&self, env: EnvBlock) -> Result<EnvBlock, Error> {
-        let Some(target) = &self.mount else {
+    fn for_mount(&mut self, env: EnvBlock) -> Result<EnvBlock, Error> {
+        let Some(target) = &mut self.mount else {
             return Ok(env);
         };
         let (rest, secrets) = env.split_off(&self.secret_names);
@@ -945,7 +946,7 @@ impl Supervisor {
             code = status.code(),
             "child exited"
         );
-        if let Some(mount) = &self.mount {
+        if let Some(mount) = &mut self.mount {
             mount.clear();
         }
         self.child.last_status = Some((status, child.exec_failed));

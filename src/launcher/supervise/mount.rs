@@ -5,14 +5,17 @@
 //! the child finds in `AGENT_RUN_MOUNT_FD`; with PATH, a 0600 file replaced atomically
 //! (written aside, renamed over) in a tmpfs directory (a disk only with
 //! `--mount-allow-disk`). Written at every start, emptied or removed when the child exits
-//! (however it ends) and removed when agent-run ends. The content is built in one buffer
-//! sized up front and wiped on drop; the values come from the locked environment block.
+//! (however it ends) and removed when agent-run ends. With `--mount-max-reads N`, PATH is
+//! a named pipe instead, served to N readers at most (`pipe`). The content is built in one
+//! buffer sized up front and wiped on drop; the values come from the locked environment
+//! block.
 
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use super::handoff::Handoff;
+use super::handoff::{self, Handoff};
+use super::pipe::NamedPipe;
 use crate::launcher::env::EnvBlock;
 
 /// The variable that tells the child which inherited descriptor holds its secrets.
@@ -35,6 +38,9 @@ pub struct MountSettings {
     pub path: Option<PathBuf>,
     pub format: MountFormat,
     pub allow_disk: bool,
+    /// `--mount-max-reads`: PATH is a named pipe, readable this many times per start
+    /// (config makes sure there is a PATH and the number is at least 1).
+    pub max_reads: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,44 +56,75 @@ pub enum Error {
 /// Where the child reads its secrets.
 #[derive(Debug)]
 pub struct MountTarget {
-    handoff: Handoff,
+    sink: Sink,
     format: MountFormat,
+}
+
+#[derive(Debug)]
+enum Sink {
+    /// The memfd or the tmpfs file.
+    Handoff(Handoff),
+    /// `--mount-max-reads`.
+    Pipe(NamedPipe),
 }
 
 impl MountTarget {
     pub fn new(settings: &MountSettings) -> Result<MountTarget, Error> {
-        let handoff = match &settings.path {
-            None => Handoff::memfd(c"agent-run-secrets").map_err(Error::Memfd)?,
-            Some(path) => {
-                Handoff::file(path, settings.allow_disk).map_err(|reason| Error::File {
+        let file_error = |path: &PathBuf, reason: String| Error::File {
+            path: path.clone(),
+            reason: format!("{reason} (--mount-allow-disk if that is really wanted)"),
+        };
+        let sink = match (&settings.path, settings.max_reads) {
+            (None, _) => Sink::Handoff(Handoff::memfd(c"agent-run-secrets").map_err(Error::Memfd)?),
+            (Some(path), None) => Sink::Handoff(
+                Handoff::file(path, settings.allow_disk).map_err(|r| file_error(path, r))?,
+            ),
+            (Some(path), Some(reads)) => {
+                if !settings.allow_disk {
+                    handoff::memory_backed(path).map_err(|r| file_error(path, r))?;
+                }
+                Sink::Pipe(NamedPipe::new(path, reads).map_err(|reason| Error::File {
                     path: path.clone(),
-                    reason: format!("{reason} (--mount-allow-disk if that is really wanted)"),
-                })?
+                    reason,
+                })?)
             }
         };
         Ok(MountTarget {
-            handoff,
+            sink,
             format: settings.format,
         })
     }
 
     /// The variable agent-run adds to the child's environment, if any.
     pub fn variable(&self) -> Option<(&'static str, String)> {
-        self.handoff.variable(MOUNT_FD_VARIABLE)
+        match &self.sink {
+            Sink::Handoff(handoff) => handoff.variable(MOUNT_FD_VARIABLE),
+            Sink::Pipe(_) => None,
+        }
     }
 
-    /// Replaces the content with `secrets`, rendered in the configured format.
-    pub fn write(&self, secrets: &EnvBlock) -> Result<(), Error> {
+    /// Replaces the content with `secrets`, rendered in the configured format. A pipe
+    /// takes the rendered buffer itself (its writer thread wipes it when done).
+    pub fn write(&mut self, secrets: &EnvBlock) -> Result<(), Error> {
         let content = render(secrets, self.format);
-        let written = self.handoff.replace(&content);
-        drop(content);
+        let written = match &mut self.sink {
+            Sink::Handoff(handoff) => {
+                let replaced = handoff.replace(&content);
+                drop(content);
+                replaced
+            }
+            Sink::Pipe(pipe) => pipe.serve(content),
+        };
         crate::sys::wipe_stack();
         written.map_err(Error::Write)
     }
 
     /// The child has exited: nothing of its secrets stays behind.
-    pub fn clear(&self) {
-        self.handoff.clear();
+    pub fn clear(&mut self) {
+        match &mut self.sink {
+            Sink::Handoff(handoff) => handoff.clear(),
+            Sink::Pipe(pipe) => pipe.clear(),
+        }
     }
 }
 

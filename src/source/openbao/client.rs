@@ -211,7 +211,7 @@ impl Client {
                 Ok(reply) if is_standby(&reply) => {
                     only_tls_problems = false;
                     let reason = format!("HTTP {} ({})", reply.status, reply.errors());
-                    warn!(address = %address, status = reply.status, "openbao node is sealed, standby or not active; trying the next one");
+                    warn!(address = %address, status = reply.status, "openbao node is sealed, standby, not active or not ready; trying the next one");
                     last_failure = format!("{address}: {reason}");
                 }
                 Ok(reply) => {
@@ -300,8 +300,12 @@ impl Client {
     }
 }
 
-/// Sealed (503), standby (429, 472, 473, or 307 to the active node), or a standby that
-/// cannot reach an active node during an election (500 "local node not active").
+/// Sealed (503), standby (429, 472, 473, or 307 to the active node), a standby that
+/// cannot reach an active node during an election (500 "local node not active"), or a
+/// node whose KV v2 mount the active node has not finished upgrading yet (400 "Waiting for
+/// the primary to upgrade from non-versioned to versioned data": seen on a standby of a
+/// fresh Raft cluster right after the mount was enabled). Each passes with time or on
+/// another node, so none may fail a start.
 pub(super) fn is_standby(reply: &Reply) -> bool {
     match reply.status {
         503 | 429 | 472 | 473 | 307 => true,
@@ -309,6 +313,9 @@ pub(super) fn is_standby(reply: &Reply) -> bool {
             let errors = reply.errors();
             errors.contains("not active") || errors.contains("standby")
         }
+        400 => reply
+            .errors()
+            .contains("Waiting for the primary to upgrade"),
         _ => false,
     }
 }

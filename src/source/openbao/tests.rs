@@ -68,6 +68,11 @@ fn standby_answers_move_to_the_next_address() {
         r#"{"errors":["local node not active but active cluster node not found"]}"#
     )));
     assert!(!is_standby(&reply(500, r#"{"errors":["internal error"]}"#)));
+    assert!(is_standby(&reply(
+        400,
+        r#"{"errors":["Waiting for the primary to upgrade from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service when the primary is finished."]}"#
+    )));
+    assert!(!is_standby(&reply(400, r#"{"errors":["invalid path"]}"#)));
     assert!(!is_standby(&reply(
         403,
         r#"{"errors":["permission denied"]}"#

@@ -23,7 +23,7 @@ const FOLLOW_PAGE: u32 = 1000;
 
 /// `--since 1h` / `30m` / `2d` means that long ago; anything else (RFC 3339, unix seconds)
 /// goes to the server as written.
-fn since_to_absolute(since: &str) -> String {
+pub(super) fn since_to_absolute(since: &str) -> String {
     match humantime::parse_duration(since.trim()) {
         Ok(ago) => {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now() - ago).to_string()

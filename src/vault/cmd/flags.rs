@@ -66,7 +66,7 @@ pub enum Command {
     /// Create the data directory (0700), the master key (0600) and the database, and print
     /// the first admin token once.
     #[command(
-        after_help = "Example:\n  agent-vault init --data-dir /var/lib/agent-vault --admin-token-file admin-token"
+        after_help = "Example:\n  agent-vault init --data-dir /var/lib/agent-vault --admin-token-file admin-token\n  BAO_TOKEN=... agent-vault init --master-key openbao-transit://bao.internal:8200/transit/agent-vault   # the key kept by OpenBao Transit"
     )]
     Init(InitArgs),
     /// Run the HTTP server.
@@ -112,6 +112,25 @@ pub enum Command {
         after_help = "Example:\n  agent-vault tls generate --name vault.internal,10.0.0.5 --out /etc/agent-vault/tls"
     )]
     Tls(TlsCommand),
+    /// Serve the Model Context Protocol on stdin/stdout: an assistant manages entries and
+    /// tokens without seeing a value or a token.
+    ///
+    /// JSON-RPC 2.0, one message a line. The tools list agents, entries (masked previews),
+    /// project variables, tokens and the audit trail, set plain variables and revoke tokens.
+    /// Setting a secret and issuing a token are refused, with the terminal command to run
+    /// instead. Every call goes through the HTTP API with this command's token, so its scopes
+    /// and the audit apply; give it a token of its own (`tokens issue --scope admin
+    /// --description mcp`) and the audit tells its actions apart.
+    #[command(
+        after_help = "Example (an MCP client's server entry, e.g. in claude_desktop_config.json):\n  \
+                  {\"mcpServers\": {\"agent-vault\": {\n    \
+                  \"command\": \"agent-vault\", \"args\": [\"mcp\"],\n    \
+                  \"env\": {\"AGENT_VAULT_ADDR\": \"http://127.0.0.1:8377\",\n            \
+                  \"AGENT_VAULT_TOKEN_FILE\": \"/home/me/.config/agent-vault/mcp.token\"}}}}\n\
+                  Example (by hand):\n  \
+                  echo '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}' | agent-vault mcp --token-file mcp.token"
+    )]
+    Mcp(McpArgs),
     // ---- operations (issue 15) ----
     /// Copy the database to a new file (0600), consistently, while the server runs and takes
     /// writes (SQLite's online backup API). The master key is never inside a backup: keep
@@ -130,7 +149,7 @@ pub enum Command {
     /// stopped). A crash leaves the store opened by exactly one of the two keys; afterwards
     /// only the new key opens it.
     #[command(
-        after_help = "Example:\n  agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new"
+        after_help = "Example:\n  agent-vault rekey --data-dir /var/lib/agent-vault --master-key-file /etc/agent-vault/master-key --new-master-key-file /etc/agent-vault/master-key.new\n  agent-vault rekey --master-key-file /etc/agent-vault/master-key --new-master-key openbao-transit://bao.internal:8200/transit/agent-vault   # to OpenBao Transit"
     )]
     Rekey(RekeyArgs),
     /// Move the store elsewhere (offline: the server stopped, the master key at hand).
@@ -139,6 +158,15 @@ pub enum Command {
         after_help = "Example:\n  BAO_TOKEN=... agent-vault migrate openbao --address https://bao.internal:8200 --mount secret"
     )]
     Migrate(MigrateCommand),
+}
+
+/// `agent-vault mcp` (issue 14 item 5): only how to reach the store. `--json` is hidden: the
+/// protocol is JSON whatever it says.
+#[derive(Debug, Args)]
+#[command(mut_arg("json", |arg| arg.hide(true)))]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 /// `agent-vault tls …` (issue 13 item 6).
@@ -243,8 +271,27 @@ pub struct RekeyArgs {
     pub key: MasterKeyArgs,
     /// The new master key: used if the file exists (mode 0600 or stricter), else created
     /// (0600) with a random key.
-    #[arg(long, env = "AGENT_VAULT_NEW_MASTER_KEY_FILE", value_name = "FILE")]
-    pub new_master_key_file: PathBuf,
+    #[arg(
+        long,
+        env = "AGENT_VAULT_NEW_MASTER_KEY_FILE",
+        value_name = "FILE",
+        required_unless_present = "new_master_key",
+        conflicts_with = "new_master_key"
+    )]
+    pub new_master_key_file: Option<PathBuf>,
+    /// The new master key in OpenBao Transit (openbao-transit://HOST:PORT/MOUNT/KEY, as
+    /// --master-key): a new random key, wrapped by this Transit key into
+    /// DATA_DIR/master.key.transit.
+    #[arg(long, env = "AGENT_VAULT_NEW_MASTER_KEY_URL", value_name = "URL")]
+    pub new_master_key: Option<crate::vault::transit::TransitKey>,
+    /// The OpenBao token for --new-master-key (first line of FILE); without it, the token of
+    /// --master-key-token-file, BAO_TOKEN or VAULT_TOKEN.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_NEW_MASTER_KEY_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub new_master_key_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +339,33 @@ pub struct MasterKeyArgs {
     /// the systemd credential $CREDENTIALS_DIRECTORY/master-key, then DATA_DIR/master.key.
     #[arg(long, env = "AGENT_VAULT_MASTER_KEY_FILE", value_name = "FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Keep the master key in OpenBao Transit: openbao-transit://HOST:PORT/MOUNT/KEY (https;
+    /// add ?tls=off for plain http to a loopback OpenBao; BAO_CACERT adds a CA). `init` wraps
+    /// a new random key with that Transit key and keeps only the ciphertext, in
+    /// DATA_DIR/master.key.transit; every start has Transit decrypt it. Nothing on disk opens
+    /// the store without OpenBao.
+    #[arg(
+        long,
+        env = "AGENT_VAULT_MASTER_KEY_URL",
+        value_name = "URL",
+        conflicts_with = "master_key_file"
+    )]
+    pub master_key: Option<crate::vault::transit::TransitKey>,
+    /// The OpenBao token for --master-key (first line of FILE); without it BAO_TOKEN, then
+    /// VAULT_TOKEN (both taken out of agent-vault's environment at start). Its policy needs
+    /// `update` on MOUNT/encrypt/KEY (init, rekey) and MOUNT/decrypt/KEY.
+    #[arg(long, env = "AGENT_VAULT_MASTER_KEY_TOKEN_FILE", value_name = "FILE")]
+    pub master_key_token_file: Option<PathBuf>,
+}
+
+impl MasterKeyArgs {
+    /// The Transit key of `--master-key`, with the token file it is reached with.
+    pub fn transit(&self) -> Option<crate::vault::transit::TransitKey> {
+        self.master_key.clone().map(|mut key| {
+            key.token_file = self.master_key_token_file.clone();
+            key
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -545,6 +619,8 @@ pub enum VarsCommand {
     },
 }
 
+// Parsed once per run: the size of `Issue` (its master key flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Issue a token; it is printed once and never shown again.

@@ -14,6 +14,7 @@ pub(super) fn init(args: InitArgs) -> Result<()> {
         .block_on(crate::vault::service::init(
             &dir,
             args.key.master_key_file.as_deref(),
+            args.key.transit().as_ref(),
         ))
         .map_err(Error::store(format!("initializing {}", dir.display())))?;
     // The directory may be the per-user default: say which one was made.

@@ -28,12 +28,9 @@ fn bao_token(file: Option<&Path>) -> Result<SecretString> {
             .map_err(|_| Error::Failed(format!("{} is not UTF-8", path.display())))?;
         return Ok(SecretString::from(text.lines().next().unwrap_or("").trim()));
     }
-    for name in ["BAO_TOKEN", "VAULT_TOKEN"] {
-        if let Some(value) = std::env::var(name).ok().map(Zeroizing::new) {
-            if !value.trim().is_empty() {
-                return Ok(SecretString::from(value.trim()));
-            }
-        }
+    // Taken out of the environment at start (`transit::take_env_token`), kept there.
+    if let Some(token) = crate::vault::transit::env_token() {
+        return Ok(token);
     }
     Err(Error::Usage(
         "no OpenBao token: pass --token-file (AGENT_VAULT_BAO_TOKEN_FILE) or set BAO_TOKEN".into(),
@@ -76,6 +73,7 @@ pub(super) fn openbao(args: MigrateOpenbaoArgs) -> Result<()> {
     let token = bao_token(args.token_file.as_deref())?;
     let dir = args.data.data_dir;
     let mut config = VaultConfig::new(dir.clone());
+    config.master_key_transit = args.key.transit();
     config.master_key_file = args.key.master_key_file;
     let agents = runtime()?.block_on(async {
         let vault = Vault::open(config).await.map_err(Error::store(format!(

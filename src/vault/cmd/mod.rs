@@ -1,5 +1,5 @@
 //! agent-vault's commands, one file per group (mini-redis keeps one file per command):
-//! `init`, `serve`, `secrets`, `vars`, `tokens`, `audit`, `agents`, `tls`. `flags` holds their clap
+//! `init`, `serve`, `secrets`, `vars`, `tokens`, `audit`, `agents`, `tls`, `mcp`. `flags` holds their clap
 //! structs, `output` the tables and JSON they print. The binary only parses, calls [`run`]
 //! and turns its [`Error`] into an exit code.
 //!
@@ -13,6 +13,7 @@ mod backup;
 pub mod flags;
 mod init;
 pub mod logging;
+mod mcp;
 mod migrate;
 mod output;
 mod paths;
@@ -103,6 +104,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Completions { shell } => completions::print(shell),
         Command::Audit(args) => audit::run(args),
         Command::Agents(cmd) => agents::run(cmd),
+        Command::Mcp(args) => mcp::run(args),
         Command::Tls(cmd) => tls::run(cmd),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),

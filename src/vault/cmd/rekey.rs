@@ -2,32 +2,53 @@
 
 use super::flags::RekeyArgs;
 use super::{runtime, Error, Result};
-use crate::vault::service::rekey;
+use crate::vault::service::rekey::{self, NewKey};
 
 pub(super) fn rekey(args: RekeyArgs) -> Result<()> {
     let dir = args.data.data_dir;
-    let new = args.new_master_key_file;
+    let new = match (args.new_master_key, args.new_master_key_file) {
+        (Some(mut key), _) => {
+            key.token_file = args
+                .new_master_key_token_file
+                .or_else(|| args.key.master_key_token_file.clone());
+            NewKey::Transit(key)
+        }
+        (None, Some(path)) => NewKey::File(path),
+        (None, None) => {
+            return Err(Error::Usage(
+                "no new key: pass --new-master-key-file FILE or --new-master-key URL".into(),
+            ))
+        }
+    };
     let done = runtime()?
         .block_on(rekey::rekey(
             &dir,
             args.key.master_key_file.as_deref(),
+            args.key.transit().as_ref(),
             &new,
         ))
         .map_err(Error::store(format!(
             "rekeying {} (stop the server on it first)",
             dir.display()
         )))?;
+    let (flag, created) = match &new {
+        NewKey::File(path) => (
+            format!("--master-key-file {}", path.display()),
+            if done.created { " (created, 0600)" } else { "" },
+        ),
+        NewKey::Transit(key) => (
+            format!("--master-key {key}"),
+            " (a new random key, wrapped into master.key.transit)",
+        ),
+    };
     eprintln!(
-        "agent-vault: re-wrapped {} value version(s) of {} under the key in {}{}; {} no \
-         longer opens the store. Start it with `agent-vault serve --data-dir {} \
-         --master-key-file {}` (or move that file to where the key was) and destroy the old key",
+        "agent-vault: re-wrapped {} value version(s) of {} under {new}{created}; {} no longer \
+         opens the store. Start it with `agent-vault serve --data-dir {} {flag}` and destroy \
+         the old key",
         done.versions,
         dir.display(),
-        new.display(),
-        if done.created { " (created, 0600)" } else { "" },
         done.old,
         dir.display(),
-        new.display()
     );
     Ok(())
 }

@@ -34,6 +34,7 @@ impl ServeSettings {
             )));
         }
         let mut config = VaultConfig::new(args.data.data_dir);
+        config.master_key_transit = args.key.transit();
         config.master_key_file = args.key.master_key_file;
         config.keep_versions = args.keep_versions;
         config.max_waiters = args.max_waiters;

@@ -1,7 +1,7 @@
 //! `agent-vault tokens …`: issue (online, or `--offline` into a stopped server's data
 //! directory), list and revoke access tokens.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use secrecy::ExposeSecret;
 
@@ -13,9 +13,14 @@ use crate::vault::{Vault, VaultConfig};
 
 /// `tokens issue --offline`: open the data directory as the server would (its lock proves
 /// no server runs on it; the master key must decrypt its values) and write the token there.
-fn issue_offline(dir: &Path, key_file: Option<PathBuf>, req: TokenRequest) -> Result<IssuedToken> {
+fn issue_offline(
+    dir: &Path,
+    key: super::flags::MasterKeyArgs,
+    req: TokenRequest,
+) -> Result<IssuedToken> {
     let mut config = VaultConfig::new(dir.to_path_buf());
-    config.master_key_file = key_file;
+    config.master_key_transit = key.transit();
+    config.master_key_file = key.master_key_file;
     runtime()?.block_on(async {
         let vault = Vault::open(config).await.map_err(Error::store(format!(
             "opening {} offline (stop the server on it first; the master key is needed)",
@@ -52,7 +57,7 @@ pub(super) fn run(cmd: TokensCommand) -> Result<()> {
                     None => super::paths::data_dir(super::paths::DEFAULT_DATA_DIR)
                         .map_err(Error::Usage)?,
                 };
-                issue_offline(&dir, key.master_key_file, req)?
+                issue_offline(&dir, key, req)?
             } else {
                 connect(&c)?.issue_token(&req)?
             };

@@ -3,7 +3,9 @@
 //! and takes writes, mode 0600. It never holds the master key (the key lives in its own file,
 //! variable or credential, never in the database), so a backup and its key are kept apart
 //! and a stolen backup alone opens nothing. Restore goes into a new or empty data directory
-//! only, after checking that the given master key opens the backup.
+//! only, after checking that the given master key opens the backup. A store whose master key
+//! OpenBao Transit keeps has its wrapped key (Transit's ciphertext) copied beside the backup
+//! as `BACKUP.transit`; restore with `--master-key` unwraps it through Transit.
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use super::DB_FILE;
 use crate::vault::crypto::{KeySource, MasterKey};
 use crate::vault::db;
 use crate::vault::error::{Error, Result};
+use crate::vault::transit::WRAPPED_FILE;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
@@ -54,8 +57,30 @@ fn copy_into_place(src: &Path, dst: &Path) -> Result<()> {
     result
 }
 
+/// `BACKUP.transit` beside a backup: the store's master key as Transit wrapped it
+/// (`transit::WRAPPED_FILE`). Not a key: opening it takes OpenBao and a token.
+pub fn wrapped_beside(backup: &Path) -> PathBuf {
+    let mut name = backup.as_os_str().to_owned();
+    name.push(".transit");
+    PathBuf::from(name)
+}
+
+/// Copies a wrapped-key file to `dst` (a new file, 0600, synced).
+fn copy_wrapped(src: &Path, dst: &Path) -> Result<()> {
+    let text = std::fs::read(src).map_err(io(src))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .map_err(io(dst))?;
+    std::io::Write::write_all(&mut file, &text).map_err(io(dst))?;
+    file.sync_all().map_err(io(dst))
+}
+
 /// `agent-vault backup`: a consistent copy of `DATA_DIR/vault.db` at `dest` (which must not
-/// exist), while a server may run on it. Returns the copy's size in bytes.
+/// exist), while a server may run on it, and for a store whose key Transit keeps, the
+/// wrapped key at `DEST.transit` ([`wrapped_beside`]). Returns the copy's size in bytes.
 pub fn backup(data_dir: &Path, dest: &Path) -> Result<u64> {
     let src = data_dir.join(DB_FILE);
     if !src.exists() {
@@ -71,15 +96,31 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<u64> {
             dest.display()
         )));
     }
+    let wrapped = data_dir.join(WRAPPED_FILE);
+    let wrapped_dest = wrapped_beside(dest);
+    if wrapped.exists() && wrapped_dest.exists() {
+        return Err(Error::InvalidRequest(format!(
+            "{} exists; give a new file name (a backup never overwrites one)",
+            wrapped_dest.display()
+        )));
+    }
     db::open_read_only(&src)?;
     copy_into_place(&src, dest)?;
+    if wrapped.exists() {
+        copy_wrapped(&wrapped, &wrapped_dest)?;
+    }
     Ok(std::fs::metadata(dest).map_err(io(dest))?.len())
 }
 
 /// `agent-vault restore`: check that the master key (`KeySource::resolve(key_file, …)`)
 /// opens `backup`, then copy it into `data_dir` (created 0700, or existing and empty).
 /// Nothing is written before every check passed. Returns where the key came from.
-pub fn restore(backup: &Path, data_dir: &Path, key_file: Option<&Path>) -> Result<KeySource> {
+pub fn restore(
+    backup: &Path,
+    data_dir: &Path,
+    key_file: Option<&Path>,
+    transit: Option<&crate::vault::transit::TransitKey>,
+) -> Result<KeySource> {
     if !backup.is_file() {
         return Err(Error::InvalidRequest(format!(
             "{} is not a file",
@@ -87,8 +128,27 @@ pub fn restore(backup: &Path, data_dir: &Path, key_file: Option<&Path>) -> Resul
         )));
     }
     let conn = db::open_read_only(backup)?;
-    let source = KeySource::resolve(key_file, data_dir);
-    let master = MasterKey::load(&source)?;
+    let source = KeySource::resolve(key_file, transit, data_dir);
+    // A Transit key is unwrapped from the copy `backup` made beside the database.
+    let (master, wrapped) = match &source {
+        KeySource::Transit { key, .. } => {
+            let from = wrapped_beside(backup);
+            if !from.exists() {
+                return Err(Error::MasterKey {
+                    source_name: source.to_string(),
+                    reason: format!(
+                        "{} does not exist: `agent-vault backup` writes the wrapped key there, \
+                         beside a backup of a store whose key Transit keeps; put it back, or \
+                         restore with the key that store used",
+                        from.display()
+                    ),
+                });
+            }
+            let bytes = crate::vault::transit::load(key, &from)?;
+            (MasterKey::from_bytes(&bytes), Some(from))
+        }
+        other => (MasterKey::load(other)?, None),
+    };
     if key_fit(&conn, &master)? == KeyFit::Wrong {
         return Err(Error::MasterKey {
             source_name: source.to_string(),
@@ -134,5 +194,8 @@ pub fn restore(backup: &Path, data_dir: &Path, key_file: Option<&Path>) -> Resul
         Err(err) => return Err(io(data_dir)(err)),
     }
     copy_into_place(backup, &data_dir.join(DB_FILE))?;
+    if let Some(from) = wrapped {
+        copy_wrapped(&from, &data_dir.join(WRAPPED_FILE))?;
+    }
     Ok(source)
 }

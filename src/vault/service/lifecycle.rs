@@ -12,6 +12,7 @@ use crate::vault::db::Db;
 use crate::vault::error::{Error, Result};
 use crate::vault::tokens as vault_tokens;
 use crate::vault::tokens::TokenTable;
+use crate::vault::transit::{write_wrapped, TransitKey, WRAPPED_FILE, WRAPPED_NEW_FILE};
 use secrecy::SecretString;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,14 @@ use tracing::info;
 /// (the only time it exists in clear). The key comes from `KeySource::resolve`: an existing
 /// `key_file`, the environment or the systemd credential is used as it is; a missing
 /// `key_file` or `DATA_DIR/master.key` is created.
-pub async fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<SecretString> {
+///
+/// With a Transit key (`transit`), the new random master key is encrypted by Transit before
+/// anything is created, and only its ciphertext is written, to `DATA_DIR/master.key.transit`.
+pub async fn init(
+    data_dir: &Path,
+    key_file: Option<&Path>,
+    transit: Option<&TransitKey>,
+) -> Result<SecretString> {
     use std::os::unix::fs::PermissionsExt;
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -32,19 +40,30 @@ pub async fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<SecretStri
     let key_path = data_dir.join(MASTER_KEY_FILE);
     let db_path = data_dir.join(DB_FILE);
     // Every check before the first change: a refused init leaves the directory as it was.
-    if key_path.exists() || db_path.exists() {
+    let wrapped_path = data_dir.join(WRAPPED_FILE);
+    if key_path.exists() || db_path.exists() || wrapped_path.exists() {
         return Err(Error::InvalidRequest(format!(
-            "{} is already initialized ({} or {} exists); refusing to overwrite the master key",
+            "{} is already initialized ({}, {} or {} exists); refusing to overwrite the \
+             master key",
             data_dir.display(),
             MASTER_KEY_FILE,
+            WRAPPED_FILE,
             DB_FILE
         )));
     }
-    let source = KeySource::resolve(key_file, data_dir);
-    // An existing key is read (and checked) before anything is created.
+    let source = KeySource::resolve(key_file, transit, data_dir);
+    // An existing key is read (and checked) before anything is created; a Transit key is
+    // made and wrapped by Transit now, so an unreachable OpenBao or a refused token leaves
+    // nothing behind.
+    let mut wrapped = None;
     let given = match &source {
         KeySource::DataDir(_) => None,
         KeySource::Flag(path) if !path.exists() => None,
+        KeySource::Transit { key, .. } => {
+            let (bytes, ciphertext) = key.seal_new()?;
+            wrapped = Some((key, ciphertext));
+            Some(MasterKey::from_bytes(&bytes))
+        }
         other => Some(MasterKey::load(other)?),
     };
     match std::fs::metadata(data_dir) {
@@ -77,6 +96,9 @@ pub async fn init(data_dir: &Path, key_file: Option<&Path>) -> Result<SecretStri
             std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io(data_dir))?;
         }
+    }
+    if let Some((key, ciphertext)) = &wrapped {
+        write_wrapped(&wrapped_path, key, ciphertext)?;
     }
     let master = match (given, &source) {
         (Some(key), _) => key,
@@ -165,6 +187,42 @@ pub(super) fn key_fit(conn: &rusqlite::Connection, master: &MasterKey) -> Result
     Ok(KeyFit::Unchecked)
 }
 
+/// The master key Transit unwraps from `wrapped`. A rekey to a Transit key commits the
+/// database, then renames `master.key.transit.new` over `master.key.transit`
+/// (`service::rekey`); killed between the two, the store is opened by the `.new` file's key
+/// only, so that one is tried first and, when it opens the store, the rename is finished
+/// here. A `.new` file beside a key that opens the store is a rekey that never committed, and
+/// is removed.
+async fn open_transit(db: &Db, key: &TransitKey, wrapped: &Path) -> Result<Arc<MasterKey>> {
+    let pending = wrapped.with_file_name(WRAPPED_NEW_FILE);
+    if pending.exists() {
+        if let Ok(bytes) = crate::vault::transit::load(key, &pending) {
+            let new = Arc::new(MasterKey::from_bytes(&bytes));
+            let probe = new.clone();
+            if db.read(move |tx| key_fit(tx, &probe)).await? == KeyFit::Checked {
+                std::fs::rename(&pending, wrapped).map_err(|source| Error::Io {
+                    path: pending.clone(),
+                    source,
+                })?;
+                tracing::warn!(
+                    file = %wrapped.display(),
+                    "finished an interrupted rekey to a Transit key"
+                );
+                return Ok(new);
+            }
+        }
+    }
+    let bytes = crate::vault::transit::load(key, wrapped)?;
+    let master = Arc::new(MasterKey::from_bytes(&bytes));
+    if pending.exists() {
+        let probe = master.clone();
+        if db.read(move |tx| key_fit(tx, &probe)).await? != KeyFit::Wrong {
+            let _ = std::fs::remove_file(&pending);
+        }
+    }
+    Ok(master)
+}
+
 /// Takes `DATA_DIR/serve.lock` exclusively, or says which directory is already served.
 pub(super) fn lock_data_dir(
     data_dir: &std::path::Path,
@@ -201,10 +259,28 @@ impl Vault {
             )));
         }
         let lock = lock_data_dir(&config.data_dir)?;
-        let source = KeySource::resolve(config.master_key_file.as_deref(), &config.data_dir);
-        let master = Arc::new(MasterKey::load(&source)?);
+        let source = KeySource::resolve(
+            config.master_key_file.as_deref(),
+            config.master_key_transit.as_ref(),
+            &config.data_dir,
+        );
         let db = Db::open(&db_path)?;
+        let master = match &source {
+            KeySource::Transit { key, wrapped } => open_transit(&db, key, wrapped).await?,
+            other => Arc::new(MasterKey::load(other)?),
+        };
         let check = master.clone();
+        // A store rekeyed to Transit may still have its old key file about: say which URL
+        // opens it now.
+        let wrapped = config.data_dir.join(WRAPPED_FILE);
+        let hint = match (&source, crate::vault::transit::read_wrapped(&wrapped)) {
+            (KeySource::Transit { .. }, _) | (_, Err(_)) => String::new(),
+            (_, Ok((_, named))) => format!(
+                "; {} says OpenBao Transit keeps this store's key: pass --master-key {}",
+                wrapped.display(),
+                named.unwrap_or_else(|| "openbao-transit://HOST:PORT/MOUNT/KEY".into())
+            ),
+        };
         let wrong = {
             let source = source.to_string();
             let db_path = db_path.clone();
@@ -212,7 +288,7 @@ impl Vault {
                 source_name: source,
                 reason: format!(
                     "does not open {} (wrong key?); give the key this store was created or \
-                     last rekeyed with",
+                     last rekeyed with{hint}",
                     db_path.display()
                 ),
             }

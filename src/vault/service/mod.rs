@@ -85,6 +85,8 @@ pub struct VaultConfig {
     pub data_dir: PathBuf,
     /// `--master-key-file`; `None`: the rest of `crypto::KeySource::resolve`'s precedence.
     pub master_key_file: Option<PathBuf>,
+    /// `--master-key openbao-transit://…`, which wins over the rest.
+    pub master_key_transit: Option<crate::vault::transit::TransitKey>,
     pub keep_versions: u32,
     pub max_waiters: usize,
 }
@@ -94,6 +96,7 @@ impl VaultConfig {
         VaultConfig {
             data_dir,
             master_key_file: None,
+            master_key_transit: None,
             keep_versions: DEFAULT_KEEP_VERSIONS,
             max_waiters: DEFAULT_MAX_WAITERS,
         }

@@ -18,6 +18,7 @@ use crate::vault::audit::AuditRecord;
 use crate::vault::crypto::{Aad, KeySource, MasterKey, KEY_CHECK_AAD};
 use crate::vault::db::{self, Db};
 use crate::vault::error::{Error, Result};
+use crate::vault::transit::{write_wrapped, TransitKey, WRAPPED_FILE, WRAPPED_NEW_FILE};
 
 /// Test hook: milliseconds to sleep after each re-wrapped row, so a test can SIGKILL a rekey
 /// in the middle of its transaction. Not a user setting.
@@ -34,12 +35,33 @@ pub struct Rekeyed {
     pub created: bool,
 }
 
-/// Re-wrap every data key of `data_dir` from the key `KeySource::resolve(old_key_file, …)`
-/// to the key in `new_key_file` (created 0600 with a random key when missing).
+/// The key a rekey moves to.
+#[derive(Debug, Clone)]
+pub enum NewKey {
+    /// `--new-master-key-file`: used if it exists, else created (0600) with a random key.
+    File(std::path::PathBuf),
+    /// `--new-master-key openbao-transit://…`: a new random key, wrapped by that Transit key
+    /// into `DATA_DIR/master.key.transit` (written aside as `.new`, renamed over the old file
+    /// once the transaction committed; `Vault::open` finishes a rename a crash cut off).
+    Transit(TransitKey),
+}
+
+impl std::fmt::Display for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NewKey::File(path) => write!(f, "{}", KeySource::Flag(path.clone())),
+            NewKey::Transit(key) => write!(f, "the master key wrapped by OpenBao Transit {key}"),
+        }
+    }
+}
+
+/// Re-wrap every data key of `data_dir` from the key `KeySource::resolve(old_key_file,
+/// old_transit, …)` to `new`.
 pub async fn rekey(
     data_dir: &Path,
     old_key_file: Option<&Path>,
-    new_key_file: &Path,
+    old_transit: Option<&TransitKey>,
+    new_key: &NewKey,
 ) -> Result<Rekeyed> {
     let db_path = data_dir.join(DB_FILE);
     if !db_path.exists() {
@@ -50,9 +72,8 @@ pub async fn rekey(
         )));
     }
     let _lock = lock_data_dir(data_dir)?;
-    let old_source = KeySource::resolve(old_key_file, data_dir);
+    let old_source = KeySource::resolve(old_key_file, old_transit, data_dir);
     let old = Arc::new(MasterKey::load(&old_source)?);
-    let new_source = KeySource::Flag(new_key_file.to_path_buf());
     let db = Db::open(&db_path)?;
     // Every check before the new key file is made: a refused rekey changes nothing.
     let check = old.clone();
@@ -66,16 +87,32 @@ pub async fn rekey(
             ),
         });
     }
-    let created = !new_key_file.exists();
-    let new = Arc::new(if created {
-        MasterKey::create_file(new_key_file)?
-    } else {
-        MasterKey::load(&new_source)?
-    });
+    let wrapped = data_dir.join(WRAPPED_FILE);
+    let pending = data_dir.join(WRAPPED_NEW_FILE);
+    let (new, created) = match new_key {
+        NewKey::File(new_key_file) => {
+            let created = !new_key_file.exists();
+            let new = if created {
+                MasterKey::create_file(new_key_file)?
+            } else {
+                MasterKey::load(&KeySource::Flag(new_key_file.clone()))?
+            };
+            (Arc::new(new), created)
+        }
+        NewKey::Transit(key) => {
+            // Random, so it cannot be the old key; wrapped before the transaction, so a
+            // refusal by Transit changes nothing. A `.new` left by a rekey that never
+            // committed is stale (the old key opens the store, checked above).
+            let (bytes, ciphertext) = key.seal_new()?;
+            let _ = std::fs::remove_file(&pending);
+            write_wrapped(&pending, key, &ciphertext)?;
+            (Arc::new(MasterKey::from_bytes(&bytes)), true)
+        }
+    };
     let probe = new.clone();
     if db.read(move |tx| key_fit(tx, &probe)).await? == KeyFit::Checked {
         return Err(Error::InvalidRequest(format!(
-            "{new_source} already opens this store: give a new key"
+            "{new_key} already opens this store: give a new key"
         )));
     }
     let delay = std::env::var(ROW_DELAY_ENV)
@@ -121,6 +158,24 @@ pub async fn rekey(
             Ok(ids.len())
         })
         .await?;
+    // Committed: the new key alone opens the store. Put its wrapped copy in place, or (moving
+    // away from Transit) remove the wrapped old key, which opens nothing any more.
+    match new_key {
+        NewKey::Transit(_) => {
+            std::fs::rename(&pending, &wrapped).map_err(|source| Error::Io {
+                path: pending.clone(),
+                source,
+            })?;
+            if let Ok(dir) = std::fs::File::open(data_dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        NewKey::File(_) => {
+            if matches!(old_source, KeySource::Transit { .. }) {
+                let _ = std::fs::remove_file(&wrapped);
+            }
+        }
+    }
     Ok(Rekeyed {
         versions,
         old: old_source,

@@ -1,8 +1,12 @@
 //! Run-time reads and the long-poll: each owner's state published after every commit,
-//! the per-scope revision digest, the bounded waiters, and the one response with values.
+//! the per-scope revision digest, the bounded waiters, and the one read of values (of the
+//! set, or of one key) behind both responses that carry them.
 
-use super::{now_ms, open_version, record, validate_agent, Ctx, Owner, Vault, MAX_WAIT};
-use crate::protocol::wire::{Kind, Origin, RuntimeSecret, RuntimeSecrets};
+use super::{
+    format_ms, now_ms, open_version, record, validate_agent, validate_key, Ctx, Owner, Vault,
+    MAX_WAIT,
+};
+use crate::protocol::wire::{Kind, Origin, RuntimeEntry, RuntimeSecret, RuntimeSecrets};
 use crate::vault::db;
 use crate::vault::db::PROJECT;
 use crate::vault::error::{Error, Result};
@@ -277,6 +281,68 @@ impl Vault {
         let Some(agent) = self.runtime_agent_past(ctx, agent, since, wait).await? else {
             return Ok(None);
         };
+        let (secrets, _) = self.runtime_read(ctx, agent, None).await?;
+        Ok(Some(secrets))
+    }
+
+    /// `GET /v1/runtime/secrets/{key}`: one value, for an agent that reads at call time. The
+    /// same read as the set's, narrowed to `key` (the agent's own entry, else the project's
+    /// variable of that name), so it obeys the same rules; a key outside the token's read
+    /// scopes is refused (403) before anything is looked up, so the answer tells nothing of
+    /// whether it exists.
+    pub async fn runtime_secret(
+        &self,
+        ctx: &Ctx,
+        agent: Option<String>,
+        key: String,
+    ) -> Result<RuntimeEntry> {
+        validate_key(&key)?;
+        let agent = self.runtime_agent(ctx, agent).await?;
+        let (read, at) = self.runtime_read(ctx, agent, Some(&key)).await?;
+        let RuntimeSecrets { agent, secrets, .. } = read;
+        // `runtime_read` answers `NotFound` when nothing matched, so there is exactly one.
+        let secret = secrets
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("one-key read returned no entry".into()))?;
+        Ok(RuntimeEntry {
+            agent,
+            key: secret.name,
+            value: secret.value,
+            version: secret.version,
+            kind: secret.kind,
+            origin: secret.origin,
+            accessed_at: format_ms(at),
+        })
+    }
+
+    /// The one run-time read of values, of every key the token may read for `agent` or
+    /// (`only`) of one of them: both endpoints go through here, so every rule on reading a
+    /// value (scope, re-check, audit, "last read at") holds for both. Returns the read and
+    /// the time its audit record carries.
+    async fn runtime_read(
+        &self,
+        ctx: &Ctx,
+        agent: String,
+        only: Option<&str>,
+    ) -> Result<(RuntimeSecrets, i64)> {
+        if let Some(key) = only {
+            if !ctx.caller.can_read(&agent, key) {
+                let owner = Owner::Agent(agent.clone());
+                let denied = self
+                    .deny(ctx, "runtime.read", &owner, vec![key.to_string()])
+                    .await;
+                return Err(match denied {
+                    Error::Forbidden(_) => Error::Forbidden(format!(
+                        "token {} may not read {key} of agent {agent}: none of its read scopes \
+                         matches the key; issue a token with secrets:read:{agent}/{key}",
+                        ctx.caller.token_id
+                    )),
+                    other => other,
+                });
+            }
+        }
+        let only_key = only.map(str::to_string);
         let master = self.inner.master.clone();
         let caller = ctx.caller.clone();
         let name = agent.clone();
@@ -297,7 +363,10 @@ impl Vault {
                 // Project rows first so the agent's own entry of the same name replaces them.
                 for project_pass in [true, false] {
                     for (owner, key, row) in &rows {
-                        if (owner == PROJECT) != project_pass || !caller.can_read(&name, key) {
+                        if (owner == PROJECT) != project_pass
+                            || !caller.can_read(&name, key)
+                            || only_key.as_ref().is_some_and(|only| only != key)
+                        {
                             continue;
                         }
                         let value = open_version(&master, owner, key, row)?;
@@ -312,6 +381,7 @@ impl Vault {
                                 } else {
                                     Origin::Agent
                                 },
+                                version: row.version,
                             },
                         );
                     }
@@ -328,6 +398,21 @@ impl Vault {
             .await?;
         // The token may have been revoked while this read ran: answer nothing then.
         self.recheck(ctx, &agent).await?;
+        if let (Some(key), true) = (only, secrets.is_empty()) {
+            info!(token_id = %ctx.caller.token_id, agent = %agent, key, "runtime read of a missing key");
+            let owner = Owner::Agent(agent.clone());
+            let rec = record(
+                ctx,
+                "runtime.read",
+                &owner,
+                vec![key.to_string()],
+                "not_found",
+            );
+            self.inner.audit.push(rec).await;
+            return Err(Error::NotFound(format!(
+                "entry {key} for agent {agent} (its own or a project variable)"
+            )));
+        }
         let keys: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
         // At info (issue 13 item 7): who read how many keys from where; never a value.
         info!(
@@ -346,11 +431,15 @@ impl Vault {
             "ok",
         );
         rec.reads = reads;
+        let at = rec.at;
         self.inner.audit.push(rec).await;
-        Ok(Some(RuntimeSecrets {
-            agent,
-            revision,
-            secrets,
-        }))
+        Ok((
+            RuntimeSecrets {
+                agent,
+                revision,
+                secrets,
+            },
+            at,
+        ))
     }
 }

@@ -50,25 +50,30 @@ pub fn serve_existing(
     server
 }
 
-/// Spawn `cmd` (a `serve`) and wait for its first stderr line: `Ok((child, address))` once
-/// it listens, `Err(stderr)` when it exits instead.
+/// Spawn `cmd` (a `serve`) and read its stderr until it listens: `Ok((child, address))`
+/// then, `Err(stderr)` when it exits instead. Lines before the listening notice (a warning
+/// at open, e.g. a finished interrupted rekey) are skipped.
 pub fn spawn_serve(cmd: &mut Command) -> Result<(Child, String), String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning agent-vault serve");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr was piped"));
-    let mut line = String::new();
-    let _ = stderr.read_line(&mut line);
-    if let Some(addr) = line.trim().strip_prefix("agent-vault listening on ") {
-        let addr = addr.to_string();
-        // Keep draining so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        return Ok((child, addr));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(addr) = line.trim().strip_prefix("agent-vault listening on ") {
+            let addr = addr.to_string();
+            // Keep draining so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in stderr.lines() {});
+            return Ok((child, addr));
+        }
+        seen.push_str(&line);
     }
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
     let _ = child.kill();
     let _ = child.wait();
-    Err(line + &rest)
+    Err(seen)
 }
