@@ -178,6 +178,26 @@ pub fn page_size() -> usize {
     }
 }
 
+/// The window size of the terminal on `fd`, if it is one.
+pub fn window_size(fd: RawFd) -> Option<libc::winsize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the live local it is given.
+    let done = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } == 0;
+    done.then_some(size)
+}
+
+/// Sets the window size of the terminal (a pty master) on `fd`; the kernel sends SIGWINCH
+/// to the terminal's foreground process group.
+pub fn set_window_size(fd: RawFd, size: &libc::winsize) -> bool {
+    // SAFETY: TIOCSWINSZ only reads the `winsize` it is given.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, size) == 0 }
+}
+
 /// Keeps the pages holding `data` out of swap. False when RLIMIT_MEMLOCK does not allow it;
 /// the caller carries on unlocked (the data is still wiped on drop).
 pub fn lock_pages(data: &[u8]) -> bool {
@@ -212,6 +232,19 @@ pub struct ChildSetup {
     pub hand_terminal: bool,
     /// Write end of a CLOEXEC pipe: gets the exec errno if every candidate fails.
     pub error_fd: RawFd,
+    /// Where the child's standard streams go (`--mask`: through agent-run).
+    pub io: ChildIo,
+}
+
+/// The child's standard streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildIo {
+    /// agent-run's own.
+    Inherit,
+    /// stdout and stderr become these pipes' write ends.
+    Pipes { stdout: RawFd, stderr: RawFd },
+    /// A new session whose controlling terminal is this pty slave, on 0, 1 and 2.
+    Pty { slave: RawFd },
 }
 
 /// Stack for the child between `clone` and `execve`: it only makes syscalls.
@@ -258,8 +291,28 @@ fn child_after_fork(plan: &ExecPlan<'_>, setup: &ChildSetup) -> ! {
     unsafe {
         // Own process group: a signal for agent-run's group (Ctrl-C at a shell that runs
         // agent-run in the background, `kill -- -PGID`) is forwarded by us, not doubled.
-        libc::setpgid(0, 0);
-        if setup.hand_terminal {
+        match setup.io {
+            ChildIo::Inherit => {
+                libc::setpgid(0, 0);
+            }
+            // dup2 clears close-on-exec on the copies only; the originals close at exec.
+            ChildIo::Pipes { stdout, stderr } => {
+                libc::setpgid(0, 0);
+                libc::dup2(stdout, libc::STDOUT_FILENO);
+                libc::dup2(stderr, libc::STDERR_FILENO);
+            }
+            // A session of its own (also its own process group, pgid = pid) with the pty
+            // as controlling terminal: the pty's line discipline sends it Ctrl-C and
+            // Ctrl-Z, and isatty holds on all three streams.
+            ChildIo::Pty { slave } => {
+                libc::setsid();
+                libc::ioctl(slave, libc::TIOCSCTTY, 0);
+                libc::dup2(slave, libc::STDIN_FILENO);
+                libc::dup2(slave, libc::STDOUT_FILENO);
+                libc::dup2(slave, libc::STDERR_FILENO);
+            }
+        }
+        if setup.hand_terminal && setup.io == ChildIo::Inherit {
             // Our mask still blocks SIGTTOU here, so a background group may take the
             // terminal; the parent only asks for it when agent-run was in the foreground.
             libc::tcsetpgrp(0, libc::getpid());

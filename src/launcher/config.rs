@@ -180,6 +180,7 @@ impl Config {
                     reason,
                 }
             })?,
+            mask: args.mask,
         };
         if supervise.mount.is_some() && matches!(supervise.on_change, OnChange::Reload(_)) {
             return Err(Error::MountWithReload);

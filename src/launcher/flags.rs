@@ -399,6 +399,22 @@ pub struct RunArgs {
     )]
     pub grace: String,
 
+    /// Replace every injected secret value in the child's stdout and stderr, and its
+    /// base64 and URL-encoded forms, by ****, also when a value is split across writes.
+    /// Values shorter than 4 bytes are not masked. The output is held back only as long as
+    /// a value could still complete: lines leave at their newline, and a tail without one
+    /// after 20ms of quiet (a value written in two parts further apart is only partly
+    /// masked). Inherited variables and --env literals are not masked. When stdin and
+    /// stdout are a terminal, the child runs on a pty of its own (isatty, colours, resize,
+    /// Ctrl-C, Ctrl-Z work); otherwise pipes. Not with --once.
+    #[arg(
+        long,
+        env = "AGENT_RUN_MASK",
+        conflicts_with = "once",
+        help_heading = "Supervision"
+    )]
+    pub mask: bool,
+
     /// Signal that stops the child for a restart on change.
     #[arg(
         long,

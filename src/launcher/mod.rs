@@ -5,6 +5,7 @@ pub mod check;
 pub mod config;
 pub mod env;
 pub mod flags;
+pub mod mask;
 pub mod require;
 pub mod run;
 pub mod signals;

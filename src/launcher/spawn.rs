@@ -185,6 +185,7 @@ pub fn spawn(
     env: &EnvBlock,
     options: &Options,
     hand_terminal: bool,
+    io: sys::ChildIo,
 ) -> Result<Started, Error> {
     let candidates = Candidates::new(program, env)?;
     let plan = candidates.plan(program, env);
@@ -197,6 +198,7 @@ pub fn spawn(
         parent: nix::unistd::getpid().as_raw(),
         hand_terminal,
         error_fd: write_end.as_raw_fd(),
+        io,
     };
     let pid = sys::fork_exec(&plan, &setup).map_err(Error::Fork)?;
     drop(write_end);

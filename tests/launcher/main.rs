@@ -11,6 +11,7 @@ mod credentials;
 mod docs;
 mod files;
 mod logs;
+mod mask;
 mod memory;
 mod mount;
 mod names;

@@ -9,10 +9,10 @@ use crate::common::{self, Dir};
 const LONG: Duration = Duration::from_secs(20);
 
 /// A tmux session running an interactive bash, killed on drop.
-struct Tmux(String);
+pub(crate) struct Tmux(String);
 
 impl Tmux {
-    fn start(tag: &str) -> Tmux {
+    pub(crate) fn start(tag: &str) -> Tmux {
         let name = format!("agent-run-test-{tag}-{}", std::process::id());
         let status = std::process::Command::new("tmux")
             .args([
@@ -36,7 +36,7 @@ impl Tmux {
         tmux
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.0];
         args.extend_from_slice(keys);
         assert!(std::process::Command::new("tmux")
@@ -46,7 +46,7 @@ impl Tmux {
             .success());
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         let out = std::process::Command::new("tmux")
             .args(["capture-pane", "-p", "-S", "-", "-t", &self.0])
             .output()
@@ -54,8 +54,33 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The screen with its colours, as escape sequences.
+    pub(crate) fn screen_with_colours(&self) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-e", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub(crate) fn resize(&self, columns: u16, rows: u16) {
+        assert!(std::process::Command::new("tmux")
+            .args([
+                "resize-window",
+                "-t",
+                &self.0,
+                "-x",
+                &columns.to_string(),
+                "-y",
+                &rows.to_string()
+            ])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// Lines the child printed that are exactly `line`, after the `^C` the terminal echoes.
-    fn count(&self, line: &str) -> usize {
+    pub(crate) fn count(&self, line: &str) -> usize {
         self.screen()
             .lines()
             .filter(|l| l.trim().trim_start_matches("^C") == line)

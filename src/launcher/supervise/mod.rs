@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::exit::ChildStatus;
 use crate::launcher::env::{self, EnvBlock};
+use crate::launcher::mask::{Fingerprints, MaskKey};
 use crate::launcher::signals;
 use crate::launcher::spawn::{self, Started};
 use crate::launcher::Error;
@@ -29,6 +30,7 @@ use crate::sys;
 mod fetcher;
 mod handoff;
 mod mount;
+mod output;
 mod pipe;
 mod reload;
 mod remap;
@@ -189,6 +191,12 @@ pub struct Supervisor {
     /// names of the last composition's secrets; names only).
     mount: Option<MountTarget>,
     secret_names: Vec<String>,
+    /// `--mask`: the pipes and threads the child's output goes through, the per-process
+    /// fingerprint base, and the fingerprints of the last composition's secrets (applied
+    /// when a child starts or reloads with it).
+    output: Option<output::Output>,
+    mask_key: MaskKey,
+    mask_next: Option<Fingerprints>,
 }
 
 impl Supervisor {
@@ -235,6 +243,9 @@ impl Supervisor {
             reload: None,
             mount: None,
             secret_names: Vec::new(),
+            output: None,
+            mask_key: MaskKey::random(),
+            mask_next: None,
         }
     }
 
@@ -242,6 +253,16 @@ impl Supervisor {
     /// A failure to fetch, compose or exec the *first* child is an error (nothing started).
     /// The loop never waits on a source: fetches run on the fetcher thread.
     pub fn run(mut self) -> Result<u8, Error> {
+        if self.job.settings.mask {
+            // `launcher::run` has blocked every signal: the threads inherit the mask.
+            self.output =
+                Some(
+                    output::Output::start(self.mask_key).map_err(|errno| Error::Setup {
+                        what: "starting the output masker (--mask)",
+                        errno,
+                    })?,
+                );
+        }
         if let Some(settings) = &self.job.settings.mount {
             self.mount = Some(MountTarget::new(settings)?);
         }
@@ -292,6 +313,17 @@ impl Supervisor {
         drop(secrets);
         if self.mount.is_some() {
             self.secret_names = summary.injected.clone();
+        }
+        if self.output.is_some() {
+            // Secrets only: inherited variables and `--env` literals are not masked.
+            let secret = |name: &[u8]| summary.injected.iter().any(|n| n.as_bytes() == name);
+            self.mask_next = Some(Fingerprints::of_values(
+                self.mask_key,
+                block
+                    .entries()
+                    .filter(|(name, _)| secret(name))
+                    .map(|(_, value)| value),
+            ));
         }
         debug!(
             secrets = summary.injected.len(),
@@ -404,11 +436,17 @@ impl Supervisor {
         let env = self.for_mount(env)?;
         let env = self.for_reload(env)?;
         let vars = env.len();
+        if let (Some(output), Some(prints)) = (&mut self.output, self.mask_next.take()) {
+            output.switch(prints);
+        }
         let started = spawn::spawn(
             &self.job.program,
             &env,
             &self.job.spawn_options,
             self.may_take_terminal(),
+            self.output
+                .as_ref()
+                .map_or(sys::ChildIo::Inherit, output::Output::child_io),
         );
         drop(env);
         crate::sys::wipe_stack();
@@ -482,6 +520,9 @@ impl Supervisor {
     /// which is gone by the time its successor starts: `last_pid`): never steal it from a
     /// shell that moved us to the background.
     fn may_take_terminal(&self) -> bool {
+        if self.output.as_ref().is_some_and(output::Output::is_pty) {
+            return false; // the child's terminal is our pty
+        }
         let stdin = std::io::stdin();
         if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
             return false;
@@ -592,6 +633,11 @@ impl Supervisor {
         }
         if signo == libc::SIGCONT && self.outcome.suspended {
             self.resume_after_suspend();
+            return;
+        }
+        // `--mask` at a terminal: the child's terminal is our pty, whose new size makes
+        // the kernel signal the child's foreground group.
+        if signo == libc::SIGWINCH && self.output.as_ref().is_some_and(output::Output::resize) {
             return;
         }
         let Some(child) = &self.child.running else {
@@ -846,6 +892,10 @@ impl Supervisor {
                 Ok(env) => {
                     drop(env);
                     crate::sys::wipe_stack();
+                    if let (Some(output), Some(prints)) = (&mut self.output, self.mask_next.take())
+                    {
+                        output.switch(prints);
+                    }
                     self.send(signal as i32);
                     self.child.env_digest = Some(digest);
                     self.child.env_names = Some(names);
@@ -1066,7 +1116,10 @@ impl Supervisor {
     /// Job control: the child was stopped from the terminal (Ctrl-Z). Take the terminal
     /// back and stop ourselves, so the shell sees the job stopped; `fg` sends us SIGCONT.
     fn on_child_stopped(&mut self, signal: Signal) {
-        let terminal_stop = matches!(signal, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU);
+        // On `--mask`'s pty, Ctrl-Z arrives as SIGSTOP (see `output::copy_stdin`).
+        let pty = self.output.as_ref().is_some_and(output::Output::is_pty);
+        let terminal_stop = matches!(signal, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)
+            || (pty && signal == Signal::SIGSTOP);
         let stdin = std::io::stdin();
         if !terminal_stop
             || nix::unistd::getpid().as_raw() == 1
@@ -1075,6 +1128,9 @@ impl Supervisor {
             return;
         }
         let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), nix::unistd::getpgrp());
+        if let Some(output) = &self.output {
+            output.suspend(); // the shell gets its terminal settings back
+        }
         self.outcome.suspended = true;
         debug!(signal = %signal, "child stopped from the terminal; suspending");
         let _ = nix::sys::signal::raise(Signal::SIGSTOP);
@@ -1086,8 +1142,15 @@ impl Supervisor {
         let Some(child) = &self.child.running else {
             return;
         };
+        let pty = match &self.output {
+            Some(output) if output.is_pty() => {
+                output.resume();
+                true
+            }
+            _ => false,
+        };
         // `fg` hands the terminal back to us; pass it on. `bg` does not: leave it.
-        if nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(nix::unistd::getpgrp()) {
+        if !pty && nix::unistd::tcgetpgrp(stdin.as_fd()).ok() == Some(nix::unistd::getpgrp()) {
             let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), child.pid);
         }
         let _ = sys::send_signal(-child.pid.as_raw(), libc::SIGCONT);

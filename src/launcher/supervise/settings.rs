@@ -101,6 +101,8 @@ pub struct Settings {
     pub remap_exit: ExitRemap,
     /// `--rewrite-signal`: applied to forwarded signals only.
     pub rewrite_signal: SignalRewrite,
+    /// `--mask`: the child's output goes through agent-run, its secret values masked.
+    pub mask: bool,
 }
 
 /// What to run and how: fixed for the life of the loop.
