@@ -42,6 +42,9 @@ export class InvalidRequest extends BadRequest {}
 export class InvalidScope extends BadRequest {}
 /** A read scope for an agent without entries: `allowEmpty` issues it anyway. */
 export class UnknownAgent extends BadRequest {}
+/** The token reads several agents (several scopes, or `PREFIX/**`): name one with `agent`. */
+export class AgentRequired extends BadRequest {}
+export class InvalidTag extends BadRequest {}
 export class InvalidQuery extends BadRequest {}
 export class BadJson extends BadRequest {}
 export class BadBody extends BadRequest {}
@@ -55,6 +58,15 @@ export class Forbidden extends ApiError {}
  * `secrets:read:AGENT/PATTERN` token for the agent instead.
  */
 export class NotAReadToken extends Forbidden {}
+/**
+ * The token's scope covers a critical entry: it reads nothing until an admin other than its
+ * issuer approves its request (`agent-vault approvals approve ID`).
+ */
+export class ApprovalRequired extends Forbidden {}
+/** The token's approval request was denied: it reads nothing. */
+export class ApprovalDenied extends Forbidden {}
+/** An approval decided by the token's own issuer: another admin must decide it. */
+export class SelfApproval extends Forbidden {}
 export class NotFound extends ApiError {}
 export class Conflict extends ApiError {}
 /** The store cannot answer now (HTTP 503); retry later. */
@@ -79,6 +91,8 @@ export const ERROR_CLASSES: Readonly<Record<string, ApiErrorClass>> = Object.fre
   invalid_request: InvalidRequest,
   invalid_scope: InvalidScope,
   unknown_agent: UnknownAgent,
+  agent_required: AgentRequired,
+  invalid_tag: InvalidTag,
   invalid_query: InvalidQuery,
   bad_json: BadJson,
   bad_body: BadBody,
@@ -86,6 +100,9 @@ export const ERROR_CLASSES: Readonly<Record<string, ApiErrorClass>> = Object.fre
   unauthorized: Unauthorized,
   forbidden: Forbidden,
   not_a_read_token: NotAReadToken,
+  approval_required: ApprovalRequired,
+  approval_denied: ApprovalDenied,
+  self_approval: SelfApproval,
   not_found: NotFound,
   conflict: Conflict,
   too_many_waiters: TooManyWaiters,

@@ -23,6 +23,8 @@ __all__ = [
     "InvalidRequest",
     "InvalidScope",
     "UnknownAgent",
+    "AgentRequired",
+    "InvalidTag",
     "InvalidQuery",
     "BadJson",
     "BadBody",
@@ -30,6 +32,9 @@ __all__ = [
     "Unauthorized",
     "Forbidden",
     "NotAReadToken",
+    "ApprovalRequired",
+    "ApprovalDenied",
+    "SelfApproval",
     "NotFound",
     "Conflict",
     "Unavailable",
@@ -120,6 +125,17 @@ class UnknownAgent(BadRequest):
     code = "unknown_agent"
 
 
+class AgentRequired(BadRequest):
+    """The token reads several agents (several scopes, or ``PREFIX/**``): name one with
+    ``agent=``."""
+
+    code = "agent_required"
+
+
+class InvalidTag(BadRequest):
+    code = "invalid_tag"
+
+
 class InvalidQuery(BadRequest):
     code = "invalid_query"
 
@@ -153,6 +169,26 @@ class NotAReadToken(Forbidden):
     ``secrets:read:AGENT/PATTERN`` token for the agent instead."""
 
     code = "not_a_read_token"
+
+
+class ApprovalRequired(Forbidden):
+    """The token's scope covers a critical entry: it reads nothing until an admin other than
+    its issuer approves its request (``agent-vault approvals approve ID``)."""
+
+    code = "approval_required"
+
+
+class ApprovalDenied(Forbidden):
+    """The token's approval request was denied: it reads nothing."""
+
+    code = "approval_denied"
+
+
+class SelfApproval(Forbidden):
+    """An approval decided by the token's own issuer (or the token itself): another admin
+    must decide it."""
+
+    code = "self_approval"
 
 
 class NotFound(ApiError):
@@ -196,6 +232,8 @@ ERROR_CLASSES: Dict[str, Type[ApiError]] = {
         InvalidRequest,
         InvalidScope,
         UnknownAgent,
+        AgentRequired,
+        InvalidTag,
         InvalidQuery,
         BadJson,
         BadBody,
@@ -203,6 +241,9 @@ ERROR_CLASSES: Dict[str, Type[ApiError]] = {
         Unauthorized,
         Forbidden,
         NotAReadToken,
+        ApprovalRequired,
+        ApprovalDenied,
+        SelfApproval,
         NotFound,
         Conflict,
         TooManyWaiters,
