@@ -1482,7 +1482,8 @@ fn check_refuses_every_input_a_run_refuses() {
     let dir = Dir::new("check-equals-run");
     let env_file = dir.write("app.env", "API_KEY=sk-live-abcdefgh\n");
     dir.write("nul/TOKEN_WITH_NUL", b"ab\0cd");
-    dir.write("bad/not-a-name", "value");
+    // `not-a-name` is mapped to NOT_A_NAME (issue 14 item 1); no rule maps a leading digit.
+    dir.write("bad/9not-a-name", "value");
     let env_file = env_file.to_str().unwrap().to_owned();
     let nul_dir = dir.join("nul").to_str().unwrap().to_owned();
     let bad_dir = dir.join("bad").to_str().unwrap().to_owned();
