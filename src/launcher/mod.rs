@@ -47,7 +47,11 @@ pub enum Error {
     },
     #[error("supervisor loop failed: {0}")]
     Os(#[from] nix::errno::Errno),
-    #[error("no source answered within --start-timeout ({0:?}); nothing was started")]
+    #[error(
+        "no source answered within --start-timeout ({0:?}); nothing was started: run with -v \
+         to see each attempt, raise --start-timeout, or give --fallback PATH to start on the \
+         last values read"
+    )]
     StartTimeout(Duration),
     #[error("cannot start the thread that reads the sources: {0}")]
     Thread(std::io::Error),

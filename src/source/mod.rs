@@ -42,16 +42,25 @@ pub enum Error {
     Watch { path: PathBuf, reason: String },
     /// The store (agent-vault, or every address of an OpenBao/Vault cluster) did not
     /// answer, or answered that it cannot serve (sealed, standby).
-    #[error("cannot reach the store at {url}: {reason}")]
+    #[error(
+        "cannot reach the store at {url}: {reason}; check that it is running and that --store \
+         names it (agent-run retries within --start-timeout; --fallback PATH starts on the last \
+         values read)"
+    )]
     Unreachable { url: String, reason: String },
     /// A TLS problem that retrying cannot fix (`protocol::tls`): not transient, so
     /// agent-run fails at start at once instead of waiting out `--start-timeout`.
     #[error("cannot connect to the store at {url}: {reason}")]
     Tls { url: String, reason: String },
-    #[error("the store at {url} rejected the token: it is invalid, expired or revoked")]
+    #[error(
+        "the store at {url} rejected the token: it is invalid, expired or revoked; issue a new \
+         one (agent-vault tokens issue --scope 'secrets:read:AGENT/*') and give it to agent-run \
+         (AGENT_RUN_TOKEN or --token-file)"
+    )]
     Unauthorized { url: String },
     #[error(
-        "the store at {url} refused access to {what}: the token is scoped to another agent or keys"
+        "the store at {url} refused access to {what}: the token is scoped to another agent or \
+         keys; compare --agent with the token's scopes (agent-vault tokens list)"
     )]
     Forbidden { url: String, what: String },
     #[error(

@@ -73,7 +73,7 @@ pub enum Error {
     ShuttingDown,
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("cannot decrypt {owner}/{key} version {version}: wrong master key or tampered row")]
+    #[error("cannot decrypt {owner}/{key} version {version}: wrong master key or tampered row; start agent-vault with the master key that wrote this database (--master-key-file), or restore a backup")]
     Decrypt {
         owner: String,
         key: String,

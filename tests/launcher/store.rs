@@ -125,6 +125,12 @@ fn a_token_for_agent_a_cannot_read_agent_b() {
         "{}",
         out.description
     );
+    // ... and says what to check next (issue 15: every error says what to do next).
+    assert!(
+        out.stderr.contains("agent-vault tokens list"),
+        "{}",
+        out.description
+    );
     assert!(!marker.exists());
     assert!(!out.stderr.contains("billing-value-2") && !out.stderr.contains(&token));
 }
@@ -278,7 +284,7 @@ fn store_down_at_start_uses_the_fallback_or_fails_with_125() {
     .run(&dir);
     out.assert_code(125);
     assert!(
-        out.stderr.contains("cannot reach the store"),
+        out.stderr.contains("cannot reach the store") && out.stderr.contains("--fallback PATH"),
         "{}",
         out.description
     );
@@ -312,7 +318,8 @@ fn expired_and_revoked_tokens_give_clear_errors() {
         .run(&dir);
     out.assert_code(125);
     assert!(
-        out.stderr.contains("rejected the token"),
+        out.stderr.contains("rejected the token")
+            && out.stderr.contains("agent-vault tokens issue --scope"),
         "{}",
         out.description
     );
