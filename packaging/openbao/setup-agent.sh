@@ -21,7 +21,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 mount=${kv_path%%/*}
 agent_path=${kv_path#*/}
-case "$agent" in *[!A-Za-z0-9_-]*|'') echo "agent name must be [A-Za-z0-9_-]+" >&2; exit 2 ;; esac
+# One segment, as OpenBao's policy and role names are: a hierarchical agent-vault agent
+# (production/openai) is given as production.openai (`agent-vault migrate openbao` prints it so).
+case "$agent" in *[!A-Za-z0-9_.-]*|'') echo "agent name must be [A-Za-z0-9_.-]+ (production/openai: production.openai)" >&2; exit 2 ;; esac
 [ "$mount" != "$kv_path" ] || { echo "MOUNT/PATH needs a mount and a path: $kv_path" >&2; exit 2; }
 
 # AppRole auth, once per cluster. Two setups running at once may both find it missing: the

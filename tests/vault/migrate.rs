@@ -47,6 +47,8 @@ fn migrate_and_compare(dir: &Dir, bao: &Bao, reader_node: &Bao) {
     vault.set("bot", "API_KEY", "sk-migrate-bot-0002");
     vault.set("bot", "SHARED", "bot-own-wins");
     vault.set("other", "OTHER_KEY", "other-agent-value-9");
+    // A hierarchical agent (issue 14) with a key that is not an environment name.
+    vault.set("production%2Fopenai", "api-key", "sk-migrate-hier-0003");
     vault.put(
         "/v1/vars/SHARED",
         &vault.admin,
@@ -148,4 +150,63 @@ fn migrate_and_compare(dir: &Dir, bao: &Bao, reader_node: &Bao) {
     .run(dir);
     refused.assert_code(125);
     assert!(!refused.stdout.contains("other-agent-value"));
+
+    // The hierarchical agent: its path keeps the `/`, its policy name cannot (OpenBao's
+    // policy names are one segment), and agent-run maps `api-key` to API_KEY as it does
+    // from the store.
+    assert!(
+        stdout.contains(&format!(
+            "agent-run --store openbao+{} --path secret/agents/production/openai",
+            bao.addr
+        )),
+        "{stdout}"
+    );
+    let created = bao.ok(
+        reqwest::Method::POST,
+        "auth/token/create",
+        Some(serde_json::json!({"policies": ["agent-production.openai"]})),
+    );
+    let hier_token = created["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let from_bao = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &reader_node.store(),
+            "--path",
+            "secret/agents/production/openai",
+            "--",
+            "/usr/bin/env",
+        ],
+    )
+    .env("BAO_TOKEN", &hier_token)
+    .run(dir);
+    from_bao.assert_code(0);
+    let got = env_of(&from_bao.stdout, &["API_KEY", "PROJECT_URL", "API_KEY_BOT"]);
+    assert_eq!(
+        got.get("API_KEY").map(String::as_str),
+        Some("sk-migrate-hier-0003"),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.get("PROJECT_URL").map(String::as_str),
+        Some("https://project.example")
+    );
+    // ...and its policy reads nothing of `bot`.
+    let refused = agent_run(
+        Mode::Plain,
+        [
+            "--store",
+            &bao.store(),
+            "--path",
+            "secret/agents/bot",
+            "--",
+            "/usr/bin/env",
+        ],
+    )
+    .env("BAO_TOKEN", &hier_token)
+    .run(dir);
+    refused.assert_code(125);
 }

@@ -101,6 +101,7 @@ pub(super) fn openbao(args: MigrateOpenbaoArgs) -> Result<()> {
         .build()
         .map_err(|e| Error::Failed(format!("building the HTTP client: {e}")))?;
     for (agent, env) in &agents {
+        let name = openbao_name(agent);
         let path = if prefix.is_empty() {
             agent.clone()
         } else {
@@ -140,21 +141,21 @@ pub(super) fn openbao(args: MigrateOpenbaoArgs) -> Result<()> {
             &client,
             &token,
             reqwest::Method::PUT,
-            &format!("{address}/v1/sys/policies/acl/agent-{agent}"),
+            &format!("{address}/v1/sys/policies/acl/agent-{name}"),
             body,
         )?;
         eprintln!(
-            "agent-vault: {agent}: {} entries written to {mount}/{path}; policy agent-{agent}",
+            "agent-vault: {agent}: {} entries written to {mount}/{path}; policy agent-{name}",
             env.len()
         );
         println!(
-            "# {agent}: packaging/openbao/setup-agent.sh {agent} {mount}/{path} \
-             /run/agent-run/{agent}.secret-id /run/agent-run/{agent}.role-id"
+            "# {agent}: packaging/openbao/setup-agent.sh {name} {mount}/{path} \
+             /run/agent-run/{name}.secret-id /run/agent-run/{name}.role-id"
         );
         println!(
             "agent-run --store openbao+{address} --path {mount}/{path} --auth approle \
-             --role-id-file /run/agent-run/{agent}.role-id \
-             --secret-id-file /run/agent-run/{agent}.secret-id -- COMMAND"
+             --role-id-file /run/agent-run/{name}.role-id \
+             --secret-id-file /run/agent-run/{name}.secret-id -- COMMAND"
         );
     }
     eprintln!(
@@ -163,4 +164,24 @@ pub(super) fn openbao(args: MigrateOpenbaoArgs) -> Result<()> {
         agents.len()
     );
     Ok(())
+}
+
+/// The agent's name where OpenBao wants one segment (its policy, its AppRole role, the
+/// files `setup-agent.sh` writes): a hierarchical name's `/` becomes `.`. Agent names never
+/// hold a `.` (`protocol::ident`), so two agents never get the same name; the KV path keeps
+/// the `/`.
+fn openbao_name(agent: &str) -> String {
+    agent.replace('/', ".")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_hierarchical_agent_gets_a_one_segment_openbao_name() {
+        assert_eq!(super::openbao_name("support-bot"), "support-bot");
+        assert_eq!(
+            super::openbao_name("production/openai/chat"),
+            "production.openai.chat"
+        );
+    }
 }
