@@ -258,3 +258,52 @@ def test_logging_a_secret_shows_no_value(vault, caplog):
         secret = c.get_secret("K")
     logging.getLogger("test").warning("got %s / %r / %s", secret, secret, secret.value)
     assert "logged-value" not in caplog.text and "****" in caplog.text
+
+
+async def test_agent_secret_store_code_runs_unchanged(vault, monkeypatch):
+    """Issue 14: code written for Agent Secret Store (path=, tier=, tags=, scope=,
+    ttl_seconds=, token.value) runs as it is, apart from the import and the constructor."""
+    monkeypatch.setenv("AGENT_VAULT_ADDR", vault.addr)
+    monkeypatch.setenv("AGENT_VAULT_AGENT_TOKEN", vault.admin)
+    async with Client() as admin_vault:
+        result = await admin_vault.set_secret(
+            path="production/openai/api-key",
+            value="sk-ass-compat-value-0001",
+            tier="sensitive",
+            description="OpenAI key",
+            tags={"team": "ml"},
+        )
+        token = await admin_vault.request_token(
+            scope="secrets:read:production/openai/*",
+            ttl_seconds=3600,
+            description="ml agent",
+        )
+    assert (result.created, result.version) == (True, 1)
+    assert result.entry["agent"] == "production/openai" and result.entry["key"] == "api-key"
+    assert (result.tier, result.tags) == ("sensitive", {"team": "ml"})
+    assert token.value is token.token and str(token.value) == "****"
+    assert "avt_" not in repr(token)
+    in_an_hour = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert abs((token.expires_at - in_an_hour).total_seconds()) < 60
+    async with Client(vault.addr, token.value.reveal()) as agent_vault_:
+        secret = await agent_vault_.get_secret("production/openai/api-key")
+    assert secret.agent == "production/openai" and secret.key == "api-key"
+    assert (secret.value.reveal(), secret.version) == ("sk-ass-compat-value-0001", 1)
+    assert secret.accessed_at is not None
+    with SyncClient(vault.addr, vault.admin) as admin:
+        again = admin.set_secret(path="production/openai/api-key", value="sk-ass-compat-value-0002")
+        assert (again.version, again.tier, again.tags) == (2, "sensitive", {"team": "ml"})
+        also = admin.issue_token("secrets:read:production/openai/*", ttl_seconds=600)
+        assert also.value.reveal().startswith("avt_")
+
+
+async def test_set_secret_takes_a_path_or_agent_and_key_never_both(vault):
+    async with Client(vault.addr, vault.admin) as admin:
+        with pytest.raises(TypeError, match="path="):
+            await admin.set_secret("prod", "K", "v", path="prod/K")
+        with pytest.raises(TypeError, match="agent= and key="):
+            await admin.set_secret(value="v")
+        with pytest.raises(ConfigurationError, match="AGENT/KEY"):
+            await admin.set_secret(path="no-slash", value="v")
+        with pytest.raises(TypeError, match="ttl_seconds"):
+            await admin.issue_token("secrets:read:x/*", ttl=60, ttl_seconds=60)

@@ -19,7 +19,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 
 import { ConfigurationError, TransportError, errorFor } from "./errors.js";
-import { EntryMeta, IssuedToken, Secret, SecretValue, SetResult } from "./secret.js";
+import { EntryMeta, IssuedToken, Secret, SecretValue, SetResult, Tier } from "./secret.js";
 
 export const DEFAULT_ADDRESS = "http://127.0.0.1:8377";
 export const TOKEN_VARIABLE = "AGENT_VAULT_AGENT_TOKEN";
@@ -52,13 +52,28 @@ export interface ClientOptions {
 export interface SetSecretOptions {
   description?: string;
   kind?: "secret" | "plain";
+  /** Default `standard` on create; kept on update. */
+  tier?: Tier;
+  /** Added or replaced by name (16 at most per entry). */
+  tags?: Record<string, string>;
   allowDangerousName?: boolean;
   allowEmptyValue?: boolean;
+}
+
+/**
+ * `setSecret`'s one-object form (Agent Secret Store's): `path` is `"AGENT/KEY"`, split at
+ * the last `/`, as `"production/openai/api-key"`.
+ */
+export interface SetSecretByPath extends SetSecretOptions {
+  path: string;
+  value?: string | SecretValue;
 }
 
 export interface IssueTokenOptions {
   /** Seconds, or a duration such as `"1h"`; omitted: the store's default. */
   ttl?: number | string;
+  /** The same as `ttl` in seconds (Agent Secret Store's name); not with `ttl`. */
+  ttlSeconds?: number;
   description?: string;
   allowEmpty?: boolean;
 }
@@ -69,6 +84,18 @@ function isLoopback(hostname: string): boolean {
   if (isIP(host) === 4) return host.startsWith("127.");
   if (isIP(host) === 6) return host === "::1" || host === "0:0:0:0:0:0:0:1";
   return false;
+}
+
+/**
+ * `"production/openai/api-key"` → agent `"production/openai"`, key `"api-key"`: split at
+ * the last `/`, since a key never contains one and an agent name may.
+ */
+export function splitPath(path: string): [agent: string, key: string] {
+  const at = path.lastIndexOf("/");
+  if (at <= 0 || at === path.length - 1) {
+    throw new ConfigurationError(`path ${JSON.stringify(path)} is not AGENT/KEY (such as "production/openai/api-key")`);
+  }
+  return [path.slice(0, at), path.slice(at + 1)];
 }
 
 function time(text: string | null | undefined): Date | null {
@@ -217,7 +244,10 @@ export class Client {
    * variable of that name. `agent` is needed only when the token reads several agents.
    */
   async getSecret(key: string, options: { agent?: string } = {}): Promise<Secret> {
-    const data: RuntimeEntryWire = await this.#call("getSecret", { key }, { agent: options.agent });
+    let agent = options.agent;
+    // A key never contains "/": "production/openai/api-key" is a path.
+    if (agent === undefined && key.includes("/")) [agent, key] = splitPath(key);
+    const data: RuntimeEntryWire = await this.#call("getSecret", { key }, { agent });
     return Object.freeze({
       key: data.key,
       value: new SecretValue(data.value),
@@ -250,18 +280,37 @@ export class Client {
   /**
    * Create or update an agent's entry (a write or admin token). Every write of a value is a
    * new version; `kind: "plain"` stores readable configuration. `value` undefined changes
-   * the description or kind alone.
+   * the description or kind alone. Or one object with `path: "AGENT/KEY"` and `value`
+   * (Agent Secret Store's form). `tier` defaults to `standard` on create and is kept on update.
    */
   async setSecret(
     agent: string,
     key: string,
     value: string | SecretValue | undefined,
-    options: SetSecretOptions = {},
+    options?: SetSecretOptions,
+  ): Promise<SetResult>;
+  async setSecret(byPath: SetSecretByPath): Promise<SetResult>;
+  async setSecret(
+    first: string | SetSecretByPath,
+    second?: string,
+    third?: string | SecretValue,
+    fourth: SetSecretOptions = {},
   ): Promise<SetResult> {
+    let agent: string, key: string, value: string | SecretValue | undefined, options: SetSecretOptions;
+    if (typeof first === "string") {
+      if (typeof second !== "string") throw new TypeError("setSecret: give agent and key, or { path, value }");
+      [agent, key, value, options] = [first, second, third, fourth];
+    } else {
+      if (second !== undefined) throw new TypeError("setSecret: give either { path, value } or agent and key, not both");
+      [agent, key] = splitPath(first.path);
+      [value, options] = [first.value, first];
+    }
     const body: Record<string, unknown> = {};
     if (value !== undefined) body.value = value instanceof SecretValue ? value.reveal() : value;
     if (options.description !== undefined) body.description = options.description;
     if (options.kind !== undefined) body.kind = options.kind;
+    if (options.tier !== undefined) body.tier = options.tier;
+    if (options.tags !== undefined) body.tags = { ...options.tags };
     if (options.allowDangerousName) body.allow_dangerous_name = true;
     if (options.allowEmptyValue) body.allow_empty_value = true;
     const data: { created: boolean; changed: boolean; secret: EntryMeta } = await this.#call(
@@ -275,17 +324,23 @@ export class Client {
 
   /**
    * Issue a scoped token (admin token): `scope` such as `"secrets:read:bot/*"` (or several),
-   * `ttl` in seconds or as `"1h"`.
+   * `ttl` in seconds or as `"1h"` (`ttlSeconds`: the same in seconds).
    */
   async issueToken(scope: string | string[], options: IssueTokenOptions = {}): Promise<IssuedToken> {
     const body: Record<string, unknown> = { scopes: Array.isArray(scope) ? scope : [scope] };
+    if (options.ttl !== undefined && options.ttlSeconds !== undefined) {
+      throw new TypeError("issueToken: give ttl or ttlSeconds, not both");
+    }
     if (options.ttl !== undefined) body.ttl = options.ttl;
+    if (options.ttlSeconds !== undefined) body.ttl = options.ttlSeconds;
     if (options.description !== undefined) body.description = options.description;
     if (options.allowEmpty) body.allow_empty = true;
     const data = await this.#call("issueToken", {}, {}, body);
+    const token = new SecretValue(data.token as string);
     return Object.freeze({
       id: data.id as string,
-      token: new SecretValue(data.token as string),
+      token,
+      value: token,
       scopes: data.scopes as string[],
       description: data.description as string,
       expiresAt: time(data.expires_at),

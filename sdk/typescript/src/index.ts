@@ -15,10 +15,11 @@ export {
   Client,
   DEFAULT_ADDRESS,
   ENDPOINTS,
+  splitPath,
   TOKEN_FILE_VARIABLE,
   TOKEN_VARIABLE,
 } from "./client.js";
-export type { ClientOptions, IssueTokenOptions, SetSecretOptions } from "./client.js";
+export type { ClientOptions, IssueTokenOptions, SetSecretByPath, SetSecretOptions } from "./client.js";
 export * from "./errors.js";
 export { SecretValue } from "./secret.js";
-export type { EntryMeta, IssuedToken, Secret, SetResult } from "./secret.js";
+export type { EntryMeta, IssuedToken, Secret, SetResult, Tier } from "./secret.js";

@@ -40,6 +40,9 @@ export class SecretValue {
   }
 }
 
+/** An entry's tier: `critical` reads need an approval (see docs/openapi.yaml). */
+export type Tier = "standard" | "sensitive" | "critical";
+
 /** One entry of a run-time read. */
 export interface Secret {
   readonly key: string;
@@ -61,6 +64,8 @@ export interface IssuedToken {
   readonly scopes: string[];
   readonly description: string;
   readonly expiresAt: Date | null;
+  /** The same as `token`: Agent Secret Store's name for it. */
+  readonly value: SecretValue;
 }
 
 /** Metadata of an entry as the management calls show it (a secret only as a preview). */
@@ -68,6 +73,8 @@ export interface EntryMeta {
   agent?: string;
   key: string;
   kind: "secret" | "plain";
+  tier: Tier;
+  tags: Record<string, string>;
   description: string;
   version: number;
   created_at: string;

@@ -216,3 +216,40 @@ test("an agent started by agent-run reads at call time with AGENT_VAULT_AGENT_TO
   assert.notEqual(refused.status, 0);
   assert.match(refused.stderr, /not_a_read_token/);
 });
+
+test("Agent Secret Store code runs unchanged: setSecret({ path, tier, tags }), getSecret(path), ttlSeconds, token.value", async () => {
+  process.env.AGENT_VAULT_ADDR = vault.addr;
+  process.env.AGENT_VAULT_AGENT_TOKEN = vault.admin;
+  const admin = new Client();
+  const result = await admin.setSecret({
+    path: "production/openai/api-key",
+    value: "sk-ts-ass-compat-0001",
+    tier: "sensitive",
+    description: "OpenAI key",
+    tags: { team: "ml" },
+  });
+  assert.equal(result.created, true);
+  assert.equal(result.entry.agent, "production/openai");
+  assert.equal(result.entry.key, "api-key");
+  assert.equal(result.entry.tier, "sensitive");
+  assert.deepEqual(result.entry.tags, { team: "ml" });
+  const token = await admin.requestToken("secrets:read:production/openai/*", { ttlSeconds: 3600, description: "ml" });
+  assert.equal(token.value, token.token);
+  assert.equal(String(token.value), "****");
+  assert.ok(Math.abs(token.expiresAt!.getTime() - (Date.now() + 3_600_000)) < 60_000);
+  const reader = new Client({ address: vault.addr, token: token.value.reveal() });
+  const secret = await reader.getSecret("production/openai/api-key");
+  assert.equal(secret.agent, "production/openai");
+  assert.equal(secret.key, "api-key");
+  assert.equal(secret.value.reveal(), "sk-ts-ass-compat-0001");
+  assert.equal(secret.version, 1);
+  assert.ok(secret.accessedAt instanceof Date);
+  const again = await admin.setSecret("production/openai", "api-key", "sk-ts-ass-compat-0002");
+  assert.equal(again.entry.version, 2);
+  assert.equal(again.entry.tier, "sensitive");
+  await assert.rejects(() => admin.setSecret({ path: "no-slash", value: "v" }), ConfigurationError);
+  await assert.rejects(
+    () => admin.issueToken("secrets:read:x/*", { ttl: 60, ttlSeconds: 60 }),
+    (err: Error) => err instanceof TypeError && /ttlSeconds/.test(err.message),
+  );
+});

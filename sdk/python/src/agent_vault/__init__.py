@@ -20,7 +20,7 @@ from .client import (
 )
 from .errors import *  # noqa: F401,F403 (the exception classes are part of the API)
 from .errors import __all__ as _error_names
-from .types import IssuedToken, Secret, SecretValue, SetResult
+from .types import IssuedToken, Secret, SecretValue, SetResult, Tier
 
 AsyncClient = Client
 
@@ -38,4 +38,5 @@ __all__ = [
     "SecretValue",
     "SetResult",
     "SyncClient",
+    "Tier",
 ] + list(_error_names)

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from .errors import ConfigurationError, TransportError, error_for
-from .types import IssuedToken, Secret, SecretValue, SetResult, parse_time
+from .types import IssuedToken, Secret, SecretValue, SetResult, Tier, parse_time
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8377"
 TOKEN_VARIABLE = "AGENT_VAULT_AGENT_TOKEN"
@@ -47,6 +47,39 @@ ENDPOINTS: Dict[str, Tuple[str, str]] = {
 }
 
 Ttl = Union[int, str, None]
+
+
+def split_path(path: str) -> Tuple[str, str]:
+    """``"production/openai/api-key"`` → agent ``"production/openai"``, key ``"api-key"``.
+
+    Split at the last ``/``: a key never contains one, an agent name may (Agent Secret
+    Store's paths name the agent's folders, then the key)."""
+    agent, sep, key = path.rpartition("/")
+    if not sep or not agent or not key:
+        raise ConfigurationError(
+            f"path {path!r} is not AGENT/KEY (such as \"production/openai/api-key\")"
+        )
+    return agent, key
+
+
+def _agent_key(agent: Optional[str], key: Optional[str], path: Optional[str]) -> Tuple[str, str]:
+    """The agent and key of a set: either ``agent`` and ``key``, or ``path``, never both."""
+    if path is not None:
+        if agent is not None or key is not None:
+            raise TypeError("set_secret: give either path= or agent= and key=, not both")
+        return split_path(path)
+    if agent is None or key is None:
+        raise TypeError("set_secret: give agent= and key=, or path= (\"AGENT/KEY\")")
+    return agent, key
+
+
+def _ttl(ttl: Ttl, ttl_seconds: Optional[int]) -> Ttl:
+    """``ttl_seconds`` is Agent Secret Store's name for ``ttl``."""
+    if ttl_seconds is not None:
+        if ttl is not None:
+            raise TypeError("issue_token: give ttl= or ttl_seconds=, not both")
+        return ttl_seconds
+    return ttl
 
 
 def _is_loopback(host: str) -> bool:
@@ -165,6 +198,9 @@ class _Core:
 
     @staticmethod
     def get_secret_request(key: str, agent: Optional[str]) -> _Request:
+        if agent is None and "/" in key:
+            # A key never contains "/": "production/openai/api-key" is a path.
+            agent, key = split_path(key)
         return _Request("get_secret", {"key": key}, params={"agent": agent})
 
     @staticmethod
@@ -207,6 +243,8 @@ class _Core:
         kind: Optional[str],
         allow_dangerous_name: bool,
         allow_empty_value: bool,
+        tier: Optional[Tier] = None,
+        tags: Optional[Mapping[str, str]] = None,
     ) -> _Request:
         body: Dict[str, Any] = {}
         if value is not None:
@@ -215,6 +253,10 @@ class _Core:
             body["description"] = description
         if kind is not None:
             body["kind"] = kind
+        if tier is not None:
+            body["tier"] = tier
+        if tags is not None:
+            body["tags"] = dict(tags)
         if allow_dangerous_name:
             body["allow_dangerous_name"] = True
         if allow_empty_value:
@@ -339,20 +381,34 @@ class Client:
 
     async def set_secret(
         self,
-        agent: str,
-        key: str,
+        agent: Optional[str] = None,
+        key: Optional[str] = None,
         value: Optional[Union[str, SecretValue]] = None,
         *,
+        path: Optional[str] = None,
         description: Optional[str] = None,
         kind: Optional[str] = None,
+        tier: Optional[Tier] = None,
+        tags: Optional[Mapping[str, str]] = None,
         allow_dangerous_name: bool = False,
         allow_empty_value: bool = False,
     ) -> SetResult:
         """Create or update an agent's entry (a write or admin token). Every write of a value
-        is a new version; ``kind="plain"`` stores readable configuration."""
+        is a new version; ``kind="plain"`` stores readable configuration. ``path="AGENT/KEY"``
+        (split at the last ``/``) stands for ``agent`` and ``key``; ``tier`` defaults to
+        ``standard`` on create and is kept on update; ``tags`` are added or replaced by name."""
+        agent, key = _agent_key(agent, key, path)
         data = await self._send(
             _Core.set_secret_request(
-                agent, key, value, description, kind, allow_dangerous_name, allow_empty_value
+                agent,
+                key,
+                value,
+                description,
+                kind,
+                allow_dangerous_name,
+                allow_empty_value,
+                tier,
+                tags,
             )
         )
         return _Core.set_secret_answer(data)
@@ -362,12 +418,14 @@ class Client:
         scope: Union[str, Sequence[str]],
         ttl: Ttl = None,
         *,
+        ttl_seconds: Optional[int] = None,
         description: Optional[str] = None,
         allow_empty: bool = False,
     ) -> IssuedToken:
         """Issue a scoped token (admin token): ``scope`` such as ``"secrets:read:bot/*"`` (or
-        several), ``ttl`` in seconds or as ``"1h"``."""
-        data = await self._send(_Core.issue_token_request(scope, ttl, description, allow_empty))
+        several), ``ttl`` in seconds or as ``"1h"`` (``ttl_seconds``: the same, by Agent Secret
+        Store's name)."""
+        data = await self._send(_Core.issue_token_request(scope, _ttl(ttl, ttl_seconds), description, allow_empty))
         return _Core.issue_token_answer(data)
 
     request_token = issue_token
@@ -434,19 +492,31 @@ class SyncClient:
 
     def set_secret(
         self,
-        agent: str,
-        key: str,
+        agent: Optional[str] = None,
+        key: Optional[str] = None,
         value: Optional[Union[str, SecretValue]] = None,
         *,
+        path: Optional[str] = None,
         description: Optional[str] = None,
         kind: Optional[str] = None,
+        tier: Optional[Tier] = None,
+        tags: Optional[Mapping[str, str]] = None,
         allow_dangerous_name: bool = False,
         allow_empty_value: bool = False,
     ) -> SetResult:
+        agent, key = _agent_key(agent, key, path)
         return _Core.set_secret_answer(
             self._send(
                 _Core.set_secret_request(
-                    agent, key, value, description, kind, allow_dangerous_name, allow_empty_value
+                    agent,
+                    key,
+                    value,
+                    description,
+                    kind,
+                    allow_dangerous_name,
+                    allow_empty_value,
+                    tier,
+                    tags,
                 )
             )
         )
@@ -456,11 +526,12 @@ class SyncClient:
         scope: Union[str, Sequence[str]],
         ttl: Ttl = None,
         *,
+        ttl_seconds: Optional[int] = None,
         description: Optional[str] = None,
         allow_empty: bool = False,
     ) -> IssuedToken:
         return _Core.issue_token_answer(
-            self._send(_Core.issue_token_request(scope, ttl, description, allow_empty))
+            self._send(_Core.issue_token_request(scope, _ttl(ttl, ttl_seconds), description, allow_empty))
         )
 
     request_token = issue_token

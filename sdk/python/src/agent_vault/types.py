@@ -6,9 +6,12 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 _MASK = "****"
+
+#: An entry's tier: ``critical`` reads need an approval (see docs/openapi.yaml).
+Tier = Literal["standard", "sensitive", "critical"]
 
 
 class SecretValue:
@@ -88,6 +91,12 @@ class IssuedToken:
     description: str
     expires_at: Optional[datetime]
 
+    @property
+    def value(self) -> SecretValue:
+        """The token (the same :class:`SecretValue` as :attr:`token`): Agent Secret Store's
+        name for it."""
+        return self.token
+
 
 @dataclass(frozen=True)
 class SetResult:
@@ -101,3 +110,11 @@ class SetResult:
     @property
     def version(self) -> int:
         return int(self.entry["version"])
+
+    @property
+    def tier(self) -> str:
+        return str(self.entry["tier"])
+
+    @property
+    def tags(self) -> Dict[str, str]:
+        return dict(self.entry["tags"])
