@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::common::openbao::Bao;
 use crate::common::vault::{start_vault, VaultServer};
 use crate::common::{agent_run, env_log_child, lines_starting, wait_until, Dir, Mode};
 
@@ -71,6 +72,72 @@ fn issue_13_one_runtime_read_per_start_and_one_per_change() {
         runtime_reads(&vault, "reads-bot"),
         2,
         "one read for the start and one for the change; agent-run's log:\n{}",
+        run.stderr()
+    );
+    assert_eq!(
+        value_starts(&dir.read("child.log")),
+        ["API_KEY=first-value-0001", "API_KEY=second-value-0002"]
+    );
+    run.stop();
+}
+
+/// The same on the OpenBao source (KV v2): the watcher's baseline is the version the fetch
+/// read, so no re-check follows the start. Counted in agent-run's own debug log (one
+/// `openbao kv read` line per read of a path's values): OpenBao's dev server keeps no audit
+/// trail unless configured with a file (and `bao audit enable` is refused by OpenBao 2.x).
+#[test]
+fn issue_13_one_openbao_read_per_start_and_one_per_change() {
+    let dir = Dir::new("reads-openbao");
+    let bao = Bao::dev(&dir);
+    bao.put(
+        "secret",
+        "agents/reads",
+        json!({"API_KEY": "first-value-0001"}),
+    );
+    let mut args: Vec<String> = [
+        "--store",
+        &bao.store(),
+        "--path",
+        "secret/agents/reads",
+        "--poll-interval",
+        "200ms",
+        "-vvv",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(env_log_child(&dir.join("child.log"), &["API_KEY"]));
+    let mut run = agent_run(Mode::Plain, args)
+        .env("BAO_TOKEN", &bao.token)
+        .start(&dir);
+    let reads = |stderr: String| stderr.matches("openbao kv read").count();
+
+    wait_until(LONG, "the first child", || {
+        value_starts(&dir.read("child.log")).len() == 1
+    });
+    // The old re-check came right after the watcher started; several polls later it has
+    // long happened if it is still there.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        reads(run.stderr()),
+        1,
+        "one read for the start:\n{}",
+        run.stderr()
+    );
+
+    bao.put(
+        "secret",
+        "agents/reads",
+        json!({"API_KEY": "second-value-0002"}),
+    );
+    wait_until(LONG, "the restart with the new value", || {
+        value_starts(&dir.read("child.log")).len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        reads(run.stderr()),
+        2,
+        "one more for the change:\n{}",
         run.stderr()
     );
     assert_eq!(

@@ -67,6 +67,10 @@ pub(super) struct Session {
     /// was deleted with every version (`bao kv metadata delete`, or a KV v1 delete), so it
     /// now provides nothing; for a path never read, a 404 is a configuration error.
     pub(super) known: std::collections::HashSet<String>,
+    /// What each path looked like to the last fetch (the KV v2 version it read, or the
+    /// digest of a KV v1 secret): the watcher's baseline, so a start reads the values once
+    /// (issue 13) and a change after the fetch still differs from it at the first poll.
+    pub(super) fetched: HashMap<String, super::kv::PathState>,
 }
 
 /// One answer: status and the whole body, in a buffer wiped on drop.

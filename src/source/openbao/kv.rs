@@ -134,6 +134,13 @@ impl Client {
                     {
                         if meta.is_gone() {
                             session.known.insert(kv_path.to_owned());
+                            session.fetched.insert(
+                                kv_path.to_owned(),
+                                PathState::Version {
+                                    version: meta.version,
+                                    gone: true,
+                                },
+                            );
                             warn!(path = kv_path, "the current version of this openbao secret is deleted or destroyed; it provides no secrets");
                             return Ok(SecretSet::default());
                         }
@@ -141,7 +148,27 @@ impl Client {
                 }
                 check_status(&reply, kv_path)?;
                 let read: Envelope<KvV2> = reply.parse(kv_path)?;
-                read.data.and_then(|d| d.data).unwrap_or_default()
+                let (map, meta) = read
+                    .data
+                    .map(|d| (d.data.unwrap_or_default(), d.metadata))
+                    .unwrap_or_default();
+                // The version this read saw, as the metadata endpoint would name it (an
+                // answer without one leaves the watcher to take its own baseline).
+                match meta {
+                    Some(meta) if meta.version > 0 => {
+                        session.fetched.insert(
+                            kv_path.to_owned(),
+                            PathState::Version {
+                                version: meta.version,
+                                gone: meta.is_gone(),
+                            },
+                        );
+                    }
+                    _ => {
+                        session.fetched.remove(kv_path);
+                    }
+                }
+                map
             }
         };
         session.known.insert(kv_path.to_owned());
@@ -157,6 +184,12 @@ impl Client {
                         path: kv_path.to_owned(),
                     },
                 },
+            );
+        }
+        if mount.version == KvVersion::V1 {
+            session.fetched.insert(
+                kv_path.to_owned(),
+                PathState::Digest(self.digest_key.digest_set(&set)),
             );
         }
         debug!(path = kv_path, keys = set.len(), version = ?mount.version, "openbao kv read");
@@ -241,6 +274,10 @@ pub(super) struct KvMetadata {
 
 #[derive(Deserialize)]
 pub(super) struct VersionMeta {
+    /// Set in a data read's `metadata` (the version read); absent in the metadata
+    /// endpoint's `versions` map, whose keys are the versions.
+    #[serde(default)]
+    pub(super) version: u64,
     #[serde(default)]
     pub(super) deletion_time: String,
     #[serde(default)]

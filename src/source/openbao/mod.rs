@@ -178,6 +178,7 @@ impl SecretSource for OpenBaoSource {
 
     fn fetch(&mut self) -> Result<SecretSet, Error> {
         let mut session = self.client.lock();
+        session.fetched.clear();
         let mut set = SecretSet::default();
         for path in &self.client.paths {
             set.extend(self.client.read_kv(&mut session, path)?);
@@ -193,20 +194,35 @@ impl SecretSource for OpenBaoSource {
 
     fn watch(&mut self, notifier: ChangeNotifier) -> Result<(), Error> {
         let label = self.describe();
-        // The baseline is taken here, before `watch` returns, and then one re-check is
-        // asked for (a change between the fetch and the baseline had no watcher): a change
-        // later than that re-fetch is seen by the first poll. A path that cannot be read now
-        // has no baseline; its first good poll counts as a change (the supervisor compares
-        // environments, so at worst nothing happens).
-        let baseline: Vec<Option<PathState>> = {
+        // The baseline is what the last fetch read (its KV v2 version, or a KV v1 digest):
+        // any later change differs from it at the first poll, so a start reads the values
+        // once (issue 13). A path the fetch did not record (the start came from the
+        // fallback file, or an answer without a version) gets its baseline read here, and
+        // then one re-check is asked for, since a change between the fetch and that baseline
+        // had no watcher. A path that cannot be read now has no baseline; its first good poll
+        // counts as a change (the supervisor compares environments, so at worst nothing
+        // happens).
+        let (baseline, recheck): (Vec<Option<PathState>>, bool) = {
             let mut session = self.client.lock();
-            self.client
+            let fetched = std::mem::take(&mut session.fetched);
+            let mut recheck = false;
+            let baseline = self
+                .client
                 .paths
                 .iter()
-                .map(|path| self.client.path_state(&mut session, path).ok())
-                .collect()
+                .map(|path| match fetched.get(path) {
+                    Some(state) => Some(state.clone()),
+                    None => {
+                        recheck = true;
+                        self.client.path_state(&mut session, path).ok()
+                    }
+                })
+                .collect();
+            (baseline, recheck)
         };
-        notifier.revised(&label);
+        if recheck {
+            notifier.revised(&label);
+        }
         let watcher = Watcher {
             client: Arc::clone(&self.client),
             stop: Arc::clone(&self.stop),
