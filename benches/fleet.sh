@@ -6,6 +6,7 @@
 # running with the new value; p50/p99/max over the fleet, ROTATIONS times, without and with
 # --restart-jitter (JITTER, default 0-5s). The store's CPU time (utime+stime from
 # /proc/PID/stat) and RSS are sampled every 50 ms from before the write until the last child.
+# TAG (e.g. -run2) is inserted into the output file names, to keep repeated runs apart.
 # Prints tables; raw CSV and a machine note go to benches/runs/<date-host>/fleet-*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ AGENT_RUN_TOKEN=$("$bin/agent-vault" tokens issue --scope 'secrets:read:fleet/*'
     echo "agent-run $(git rev-parse --short HEAD 2>/dev/null), release build (scripts/build-release.sh)"
     echo "agent-vault on loopback; $N agent-run --store, 1 agent (5 secrets) + 1 project var, one read token"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-} >"$run_dir/fleet-README.SETUP"
+} >"$run_dir/fleet${TAG:-}-README.SETUP"
 
 python3 - "$work" "$run_dir" "$bin/agent-run" "$child" "$vault_pid" <<'PY'
 import json, os, signal, statistics, subprocess, sys, threading, time, urllib.request
@@ -126,10 +127,10 @@ for case, extra in [("no jitter", []), (f"--restart-jitter {JITTER}", ["--restar
     for p in procs:
         p.wait()
 
-with open(f"{run_dir}/fleet-raw.csv", "w") as f:
+with open(f"{run_dir}/fleet{os.environ.get('TAG', '')}-raw.csv", "w") as f:
     f.write("case,rotation,launcher,ack_to_new_child_ms\n")
     for row in rows: f.write(f"{row[0]},{row[1]},{row[2]},{row[3]:.3f}\n")
-with open(f"{run_dir}/fleet-store.csv", "w") as f:
+with open(f"{run_dir}/fleet{os.environ.get('TAG', '')}-store.csv", "w") as f:
     f.write("case,rotation,unix_ns,store_cpu_s,store_rss_kib\n")
     for s in samples_out: f.write(f"{s[0]},{s[1]},{s[2]},{s[3]:.2f},{s[4]}\n")
 def pct(v, q): return v[min(len(v) - 1, int(len(v) * q))]
@@ -139,8 +140,8 @@ for (case, r, cpu, rss0, peak, _) in load_rows:
     v = sorted(x[3] for x in rows if x[0] == case and x[1] == r)
     out.append(f"| {case} | {r + 1} | {len(v)} | {statistics.median(v):.0f} | {pct(v, .99):.0f} | {v[-1]:.0f} | {cpu:.2f} | {rss0} → {peak} |")
 table = "\n".join(out)
-open(f"{run_dir}/fleet-summary.md", "w").write(table + "\n")
+open(f"{run_dir}/fleet{os.environ.get('TAG', '')}-summary.md", "w").write(table + "\n")
 print(table)
 PY
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$run_dir/fleet-README.SETUP"
-echo "raw data and machine note: $run_dir/fleet-*"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$run_dir/fleet${TAG:-}-README.SETUP"
+echo "raw data and machine note: $run_dir/fleet${TAG:-}-*"
