@@ -24,6 +24,8 @@ work=$(mktemp -d)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 pids=()
 cleanup() {
+    # Launchers left by a driver that failed half-way: a process group each, recorded ids.
+    [ -f "$work/launchers" ] && while read -r p; do kill -TERM -- "-$p" 2>/dev/null || true; done <"$work/launchers"
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     rm -rf "$work"
 }
@@ -146,6 +148,7 @@ for i in range(N):
         "--role-id-file", f"{work}/role-id", "--secret-id-file", f"{work}/secret-id", "--poll-interval", POLL, "-q",
         "--", CHILD, "stamp", f"{work}/c{i}.log", "KEY_0"],
         stdout=subprocess.DEVNULL, stderr=open(f"{work}/ar.err", "a"), env=env, start_new_session=True))
+    with open(f"{work}/launchers", "a") as f: f.write(f"{procs[-1].pid}\n")
 deadline = time.time() + 180
 while not all(last_value(i) for i in range(N)):
     assert time.time() < deadline, "not every launcher started its child: " + open(f"{work}/ar.err").read()[-2000:]

@@ -20,8 +20,9 @@ work=$(mktemp -d)
 vault_pid=""
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # 300 long-polls on one server
 cleanup() {
-    # Launchers were started in their own process group each by the Python driver and are
-    # stopped there; here only the store.
+    # Launchers run in a process group each (started by the Python driver, which stops them
+    # itself); if it failed half-way, stop the ones it left from their recorded ids.
+    [ -f "$work/launchers" ] && while read -r p; do kill -TERM -- "-$p" 2>/dev/null || true; done <"$work/launchers"
     [ -n "$vault_pid" ] && kill "$vault_pid" 2>/dev/null && wait "$vault_pid" 2>/dev/null
     rm -rf "$work"
 }
@@ -85,6 +86,7 @@ for case, extra in [("no jitter", []), (f"--restart-jitter {JITTER}", ["--restar
     for i in range(N):
         procs.append(subprocess.Popen([AR, "--store", addr, "-q", *extra, "--", CHILD, "stamp", f"{work}/c{i}.log", "FLEET_VAR"],
                                       stdout=subprocess.DEVNULL, stderr=open(f"{work}/ar.err", "a"), start_new_session=True))
+        with open(f"{work}/launchers", "a") as f: f.write(f"{procs[-1].pid}\n")
     deadline = time.time() + 120
     while not all(last_value(i) for i in range(N)):
         assert time.time() < deadline, "not every launcher started its child"
@@ -114,7 +116,6 @@ for case, extra in [("no jitter", []), (f"--restart-jitter {JITTER}", ["--restar
         time.sleep(0.3); stop.set(); t.join()
         for i in range(N):
             rows.append((case, r, i, lat[i]))
-        c0 = next(s for s in samples if s[0] <= acked) if samples[0][0] <= acked else samples[0]
         cpu_used = samples[-1][1] - samples[0][1]
         peak = max(s[2] for s in samples)
         load_rows.append((case, r, cpu_used, samples[0][2], peak, (samples[-1][0] - samples[0][0]) / 1e9))
